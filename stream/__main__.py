@@ -1,0 +1,7 @@
+"""`python -m stream` is the same as the `stream` command."""
+
+from __future__ import annotations
+
+from stream.cli import main
+
+main()

@@ -1,0 +1,192 @@
+"""Configuration, read once: defaults < TOML file < environment < command-line flags.
+
+The result is a frozen `Settings`; layers below the CLI receive plain values from it and
+never read the environment themselves, so a test can build any configuration in one line.
+Environment variables use the prefix `FRAUDSTREAM_` (e.g. `FRAUDSTREAM_REVIEW_THRESHOLD`),
+except the bootstrap address, which also honours the usual `KAFKA_BOOTSTRAP_SERVERS`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+Guarantee = Literal["at-least-once", "exactly-once"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported to the user as one line."""
+
+
+class Settings(BaseSettings):
+    """Every tunable of the scorer, producer and demo, with production-sane defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUDSTREAM_", frozen=True, extra="forbid", populate_by_name=True
+    )
+
+    # Kafka connection; the SASL password is a SecretStr so it never shows in logs or repr.
+    bootstrap_servers: str = Field(
+        "localhost:9092",
+        validation_alias=AliasChoices(
+            "bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", "FRAUDSTREAM_BOOTSTRAP_SERVERS"
+        ),
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "fraud-stream"
+    request_timeout_ms: int = Field(30_000, gt=0)
+    bootstrap_timeout_ms: int = Field(10_000, gt=0)
+
+    # Topics and group.
+    input_topic: str = "transactions"
+    output_topic: str = "verdicts"
+    labels_topic: str = "labels"
+    dlq_topic: str = "transactions.dlq"
+    changelog_topic: str = "transactions.changelog"
+    group_id: str = "fraud-stream"
+    topics_dir: Path | None = None
+
+    # The loop.
+    guarantee: Guarantee = "at-least-once"
+    max_events: int | None = Field(None, ge=0)
+    max_poll_records: int = Field(500, gt=0)
+    poll_timeout_ms: int = Field(100, ge=0)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    idle_exit_s: float | None = Field(None, gt=0)
+
+    # Features.
+    horizons_s: tuple[float, ...] = (3600.0, 86400.0, 604800.0, 2592000.0)
+    card_ttl_s: float = Field(30 * 86400.0, gt=0)
+    merchant_ttl_s: float = Field(90 * 86400.0, gt=0)
+    merchant_prior: tuple[float, float] = (1.0, 99.0)
+    evict_every: int = Field(10_000, gt=0)
+
+    # Model and policy.
+    learning_rate: float = Field(0.02, gt=0)
+    l2: float = Field(0.0, ge=0)
+    fraud_weight: float = Field(5.0, gt=0)
+    review_threshold: float = Field(0.2, ge=0, le=1)
+    decline_threshold: float = Field(0.6, ge=0, le=1)
+    label_delay_s: float = Field(0.0, ge=0)
+    pending_ttl_s: float = Field(120 * 86400.0, gt=0)
+    pending_max: int = Field(1_000_000, gt=0)
+
+    # Evaluation.
+    metrics_window: int = Field(10_000, gt=10)
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Settings:
+        if self.review_threshold > self.decline_threshold:
+            raise ValueError("review_threshold must not exceed decline_threshold")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init) beat the environment; the TOML file is merged in by load_settings
+        # below the environment, which is why it is not a source here.
+        return (init_settings, env_settings)
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Connection options shared by every kafka-python client we build."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
+            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
+        }
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_plain_username,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        options.update({k: v for k, v in optional.items() if v is not None})
+        if self.sasl_plain_password is not None:
+            options["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
+        return options
+
+
+def _flatten(table: dict[str, Any]) -> dict[str, Any]:
+    """TOML sections ([kafka], [model], ...) are for humans; settings are one flat namespace."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value))
+        else:
+            flat[key.replace("-", "_")] = value
+    return flat
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML config file, with a one-line error for a missing or broken file."""
+    try:
+        with path.open("rb") as handle:
+            return _flatten(tomllib.load(handle))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _env_names(settings_cls: type[Settings]) -> dict[str, set[str]]:
+    names: dict[str, set[str]] = {}
+    for name, info in settings_cls.model_fields.items():
+        aliases = {f"FRAUDSTREAM_{name.upper()}"}
+        if isinstance(info.validation_alias, AliasChoices):
+            aliases |= {a for a in info.validation_alias.choices if isinstance(a, str)}
+        names[name] = aliases
+    return names
+
+
+def load_settings(
+    config_file: Path | None = None, environ: dict[str, str] | None = None, **flags: Any
+) -> Settings:
+    """Merge the four layers; flags that are None (not given) do not override anything."""
+    import os
+
+    env = dict(os.environ if environ is None else environ)
+    file_values = read_toml(config_file) if config_file else {}
+    given = {k: v for k, v in flags.items() if v is not None}
+    # TOML values apply only where neither the environment nor a flag sets the field.
+    upper_env = {k.upper() for k in env}
+    for name, aliases in _env_names(Settings).items():
+        if name in file_values and name not in given and not aliases & upper_env:
+            given[name] = file_values.pop(name)
+    unknown = set(file_values) - set(Settings.model_fields)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {config_file}: {', '.join(sorted(unknown))}")
+    try:
+        if environ is None:
+            return Settings(**given)
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(environ)
+        try:
+            return Settings(**given)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

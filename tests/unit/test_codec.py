@@ -1,0 +1,146 @@
+"""The codec against the contract: every malformed kind gets its reason code, and the
+hand-written validation agrees with topics/transactions.schema.json on the same corpus."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from stream.data.codec import (
+    DecodeError,
+    decode_label,
+    decode_transaction,
+    encode_dead_letter,
+    encode_verdict,
+    format_time,
+    parse_timestamp,
+)
+from stream.data.messages import DeadLetter, SourceRef, Verdict
+
+TOPICS = Path(__file__).resolve().parents[2] / "topics"
+GOOD = {
+    "transaction_id": "tx-1",
+    "card_id": "card-1",
+    "merchant_id": "m-1",
+    "amount": 12.5,
+    "timestamp": "2026-11-26T10:00:00.250Z",
+}
+
+
+def _with(**changes: object) -> bytes:
+    event = {**GOOD, **changes}
+    return orjson.dumps({k: v for k, v in event.items() if v is not _DROP})
+
+
+_DROP = object()
+
+BAD = [
+    (b"not json", "invalid_json"),
+    (b"", "invalid_json"),
+    (b"\xff\xfe", "invalid_json"),
+    (b"[1, 2]", "not_an_object"),
+    (b'"text"', "not_an_object"),
+    (_with(card_id=_DROP), "missing_field"),
+    (_with(amount=_DROP), "missing_field"),
+    (_with(timestamp=_DROP), "missing_field"),
+    (_with(card_id=42), "invalid_type"),
+    (_with(merchant_id=""), "invalid_type"),
+    (_with(amount="12.5"), "invalid_type"),
+    (_with(amount=True), "invalid_type"),
+    (_with(amount=-0.01), "invalid_amount"),
+    (b'{"transaction_id":"t","card_id":"c","merchant_id":"m","amount":Infinity,'
+     b'"timestamp":1}', "invalid_json"),
+    (_with(amount=1e400 if False else -5), "invalid_amount"),
+    (_with(timestamp="yesterday"), "invalid_timestamp"),
+    (_with(timestamp="2026-11-26T10:00:00"), "invalid_timestamp"),
+    (_with(timestamp=-1), "invalid_timestamp"),
+    (_with(timestamp=1.5), "invalid_timestamp"),
+    (_with(timestamp=True), "invalid_timestamp"),
+    (_with(is_fraud="yes"), "invalid_label"),
+    (_with(is_fraud=2), "invalid_label"),
+]
+
+
+def test_good_event_decodes_with_event_time_and_extras() -> None:
+    tx = decode_transaction(_with(mcc="5411", is_fraud=1, currency="EUR"))
+    assert tx.transaction_id == "tx-1" and tx.amount == 12.5 and tx.is_fraud is True
+    assert tx.timestamp == pytest.approx(1795687200.25)
+    assert tx.extras == {"mcc": "5411"} and tx.currency == "EUR"
+
+
+def test_epoch_millis_and_offsets_are_the_same_instant() -> None:
+    assert parse_timestamp(1795687200250) == parse_timestamp("2026-11-26T11:00:00.250+01:00")
+
+
+@pytest.mark.parametrize(("raw", "reason"), BAD)
+def test_each_malformed_kind_has_its_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_transaction(raw)
+    assert info.value.reason == reason
+    assert str(info.value)
+
+
+def test_null_value_is_a_dead_letter_not_a_crash() -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_transaction(None)
+    assert info.value.reason == "invalid_json"
+
+
+def test_codec_agrees_with_the_json_schema() -> None:
+    schema = json.loads((TOPICS / "transactions.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    corpus = [_with(), _with(is_fraud=False, country="FR"), _with(timestamp=1795687200250)]
+    corpus += [raw for raw, _ in BAD]
+    for raw in corpus:
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            continue  # not JSON at all: nothing for a schema to say
+        schema_ok = validator.is_valid(document)
+        try:
+            decode_transaction(raw)
+            codec_ok = True
+        except DecodeError:
+            codec_ok = False
+        assert schema_ok == codec_ok, raw
+
+
+def test_label_decoding() -> None:
+    label = decode_label(b'{"transaction_id":"t","card_id":"c","is_fraud":0,"timestamp":5}')
+    assert label.is_fraud is False and label.timestamp == 0.005
+    with pytest.raises(DecodeError) as info:
+        decode_label(b'{"transaction_id":"t","card_id":"c","timestamp":5}')
+    assert info.value.reason == "missing_field"
+
+
+def test_verdict_round_trip_follows_the_contract() -> None:
+    schema = json.loads((TOPICS / "verdicts.schema.json").read_text())
+    verdict = Verdict("t", "c", 0.25, "review", "v1", format_time(0.0), 3.5, {"amount_log": 1.0})
+    body = orjson.loads(encode_verdict(verdict))
+    jsonschema.validate(body, schema)
+    assert body["scored_at"] == "1970-01-01T00:00:00.000Z"
+    assert "challengers" not in body
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"\xff\xfe\x00binary"])
+def test_dead_letter_keeps_the_original_bytes(payload: bytes) -> None:
+    letter = DeadLetter("invalid_json", "bad", SourceRef("transactions", 2, 41), payload, b"k")
+    body = orjson.loads(encode_dead_letter(letter))
+    schema = json.loads((TOPICS / "transactions.dlq.schema.json").read_text())
+    jsonschema.validate(body, schema)
+    assert body["source"] == {"topic": "transactions", "partition": 2, "offset": 41}
+    kept = body["payload"].encode() if "payload" in body else base64.b64decode(body["payload_b64"])
+    assert kept == payload
+
+
+def test_format_time_is_rfc3339_utc() -> None:
+    assert format_time(1795687200.25) == "2026-11-26T10:00:00.250Z"
+    assert math.isclose(parse_timestamp(format_time(1795687200.25)), 1795687200.25)

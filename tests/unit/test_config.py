@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream.config import ConfigError, load_settings
+
+
+def test_layers_override_in_order(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('[kafka]\nbootstrap_servers = "file:1"\n[model]\nreview_threshold = 0.3\n'
+                    'decline_threshold = 0.7\ngroup_id = "from-file"\n')
+    defaults = load_settings(environ={})
+    assert defaults.bootstrap_servers == "localhost:9092" and defaults.group_id == "fraud-stream"
+    from_file = load_settings(toml, environ={})
+    assert from_file.bootstrap_servers == "file:1" and from_file.review_threshold == 0.3
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "env:1", "FRAUDSTREAM_GROUP_ID": "from-env"}
+    from_env = load_settings(toml, environ=env)
+    assert from_env.bootstrap_servers == "env:1" and from_env.group_id == "from-env"
+    assert from_env.review_threshold == 0.3
+    flags = load_settings(toml, environ=env, bootstrap_servers="flag:1", group_id=None)
+    assert flags.bootstrap_servers == "flag:1" and flags.group_id == "from-env"
+
+
+def test_settings_are_frozen_and_hide_secrets() -> None:
+    settings = load_settings(environ={"FRAUDSTREAM_SASL_PLAIN_PASSWORD": "hunter2"})
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    assert settings.kafka_options()["sasl_plain_password"] == "hunter2"
+    with pytest.raises(Exception):
+        settings.group_id = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("nonsense = 1\n", "unknown setting"), ("review_threshold = 0.9\n", "review_threshold"),
+     ("= broken", "not valid TOML")],
+)
+def test_bad_config_is_one_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(toml, environ={})
+
+
+def test_missing_file_and_bad_env() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(Path("/nonexistent.toml"), environ={})
+    with pytest.raises(ConfigError, match="max_poll_records"):
+        load_settings(environ={"FRAUDSTREAM_MAX_POLL_RECORDS": "-3"})
