@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     idle_exit_s: float | None = Field(None, gt=0)
+    stuck_after_s: float = Field(60.0, gt=0)
 
     # Features.
     horizons_s: tuple[float, ...] = (3600.0, 86400.0, 604800.0, 2592000.0)

@@ -9,6 +9,7 @@ Streams), which is what lets a partition move between instances with its state.
 from __future__ import annotations
 
 from array import array
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from stream.scoring.model import ModelSpec, learn_one, make_model, score_one, to
 from stream.scoring.pending import Decided, DueLabels, PendingBuffer
 from stream.scoring.policy import Policy
 
-LabelOutcome = Literal["learned", "unmatched"]
+LabelOutcome = Literal["learned", "held", "unmatched"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class PipelineConfig:
     pending_max: int = 1_000_000
     metrics_window: int = 10_000
     explain_top_k: int = 3
+    early_label_max: int = 100_000
+    early_label_ttl_s: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ class PartitionState:
             card_ttl_s=config.card_ttl_s,
             merchant_ttl_s=config.merchant_ttl_s,
             merchant_prior=config.merchant_prior,
+            track_changes=False,  # nothing drains a changelog yet
         )
         self.model: compose.Pipeline = make_model(config.model)
         self.due = DueLabels(config.label_delay_s)
@@ -83,6 +87,10 @@ class Pipeline:
         self.pending = PendingBuffer(config.pending_max, config.pending_ttl_s)
         self.evaluation = Prequential(config.metrics_window)
         self._partitions: dict[int, PartitionState] = {}
+        # Labels that arrived before their transaction was scored (another partition's fetch
+        # can overtake): held briefly and applied right after the transaction is scored.
+        self._early: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+        self.clock = float("-inf")
         self.unmatched_labels = 0
 
     # -- partition ownership -------------------------------------------------------------
@@ -117,39 +125,61 @@ class Pipeline:
         state.events += 1
         if tx.timestamp > state.clock:
             state.clock = tx.timestamp
+            if tx.timestamp > self.clock:
+                self.clock = tx.timestamp
+        label, label_ts, immediate = tx.is_fraud, tx.timestamp, self.config.label_delay_s <= 0
+        early = self._early.pop(tx.transaction_id, None) if self._early else None
+        if early is not None:
+            label, label_ts, immediate = early[0], early[1], True
         learned = 0
-        if tx.is_fraud is not None and self.config.label_delay_s <= 0:
-            self._learn(state, features, tx.merchant_id, score, tx.is_fraud, tx.timestamp)
+        if label is not None and immediate:
+            self._learn(state, features, tx.merchant_id, score, label, label_ts)
             learned += 1
         else:
             names = state.features.feature_names
             packed = array("d", [features[name] for name in names])
             decided = Decided(state.partition, tx.merchant_id, tx.timestamp, score, packed)
             self.pending.put(tx.transaction_id, decided)
-            if tx.is_fraud is not None:
-                state.due.push(tx.transaction_id, tx.is_fraud, tx.timestamp)
-        for tx_id, label in state.due.release(state.clock):
-            if self._learn_pending(tx_id, label, state.clock) == "learned":
+            if label is not None:
+                state.due.push(tx.transaction_id, label, tx.timestamp)
+        for tx_id, due_label in state.due.release(state.clock):
+            if self._learn_pending(tx_id, due_label, state.clock):
                 learned += 1
+            else:
+                self.unmatched_labels += 1  # its record was evicted before the label was due
         if state.events % self.config.evict_every == 0:
             state.features.evict(state.clock)
             self.pending.expire(state.clock)
+            self._expire_early()
         return learned
 
-    def learn_label(self, label: Label) -> LabelOutcome:
-        """A label from the labels topic: learn from the decision-time record, if still held."""
-        return self._learn_pending(label.transaction_id, label.is_fraud, label.timestamp)
+    def _expire_early(self) -> None:
+        horizon = self.clock - self.config.early_label_ttl_s
+        early = self._early
+        while early and next(iter(early.values()))[1] < horizon:
+            early.popitem(last=False)
+            self.unmatched_labels += 1
 
-    def _learn_pending(self, tx_id: str, is_fraud: bool, timestamp: float) -> LabelOutcome:
+    def learn_label(self, label: Label) -> LabelOutcome:
+        """A label from the labels topic: learn from the decision-time record if it is held;
+        a label that overtook its transaction is held until that transaction is scored."""
+        if self._learn_pending(label.transaction_id, label.is_fraud, label.timestamp):
+            return "learned"
+        self._early[label.transaction_id] = (label.is_fraud, label.timestamp)
+        if len(self._early) > self.config.early_label_max:
+            self._early.popitem(last=False)
+            self.unmatched_labels += 1
+        return "held"
+
+    def _learn_pending(self, tx_id: str, is_fraud: bool, timestamp: float) -> bool:
         decided = self.pending.pop(tx_id)
         state = self._partitions.get(decided.partition) if decided else None
         if decided is None or state is None:
-            self.unmatched_labels += 1
-            return "unmatched"
+            return False
         names = state.features.feature_names
         features = dict(zip(names, decided.features, strict=True))
         self._learn(state, features, decided.merchant_id, decided.score, is_fraud, timestamp)
-        return "learned"
+        return True
 
     def _learn(
         self,
@@ -172,4 +202,5 @@ class Pipeline:
     def state_sizes(self) -> dict[str, Any]:
         cards = sum(s.features.n_cards for s in self._partitions.values())
         merchants = sum(s.features.n_merchants for s in self._partitions.values())
-        return {"cards": cards, "merchants": merchants, "pending_labels": len(self.pending)}
+        return {"cards": cards, "merchants": merchants, "pending_labels": len(self.pending),
+                "early_labels": len(self._early)}

@@ -48,5 +48,5 @@ class Prequential:
     def snapshot(self) -> Snapshot:
         has_both = 0 < self._positives < self._labels
         auc = float(self._auc.get()) if has_both else math.nan
-        loss = float(self._log_loss.get()) if self._labels else math.nan
+        loss = float(self._log_loss.get()) if self._labels else math.nan  # type: ignore[operator]
         return Snapshot(self._labels, self._positives, auc, loss)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from stream.config import ConfigError, load_settings
 
@@ -27,7 +28,7 @@ def test_settings_are_frozen_and_hide_secrets() -> None:
     settings = load_settings(environ={"FRAUDSTREAM_SASL_PLAIN_PASSWORD": "hunter2"})
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
     assert settings.kafka_options()["sasl_plain_password"] == "hunter2"
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         settings.group_id = "x"  # type: ignore[misc]
 
 

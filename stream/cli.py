@@ -1,0 +1,236 @@
+"""The `stream` command: thin wrappers that build Settings and call the library.
+
+Every failure a user can cause (a wrong option, an unreachable broker, a missing topic, a
+bad config file) ends as one `error: ...` line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stream.config import ConfigError, Settings, load_settings
+from stream.data.broker import BrokerError, LocalBroker
+from stream.data.kafka_io import InfrastructureError, make_admin, make_producer
+
+app = typer.Typer(
+    name="stream", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None, help="fraud-stream: real-time fraud scoring on Kafka.",
+)
+kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, one node).")
+topics_app = typer.Typer(no_args_is_help=True, help="Topics as code (topics/).")
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+
+Opt = typer.Option
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    bootstrap_servers: Annotated[str | None, Opt(help="Kafka bootstrap servers.")] = None,
+    config: Annotated[Path | None, Opt(help="TOML config file.")] = None,
+    security_protocol: Annotated[str | None, Opt(help="PLAINTEXT, SSL, SASL_*.")] = None,
+    sasl_mechanism: Annotated[str | None, Opt()] = None,
+    sasl_username: Annotated[str | None, Opt()] = None,
+    sasl_password: Annotated[
+        str | None, Opt(help="Prefer env FRAUDSTREAM_SASL_PLAIN_PASSWORD.")] = None,
+    ssl_cafile: Annotated[str | None, Opt()] = None,
+    log_level: Annotated[str, Opt(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+) -> None:
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # kafka-python logs every failed reconnect at ERROR; our own lines say what matters.
+    if log_level.upper() != "DEBUG":
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    ctx.obj = {
+        "config_file": config,
+        "flags": {
+            "bootstrap_servers": bootstrap_servers,
+            "security_protocol": security_protocol,
+            "sasl_mechanism": sasl_mechanism,
+            "sasl_plain_username": sasl_username,
+            "sasl_plain_password": sasl_password,
+            "ssl_cafile": ssl_cafile,
+        },
+    }
+
+
+def settings_from(ctx: typer.Context, **flags: Any) -> Settings:
+    """Global flags + this command's flags over env, TOML and defaults."""
+    obj = ctx.find_root().obj or {}
+    merged = {**obj.get("flags", {}), **flags}
+    return load_settings(obj.get("config_file"), **merged)
+
+
+# -- kafka ----------------------------------------------------------------------------------
+PortOpt = Annotated[int, Opt(help="Broker port on 127.0.0.1 (controller uses port+1).")]
+DataDirOpt = Annotated[Path | None, Opt(help="Log directory (kept across restarts).")]
+
+
+@kafka_app.command("up")
+def kafka_up(port: PortOpt = 9092, data_dir: DataDirOpt = None) -> None:
+    """Start the local broker and wait until it answers."""
+    bootstrap = LocalBroker(port=port, data_dir=data_dir).start()
+    typer.echo(bootstrap)
+
+
+@kafka_app.command("down")
+def kafka_down(port: PortOpt = 9092, data_dir: DataDirOpt = None) -> None:
+    """Stop the local broker started by `up`."""
+    stopped = LocalBroker(port=port, data_dir=data_dir).stop()
+    typer.echo("stopped" if stopped else "not running")
+
+
+@kafka_app.command("status")
+def kafka_status(port: PortOpt = 9092, data_dir: DataDirOpt = None) -> None:
+    """Say whether the local broker runs and answers; exit 1 when it does not answer."""
+    status = LocalBroker(port=port, data_dir=data_dir).status()
+    typer.echo(f"pid={status.pid or '-'} answering={status.answering} {status.bootstrap}")
+    if not status.answering:
+        raise typer.Exit(1)
+
+
+# -- topics ---------------------------------------------------------------------------------
+@topics_app.command("apply")
+def topics_apply(
+    ctx: typer.Context,
+    topics_dir: Annotated[Path | None, Opt(help="Directory of topic specs.")] = None,
+) -> None:
+    """Create missing topics and report drift in existing ones (idempotent)."""
+    from stream.data.topics import apply_topics, load_specs
+
+    settings = settings_from(ctx, topics_dir=topics_dir)
+    specs = load_specs(settings.topics_dir)
+    names = {
+        "transactions": settings.input_topic, "labels": settings.labels_topic,
+        "verdicts": settings.output_topic, "transactions.dlq": settings.dlq_topic,
+        "transactions.changelog": settings.changelog_topic,
+    }
+    renamed = [spec.renamed(names.get(role, spec.name)) for role, spec in specs.items()]
+    admin = make_admin(settings)
+    try:
+        report = apply_topics(admin, renamed)
+    finally:
+        admin.close()
+    for line in report.lines():
+        typer.echo(line)
+
+
+# -- produce --------------------------------------------------------------------------------
+@app.command()
+def produce(
+    ctx: typer.Context,
+    count: Annotated[int, Opt(min=0, help="Synthetic events to produce.")] = 10_000,
+    rate: Annotated[float | None, Opt(min=0.0, help="Events per second (default: max).")] = None,
+    fraud_rate: Annotated[float, Opt(min=0.0, max=1.0)] = 0.01,
+    seed: Annotated[int, Opt()] = 7,
+    cards: Annotated[int, Opt(min=1, help="Distinct cards.")] = 2000,
+    merchants: Annotated[int, Opt(min=1, help="Distinct merchants.")] = 400,
+    file: Annotated[Path | None, Opt(help="Replay a .csv or .jsonl file instead.")] = None,
+    label_delay: Annotated[
+        float | None, Opt(help="Send labels on the labels topic this many event-time seconds "
+                          "later, instead of inside the event.")] = None,
+    topic: Annotated[str | None, Opt(help="Target topic (default: input topic).")] = None,
+    progress: Annotated[bool, Opt(help="Show a progress bar.")] = True,
+) -> None:
+    """Produce synthetic transactions with realistic fraud patterns, or replay a file."""
+    from stream.data.producer import produce_events
+    from stream.data.replay import read_events
+    from stream.data.synthetic import TrafficConfig, generate
+
+    settings = settings_from(ctx)
+    total: int | None
+    if file is not None:
+        if not file.exists():
+            raise ConfigError(f"file not found: {file}")
+        events: Any = read_events(file)
+        total = None
+    else:
+        events = generate(TrafficConfig(count=count, fraud_rate=fraud_rate, seed=seed,
+                                        n_cards=cards, n_merchants=merchants))
+        total = count
+    producer = make_producer(settings)
+    try:
+        stats = produce_events(
+            producer, events, topic or settings.input_topic, rate=rate,
+            labels_topic=settings.labels_topic, label_delay_s=label_delay,
+            progress=progress, total=total,
+        )
+    finally:
+        producer.close(timeout=10)
+    typer.echo(f"produced {stats.sent} events and {stats.labels_sent} labels "
+               f"in {stats.seconds:.1f}s")
+
+
+# -- run ------------------------------------------------------------------------------------
+@app.command()
+def run(
+    ctx: typer.Context,
+    max_events: Annotated[int | None, Opt(min=0, help="Process N input records, commit, exit 0.")]
+    = None,
+    metrics_port: Annotated[int | None, Opt(min=0, max=65535, help="Prometheus port.")] = None,
+    input_topic: Annotated[str | None, Opt()] = None,
+    output_topic: Annotated[str | None, Opt()] = None,
+    labels_topic: Annotated[str | None, Opt()] = None,
+    dlq_topic: Annotated[str | None, Opt()] = None,
+    group_id: Annotated[str | None, Opt()] = None,
+    label_delay: Annotated[float | None, Opt(min=0.0, help="Replay in-event labels this many "
+                                             "event-time seconds later.")] = None,
+    review_threshold: Annotated[float | None, Opt(min=0.0, max=1.0)] = None,
+    decline_threshold: Annotated[float | None, Opt(min=0.0, max=1.0)] = None,
+    idle_exit: Annotated[float | None, Opt(help="Exit after this many seconds without input.")]
+    = None,
+) -> None:
+    """The scorer: consume transactions and labels, publish verdicts, learn online."""
+    from stream.service import run_scorer
+
+    settings = settings_from(
+        ctx, max_events=max_events, metrics_port=metrics_port, input_topic=input_topic,
+        output_topic=output_topic, labels_topic=labels_topic, dlq_topic=dlq_topic,
+        group_id=group_id, label_delay_s=label_delay, review_threshold=review_threshold,
+        decline_threshold=decline_threshold, idle_exit_s=idle_exit,
+    )
+    result = run_scorer(settings)
+    typer.echo(
+        f"processed {result.transactions} records: {result.verdicts} verdicts, "
+        f"{result.dead_letters} dead letters, {result.labels} labels", err=True,
+    )
+
+
+# -- demo -----------------------------------------------------------------------------------
+@app.command()
+def demo(
+    ctx: typer.Context,
+    count: Annotated[int, Opt(min=1, help="Synthetic events to stream.")] = 200_000,
+    rate: Annotated[float, Opt(min=1.0, help="Events per second offered.")] = 2000.0,
+    fraud_rate: Annotated[float, Opt(min=0.0, max=1.0)] = 0.01,
+    metrics_port: Annotated[int, Opt(min=0, max=65535)] = 9108,
+    port: Annotated[int, Opt(help="Port of the local broker, if one must be started.")] = 9092,
+    seconds: Annotated[float | None, Opt(help="Stop after this long (default: when done).")]
+    = None,
+) -> None:
+    """Local broker if needed, topics, producer and scorer together, with a live summary."""
+    from stream.demo import run_demo
+
+    settings = settings_from(ctx, metrics_port=metrics_port)
+    run_demo(settings, count=count, rate=rate, fraud_rate=fraud_rate, broker_port=port,
+             seconds=seconds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: map every expected failure to one line and an exit code.
+
+    Usage errors (unknown option, bad value) are reported by Typer itself, exit code 2.
+    """
+    try:
+        app(args=argv)
+    except (ConfigError, InfrastructureError, BrokerError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,234 @@
+"""The sending side of `stream produce`: events to Kafka, with pacing, delayed labels and progress.
+
+Why labels are delayed in event time: in production a transaction's outcome arrives days later
+(chargebacks, analyst reviews) on the `labels` topic, and the scorer must cope with that. With
+`label_delay_s` the label is stripped from each transaction and sent on the labels topic only once
+the stream's event time (the largest timestamp sent so far) has passed the transaction time plus
+the delay, so a replay exercises the same late-label path as production.
+
+Records keep Kafka's own (wall-clock) record timestamp on purpose: stamping them with simulated
+event times from the past would make time-based retention delete them as soon as they land.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from stream.data.codec import format_time, parse_timestamp
+
+_PROGRESS_EVERY_S = 0.1
+
+
+class ProduceError(RuntimeError):
+    """Some sends failed after the producer's own retries; `failed` says how many."""
+
+    def __init__(self, failed: int, first: BaseException | None) -> None:
+        super().__init__(f"{failed} message(s) could not be delivered; first error: {first!r}")
+        self.failed = failed
+        self.first = first
+
+
+class _Sender(Protocol):
+    """The part of kafka-python's KafkaProducer this module uses (tests may pass a fake)."""
+
+    def send(self, topic: str, value: Any = None, key: Any = None) -> Any: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+
+@dataclass
+class ProduceStats:
+    """What a run sent: transactions (including raw records), labels, and wall-clock seconds."""
+
+    sent: int
+    labels_sent: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Transactions per second of wall-clock time."""
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+def produce_events(
+    producer: _Sender,
+    events: Iterable[dict[str, Any] | bytes],
+    topic: str,
+    *,
+    rate: float | None = None,
+    labels_topic: str | None = None,
+    label_delay_s: float | None = None,
+    progress: bool = True,
+    total: int | None = None,
+) -> ProduceStats:
+    """Send every event to `topic` keyed by card_id, flush, and raise ProduceError on failures.
+
+    Dict events are serialised with orjson; bytes (records a file replay could not parse) are sent
+    unchanged with no key, so the scorer dead-letters them. `rate` paces sends smoothly in events
+    per wall-clock second (None: as fast as possible). With `label_delay_s`, labels go to
+    `labels_topic` as described in the module docstring; the rest are flushed at the end.
+    """
+    if rate is not None and rate <= 0:
+        raise ValueError(f"rate must be > 0 events/s, got {rate}")
+    if label_delay_s is not None:
+        if labels_topic is None:
+            raise ValueError("label_delay_s needs a labels_topic")
+        if label_delay_s < 0:
+            raise ValueError(f"label_delay_s must be >= 0, got {label_delay_s}")
+    label_topic = labels_topic or ""  # only used when label_delay_s is set, and then required
+    failures = _Failures()
+    pending: list[tuple[float, int, bytes, bytes]] = []  # (due, seq, key, value)
+    watermark = float("-inf")
+    sent = labels_sent = 0
+    started = time.perf_counter()
+    pacer = _Pacer(rate)
+    with _progress_bar(progress, total) as tick:
+        for event in events:
+            pacer.wait()
+            if isinstance(event, bytes | bytearray):
+                producer.send(topic, value=bytes(event), key=None).add_errback(failures)
+                sent += 1
+                tick(sent)
+                continue  # raw bytes have no event time: the watermark stays put
+            label = None
+            if label_delay_s is not None:
+                event, label, event_time = _split_label(event, label_delay_s)
+                if event_time is not None:
+                    watermark = max(watermark, event_time)
+            card = event.get("card_id")
+            key = card.encode() if isinstance(card, str) else None
+            producer.send(topic, value=orjson.dumps(event), key=key).add_errback(failures)
+            sent += 1
+            if label is not None:
+                heapq.heappush(pending, (label[0], sent, label[1], label[2]))
+            while pending and pending[0][0] <= watermark:
+                _, _, lkey, lvalue = heapq.heappop(pending)
+                producer.send(label_topic, value=lvalue, key=lkey).add_errback(failures)
+                labels_sent += 1
+            failures.check()
+            tick(sent)
+        while pending:  # the stream ended: every outstanding label is now due
+            _, _, lkey, lvalue = heapq.heappop(pending)
+            producer.send(label_topic, value=lvalue, key=lkey).add_errback(failures)
+            labels_sent += 1
+        producer.flush()
+        tick(sent, True)
+    failures.check()
+    return ProduceStats(sent, labels_sent, time.perf_counter() - started)
+
+
+def _split_label(
+    event: dict[str, Any], delay_s: float
+) -> tuple[dict[str, Any], tuple[float, bytes, bytes] | None, float | None]:
+    """The event without `is_fraud`, its label as (due, key, value), and its event time.
+
+    An event whose id, card or timestamp is unusable keeps its `is_fraud` and gets no label: it
+    goes to the scorer as it is, to be dead-lettered there rather than half-fixed here.
+    """
+    try:
+        event_time = parse_timestamp(event.get("timestamp"))
+    except ValueError:
+        return event, None, None
+    tx_id, card = event.get("transaction_id"), event.get("card_id")
+    outcome = _as_label(event.get("is_fraud"))
+    if outcome is None or not isinstance(tx_id, str) or not isinstance(card, str):
+        return event, None, event_time
+    due = event_time + delay_s
+    body = {"transaction_id": tx_id, "card_id": card, "is_fraud": outcome,
+            "timestamp": format_time(due)}
+    stripped = {k: v for k, v in event.items() if k != "is_fraud"}
+    return stripped, (due, card.encode(), orjson.dumps(body)), event_time
+
+
+def _as_label(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    return None
+
+
+class _Failures:
+    """Errback that counts failed sends; `check` raises so a dead broker stops the run early."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: BaseException | None = None
+
+    def __call__(self, exc: BaseException) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = exc
+
+    def check(self) -> None:
+        if self.count:
+            raise ProduceError(self.count, self.first)
+
+
+class _Pacer:
+    """Spaces sends 1/rate apart on a fixed schedule (smooth, not a burst each second).
+
+    When sending falls more than a second behind, the schedule restarts instead of bursting to
+    catch up.
+    """
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.origin = 0.0
+        self.n = 0
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.perf_counter()
+        if self.n == 0:
+            self.origin = now
+        ahead = self.origin + self.n * self.interval - now
+        if ahead > 0.0005:
+            time.sleep(ahead)
+        elif ahead < -1.0:
+            self.origin, self.n = now, 0
+        self.n += 1
+
+
+@contextmanager
+def _progress_bar(progress: bool, total: int | None) -> Iterator[Callable[..., None]]:
+    """Yield `tick(sent, final=False)`; it redraws at most every 0.1 s, so it is cheap per event.
+
+    Shown only when asked for and stderr is a terminal, or forced the way rich allows
+    (`FORCE_COLOR` or `TTY_COMPATIBLE=1` in the environment): logs and pipes stay clean.
+    """
+    console = Console(stderr=True)
+    if not progress or not console.is_terminal:
+        yield lambda sent, final=False: None
+        return
+    columns: list[Any] = [TextColumn("[bold]produce")]
+    if total:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    else:
+        columns.append(TextColumn("{task.completed:,.0f} events"))
+    columns += [TextColumn("{task.fields[speed]} events/s"), TimeElapsedColumn()]
+    started = time.perf_counter()
+    last = 0.0
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("produce", total=total, speed="-")
+
+        def tick(sent: int, final: bool = False) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            if now - last < _PROGRESS_EVERY_S and not final:
+                return
+            last = now
+            speed = sent / (now - started) if now > started else 0.0
+            bar.update(task, completed=sent, speed=f"{speed:,.0f}")
+
+        yield tick

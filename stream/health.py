@@ -1,0 +1,113 @@
+"""/metrics, /healthz and /readyz on one port, for Prometheus and for orchestrators.
+
+Liveness means the loop is turning: it beats on every poll, and a loop that has not beaten
+for `stuck_after_s` (a hung broker call, a deadlock) is reported dead so Kubernetes
+restarts it. Readiness means partitions are assigned and their state restored, so traffic
+and scale-out decisions only count instances that are actually scoring.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class Health:
+    """Thread-safe liveness and readiness state, written by the loop, read by the server.
+
+    >>> health = Health(stuck_after_s=5.0, clock=lambda: 100.0)
+    >>> health.beat(); health.alive()
+    (True, 'loop beat 0.0s ago')
+    >>> health.ready()
+    (False, 'no partitions assigned')
+    """
+
+    def __init__(self, stuck_after_s: float = 60.0, clock: Any = time.monotonic) -> None:
+        self.stuck_after_s = stuck_after_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_beat: float | None = None
+        self._partitions = 0
+        self._restoring = False
+        self._stopped = False
+
+    def beat(self) -> None:
+        with self._lock:
+            self._last_beat = self._clock()
+
+    def set_partitions(self, count: int, restoring: bool = False) -> None:
+        with self._lock:
+            self._partitions = count
+            self._restoring = restoring
+
+    def set_stopped(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+    def alive(self) -> tuple[bool, str]:
+        with self._lock:
+            if self._stopped:
+                return False, "loop stopped"
+            if self._last_beat is None:
+                return True, "starting"
+            age = self._clock() - self._last_beat
+        if age > self.stuck_after_s:
+            return False, f"loop stuck: no beat for {age:.1f}s"
+        return True, f"loop beat {age:.1f}s ago"
+
+    def ready(self) -> tuple[bool, str]:
+        alive, why = self.alive()
+        with self._lock:
+            partitions, restoring = self._partitions, self._restoring
+        if not alive:
+            return False, why
+        if partitions == 0:
+            return False, "no partitions assigned"
+        if restoring:
+            return False, "restoring state"
+        return True, f"{partitions} partition(s) assigned"
+
+
+def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz"):
+                ok, why = health.alive() if path == "/healthz" else health.ready()
+                self._send(200 if ok else 503, (why + "\n").encode(), "text/plain")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return  # scrapes every few seconds would drown the scorer's own log
+
+    return Handler
+
+
+class HealthServer:
+    """A small threaded HTTP server; `port` is the bound port (useful with port 0)."""
+
+    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int) -> None:
+        self._server = ThreadingHTTPServer((host, port), _handler(registry, health))
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
+                                        daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

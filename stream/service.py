@@ -1,0 +1,155 @@
+"""Wiring for `stream run` and `stream demo`: settings -> clients, pipeline, loop, metrics.
+
+Kept apart from the CLI so tests and the demo start a scorer exactly as production does.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+import stream
+from stream.app import RunResult, ScorerLoop
+from stream.config import Settings
+from stream.data.kafka_io import InfrastructureError, make_consumer, make_producer
+from stream.health import Health, HealthServer
+from stream.metrics import Metrics
+from stream.pipeline import Pipeline, PipelineConfig
+from stream.scoring.model import ModelSpec
+from stream.scoring.policy import Policy
+
+log = logging.getLogger("stream.service")
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    """The core's view of the settings: plain values only."""
+    return PipelineConfig(
+        model=ModelSpec(settings.learning_rate, settings.l2, settings.fraud_weight),
+        policy=Policy(settings.review_threshold, settings.decline_threshold),
+        horizons_s=settings.horizons_s,
+        card_ttl_s=settings.card_ttl_s,
+        merchant_ttl_s=settings.merchant_ttl_s,
+        merchant_prior=settings.merchant_prior,
+        evict_every=settings.evict_every,
+        label_delay_s=settings.label_delay_s,
+        pending_ttl_s=settings.pending_ttl_s,
+        pending_max=settings.pending_max,
+        metrics_window=settings.metrics_window,
+    )
+
+
+def model_version(settings: Settings) -> str:
+    return f"{ModelSpec(settings.learning_rate, settings.l2, settings.fraud_weight).name}" \
+        f"@{stream.__version__}"
+
+
+def check_topics(consumer: Any, settings: Settings) -> None:
+    """Fail fast with the fix in the message, instead of waiting on a topic that never comes."""
+    try:
+        existing = consumer.topics()
+    except Exception as exc:  # kafka-python raises several types for an unreachable broker
+        raise InfrastructureError(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
+        ) from None
+    wanted = [settings.input_topic, settings.labels_topic, settings.output_topic,
+              settings.dlq_topic]
+    missing = [t for t in wanted if t not in existing]
+    if missing:
+        raise InfrastructureError(
+            f"topic(s) missing: {', '.join(missing)}; create them with `stream topics apply`"
+        )
+
+
+@dataclass
+class Scorer:
+    """A built scorer: the loop plus what must be closed after it."""
+
+    loop: ScorerLoop
+    consumer: Any
+    producer: Any
+    metrics: Metrics
+    health: Health
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.producer.close(timeout=10)
+        with suppress(Exception):
+            self.consumer.close(autocommit=False)
+
+
+def build_scorer(settings: Settings, registry: CollectorRegistry | None = None) -> Scorer:
+    """Connect, check topics, and assemble the loop; raises InfrastructureError with a fix."""
+    metrics = Metrics(registry if registry is not None else REGISTRY)
+    consumer = make_consumer(settings)
+    try:
+        check_topics(consumer, settings)
+        producer = make_producer(settings)
+    except Exception:
+        consumer.close(autocommit=False)
+        raise
+    pipeline = Pipeline(pipeline_config(settings), model_version(settings))
+    health = Health(stuck_after_s=settings.stuck_after_s)
+    loop = ScorerLoop(settings, pipeline, metrics, consumer, producer, health)
+    return Scorer(loop, consumer, producer, metrics, health)
+
+
+def serve_metrics(
+    settings: Settings, health: Health, registry: CollectorRegistry | None = None
+) -> HealthServer | None:
+    """Serve /metrics, /healthz and /readyz when a port is configured."""
+    if settings.metrics_port is None:
+        return None
+    try:
+        server = HealthServer(registry if registry is not None else REGISTRY, health,
+                              settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise InfrastructureError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
+        ) from None
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+    return server
+
+
+@contextmanager
+def stop_on_signals(loop: ScorerLoop) -> Iterator[None]:
+    """SIGTERM/SIGINT finish the batch in hand and commit, instead of dying mid-batch."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d received: finishing the current batch", signum)
+        loop.stop()
+
+    for sig in previous:
+        signal.signal(sig, _handler)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_scorer(settings: Settings, registry: CollectorRegistry | None = None) -> RunResult:
+    """`stream run`: score until stopped or until --max-events records are done."""
+    scorer = build_scorer(settings, registry)
+    try:
+        server = serve_metrics(settings, scorer.health, registry)
+    except Exception:
+        scorer.close()
+        raise
+    try:
+        with stop_on_signals(scorer.loop):
+            return scorer.loop.run()
+    finally:
+        scorer.close()
+        if server is not None:
+            server.shutdown()

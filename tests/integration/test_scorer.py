@@ -1,0 +1,256 @@
+"""produce -> score -> verdict on the real broker, with dead letters, delayed labels and
+--max-events, each test on fresh uuid topics and its own consumer group."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client import CollectorRegistry
+
+from stream.config import Settings, load_settings
+from stream.data.synthetic import TrafficConfig, generate
+from stream.service import run_scorer
+
+VERDICT_FIELDS = {"transaction_id", "card_id", "score", "decision", "model_version", "scored_at",
+                  "latency_ms"}
+MALFORMED: list[tuple[bytes, str]] = [
+    (b"{not json", "invalid_json"),
+    (b"\x00\xff\xfe binary", "invalid_json"),
+    (b"[1,2,3]", "not_an_object"),
+    (b'{"card_id":"c","merchant_id":"m","amount":1,"timestamp":1}', "missing_field"),
+    (b'{"transaction_id":"x","card_id":7,"merchant_id":"m","amount":1,"timestamp":1}',
+     "invalid_type"),
+    (b'{"transaction_id":"x","card_id":"c","merchant_id":"m","amount":-4,"timestamp":1}',
+     "invalid_amount"),
+    (b'{"transaction_id":"x","card_id":"c","merchant_id":"m","amount":1e999,"timestamp":1}',
+     "invalid_json"),
+    (b'{"transaction_id":"x","card_id":"c","merchant_id":"m","amount":1,"timestamp":"soon"}',
+     "invalid_timestamp"),
+]
+
+
+@pytest.fixture
+def topics(new_topic: Callable[..., str]) -> dict[str, str]:
+    return {
+        "input_topic": new_topic(partitions=2, prefix="tx"),
+        "labels_topic": new_topic(partitions=2, prefix="labels"),
+        "output_topic": new_topic(partitions=2, prefix="verdicts"),
+        "dlq_topic": new_topic(partitions=1, prefix="dlq"),
+    }
+
+
+def _settings(bootstrap: str, topics: dict[str, str], **extra: Any) -> Settings:
+    return load_settings(environ={}, bootstrap_servers=bootstrap,
+                         group_id=f"g-{uuid.uuid4().hex[:8]}", **topics, **extra)
+
+
+def _produce(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for key, value in values:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def _read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             isolation_level="read_committed", enable_auto_commit=False,
+                             group_id=None)
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    # Read until the expected count, then a little longer to catch any duplicate.
+    quiet_until = None
+    while time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=300).values():
+            records.extend(batch)
+        if len(records) >= expected:
+            quiet_until = quiet_until or time.monotonic() + 1.5
+            if time.monotonic() > quiet_until:
+                break
+    consumer.close()
+    return records
+
+
+def _events(count: int, seed: int = 3) -> list[dict[str, Any]]:
+    return list(generate(TrafficConfig(count=count, fraud_rate=0.05, seed=seed, n_cards=60)))
+
+
+def test_every_valid_event_gets_one_verdict_and_bad_ones_dead_letter(
+    kafka_bootstrap: str, topics: dict[str, str]
+) -> None:
+    events = _events(400)
+    values = [(e["card_id"].encode(), orjson.dumps(e)) for e in events]
+    bad = [(b"bad-key", raw) for raw, _ in MALFORMED]
+    mixed = values[:200] + bad + values[200:]
+    _produce(kafka_bootstrap, topics["input_topic"], mixed)
+
+    registry = CollectorRegistry()
+    settings = _settings(kafka_bootstrap, topics, max_events=len(mixed))
+    result = run_scorer(settings, registry)
+    assert (result.transactions, result.verdicts, result.dead_letters) == (408, 400, 8)
+
+    verdicts = _read_all(kafka_bootstrap, topics["output_topic"], 400)
+    bodies = [orjson.loads(r.value) for r in verdicts]
+    assert Counter(b["transaction_id"] for b in bodies) == Counter(
+        e["transaction_id"] for e in events)
+    by_id = {e["transaction_id"]: e for e in events}
+    for record, body in zip(verdicts, bodies, strict=True):
+        assert VERDICT_FIELDS <= body.keys()
+        assert 0.0 <= body["score"] <= 1.0 and body["latency_ms"] >= 0
+        assert body["decision"] in {"approve", "review", "decline"}
+        assert record.key == by_id[body["transaction_id"]]["card_id"].encode()
+
+    letters = _read_all(kafka_bootstrap, topics["dlq_topic"], 8)
+    reasons = Counter(orjson.loads(r.value)["reason"] for r in letters)
+    assert reasons == Counter(reason for _, reason in MALFORMED)
+    for record in letters:
+        body = orjson.loads(record.value)
+        assert body["source"]["topic"] == topics["input_topic"] and record.key == b"bad-key"
+        assert "payload" in body or "payload_b64" in body
+
+    sample = registry.get_sample_value
+    assert sample("fraudstream_events_total", {"outcome": "scored"}) == 400
+    assert sample("fraudstream_events_total", {"outcome": "dead_lettered"}) == 8
+    assert sample("fraudstream_dead_letters_total", {"reason": "invalid_json"}) == 3
+    assert sum(sample("fraudstream_verdicts_total", {"decision": d}) or 0
+               for d in ("approve", "review", "decline")) == 400
+    assert sample("fraudstream_model_updates_total") == 400
+
+
+def test_delayed_labels_on_the_labels_topic_are_learned(
+    kafka_bootstrap: str, topics: dict[str, str]
+) -> None:
+    events = _events(300, seed=5)
+    for event in events:
+        event["label"] = event.pop("is_fraud")
+    _produce(kafka_bootstrap, topics["input_topic"],
+             [(e["card_id"].encode(), orjson.dumps({k: v for k, v in e.items() if k != "label"}))
+              for e in events])
+    registry = CollectorRegistry()
+    settings = _settings(kafka_bootstrap, topics, max_events=300)
+    assert run_scorer(settings, registry).verdicts == 300
+    assert registry.get_sample_value("fraudstream_model_updates_total") == 0
+
+    labels = [(e["card_id"].encode(), orjson.dumps({
+        "transaction_id": e["transaction_id"], "card_id": e["card_id"],
+        "is_fraud": e["label"], "timestamp": e["timestamp"]})) for e in events[:250]]
+    labels.append((b"c", b'{"transaction_id":"unknown","card_id":"c","is_fraud":true,'
+                         b'"timestamp":1}'))
+    labels.append((b"c", b"not a label"))
+    _produce(kafka_bootstrap, topics["labels_topic"], labels)
+    # Same group: resumes after the 300 transactions and now only sees labels.
+    registry2 = CollectorRegistry()
+    again = settings.model_copy(update={"max_events": None, "idle_exit_s": 3.0})
+    result = run_scorer(again, registry2)
+    # A new process has no decision-time records for these labels: they are held (they
+    # might precede their transactions), never learned from re-computed features.
+    assert result.labels == 252 and result.dead_letters == 1
+    assert registry2.get_sample_value(
+        "fraudstream_labels_total", {"source": "topic", "outcome": "held"}) == 251
+    assert registry2.get_sample_value("fraudstream_model_updates_total") == 0
+
+
+def test_labels_join_decision_time_records_in_one_process(
+    kafka_bootstrap: str, topics: dict[str, str]
+) -> None:
+    events = _events(200, seed=9)
+    tx_values, label_values = [], []
+    for event in events:
+        label = event.pop("is_fraud")
+        tx_values.append((event["card_id"].encode(), orjson.dumps(event)))
+        label_values.append((event["card_id"].encode(), orjson.dumps({
+            "transaction_id": event["transaction_id"], "card_id": event["card_id"],
+            "is_fraud": label, "timestamp": event["timestamp"]})))
+    _produce(kafka_bootstrap, topics["input_topic"], tx_values)
+    registry = CollectorRegistry()
+    settings = _settings(kafka_bootstrap, topics, idle_exit_s=4.0)
+    # Labels arrive while the scorer runs, after their transactions were scored.
+    import threading
+
+    def _late_labels() -> None:
+        time.sleep(4.0)
+        _produce(kafka_bootstrap, topics["labels_topic"], label_values)
+
+    thread = threading.Thread(target=_late_labels)
+    thread.start()
+    settings = settings.model_copy(update={"idle_exit_s": 8.0})
+    result = run_scorer(settings, registry)
+    thread.join()
+    assert result.verdicts == 200 and result.labels == 200
+    # A label that overtakes its transaction (another partition's fetch came first) is held
+    # and learned right after the transaction is scored: every label is learned once.
+    outcomes = {o: registry.get_sample_value(
+        "fraudstream_labels_total", {"source": "topic", "outcome": o}) or 0
+        for o in ("learned", "held")}
+    assert outcomes["learned"] + outcomes["held"] == 200
+    assert registry.get_sample_value("fraudstream_model_updates_total") == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_cli_max_events_commits_exits_zero_and_serves_metrics(
+    kafka_bootstrap: str, topics: dict[str, str]
+) -> None:
+    port = _free_port()
+    group = f"cli-{uuid.uuid4().hex[:8]}"
+    args = [sys.executable, "-m", "stream", "--bootstrap-servers", kafka_bootstrap, "run",
+            "--max-events", "120", "--metrics-port", str(port), "--group-id", group,
+            "--input-topic", topics["input_topic"], "--output-topic", topics["output_topic"],
+            "--labels-topic", topics["labels_topic"], "--dlq-topic", topics["dlq_topic"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        body = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "fraudstream_build_info" not in body:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            except OSError:
+                time.sleep(0.2)
+        for name in ("fraudstream_events_total", "fraudstream_verdicts_total",
+                     "fraudstream_dead_letters_total", "fraudstream_processing_seconds",
+                     "fraudstream_consumer_lag", "fraudstream_model_roc_auc",
+                     "fraudstream_build_info"):
+            assert f"# TYPE {name.removesuffix('_total')}" in body, name
+        _produce(kafka_bootstrap, topics["input_topic"],
+                 [(e["card_id"].encode(), orjson.dumps(e)) for e in _events(100)]
+                 + [(None, raw) for raw, _ in MALFORMED] * 3)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode()
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group,
+                             enable_auto_commit=False)
+    from kafka import TopicPartition
+
+    committed = sum(consumer.committed(TopicPartition(topics["input_topic"], p)) or 0
+                    for p in (0, 1))
+    consumer.close()
+    assert committed == 120
+
+
+def test_cli_missing_topic_is_one_line_and_nonzero(kafka_bootstrap: str) -> None:
+    args = [sys.executable, "-m", "stream", "--bootstrap-servers", kafka_bootstrap, "run",
+            "--max-events", "1", "--input-topic", f"absent-{uuid.uuid4().hex[:6]}"]
+    proc = subprocess.run(args, capture_output=True, timeout=60)
+    assert proc.returncode != 0
+    stderr = proc.stderr.decode()
+    assert stderr.strip().splitlines()[-1].startswith("error: topic(s) missing")
+    assert "Traceback" not in stderr
+

@@ -1,0 +1,114 @@
+"""The core's promises, without a broker: score first, learn after, labels joined honestly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from stream.data.messages import Label, Transaction
+from stream.pipeline import Pipeline, PipelineConfig
+from stream.scoring.model import score_one
+
+
+def _tx(i: int, fraud: bool | None = None, card: str = "c1", ts: float | None = None,
+        amount: float = 10.0) -> Transaction:
+    return Transaction(f"t{i}", card, "m1", amount, 1_700_000_000.0 + (ts if ts is not None else i),
+                       fraud)
+
+
+def test_own_label_never_influences_own_score() -> None:
+    a, b = Pipeline(PipelineConfig()), Pipeline(PipelineConfig())
+    for i in range(50):
+        a.score(_tx(i, fraud=i % 3 == 0), 0)
+        b.score(_tx(i, fraud=i % 3 == 0), 0)
+    # Same history; the next event is labelled fraud in one pipeline and legit in the other.
+    fraud, legit = a.score(_tx(50, fraud=True), 0), b.score(_tx(50, fraud=False), 0)
+    assert fraud.score == legit.score
+    assert fraud.learned == legit.learned == 1
+
+
+def test_the_model_learns_after_scoring() -> None:
+    pipe = Pipeline(PipelineConfig())
+    first = pipe.score(_tx(0, fraud=True), 0)
+    assert first.score == 0.5 and first.learned == 1
+    assert pipe.partitions[0].learned == 1
+
+
+def test_unlabelled_events_wait_for_a_label_on_the_topic() -> None:
+    pipe = Pipeline(PipelineConfig())
+    scored = pipe.score(_tx(0), 0)
+    assert scored.learned == 0 and len(pipe.pending) == 1
+    before = pipe.partitions[0].model["LogisticRegression"].weights.copy()
+    assert pipe.learn_label(Label("t0", "c1", True, 1_700_000_100.0)) == "learned"
+    assert pipe.partitions[0].model["LogisticRegression"].weights != before
+    assert pipe.learn_label(Label("t0", "c1", True, 1_700_000_100.0)) == "held"
+    assert pipe.learn_label(Label("never-seen", "c1", True, 1.0)) == "held"
+    snap = pipe.snapshot()
+    assert snap.labels == 1 and snap.positives == 1
+
+
+def test_delayed_label_learns_from_decision_time_features() -> None:
+    """A label learned late must use the features the transaction was scored with."""
+    delayed = Pipeline(PipelineConfig(label_delay_s=3600.0))
+    first = delayed.score(_tx(0, fraud=True, amount=500.0), 0)
+    # Many later events change the card's history before the label is due.
+    for i in range(1, 30):
+        assert delayed.score(_tx(i, ts=float(i), amount=5.0), 0).learned == 0
+    released = delayed.score(_tx(30, ts=3600.0, amount=5.0), 0)
+    assert released.learned == 1
+
+    immediate = Pipeline(PipelineConfig())
+    immediate.score(_tx(0, fraud=True, amount=500.0), 0)
+    w_delayed = delayed.partitions[0].model["LogisticRegression"].weights
+    w_immediate = immediate.partitions[0].model["LogisticRegression"].weights
+    assert w_delayed == pytest.approx(w_immediate)
+    assert first.score == 0.5
+
+
+def test_evaluation_uses_decision_time_scores() -> None:
+    pipe = Pipeline(PipelineConfig())
+    scores = []
+    for i in range(200):
+        fraud = i % 10 == 0
+        amount = 900.0 if fraud else 20.0
+        scores.append((pipe.score(_tx(i, fraud=fraud, amount=amount, ts=i * 60.0), 0).score,
+                       fraud))
+    snap = pipe.snapshot()
+    assert snap.labels == 200 and snap.positives == 20
+    assert 0.0 <= snap.roc_auc <= 1.0 and math.isfinite(snap.log_loss)
+
+
+def test_partitions_have_independent_models() -> None:
+    pipe = Pipeline(PipelineConfig())
+    for i in range(20):
+        pipe.score(_tx(i, fraud=True), 0)
+    fresh = pipe.assign(1)
+    assert score_one(fresh.model, {"amount_log": 1.0}) == 0.5
+    pipe.revoke(0)
+    assert 0 not in pipe.partitions
+
+
+def test_verdict_mix_follows_the_policy() -> None:
+    pipe = Pipeline(PipelineConfig())
+    for i in range(300):
+        scored = pipe.score(_tx(i, fraud=i % 7 == 0, card=f"c{i % 13}"), 0)
+        expected = pipe.config.policy.decide(scored.score)
+        assert scored.decision == expected
+
+
+def test_a_label_that_overtakes_its_transaction_is_applied_after_scoring() -> None:
+    pipe = Pipeline(PipelineConfig())
+    assert pipe.learn_label(Label("t0", "c1", True, 1_700_000_000.0)) == "held"
+    scored = pipe.score(_tx(0), 0)
+    assert scored.score == 0.5 and scored.learned == 1
+    assert pipe.snapshot().labels == 1 and pipe.state_sizes()["early_labels"] == 0
+
+
+def test_held_labels_are_bounded_and_expire() -> None:
+    pipe = Pipeline(PipelineConfig(early_label_max=3, early_label_ttl_s=10.0, evict_every=1))
+    for i in range(5):
+        pipe.learn_label(Label(f"x{i}", "c", False, 1_700_000_000.0 + i))
+    assert pipe.state_sizes()["early_labels"] == 3 and pipe.unmatched_labels == 2
+    pipe.score(_tx(1000, ts=1000.0), 0)
+    assert pipe.state_sizes()["early_labels"] == 0 and pipe.unmatched_labels == 5

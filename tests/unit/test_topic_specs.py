@@ -1,0 +1,164 @@
+"""The topic specs and schemas in `topics/` load, agree with each other, and mean something."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.data.topics import (
+    ROLES,
+    TOPICS_DIR,
+    TopicSpecError,
+    load_schema,
+    load_specs,
+    rename_specs,
+    schema_validator,
+)
+
+
+def example(role: str) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads((TOPICS_DIR / f"{role}.example.json").read_text())
+    return value
+
+
+def test_every_role_has_a_spec_a_schema_and_an_example() -> None:
+    specs = load_specs()
+    assert set(specs) == set(ROLES)
+    for role in ROLES:
+        assert (TOPICS_DIR / f"{role}.schema.json").is_file()
+        assert (TOPICS_DIR / f"{role}.example.json").is_file()
+
+
+def test_specs_have_the_agreed_shape() -> None:
+    specs = load_specs()
+    for role, spec in specs.items():
+        assert spec.name == role and spec.role == role
+        assert spec.replication_factor == 1
+        assert spec.key, f"{role}: key description missing"
+        assert spec.config["cleanup.policy"] in ("delete", "compact")
+        assert all(isinstance(v, str) for v in spec.config.values())
+    assert specs["transactions"].partitions == 4
+    assert specs["labels"].partitions == specs["transactions"].partitions
+    assert specs["transactions.changelog"].partitions == specs["transactions"].partitions
+    assert specs["transactions.changelog"].config["cleanup.policy"] == "compact"
+    assert specs["transactions.dlq"].partitions >= 1
+
+
+def test_renamed_keeps_everything_but_the_name() -> None:
+    spec = load_specs()["transactions"]
+    other = spec.renamed("tx-test")
+    assert other.name == "tx-test" and spec.name == "transactions"
+    assert (other.partitions, other.config, other.role) == (spec.partitions, spec.config, spec.role)
+    renamed = rename_specs(load_specs(), {"verdicts": "v2", "labels": None})
+    assert renamed["verdicts"].name == "v2" and renamed["labels"].name == "labels"
+
+
+def test_mismatched_co_partitioning_is_refused(tmp_path: Path) -> None:
+    for role in ("transactions", "labels"):
+        text = (TOPICS_DIR / f"{role}.toml").read_text()
+        if role == "labels":
+            text = text.replace("partitions = 4", "partitions = 3")
+        (tmp_path / f"{role}.toml").write_text(text)
+    with pytest.raises(TopicSpecError, match="co-partitioned"):
+        load_specs(tmp_path)
+
+
+def test_malformed_spec_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.toml").write_text('name = "x"\npartitions = 0\n')
+    with pytest.raises(TopicSpecError, match="partitions"):
+        load_specs(tmp_path)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_schema_is_valid_2020_12_and_example_validates(role: str) -> None:
+    schema = load_schema(role)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    schema_validator(role).check_schema(schema)
+    errors = list(schema_validator(role).iter_errors(example(role)))
+    assert not errors, [e.message for e in errors]
+
+
+def _with(role: str, **changes: Any) -> dict[str, Any]:
+    value = copy.deepcopy(example(role))
+    for key, new in changes.items():
+        if new is _DROP:
+            value.pop(key, None)
+        else:
+            value[key] = new
+    return value
+
+
+_DROP = object()
+
+GOOD = [
+    ("transactions", {"timestamp": 1736944496789}),
+    ("transactions", {"timestamp": "2025-01-15T12:34:56+01:00"}),
+    ("transactions", {"is_fraud": 1}),
+    ("transactions", {"is_fraud": None}),
+    ("transactions", {"amount": 0}),
+    ("transactions", {"unknown_extra": {"kept": True}}),
+    ("transactions", {"currency": _DROP, "mcc": _DROP, "is_fraud": _DROP}),
+    ("labels", {"is_fraud": 0}),
+    ("labels", {"timestamp": "2025-01-22T08:00:00Z"}),
+    ("verdicts", {"challengers": _DROP, "contributions": _DROP}),
+    ("verdicts", {"score": 1.0, "decision": "decline"}),
+    ("transactions.dlq", {"payload": _DROP, "payload_b64": "/wA="}),
+    ("transactions.dlq", {"payload": None, "key": _DROP, "headers": _DROP}),
+]
+
+BAD = [
+    ("transactions", {"transaction_id": _DROP}),
+    ("transactions", {"card_id": ""}),
+    ("transactions", {"merchant_id": 17}),
+    ("transactions", {"amount": -1}),
+    ("transactions", {"amount": "12.50"}),
+    ("transactions", {"amount": float("inf")}),
+    ("transactions", {"timestamp": "yesterday"}),
+    ("transactions", {"timestamp": "2025-01-15T12:34:56"}),  # no offset
+    ("transactions", {"timestamp": "2025-02-30T12:00:00Z"}),
+    ("transactions", {"timestamp": 1.5}),
+    ("transactions", {"timestamp": -5}),
+    ("transactions", {"timestamp": True}),
+    ("transactions", {"is_fraud": 2}),
+    ("transactions", {"is_fraud": "yes"}),
+    ("labels", {"is_fraud": _DROP}),
+    ("labels", {"is_fraud": None}),
+    ("labels", {"transaction_id": ""}),
+    ("verdicts", {"score": 1.2}),
+    ("verdicts", {"score": -0.01}),
+    ("verdicts", {"decision": "maybe"}),
+    ("verdicts", {"scored_at": 1736944496}),
+    ("verdicts", {"scored_at": "not a time"}),
+    ("verdicts", {"latency_ms": -3}),
+    ("verdicts", {"model_version": _DROP}),
+    ("verdicts", {"challengers": {"m": "high"}}),
+    ("transactions.dlq", {"reason": _DROP}),
+    ("transactions.dlq", {"reason": "Not A Code"}),
+    ("transactions.dlq", {"payload": _DROP}),
+    ("transactions.dlq", {"payload_b64": "AAAA"}),  # both payload and payload_b64
+    ("transactions.dlq", {"source": {"topic": "transactions", "partition": 0}}),
+    ("transactions.dlq", {"source": {"topic": "t", "partition": -1, "offset": 3}}),
+    ("transactions.changelog", {"partition": _DROP}),
+    ("transactions.changelog", {"written_at": "2025-01-15"}),
+]
+
+
+@pytest.mark.parametrize(("role", "changes"), GOOD)
+def test_schema_accepts_valid_variants(role: str, changes: dict[str, Any]) -> None:
+    errors = list(schema_validator(role).iter_errors(_with(role, **changes)))
+    assert not errors, [e.message for e in errors]
+
+
+@pytest.mark.parametrize(("role", "changes"), BAD)
+def test_schema_rejects_bad_values(role: str, changes: dict[str, Any]) -> None:
+    assert not schema_validator(role).is_valid(_with(role, **changes))
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_schema_rejects_non_objects(role: str) -> None:
+    for value in ([], "x", 1, None):
+        assert not schema_validator(role).is_valid(value)
