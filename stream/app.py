@@ -47,6 +47,8 @@ class RunResult:
     dead_letters: int = 0
     labels: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    labels_learned: int = 0
+    roc_auc: float = float("nan")
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -109,6 +111,9 @@ class ScorerLoop:
         finally:
             self.health.set_stopped()
             self._refresh_gauges(force=True)
+        snapshot = self.pipeline.snapshot()
+        self.result.labels_learned = snapshot.labels
+        self.result.roc_auc = snapshot.roc_auc
         return self.result
 
     # -- one batch -----------------------------------------------------------------------

@@ -200,7 +200,8 @@ def run(
     result = run_scorer(settings)
     typer.echo(
         f"processed {result.transactions} records: {result.verdicts} verdicts, "
-        f"{result.dead_letters} dead letters, {result.labels} labels", err=True,
+        f"{result.dead_letters} dead letters, {result.labels} labels; learned from "
+        f"{result.labels_learned} labels, rolling ROC AUC {result.roc_auc:.4f}", err=True,
     )
 
 

@@ -90,18 +90,19 @@ def _events(count: int, seed: int = 3) -> list[dict[str, Any]]:
 def test_every_valid_event_gets_one_verdict_and_bad_ones_dead_letter(
     kafka_bootstrap: str, topics: dict[str, str]
 ) -> None:
-    events = _events(400)
+    events = _events(3000)
     values = [(e["card_id"].encode(), orjson.dumps(e)) for e in events]
-    bad = [(b"bad-key", raw) for raw, _ in MALFORMED]
-    mixed = values[:200] + bad + values[200:]
+    bad_kinds = (MALFORMED * 4)[:30]
+    bad = [(b"bad-key", raw) for raw, _ in bad_kinds]
+    mixed = values[:1000] + bad[:15] + values[1000:2000] + bad[15:] + values[2000:]
     _produce(kafka_bootstrap, topics["input_topic"], mixed)
 
     registry = CollectorRegistry()
     settings = _settings(kafka_bootstrap, topics, max_events=len(mixed))
     result = run_scorer(settings, registry)
-    assert (result.transactions, result.verdicts, result.dead_letters) == (408, 400, 8)
+    assert (result.transactions, result.verdicts, result.dead_letters) == (3030, 3000, 30)
 
-    verdicts = _read_all(kafka_bootstrap, topics["output_topic"], 400)
+    verdicts = _read_all(kafka_bootstrap, topics["output_topic"], 3000)
     bodies = [orjson.loads(r.value) for r in verdicts]
     assert Counter(b["transaction_id"] for b in bodies) == Counter(
         e["transaction_id"] for e in events)
@@ -112,21 +113,22 @@ def test_every_valid_event_gets_one_verdict_and_bad_ones_dead_letter(
         assert body["decision"] in {"approve", "review", "decline"}
         assert record.key == by_id[body["transaction_id"]]["card_id"].encode()
 
-    letters = _read_all(kafka_bootstrap, topics["dlq_topic"], 8)
+    letters = _read_all(kafka_bootstrap, topics["dlq_topic"], 30)
     reasons = Counter(orjson.loads(r.value)["reason"] for r in letters)
-    assert reasons == Counter(reason for _, reason in MALFORMED)
+    assert reasons == Counter(reason for _, reason in bad_kinds)
     for record in letters:
         body = orjson.loads(record.value)
         assert body["source"]["topic"] == topics["input_topic"] and record.key == b"bad-key"
         assert "payload" in body or "payload_b64" in body
 
     sample = registry.get_sample_value
-    assert sample("fraudstream_events_total", {"outcome": "scored"}) == 400
-    assert sample("fraudstream_events_total", {"outcome": "dead_lettered"}) == 8
-    assert sample("fraudstream_dead_letters_total", {"reason": "invalid_json"}) == 3
+    assert sample("fraudstream_events_total", {"outcome": "scored"}) == 3000
+    assert sample("fraudstream_events_total", {"outcome": "dead_lettered"}) == 30
+    assert sample("fraudstream_dead_letters_total", {"reason": "invalid_json"}) == sum(
+        1 for _, reason in bad_kinds if reason == "invalid_json")
     assert sum(sample("fraudstream_verdicts_total", {"decision": d}) or 0
-               for d in ("approve", "review", "decline")) == 400
-    assert sample("fraudstream_model_updates_total") == 400
+               for d in ("approve", "review", "decline")) == 3000
+    assert sample("fraudstream_model_updates_total") == 3000
 
 
 def test_delayed_labels_on_the_labels_topic_are_learned(
