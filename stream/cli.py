@@ -16,6 +16,7 @@ import typer
 from stream.config import ConfigError, Settings, load_settings
 from stream.data.broker import BrokerError, LocalBroker
 from stream.data.kafka_io import InfrastructureError, make_admin, make_producer
+from stream.data.topics import TopicApplyError, TopicSpecError
 
 app = typer.Typer(
     name="stream", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     try:
         app(args=argv)
-    except (ConfigError, InfrastructureError, BrokerError, FileNotFoundError) as exc:
+    except (ConfigError, InfrastructureError, BrokerError, FileNotFoundError, TopicSpecError,
+            TopicApplyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

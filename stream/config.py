@@ -8,12 +8,34 @@ except the bootstrap address, which also honours the usual `KAFKA_BOOTSTRAP_SERV
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+# The environment to read, when a caller (a test) supplies one instead of os.environ.
+# A ContextVar keeps this thread-safe, unlike swapping os.environ.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("fraudstream_environ", default=None)
+
+
+class _EnvSource(EnvSettingsSource):
+    """The usual environment source, reading the supplied mapping when there is one."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        supplied = _ENVIRON.get()
+        if supplied is None:
+            return super()._load_env_vars()
+        return {k.lower(): v for k, v in supplied.items()}
 
 Guarantee = Literal["at-least-once", "exactly-once"]
 
@@ -103,7 +125,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Flags (init) beat the environment; the TOML file is merged in by load_settings
         # below the environment, which is why it is not a source here.
-        return (init_settings, env_settings)
+        return (init_settings, _EnvSource(settings_cls))
 
     def kafka_options(self) -> dict[str, Any]:
         """Connection options shared by every kafka-python client we build."""
@@ -160,12 +182,10 @@ def _env_names(settings_cls: type[Settings]) -> dict[str, set[str]]:
 
 
 def load_settings(
-    config_file: Path | None = None, environ: dict[str, str] | None = None, **flags: Any
+    config_file: Path | None = None, environ: Mapping[str, str] | None = None, **flags: Any
 ) -> Settings:
     """Merge the four layers; flags that are None (not given) do not override anything."""
-    import os
-
-    env = dict(os.environ if environ is None else environ)
+    env = os.environ if environ is None else environ
     file_values = read_toml(config_file) if config_file else {}
     given = {k: v for k, v in flags.items() if v is not None}
     # TOML values apply only where neither the environment nor a flag sets the field.
@@ -176,18 +196,12 @@ def load_settings(
     unknown = set(file_values) - set(Settings.model_fields)
     if unknown:
         raise ConfigError(f"unknown setting(s) in {config_file}: {', '.join(sorted(unknown))}")
+    token = _ENVIRON.set(environ)
     try:
-        if environ is None:
-            return Settings(**given)
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(environ)
-        try:
-            return Settings(**given)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        return Settings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    finally:
+        _ENVIRON.reset(token)

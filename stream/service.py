@@ -84,7 +84,9 @@ class Scorer:
             self.consumer.close(autocommit=False)
 
 
-def build_scorer(settings: Settings, registry: CollectorRegistry | None = None) -> Scorer:
+def build_scorer(
+    settings: Settings, registry: CollectorRegistry | None = None, health: Health | None = None
+) -> Scorer:
     """Connect, check topics, and assemble the loop; raises InfrastructureError with a fix."""
     metrics = Metrics(registry if registry is not None else REGISTRY)
     consumer = make_consumer(settings)
@@ -95,7 +97,7 @@ def build_scorer(settings: Settings, registry: CollectorRegistry | None = None) 
         consumer.close(autocommit=False)
         raise
     pipeline = Pipeline(pipeline_config(settings), model_version(settings))
-    health = Health(stuck_after_s=settings.stuck_after_s)
+    health = health if health is not None else Health(stuck_after_s=settings.stuck_after_s)
     loop = ScorerLoop(settings, pipeline, metrics, consumer, producer, health)
     return Scorer(loop, consumer, producer, metrics, health)
 
@@ -140,11 +142,14 @@ def stop_on_signals(loop: ScorerLoop) -> Iterator[None]:
 
 def run_scorer(settings: Settings, registry: CollectorRegistry | None = None) -> RunResult:
     """`stream run`: score until stopped or until --max-events records are done."""
-    scorer = build_scorer(settings, registry)
+    # The health server comes first so an orchestrator can probe while we connect.
+    health = Health(stuck_after_s=settings.stuck_after_s)
+    server = serve_metrics(settings, health, registry)
     try:
-        server = serve_metrics(settings, scorer.health, registry)
+        scorer = build_scorer(settings, registry, health)
     except Exception:
-        scorer.close()
+        if server is not None:
+            server.shutdown()
         raise
     try:
         with stop_on_signals(scorer.loop):

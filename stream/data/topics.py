@@ -90,7 +90,10 @@ def load_specs(topics_dir: Path | None = None) -> dict[str, TopicSpec]:
     directory = topics_dir or TOPICS_DIR
     specs = {p.stem: _parse_spec(p) for p in sorted(directory.glob("*.toml"))}
     if not specs:
-        raise TopicSpecError(f"no topic specs (*.toml) in {directory}")
+        raise TopicSpecError(
+            f"no topic specs (*.toml) in {directory}; point FRAUDSTREAM_TOPICS_DIR or "
+            "--topics-dir at the project's topics/ directory"
+        )
     base = specs.get("transactions")
     for role in CO_PARTITIONED:
         other = specs.get(role)
