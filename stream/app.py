@@ -1,10 +1,13 @@
-"""The app loop: Kafka in, pipeline, Kafka out, offsets committed only for finished work.
+"""The app loop: Kafka in, pipeline, Kafka out, state checkpointed with the offsets.
 
-At-least-once: a batch's verdicts and dead letters are flushed and acknowledged by the
-broker before the batch's offsets are committed, so a crash can repeat a verdict but never
-lose one. Data errors become dead letters and the offset moves on; infrastructure errors
-(broker gone, send failed) are raised so the process exits non-zero and its orchestrator
-restarts it from the last commit (the Quix Streams / Kafka Streams split).
+Every `checkpoint_events` records or `checkpoint_interval_ms`, the loop writes the changed
+state of each touched partition to the changelog and commits the consumed offsets through
+the delivery guarantee (one Kafka transaction for exactly-once; flush-then-commit for
+at-least-once). Data errors become dead letters and the offset moves on. Infrastructure
+errors (broker gone, a failed commit) do not crash the loop: it backs off, starts a new
+producer, rewinds every owned partition to its last committed checkpoint (state from the
+changelog, position from the committed offset) and carries on; only an outage longer than
+`max_outage_s` or being fenced by another instance ends the process.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ import heapq
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from stream import gauges
 from stream.config import Settings
+from stream.data.changelog import encode_changes, read_partition, summarize
 from stream.data.codec import (
     DecodeError,
     decode_label,
@@ -29,6 +35,7 @@ from stream.data.codec import (
     encode_verdict,
     format_time,
 )
+from stream.data.delivery import AtLeastOnce, ExactlyOnce, FencedError, GroupMovedError
 from stream.data.kafka_io import InfrastructureError
 from stream.data.messages import DeadLetter, SourceRef, Verdict
 from stream.health import Health
@@ -36,6 +43,7 @@ from stream.metrics import Metrics
 from stream.pipeline import Pipeline
 
 log = logging.getLogger("stream.app")
+Delivery = AtLeastOnce | ExactlyOnce
 
 
 @dataclass(slots=True)
@@ -49,10 +57,12 @@ class RunResult:
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     labels_learned: int = 0
     roc_auc: float = float("nan")
+    checkpoints: int = 0
+    recoveries: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Commit finished work before partitions move, then move their state."""
+    """Checkpoint before partitions move; restore the state of partitions that arrive."""
 
     def __init__(self, loop: ScorerLoop) -> None:
         self.loop = loop
@@ -65,30 +75,34 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class ScorerLoop:
-    """Poll, decide, publish, commit; until stopped, out of budget, or idle too long."""
+    """Poll, decide, publish, checkpoint; until stopped, out of budget, or idle too long."""
 
     def __init__(
         self, settings: Settings, pipeline: Pipeline, metrics: Metrics, consumer: Any,
-        producer: Any, health: Health | None = None,
+        delivery: Delivery, health: Health | None = None,
+        restore_consumer: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.health = health if health is not None else Health()
         self.pipeline = pipeline
         self.metrics = metrics
         self.consumer = consumer
-        self.producer = producer
+        self.delivery = delivery
         self.result = RunResult()
+        self._restore_consumer = restore_consumer
         self._stop = threading.Event()
         self._done: dict[TopicPartition, int] = {}
-        self._futures: list[Any] = []
         self._record_ts: list[int] = []
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._broken_since: float | None = None
+        self._fenced: FencedError | None = None
         self._next_gauges = 0.0
         self._dl_logged = 0
-        self.last_progress = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the loop to finish the current batch, commit and return (signal-safe)."""
+        """Ask the loop to finish the current batch, checkpoint and return (signal-safe)."""
         self._stop.set()
 
     def run(self) -> RunResult:
@@ -99,15 +113,24 @@ class ScorerLoop:
         try:
             while not self._stop.is_set() and (budget is None or self.result.transactions < budget):
                 self.health.beat()
+                if self._broken_since is not None and not self._try_recover():
+                    continue
                 remaining = None if budget is None else budget - self.result.transactions
-                processed = self._poll_once(remaining)
-                self.last_progress = time.monotonic()
+                try:
+                    processed = self._poll_once(remaining)
+                    if self._checkpoint_due():
+                        self._checkpoint()
+                except (InfrastructureError, GroupMovedError) as exc:
+                    self._broken(exc)
+                    continue
+                self._raise_if_fenced()
+                now = time.monotonic()
                 if processed:
-                    idle_since = self.last_progress
-                elif s.idle_exit_s is not None and self.last_progress - idle_since > s.idle_exit_s:
+                    idle_since = now
+                elif s.idle_exit_s is not None and now - idle_since > s.idle_exit_s:
                     log.info("no input for %.1fs, stopping", s.idle_exit_s)
                     break
-            self._commit()
+            self._final_checkpoint()
         finally:
             self.health.set_stopped()
             self._refresh_gauges(force=True)
@@ -116,13 +139,30 @@ class ScorerLoop:
         self.result.roc_auc = snapshot.roc_auc
         return self.result
 
+    def _final_checkpoint(self) -> None:
+        self._raise_if_fenced()
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        while True:
+            try:
+                if self._broken_since is None or self._try_recover():
+                    self._checkpoint()
+                    return
+            except (InfrastructureError, GroupMovedError) as exc:
+                self._broken(exc)
+            if time.monotonic() > deadline:
+                raise InfrastructureError("could not checkpoint before the shutdown deadline; "
+                                          "the next start resumes from the last checkpoint")
+            time.sleep(0.5)
+
+    def _raise_if_fenced(self) -> None:
+        if self._fenced is not None:
+            raise self._fenced
+
     # -- one batch -----------------------------------------------------------------------
     def _poll_once(self, remaining: int | None) -> int:
         try:
             batch = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
-            self.metrics.broker_up.set(1)
         except KafkaError as exc:
-            self.metrics.broker_up.set(0)
             raise InfrastructureError(f"poll failed: {exc}") from exc
         processed = 0
         input_topic = self.settings.input_topic
@@ -135,10 +175,10 @@ class ScorerLoop:
             else:
                 self._handle_label(record)
             self._done[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            self._since_checkpoint += 1
         if batch:
             self.metrics.batch_size.observe(sum(len(r) for r in batch.values()))
             self.metrics.last_event.set(time.time())
-            self._commit()
         self._refresh_gauges()
         return processed
 
@@ -212,60 +252,134 @@ class ScorerLoop:
                         record.offset, reason, error)
 
     def producer_send_dead_letter(self, letter: DeadLetter) -> None:
-        future = self.producer.send(
-            self.settings.dlq_topic, key=letter.key, value=encode_dead_letter(letter),
-            headers=list(letter.headers),
-        )
-        self._futures.append(future)
+        self.delivery.send(self.settings.dlq_topic, letter.key, encode_dead_letter(letter),
+                           headers=list(letter.headers))
 
     def _send(self, topic: str, key: bytes, value: bytes, record_ts: int) -> None:
-        self._futures.append(self.producer.send(topic, key=key, value=value))
+        self.delivery.send(topic, key, value)
         self._record_ts.append(record_ts)
 
-    # -- commit ----------------------------------------------------------------------------
-    def _commit(self) -> None:
-        """Flush outputs, make sure every send succeeded, then commit the offsets."""
-        if not self._done and not self._futures:
-            return
+    # -- checkpoints -----------------------------------------------------------------------
+    def _checkpoint_due(self) -> bool:
+        s = self.settings
+        if self._since_checkpoint >= s.checkpoint_events:
+            return True
+        elapsed_ms = (time.monotonic() - self._last_checkpoint) * 1000.0
+        return elapsed_ms >= s.checkpoint_interval_ms and (self._since_checkpoint > 0
+                                                           or bool(self.pipeline.dirty))
+
+    def _checkpoint(self) -> None:
+        """Changed state to the changelog, then outputs + offsets made durable together."""
         started = time.perf_counter()
-        try:
-            self.producer.flush(timeout=self.settings.request_timeout_ms / 1000.0)
-        except KafkaError as exc:
-            self.metrics.broker_up.set(0)
-            raise InfrastructureError(f"flush of verdicts failed: {exc}") from exc
-        failed = [f for f in self._futures if f.failed()]
-        if failed:
-            self.metrics.commits.labels("failed").inc()
-            raise InfrastructureError(f"{len(failed)} sends failed: {failed[0].exception}")
+        s = self.settings
+        if s.changelog:
+            written = 0
+            for partition in sorted(self.pipeline.dirty & set(self.pipeline.partitions)):
+                for key, value in encode_changes(self.pipeline.drain_changes(partition)):
+                    self.delivery.send(s.changelog_topic, key, value, partition=partition)
+                    written += 1
+            self.metrics.changelog_records.inc(written)
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._done.items()}
+        self.delivery.commit(offsets)
         acked = time.time() * 1000.0
         for ts in self._record_ts:
             self.metrics.end_to_end.observe(max(0.0, acked - ts) / 1000.0)
-        self._futures.clear()
         self._record_ts.clear()
-        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._done.items()}
-        try:
-            if offsets:
-                self.consumer.commit(offsets)
-            self.metrics.commits.labels("ok").inc()
-            self._done.clear()
-        except CommitFailedError as exc:
-            # The group moved on; the new owner re-processes (at-least-once duplicates).
-            self.metrics.commits.labels("failed").inc()
-            log.warning("offset commit rejected after a rebalance: %s", exc)
-            self._done.clear()
-        except KafkaError as exc:
-            self.metrics.commits.labels("failed").inc()
-            raise InfrastructureError(f"offset commit failed: {exc}") from exc
+        self._done.clear()
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self.result.checkpoints += 1
+        self.metrics.commits.labels("ok").inc()
+        self.metrics.broker_up.set(1)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
+
+    # -- recovery --------------------------------------------------------------------------
+    def _broken(self, exc: Exception) -> None:
+        """Note a failure; the next iterations back off and rewind to the last checkpoint."""
+        now = time.monotonic()
+        if self._broken_since is None:
+            self._broken_since = now
+        self.metrics.commits.labels("failed").inc()
+        self.metrics.broker_up.set(0)
+        reason = "group_moved" if isinstance(exc, GroupMovedError) else "infrastructure"
+        self.metrics.recoveries.labels(reason).inc()
+        log.warning("checkpoint failed (%s): %s; rewinding to the last checkpoint", reason, exc)
+        if now - self._broken_since > self.settings.max_outage_s:
+            raise InfrastructureError(
+                f"Kafka unavailable for more than {self.settings.max_outage_s:.0f}s: {exc}"
+            ) from exc
+
+    def _try_recover(self) -> bool:
+        """New producer, state and positions back to the last committed checkpoint."""
+        assert self._broken_since is not None
+        waited = time.monotonic() - self._broken_since
+        self._stop.wait(min(5.0, 0.2 + waited / 4))
+        try:
+            self.delivery.reset()
+            self._rewind()
+        except (InfrastructureError, KafkaError, GroupMovedError) as exc:
+            self._broken(exc if isinstance(exc, InfrastructureError | GroupMovedError)
+                         else InfrastructureError(str(exc)))
+            return False
+        log.info("recovered after %.1fs", time.monotonic() - self._broken_since)
+        self._broken_since = None
+        self.result.recoveries += 1
+        self.metrics.broker_up.set(1)
+        return True
+
+    def _rewind(self) -> None:
+        """Forget uncommitted work: reload owned partitions and seek to committed offsets."""
+        self._done.clear()
+        self._record_ts.clear()
+        self._since_checkpoint = 0
+        for partition in list(self.pipeline.partitions):
+            self._restore(partition)
+        for tp in list(self.consumer.assignment()):
+            committed = self.consumer.committed(tp)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+
+    def _restore(self, partition: int) -> None:
+        """Rebuild one partition's state from its changelog partition."""
+        s = self.settings
+        if not s.changelog or self._restore_consumer is None:
+            self.pipeline.revoke(partition)
+            self.pipeline.assign(partition)
+            return
+        started = time.perf_counter()
+        consumer = self._restore_consumer()
+        try:
+            def _progress(done: int, total: int) -> None:
+                self.metrics.restore_records.labels(str(partition)).set(done)
+                if total > 10_000:
+                    log.info("restoring %s[%d]: %d/%d records", s.changelog_topic, partition,
+                             done, total)
+
+            restored = read_partition(consumer, s.changelog_topic, partition, _progress)
+        finally:
+            consumer.close(autocommit=False)
+        self.pipeline.restore_from_changelog(partition, restored)
+        elapsed = time.perf_counter() - started
+        self.metrics.restore_seconds.observe(elapsed)
+        log.info("restored %s[%d] in %.2fs: %s", s.changelog_topic, partition, elapsed,
+                 dict(summarize(restored)))
 
     # -- rebalance -------------------------------------------------------------------------
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit finished work; keep the state until we know who gets the partitions.
+        """Checkpoint finished work; keep the state until we know who gets the partitions.
 
         With eager rebalancing every partition is revoked and most come straight back to
         the same instance: dropping their state here would throw away what was learned.
         """
-        self._commit()
+        if self._broken_since is None:
+            try:
+                self._checkpoint()
+            except FencedError as exc:
+                self._fenced = exc
+            except (InfrastructureError, GroupMovedError) as exc:
+                self._broken(exc)
         log.info("partitions revoked: %s", _fmt(revoked))
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -273,47 +387,25 @@ class ScorerLoop:
         for partition in list(self.pipeline.partitions):
             if partition not in mine:
                 self.pipeline.revoke(partition)
-                self._remove_lag(TopicPartition(self.settings.input_topic, partition))
-        for partition in mine:
-            self.pipeline.assign(partition)
+                gauges.forget_partition(
+                    self.metrics, TopicPartition(self.settings.input_topic, partition))
+        arriving = sorted(mine - set(self.pipeline.partitions))
+        self.health.set_partitions(len(mine), restoring=bool(arriving))
+        try:
+            for partition in arriving:
+                self._restore(partition)
+        except (InfrastructureError, KafkaError) as exc:
+            self._broken(InfrastructureError(f"restore failed: {exc}"))
         self.metrics.assigned.set(len(self.pipeline.partitions))
         self.health.set_partitions(len(self.pipeline.partitions))
         log.info("partitions assigned: %s", _fmt(assigned))
 
-    def _remove_lag(self, tp: TopicPartition) -> None:
-        try:
-            self.metrics.lag.remove(tp.topic, str(tp.partition))
-        except KeyError:
-            pass
-
-    # -- gauges ----------------------------------------------------------------------------
     def _refresh_gauges(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now < self._next_gauges:
             return
         self._next_gauges = now + 1.0
-        m = self.metrics
-        for tp in list(self.consumer.assignment()):
-            high = self.consumer.highwater(tp)
-            if high is None:
-                continue
-            position = self._done.get(tp)
-            if position is None:
-                try:
-                    position = self.consumer.position(tp, timeout_ms=0)
-                except (KafkaError, TypeError):
-                    position = None
-            if position is not None:
-                m.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
-        snap = self.pipeline.snapshot()
-        name = self.pipeline.model_version
-        if snap.roc_auc == snap.roc_auc:  # not NaN
-            m.roc_auc.labels(name).set(snap.roc_auc)
-        if snap.log_loss == snap.log_loss:
-            m.log_loss.labels(name).set(snap.log_loss)
-        for kind, size in self.pipeline.state_sizes().items():
-            m.state_keys.labels(kind).set(size)
-        m.assigned.set(len(self.pipeline.partitions))
+        gauges.refresh(self.metrics, self.consumer, self.pipeline, self._done)
 
 
 def _in_time_order(batch: dict[TopicPartition, list[Any]]) -> list[Any]:

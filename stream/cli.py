@@ -181,7 +181,14 @@ def run(
     output_topic: Annotated[str | None, Opt()] = None,
     labels_topic: Annotated[str | None, Opt()] = None,
     dlq_topic: Annotated[str | None, Opt()] = None,
+    changelog_topic: Annotated[str | None, Opt()] = None,
     group_id: Annotated[str | None, Opt()] = None,
+    guarantee: Annotated[str | None, Opt(help="exactly-once (default) or at-least-once.")]
+    = None,
+    checkpoint_interval_ms: Annotated[float | None, Opt(min=0.0, help="Checkpoint period.")]
+    = None,
+    checkpoint_events: Annotated[int | None, Opt(min=1, help="Checkpoint every N records.")]
+    = None,
     label_delay: Annotated[float | None, Opt(min=0.0, help="Replay in-event labels this many "
                                              "event-time seconds later.")] = None,
     review_threshold: Annotated[float | None, Opt(min=0.0, max=1.0)] = None,
@@ -195,7 +202,9 @@ def run(
     settings = settings_from(
         ctx, max_events=max_events, metrics_port=metrics_port, input_topic=input_topic,
         output_topic=output_topic, labels_topic=labels_topic, dlq_topic=dlq_topic,
-        group_id=group_id, label_delay_s=label_delay, review_threshold=review_threshold,
+        changelog_topic=changelog_topic, group_id=group_id, guarantee=guarantee,
+        checkpoint_interval_ms=checkpoint_interval_ms, checkpoint_events=checkpoint_events,
+        label_delay_s=label_delay, review_threshold=review_threshold,
         decline_threshold=decline_threshold, idle_exit_s=idle_exit,
     )
     result = run_scorer(settings)

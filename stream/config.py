@@ -78,8 +78,14 @@ class Settings(BaseSettings):
     group_id: str = "fraud-stream"
     topics_dir: Path | None = None
 
-    # The loop.
-    guarantee: Guarantee = "at-least-once"
+    # The loop, checkpoints and delivery.
+    guarantee: Guarantee = "exactly-once"
+    transactional_id: str | None = None
+    changelog: bool = True
+    checkpoint_events: int = Field(10_000, gt=0)
+    checkpoint_interval_ms: float = Field(100.0, ge=0)
+    max_outage_s: float = Field(300.0, gt=0)
+    shutdown_timeout_s: float = Field(30.0, gt=0)
     max_events: int | None = Field(None, ge=0)
     max_poll_records: int = Field(500, gt=0)
     poll_timeout_ms: int = Field(100, ge=0)

@@ -78,6 +78,25 @@ class Metrics:
             "Flush of verdicts/dead letters plus the offset commit, per batch.",
             buckets=COMMIT_BUCKETS, registry=r,
         )
+        self.changelog_records = Counter(
+            f"{PREFIX}_changelog_records", "State records written to the changelog topic.",
+            registry=r,
+        )
+        self.restore_records = Gauge(
+            f"{PREFIX}_restore_records",
+            "Changelog records read by the ongoing or last restore, per input partition.",
+            ["partition"], registry=r,
+        )
+        self.restore_seconds = Histogram(
+            f"{PREFIX}_restore_seconds",
+            "Time to rebuild one partition's state from the changelog.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r,
+        )
+        self.recoveries = Counter(
+            f"{PREFIX}_recoveries",
+            "Rewinds to the last checkpoint after a failed checkpoint, by reason.", ["reason"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             f"{PREFIX}_batch_records", "Records per polled batch.",
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=r,
@@ -110,3 +129,5 @@ class Metrics:
             self.verdicts.labels(decision)
         for result in ("ok", "failed"):
             self.commits.labels(result)
+        for reason in ("infrastructure", "group_moved"):
+            self.recoveries.labels(reason)

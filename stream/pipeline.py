@@ -8,6 +8,7 @@ Streams), which is what lets a partition move between instances with its state.
 
 from __future__ import annotations
 
+import copy
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -15,12 +16,14 @@ from typing import Any, Literal
 
 from river import compose
 
+from stream.data.changelog import PartitionChanges, PendingRow, RestoredState
 from stream.data.messages import Decision, Label, Transaction
 from stream.evaluation.prequential import Prequential, Snapshot
 from stream.features.extractor import FeatureExtractor
 from stream.scoring.model import ModelSpec, learn_one, make_model, score_one, top_contributions
 from stream.scoring.pending import Decided, DueLabels, PendingBuffer
 from stream.scoring.policy import Policy
+from stream.scoring.snapshot import PartitionSnapshot, decode_snapshot, encode_snapshot
 
 LabelOutcome = Literal["learned", "held", "unmatched"]
 
@@ -43,6 +46,8 @@ class PipelineConfig:
     explain_top_k: int = 3
     early_label_max: int = 100_000
     early_label_ttl_s: float = 86400.0
+    # Record what changed between checkpoints (for the changelog); off when nothing drains it.
+    track_changes: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +70,7 @@ class PartitionState:
             card_ttl_s=config.card_ttl_s,
             merchant_ttl_s=config.merchant_ttl_s,
             merchant_prior=config.merchant_prior,
-            track_changes=False,  # nothing drains a changelog yet
+            track_changes=config.track_changes,
         )
         self.model: compose.Pipeline = make_model(config.model)
         self.due = DueLabels(config.label_delay_s)
@@ -81,8 +86,13 @@ class Pipeline:
     transaction is added to the card's state, the model scores, and only then learns.
     """
 
-    def __init__(self, config: PipelineConfig, model_version: str | None = None) -> None:
+    def __init__(
+        self, config: PipelineConfig, model_version: str | None = None,
+        init_from: PartitionSnapshot | None = None,
+    ) -> None:
         self.config = config
+        # A trained snapshot (`stream train`) that every newly assigned partition starts from.
+        self.init_from = init_from
         self.model_version = model_version or config.model.name
         self.pending = PendingBuffer(config.pending_max, config.pending_ttl_s)
         self.evaluation = Prequential(config.metrics_window)
@@ -92,17 +102,59 @@ class Pipeline:
         self._early: OrderedDict[str, tuple[bool, float]] = OrderedDict()
         self.clock = float("-inf")
         self.unmatched_labels = 0
+        # Partitions touched since their last checkpoint, and their pending-record changes.
+        self.dirty: set[int] = set()
+        self._pending_changes: dict[int, dict[str, PendingRow | None]] = {}
 
     # -- partition ownership -------------------------------------------------------------
     def assign(self, partition: int) -> PartitionState:
         state = self._partitions.get(partition)
         if state is None:
             state = self._partitions[partition] = PartitionState(partition, self.config)
+            if self.init_from is not None:
+                self._load_into(state, self.init_from, with_pending=False)
         return state
+
+    def export_partition(self, partition: int, with_features: bool = True) -> PartitionSnapshot:
+        """Everything the partition has learned, as a snapshot (see scoring/snapshot.py)."""
+        state = self._partitions[partition]
+        pending = [(tx_id, d.merchant_id, d.timestamp, d.score, d.features.tolist())
+                   for tx_id, d in self.pending.items_for(partition)]
+        return PartitionSnapshot(
+            partition=partition, model=state.model, clock=state.clock, events=state.events,
+            learned=state.learned, due=state.due.items(),
+            features=state.features.export_state() if with_features else {},
+            pending=pending, model_name=self.model_version,
+        )
+
+    def restore_partition(self, snapshot: PartitionSnapshot, partition: int | None = None) -> None:
+        """Replace a partition's state with a snapshot's (on assignment, after a restart)."""
+        target = snapshot.partition if partition is None else partition
+        self.revoke(target)
+        state = self._partitions[target] = PartitionState(target, self.config)
+        self._load_into(state, snapshot, with_pending=True)
+
+    def _load_into(
+        self, state: PartitionState, snap: PartitionSnapshot, with_pending: bool
+    ) -> None:
+        state.model = copy.deepcopy(snap.model)
+        state.clock, state.events, state.learned = snap.clock, snap.events, snap.learned
+        if snap.features:
+            state.features.import_state(snap.features)
+        if with_pending:
+            state.due.restore(snap.due)
+        if with_pending and snap.pending:
+            for tx_id, merchant, ts, score, values in snap.pending:
+                decided = Decided(state.partition, merchant, ts, score, array("d", values))
+                self.pending.put(tx_id, decided)
+        if state.clock > self.clock:
+            self.clock = state.clock
 
     def revoke(self, partition: int) -> None:
         self._partitions.pop(partition, None)
         self.pending.drop_partition(partition)
+        self.dirty.discard(partition)
+        self._pending_changes.pop(partition, None)
 
     @property
     def partitions(self) -> dict[int, PartitionState]:
@@ -123,6 +175,7 @@ class Pipeline:
         self, state: PartitionState, tx: Transaction, features: dict[str, float], score: float
     ) -> int:
         state.events += 1
+        self.dirty.add(state.partition)
         if tx.timestamp > state.clock:
             state.clock = tx.timestamp
             if tx.timestamp > self.clock:
@@ -139,7 +192,7 @@ class Pipeline:
             names = state.features.feature_names
             packed = array("d", [features[name] for name in names])
             decided = Decided(state.partition, tx.merchant_id, tx.timestamp, score, packed)
-            self.pending.put(tx.transaction_id, decided)
+            self._pending_put(tx.transaction_id, decided)
             if label is not None:
                 state.due.push(tx.transaction_id, label, tx.timestamp)
         for tx_id, due_label in state.due.release(state.clock):
@@ -149,7 +202,8 @@ class Pipeline:
                 self.unmatched_labels += 1  # its record was evicted before the label was due
         if state.events % self.config.evict_every == 0:
             state.features.evict(state.clock)
-            self.pending.expire(state.clock)
+            for tx_id, old in self.pending.expire(state.clock):
+                self._track_pending(old.partition, tx_id, None)
             self._expire_early()
         return learned
 
@@ -171,11 +225,26 @@ class Pipeline:
             self.unmatched_labels += 1
         return "held"
 
+    def _pending_put(self, tx_id: str, decided: Decided) -> None:
+        self._track_pending(decided.partition, tx_id, decided)
+        pushed_out = self.pending.put(tx_id, decided)
+        if pushed_out is not None:
+            self._track_pending(pushed_out[1].partition, pushed_out[0], None)
+
+    def _track_pending(self, partition: int, tx_id: str, decided: Decided | None) -> None:
+        if not self.config.track_changes:
+            return
+        row = None if decided is None else (
+            decided.merchant_id, decided.timestamp, decided.score, decided.features.tolist())
+        self._pending_changes.setdefault(partition, {})[tx_id] = row
+        self.dirty.add(partition)
+
     def _learn_pending(self, tx_id: str, is_fraud: bool, timestamp: float) -> bool:
         decided = self.pending.pop(tx_id)
         state = self._partitions.get(decided.partition) if decided else None
         if decided is None or state is None:
             return False
+        self._track_pending(decided.partition, tx_id, None)
         names = state.features.feature_names
         features = dict(zip(names, decided.features, strict=True))
         self._learn(state, features, decided.merchant_id, decided.score, is_fraud, timestamp)
@@ -194,6 +263,40 @@ class Pipeline:
         state.features.learn_label(merchant_id, is_fraud, timestamp)
         self.evaluation.update(is_fraud, score)
         state.learned += 1
+        self.dirty.add(state.partition)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def drain_changes(self, partition: int) -> PartitionChanges:
+        """The partition's changes since its last drain, for the changelog (plain values)."""
+        state = self._partitions[partition]
+        snapshot = self.export_partition(partition, with_features=False)
+        snapshot.pending = []  # pending records travel as their own changelog keys
+        changes = state.features.drain_changes()
+        cards, cards_evicted = changes["cards"]
+        merchants, merchants_evicted = changes["merchants"]
+        self.dirty.discard(partition)
+        return PartitionChanges(
+            snapshot=encode_snapshot(snapshot), cards=cards, cards_evicted=cards_evicted,
+            merchants=merchants, merchants_evicted=merchants_evicted,
+            pending=self._pending_changes.pop(partition, {}),
+        )
+
+    def restore_from_changelog(self, partition: int, restored: RestoredState) -> None:
+        """Rebuild a partition from its changelog (a fresh state when there is none)."""
+        self.revoke(partition)
+        state = self.assign(partition)
+        if restored.snapshot is not None:
+            # Its pending list is empty: pending records come from their own keys below.
+            self._load_into(state, decode_snapshot(restored.snapshot), with_pending=True)
+        store_cards, store_merchants = state.features.card_store, state.features.merchant_store
+        # Oldest update first, so eviction (which pops from the front) stays in order.
+        for key, row in sorted(restored.cards.items(), key=lambda item: item[1][0]):
+            store_cards.restore(key, row)
+        for key, row in sorted(restored.merchants.items(), key=lambda item: item[1][0]):
+            store_merchants.restore(key, row)
+        for tx_id, (merchant, ts, score, values) in restored.pending.items():
+            self.pending.put(tx_id, Decided(partition, merchant, ts, score, array("d", values)))
+        self.dirty.discard(partition)
 
     # -- read-only views for metrics and the summary ---------------------------------------
     def snapshot(self) -> Snapshot:

@@ -6,7 +6,9 @@ Kept apart from the CLI so tests and the demo start a scorer exactly as producti
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -18,6 +20,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 import stream
 from stream.app import RunResult, ScorerLoop
 from stream.config import Settings
+from stream.data.delivery import AtLeastOnce, ExactlyOnce
 from stream.data.kafka_io import InfrastructureError, make_consumer, make_producer
 from stream.health import Health, HealthServer
 from stream.metrics import Metrics
@@ -42,6 +45,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         pending_ttl_s=settings.pending_ttl_s,
         pending_max=settings.pending_max,
         metrics_window=settings.metrics_window,
+        track_changes=settings.changelog,
     )
 
 
@@ -60,6 +64,8 @@ def check_topics(consumer: Any, settings: Settings) -> None:
         ) from None
     wanted = [settings.input_topic, settings.labels_topic, settings.output_topic,
               settings.dlq_topic]
+    if settings.changelog:
+        wanted.append(settings.changelog_topic)
     missing = [t for t in wanted if t not in existing]
     if missing:
         raise InfrastructureError(
@@ -73,15 +79,36 @@ class Scorer:
 
     loop: ScorerLoop
     consumer: Any
-    producer: Any
+    delivery: AtLeastOnce | ExactlyOnce
     metrics: Metrics
     health: Health
 
     def close(self) -> None:
         with suppress(Exception):
-            self.producer.close(timeout=10)
+            self.delivery.close()
         with suppress(Exception):
             self.consumer.close(autocommit=False)
+
+
+def transactional_id(settings: Settings) -> str:
+    """Stable for the life of the process, unique per instance.
+
+    Zombie instances are fenced by the consumer-group metadata sent with the offsets
+    (KIP-447), so the id need not survive restarts; it only has to differ between live
+    instances, or they would fence each other.
+    """
+    if settings.transactional_id:
+        return settings.transactional_id
+    return f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}"
+
+
+def make_delivery(settings: Settings, consumer: Any) -> AtLeastOnce | ExactlyOnce:
+    timeout_s = settings.request_timeout_ms / 1000.0
+    if settings.guarantee == "exactly-once":
+        tid = transactional_id(settings)
+        return ExactlyOnce(lambda: make_producer(settings, transactional_id=tid), consumer,
+                           timeout_s)
+    return AtLeastOnce(lambda: make_producer(settings), consumer, timeout_s)
 
 
 def build_scorer(
@@ -92,14 +119,15 @@ def build_scorer(
     consumer = make_consumer(settings)
     try:
         check_topics(consumer, settings)
-        producer = make_producer(settings)
+        delivery = make_delivery(settings, consumer)
     except Exception:
         consumer.close(autocommit=False)
         raise
     pipeline = Pipeline(pipeline_config(settings), model_version(settings))
     health = health if health is not None else Health(stuck_after_s=settings.stuck_after_s)
-    loop = ScorerLoop(settings, pipeline, metrics, consumer, producer, health)
-    return Scorer(loop, consumer, producer, metrics, health)
+    loop = ScorerLoop(settings, pipeline, metrics, consumer, delivery, health,
+                      restore_consumer=lambda: make_consumer(settings, group_id=None))
+    return Scorer(loop, consumer, delivery, metrics, health)
 
 
 def serve_metrics(

@@ -54,11 +54,13 @@ class PendingBuffer:
     def __contains__(self, transaction_id: object) -> bool:
         return transaction_id in self._entries
 
-    def put(self, transaction_id: str, decided: Decided) -> None:
+    def put(self, transaction_id: str, decided: Decided) -> tuple[str, Decided] | None:
+        """Add an entry; returns the oldest entry when the size bound pushed it out."""
         self._entries[transaction_id] = decided
         if len(self._entries) > self.max_size:
-            self._entries.popitem(last=False)
             self.dropped_full += 1
+            return self._entries.popitem(last=False)
+        return None
 
     def pop(self, transaction_id: str) -> Decided | None:
         return self._entries.pop(transaction_id, None)
@@ -76,6 +78,10 @@ class PendingBuffer:
             out.append((tx_id, decided))
         self.expired += len(out)
         return out
+
+    def items_for(self, partition: int) -> list[tuple[str, Decided]]:
+        """One partition's entries, oldest first (for its snapshot)."""
+        return [(k, v) for k, v in self._entries.items() if v.partition == partition]
 
     def drop_partition(self, partition: int) -> int:
         """Forget a revoked partition's entries; its new owner rebuilds them."""
@@ -105,6 +111,15 @@ class DueLabels:
     def push(self, transaction_id: str, is_fraud: bool, timestamp: float) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (timestamp + self.delay_s, self._seq, transaction_id, is_fraud))
+
+    def items(self) -> list[tuple[float, int, str, bool]]:
+        """The queue as plain tuples (due time, sequence, transaction id, label)."""
+        return list(self._heap)
+
+    def restore(self, items: list[tuple[float, int, str, bool]]) -> None:
+        self._heap = [tuple(item) for item in items]  # type: ignore[misc]
+        heapq.heapify(self._heap)
+        self._seq = max((item[1] for item in self._heap), default=0)
 
     def release(self, now: float) -> list[tuple[str, bool]]:
         """Labels whose due time has been reached by the stream's event time."""

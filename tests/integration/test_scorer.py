@@ -48,6 +48,7 @@ def topics(new_topic: Callable[..., str]) -> dict[str, str]:
         "labels_topic": new_topic(partitions=2, prefix="labels"),
         "output_topic": new_topic(partitions=2, prefix="verdicts"),
         "dlq_topic": new_topic(partitions=1, prefix="dlq"),
+        "changelog_topic": new_topic(partitions=2, prefix="changelog"),
     }
 
 
@@ -156,12 +157,14 @@ def test_delayed_labels_on_the_labels_topic_are_learned(
     registry2 = CollectorRegistry()
     again = settings.model_copy(update={"max_events": None, "idle_exit_s": 3.0})
     result = run_scorer(again, registry2)
-    # A new process has no decision-time records for these labels: they are held (they
-    # might precede their transactions), never learned from re-computed features.
+    # The decision-time records were checkpointed to the changelog with the offsets, so a
+    # new process restores them and learns from every label; the unknown one is held.
     assert result.labels == 252 and result.dead_letters == 1
     assert registry2.get_sample_value(
-        "fraudstream_labels_total", {"source": "topic", "outcome": "held"}) == 251
-    assert registry2.get_sample_value("fraudstream_model_updates_total") == 0
+        "fraudstream_labels_total", {"source": "topic", "outcome": "learned"}) == 250
+    assert registry2.get_sample_value(
+        "fraudstream_labels_total", {"source": "topic", "outcome": "held"}) == 1
+    assert registry2.get_sample_value("fraudstream_model_updates_total") == 250
 
 
 def test_labels_join_decision_time_records_in_one_process(
@@ -214,7 +217,8 @@ def test_cli_max_events_commits_exits_zero_and_serves_metrics(
     args = [sys.executable, "-m", "stream", "--bootstrap-servers", kafka_bootstrap, "run",
             "--max-events", "120", "--metrics-port", str(port), "--group-id", group,
             "--input-topic", topics["input_topic"], "--output-topic", topics["output_topic"],
-            "--labels-topic", topics["labels_topic"], "--dlq-topic", topics["dlq_topic"]]
+            "--labels-topic", topics["labels_topic"], "--dlq-topic", topics["dlq_topic"],
+            "--changelog-topic", topics["changelog_topic"]]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:

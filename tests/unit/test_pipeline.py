@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
+from stream.data.changelog import RestoredState, encode_changes, fold
 from stream.data.messages import Label, Transaction
 from stream.pipeline import Pipeline, PipelineConfig
 from stream.scoring.model import score_one
+from stream.scoring.snapshot import (
+    SnapshotError,
+    check_compatible,
+    decode_snapshot,
+    encode_snapshot,
+    load_snapshot,
+    read_header,
+    save_snapshot,
+)
 
 
 def _tx(i: int, fraud: bool | None = None, card: str = "c1", ts: float | None = None,
@@ -112,3 +123,76 @@ def test_held_labels_are_bounded_and_expire() -> None:
     assert pipe.state_sizes()["early_labels"] == 3 and pipe.unmatched_labels == 2
     pipe.score(_tx(1000, ts=1000.0), 0)
     assert pipe.state_sizes()["early_labels"] == 0 and pipe.unmatched_labels == 5
+
+
+def test_snapshot_round_trip_continues_bit_for_bit(tmp_path: Path) -> None:
+    """Stop after N events, restore from the snapshot, and score exactly like a run that
+    never stopped: same model, same features, same pending labels."""
+    config = PipelineConfig(label_delay_s=600.0)
+    events = [_tx(i, fraud=i % 9 == 0, card=f"c{i % 7}", ts=i * 37.0, amount=5.0 + i % 50)
+              for i in range(400)]
+    straight = Pipeline(config)
+    expected = [straight.score(tx, 0).score for tx in events]
+
+    first = Pipeline(config)
+    for tx in events[:200]:
+        first.score(tx, 0)
+    path = tmp_path / "p0.snapshot"
+    save_snapshot(path, first.export_partition(0))
+    resumed = Pipeline(config)
+    resumed.restore_partition(load_snapshot(path))
+    assert [resumed.score(tx, 0).score for tx in events[200:]] == expected[200:]
+    assert resumed.partitions[0].learned == straight.partitions[0].learned
+
+
+def test_incompatible_snapshots_are_refused(tmp_path: Path) -> None:
+    pipe = Pipeline(PipelineConfig())
+    pipe.score(_tx(0, fraud=True), 0)
+    raw = encode_snapshot(pipe.export_partition(0))
+    header = read_header(raw)
+    with pytest.raises(SnapshotError, match="River 0.1.0"):
+        check_compatible({**header, "river": "0.1.0"})
+    with pytest.raises(SnapshotError, match="format 99"):
+        check_compatible({**header, "format": 99})
+    with pytest.raises(SnapshotError, match="magic"):
+        decode_snapshot(b"garbage")
+    with pytest.raises(SnapshotError, match="corrupt"):
+        decode_snapshot(raw[:-20])
+
+
+def test_init_from_a_trained_snapshot() -> None:
+    trained = Pipeline(PipelineConfig())
+    for i in range(100):
+        trained.score(_tx(i, fraud=i % 5 == 0, amount=1000.0 if i % 5 == 0 else 10.0), 0)
+    snap = trained.export_partition(0)
+    served = Pipeline(PipelineConfig(), init_from=snap)
+    state = served.assign(3)
+    assert state.learned == 100 and state.model is not snap.model
+    probe = _tx(1000, amount=1000.0)
+    assert served.score(probe, 3).score == trained.score(probe, 0).score
+
+
+def test_changelog_round_trip_restores_the_exact_state() -> None:
+    """Checkpoints drained into changelog records, folded back, give a pipeline that
+    continues exactly like one that never stopped; evicted keys come back as tombstones."""
+    config = PipelineConfig(label_delay_s=300.0, track_changes=True, card_ttl_s=2000.0,
+                            evict_every=25)
+    events = [_tx(i, fraud=i % 11 == 0, card=f"c{i % 17 if i < 150 else 100 + i % 5}",
+                  ts=i * 53.0, amount=3.0 + i % 40) for i in range(400)]
+    straight = Pipeline(config)
+    expected = [straight.score(tx, 0).score for tx in events]
+
+    live = Pipeline(config)
+    restored = RestoredState()
+    for n, tx in enumerate(events[:250], start=1):
+        live.score(tx, 0)
+        if n % 40 == 0 or n == 250:
+            for key, value in encode_changes(live.drain_changes(0)):
+                fold(restored, key, value)
+    assert 0 not in live.dirty
+    assert len(restored.cards) == live.partitions[0].features.n_cards < 22
+    assert set(restored.pending) == {k for k, _ in live.pending.items_for(0)}
+    resumed = Pipeline(config)
+    resumed.restore_from_changelog(0, restored)
+    assert [resumed.score(tx, 0).score for tx in events[250:]] == expected[250:]
+    assert resumed.partitions[0].learned == straight.partitions[0].learned
