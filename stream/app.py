@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
@@ -89,6 +89,9 @@ class ScorerLoop:
         self.consumer = consumer
         self.delivery = delivery
         self.result = RunResult()
+        # The result as of the last checkpoint: a rewind rolls the counts back to it, so
+        # --max-events counts each input record once even when work is redone.
+        self._committed = RunResult()
         self._restore_consumer = restore_consumer
         self._stop = threading.Event()
         self._done: dict[TopicPartition, int] = {}
@@ -289,8 +292,9 @@ class ScorerLoop:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self.result.checkpoints += 1
+        self._committed = replace(self.result,
+                                  dead_letter_reasons=dict(self.result.dead_letter_reasons))
         self.metrics.commits.labels("ok").inc()
-        self.metrics.broker_up.set(1)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
 
     # -- recovery --------------------------------------------------------------------------
@@ -329,6 +333,9 @@ class ScorerLoop:
 
     def _rewind(self) -> None:
         """Forget uncommitted work: reload owned partitions and seek to committed offsets."""
+        recoveries, checkpoints = self.result.recoveries, self.result.checkpoints
+        self.result = replace(self._committed, recoveries=recoveries, checkpoints=checkpoints,
+                              dead_letter_reasons=dict(self._committed.dead_letter_reasons))
         self._done.clear()
         self._record_ts.clear()
         self._since_checkpoint = 0

@@ -15,8 +15,10 @@ import typer
 
 from stream.config import ConfigError, Settings, load_settings
 from stream.data.broker import BrokerError, LocalBroker
+from stream.data.delivery import FencedError
 from stream.data.kafka_io import InfrastructureError, make_admin, make_producer
 from stream.data.topics import TopicApplyError, TopicSpecError
+from stream.scoring.snapshot import SnapshotError
 
 app = typer.Typer(
     name="stream", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -189,6 +191,8 @@ def run(
     = None,
     checkpoint_events: Annotated[int | None, Opt(min=1, help="Checkpoint every N records.")]
     = None,
+    transactional_id: Annotated[str | None, Opt(help="Exactly-once producer id.")] = None,
+    session_timeout_ms: Annotated[int | None, Opt(min=1000)] = None,
     label_delay: Annotated[float | None, Opt(min=0.0, help="Replay in-event labels this many "
                                              "event-time seconds later.")] = None,
     review_threshold: Annotated[float | None, Opt(min=0.0, max=1.0)] = None,
@@ -204,6 +208,7 @@ def run(
         output_topic=output_topic, labels_topic=labels_topic, dlq_topic=dlq_topic,
         changelog_topic=changelog_topic, group_id=group_id, guarantee=guarantee,
         checkpoint_interval_ms=checkpoint_interval_ms, checkpoint_events=checkpoint_events,
+        transactional_id=transactional_id, session_timeout_ms=session_timeout_ms,
         label_delay_s=label_delay, review_threshold=review_threshold,
         decline_threshold=decline_threshold, idle_exit_s=idle_exit,
     )
@@ -243,6 +248,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv)
     except (ConfigError, InfrastructureError, BrokerError, FileNotFoundError, TopicSpecError,
-            TopicApplyError) as exc:
+            TopicApplyError, SnapshotError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except FencedError as exc:
+        print(f"error: fenced by another instance, stopped without writing: {exc}",
+              file=sys.stderr)
+        sys.exit(3)

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(30.0, gt=0)
     max_events: int | None = Field(None, ge=0)
     max_poll_records: int = Field(500, gt=0)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
     poll_timeout_ms: int = Field(100, ge=0)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"

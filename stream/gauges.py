@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import socket
+import threading
 from typing import Any
 
 from kafka import TopicPartition
@@ -45,3 +47,45 @@ def forget_partition(metrics: Metrics, tp: TopicPartition) -> None:
         metrics.lag.remove(tp.topic, str(tp.partition))
     except KeyError:
         pass
+
+
+class BrokerProbe:
+    """Sets `fraudstream_broker_up` from a TCP connect to the bootstrap servers every few
+    seconds, in a daemon thread.
+
+    kafka-python retries a broker outage inside its calls (a commit just takes longer), so
+    the loop itself may never see an error; operators still need to see the outage.
+    """
+
+    def __init__(self, metrics: Metrics, bootstrap_servers: str, every_s: float = 2.0) -> None:
+        self.metrics = metrics
+        self.every_s = every_s
+        self._targets = [_host_port(s) for s in bootstrap_servers.split(",") if s.strip()]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="broker-probe", daemon=True)
+
+    def start(self) -> BrokerProbe:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reachable(self) -> bool:
+        for host, port in self._targets:
+            try:
+                with socket.create_connection((host, port), timeout=1.0):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.metrics.broker_up.set(1 if self.reachable() else 0)
+            self._stop.wait(self.every_s)
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.strip().rpartition(":")
+    return host.strip("[]") or "localhost", int(port or 9092)

@@ -22,6 +22,7 @@ from stream.app import RunResult, ScorerLoop
 from stream.config import Settings
 from stream.data.delivery import AtLeastOnce, ExactlyOnce
 from stream.data.kafka_io import InfrastructureError, make_consumer, make_producer
+from stream.gauges import BrokerProbe
 from stream.health import Health, HealthServer
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, PipelineConfig
@@ -179,10 +180,12 @@ def run_scorer(settings: Settings, registry: CollectorRegistry | None = None) ->
         if server is not None:
             server.shutdown()
         raise
+    probe = BrokerProbe(scorer.metrics, settings.bootstrap_servers).start()
     try:
         with stop_on_signals(scorer.loop):
             return scorer.loop.run()
     finally:
+        probe.stop()
         scorer.close()
         if server is not None:
             server.shutdown()

@@ -13,6 +13,7 @@ crash can repeat verdicts, never lose one.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from kafka.errors import (
     CommitFailedError,
     FencedInstanceIdError,
     IllegalGenerationError,
+    InvalidProducerEpochError,
     KafkaError,
     ProducerFencedError,
     RebalanceInProgressError,
@@ -32,13 +34,36 @@ from stream.data.kafka_io import InfrastructureError
 
 log = logging.getLogger("stream.delivery")
 Offsets = dict[TopicPartition, OffsetAndMetadata]
-_FENCED = (ProducerFencedError, FencedInstanceIdError)
+_FENCED = (ProducerFencedError, FencedInstanceIdError, InvalidProducerEpochError)
 _GROUP_MOVED = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError,
                 RebalanceInProgressError)
 
 
 class FencedError(RuntimeError):
     """Another instance owns our transactional id or our partitions: stop, don't write."""
+
+
+def _fenced(exc: BaseException, producer: Any) -> bool:
+    """kafka-python reports fencing in several shapes: a typed error on the send path, a
+    generic KafkaError naming ProducerFenced from the transactional methods, or only in the
+    transaction manager's fatal state. Any of them means: never re-initialise this id, or
+    two instances would fence each other forever."""
+    if isinstance(exc, _FENCED) or "ProducerFenced" in str(exc):
+        return True
+    return _manager_fenced(producer, settle_s=0.0)
+
+
+def _manager_fenced(producer: Any, settle_s: float) -> bool:
+    """After an abortable error the producer bumps its epoch (KIP-360); if another instance
+    took our id, that bump fails with ProducerFenced. Wait up to `settle_s` for the bump to
+    finish so an error mid-bump is not mistaken for (or mistaken as not) fencing."""
+    manager = getattr(producer, "_transaction_manager", None)
+    if manager is None:
+        return False
+    deadline = time.monotonic() + settle_s
+    while "BUMPING" in str(getattr(manager, "_current_state", "")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return isinstance(getattr(manager, "_last_error", None), _FENCED)
 
 
 class GroupMovedError(RuntimeError):
@@ -109,10 +134,10 @@ class ExactlyOnce:
         producer = self._factory()
         try:
             producer.init_transactions()
-        except _FENCED as exc:
-            raise FencedError(f"fenced while starting: {exc}") from exc
         except KafkaError as exc:
             _close_quietly(producer)
+            if _fenced(exc, producer):
+                raise FencedError(f"fenced while starting: {exc}") from exc
             raise InfrastructureError(f"cannot start transactions: {exc}") from exc
         return producer
 
@@ -128,9 +153,9 @@ class ExactlyOnce:
         try:
             self.producer.send(topic, key=key, value=value, partition=partition,
                                headers=headers)
-        except _FENCED as exc:
-            raise FencedError(str(exc)) from exc
         except KafkaError as exc:
+            if _fenced(exc, self.producer):
+                raise FencedError(str(exc)) from exc
             raise InfrastructureError(f"send failed: {exc}") from exc
 
     def commit(self, offsets: Offsets) -> None:
@@ -141,11 +166,11 @@ class ExactlyOnce:
             if offsets:
                 self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
             self.producer.commit_transaction()
-        except _FENCED as exc:
-            raise FencedError(str(exc)) from exc
-        except _GROUP_MOVED as exc:
-            raise GroupMovedError(str(exc)) from exc
         except KafkaError as exc:
+            if _fenced(exc, self.producer):
+                raise FencedError(str(exc)) from exc
+            if isinstance(exc, _GROUP_MOVED):
+                raise GroupMovedError(str(exc)) from exc
             raise InfrastructureError(f"transaction commit failed: {exc}") from exc
         finally:
             self._open = False
@@ -154,6 +179,8 @@ class ExactlyOnce:
         """A new producer with the same transactional id: the broker aborts whatever the
         old one left open, so nothing from the failed checkpoint ever becomes visible."""
         self._open = False
+        if _manager_fenced(self.producer, settle_s=self.timeout_s):
+            raise FencedError("this instance's producer was fenced by another instance")
         _close_quietly(self.producer)
         self.producer = self._start()
 

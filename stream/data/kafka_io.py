@@ -43,6 +43,9 @@ def make_consumer(settings: Settings, *, group_id: str | None = None, **override
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "max_poll_records": settings.max_poll_records,
+        # A killed instance's partitions move after this long, not after 45 s.
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "partition_assignment_strategy": (RangePartitionAssignor,),
         "fetch_max_wait_ms": 100,
         "metrics_enabled": False,

@@ -1,0 +1,154 @@
+"""Shared helpers for the durability tests: topics, traffic, scorer processes, readers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from stream.data.changelog import MODEL_KEY
+from stream.data.synthetic import TrafficConfig, generate
+from stream.scoring.snapshot import decode_snapshot
+
+PARTITIONS = 4
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    labels: str
+    verdicts: str
+    dlq: str
+    changelog: str
+
+    def flags(self) -> list[str]:
+        return ["--input-topic", self.input, "--labels-topic", self.labels,
+                "--output-topic", self.verdicts, "--dlq-topic", self.dlq,
+                "--changelog-topic", self.changelog]
+
+    def settings(self) -> dict[str, str]:
+        return {"input_topic": self.input, "labels_topic": self.labels,
+                "output_topic": self.verdicts, "dlq_topic": self.dlq,
+                "changelog_topic": self.changelog}
+
+
+def make_topics(new_topic: Callable[..., str]) -> Topics:
+    return Topics(
+        input=new_topic(partitions=PARTITIONS, prefix="tx"),
+        labels=new_topic(partitions=PARTITIONS, prefix="labels"),
+        verdicts=new_topic(partitions=PARTITIONS, prefix="verdicts"),
+        dlq=new_topic(partitions=1, prefix="dlq"),
+        changelog=new_topic(partitions=PARTITIONS, prefix="changelog"),
+    )
+
+
+def produce_traffic(bootstrap: str, topic: str, count: int, seed: int = 11) -> list[dict[str, Any]]:
+    """Labelled synthetic events keyed by card; returns them in produce order."""
+    events = list(generate(TrafficConfig(count=count, fraud_rate=0.02, seed=seed, n_cards=3000)))
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    for event in events:
+        producer.send(topic, key=event["card_id"].encode(), value=orjson.dumps(event))
+    producer.flush()
+    producer.close()
+    return events
+
+
+def partition_counts(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    ends = consumer.end_offsets(tps)
+    consumer.close()
+    return {tp.partition: ends[tp] for tp in tps}
+
+
+def read_committed(bootstrap: str, topic: str, expected: int, timeout_s: float = 120.0,
+                   settle_s: float = 2.0) -> list[Any]:
+    """Every committed record, waiting for `expected`, then `settle_s` more for duplicates."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             isolation_level="read_committed", enable_auto_commit=False,
+                             group_id=None)
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    settle_until: float | None = None
+    while time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=300).values():
+            records.extend(batch)
+        if len(records) >= expected:
+            settle_until = settle_until or time.monotonic() + settle_s
+            if time.monotonic() > settle_until:
+                break
+    consumer.close()
+    return records
+
+
+def verdict_ids(records: list[Any]) -> Counter[str]:
+    return Counter(orjson.loads(r.value)["transaction_id"] for r in records)
+
+
+def latest_model_snapshots(bootstrap: str, changelog: str) -> dict[int, Any]:
+    """The last committed model snapshot of each changelog partition."""
+    snapshots: dict[int, Any] = {}
+    for record in read_committed(bootstrap, changelog, expected=1, timeout_s=10, settle_s=2):
+        if record.key == MODEL_KEY and record.value is not None:
+            snapshots[record.partition] = decode_snapshot(record.value)
+    return snapshots
+
+
+def scorer_process(bootstrap: str, topics: Topics, group: str, *extra: str,
+                   metrics_port: int | None = None) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "stream", "--bootstrap-servers", bootstrap, "run",
+            "--group-id", group, "--session-timeout-ms", "6000",
+            "--checkpoint-interval-ms", "50", *topics.flags(), *extra]
+    if metrics_port is not None:
+        args += ["--metrics-port", str(metrics_port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def scraped(port: int, name: str, labels: str = "") -> float | None:
+    """One sample's value from a scorer's /metrics, None while it is not up."""
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except OSError:
+        return None
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in body.decode().splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> tuple[int, str]:
+    """SIGTERM, then the exit code and stderr (SIGKILL if it does not stop in time)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err.decode(errors="replace")
+
+
+def new_group() -> str:
+    return f"dur-{uuid.uuid4().hex[:8]}"
