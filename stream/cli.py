@@ -18,6 +18,7 @@ from stream.data.broker import BrokerError, LocalBroker
 from stream.data.delivery import FencedError
 from stream.data.kafka_io import InfrastructureError, make_admin, make_producer
 from stream.data.topics import TopicApplyError, TopicSpecError
+from stream.offline.commands import register as register_offline
 from stream.scoring.snapshot import SnapshotError
 
 app = typer.Typer(
@@ -199,6 +200,8 @@ def run(
     decline_threshold: Annotated[float | None, Opt(min=0.0, max=1.0)] = None,
     idle_exit: Annotated[float | None, Opt(help="Exit after this many seconds without input.")]
     = None,
+    init_from: Annotated[Path | None, Opt(help="Start new partitions from this snapshot "
+                                          "(`stream train`, `stream replay --out`).")] = None,
 ) -> None:
     """The scorer: consume transactions and labels, publish verdicts, learn online."""
     from stream.service import run_scorer
@@ -210,7 +213,7 @@ def run(
         checkpoint_interval_ms=checkpoint_interval_ms, checkpoint_events=checkpoint_events,
         transactional_id=transactional_id, session_timeout_ms=session_timeout_ms,
         label_delay_s=label_delay, review_threshold=review_threshold,
-        decline_threshold=decline_threshold, idle_exit_s=idle_exit,
+        decline_threshold=decline_threshold, idle_exit_s=idle_exit, init_from=init_from,
     )
     result = run_scorer(settings)
     typer.echo(
@@ -218,6 +221,10 @@ def run(
         f"{result.dead_letters} dead letters, {result.labels} labels; learned from "
         f"{result.labels_learned} labels, rolling ROC AUC {result.roc_auc:.4f}", err=True,
     )
+
+
+# -- train, replay, compare (stream/offline) ---------------------------------------------------
+register_offline(app)
 
 
 # -- demo -----------------------------------------------------------------------------------

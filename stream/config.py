@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     # Evaluation.
     metrics_window: int = Field(10_000, gt=10)
 
+    # A trained snapshot (`stream train` / `stream replay --out`) that every newly assigned
+    # partition starts from, unless the changelog already holds that partition's state.
+    init_from: Path | None = None
+
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:
         if self.review_threshold > self.decline_threshold:

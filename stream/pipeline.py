@@ -95,7 +95,8 @@ class Pipeline:
         self.init_from = init_from
         self.model_version = model_version or config.model.name
         self.pending = PendingBuffer(config.pending_max, config.pending_ttl_s)
-        self.evaluation = Prequential(config.metrics_window)
+        self.evaluation = Prequential(config.metrics_window, config.policy.review_threshold,
+                                      config.policy.decline_threshold)
         self._partitions: dict[int, PartitionState] = {}
         # Labels that arrived before their transaction was scored (another partition's fetch
         # can overtake): held briefly and applied right after the transaction is scored.
@@ -167,6 +168,7 @@ class Pipeline:
         features = state.features.extract(tx)
         score = score_one(state.model, features)
         decision = self.config.policy.decide(score)
+        self.evaluation.observe_decision(score)  # alert rate and label rate
         contributions = top_contributions(state.model, features, self.config.explain_top_k)
         learned = self._after_scoring(state, tx, features, score)
         return Scored(score, decision, contributions, learned)
@@ -186,7 +188,7 @@ class Pipeline:
             label, label_ts, immediate = early[0], early[1], True
         learned = 0
         if label is not None and immediate:
-            self._learn(state, features, tx.merchant_id, score, label, label_ts)
+            self._learn(state, features, tx.merchant_id, score, label, label_ts, tx.timestamp)
             learned += 1
         else:
             names = state.features.feature_names
@@ -247,7 +249,8 @@ class Pipeline:
         self._track_pending(decided.partition, tx_id, None)
         names = state.features.feature_names
         features = dict(zip(names, decided.features, strict=True))
-        self._learn(state, features, decided.merchant_id, decided.score, is_fraud, timestamp)
+        self._learn(state, features, decided.merchant_id, decided.score, is_fraud, timestamp,
+                    decided.timestamp)
         return True
 
     def _learn(
@@ -258,10 +261,11 @@ class Pipeline:
         score: float,
         is_fraud: bool,
         timestamp: float,
+        decided_at: float,
     ) -> None:
         learn_one(state.model, features, is_fraud)
         state.features.learn_label(merchant_id, is_fraud, timestamp)
-        self.evaluation.update(is_fraud, score)
+        self.evaluation.update(is_fraud, score, decided_at, timestamp)  # and the label delay
         state.learned += 1
         self.dirty.add(state.partition)
 

@@ -28,6 +28,7 @@ from stream.metrics import Metrics
 from stream.pipeline import Pipeline, PipelineConfig
 from stream.scoring.model import ModelSpec
 from stream.scoring.policy import Policy
+from stream.scoring.snapshot import load_snapshot
 
 log = logging.getLogger("stream.service")
 
@@ -124,7 +125,10 @@ def build_scorer(
     except Exception:
         consumer.close(autocommit=False)
         raise
-    pipeline = Pipeline(pipeline_config(settings), model_version(settings))
+    init = load_snapshot(settings.init_from) if settings.init_from is not None else None
+    version = init.model_name if init is not None and init.model_name else \
+        model_version(settings)
+    pipeline = Pipeline(pipeline_config(settings), version, init_from=init)
     health = health if health is not None else Health(stuck_after_s=settings.stuck_after_s)
     loop = ScorerLoop(settings, pipeline, metrics, consumer, delivery, health,
                       restore_consumer=lambda: make_consumer(settings, group_id=None))

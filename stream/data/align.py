@@ -1,0 +1,115 @@
+"""Event-time alignment of records from several partitions (transactions and labels).
+
+A label must not be applied before its transaction is scored, and a replay of history must
+see transactions and labels interleaved as they happened. Merging each polled batch by
+timestamp is not enough: one poll may return a partition's records from later in time than
+another partition's next, not yet fetched, records. So records are buffered per source and
+released in timestamp order, holding a source's records back only while another source
+might still deliver something earlier: it is empty *and* not caught up (the broker has more
+for it) *and* has been waited for less than `max_wait_s`. This is Kafka Streams' record
+buffer with `max.task.idle.ms`.
+
+Generic over the record type and the source key, no I/O: the caller says which sources are
+caught up (live: position at the high watermark; replay: position at the range's end).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from typing import Generic, TypeVar
+
+R = TypeVar("R")
+
+
+class TimeAligner(Generic[R]):
+    """Buffer records per source; release them in timestamp order when it is safe.
+
+    >>> aligner = TimeAligner(lambda r: r[0], max_wait_s=60.0, clock=lambda: 0.0)
+    >>> aligner.track(["tx", "labels"])
+    >>> aligner.add("tx", [(1, "t1"), (5, "t5")])
+    >>> aligner.release(caught_up=set())     # labels might still bring something earlier
+    []
+    >>> aligner.add("labels", [(3, "l3")])
+    >>> aligner.release(caught_up=set())     # tx holds 5: safe up to the labels' next record
+    [(1, 't1'), (3, 'l3')]
+    >>> aligner.release(caught_up={"labels"})
+    [(5, 't5')]
+    """
+
+    def __init__(
+        self, timestamp: Callable[[R], float], max_wait_s: float = 1.0,
+        max_buffered: int = 100_000, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.timestamp = timestamp
+        self.max_wait_s = max_wait_s
+        self.max_buffered = max_buffered
+        self.clock = clock
+        self._buffers: dict[Hashable, deque[R]] = {}
+        self._empty_since: dict[Hashable, float] = {}
+        self._size = 0
+        self.forced = 0  # records released past a waited-for source because the buffer was full
+
+    def __len__(self) -> int:
+        return self._size
+
+    def track(self, sources: Iterable[Hashable]) -> None:
+        """Set the sources to align (on assignment); dropped sources lose their buffers."""
+        wanted = list(sources)
+        for source in list(self._buffers):
+            if source not in wanted:
+                self._size -= len(self._buffers.pop(source))
+                self._empty_since.pop(source, None)
+        now = self.clock()
+        for source in wanted:
+            if source not in self._buffers:
+                self._buffers[source] = deque()
+                self._empty_since[source] = now
+
+    def add(self, source: Hashable, records: Iterable[R]) -> None:
+        """Records polled from one source, in its own (offset) order."""
+        buffer = self._buffers.get(source)
+        if buffer is None:
+            buffer = self._buffers[source] = deque()
+        before = len(buffer)
+        buffer.extend(records)
+        self._size += len(buffer) - before
+        if buffer:
+            self._empty_since.pop(source, None)
+
+    def release(self, caught_up: set[Hashable] | frozenset[Hashable]) -> list[R]:
+        """Every record that is now safe to process, in timestamp order."""
+        now = self.clock()
+        out: list[R] = []
+        order = {src: i for i, src in enumerate(self._buffers)}
+        heads = [(self.timestamp(buf[0]), order[src], src)
+                 for src, buf in self._buffers.items() if buf]
+        heapq.heapify(heads)
+        blocked = any(self._waiting(src, since, caught_up, now)
+                      for src, since in self._empty_since.items())
+        while heads:
+            if blocked:
+                if self._size <= self.max_buffered:
+                    break
+                self.forced += 1  # memory first: release the oldest rather than grow
+            _, _, source = heapq.heappop(heads)
+            buffer = self._buffers[source]
+            out.append(buffer.popleft())
+            self._size -= 1
+            if buffer:
+                heapq.heappush(heads, (self.timestamp(buffer[0]), order[source], source))
+            else:
+                self._empty_since[source] = now
+                blocked = blocked or self._waiting(source, now, caught_up, now)
+        return out
+
+    def _waiting(self, source: Hashable, since: float,
+                 caught_up: set[Hashable] | frozenset[Hashable], now: float) -> bool:
+        """An empty source that may still deliver an earlier record, and is worth waiting for."""
+        return source not in caught_up and now - since < self.max_wait_s
+
+    def drain(self) -> list[R]:
+        """Everything buffered, in timestamp order (end of a bounded replay, shutdown)."""
+        return self.release(caught_up=frozenset(self._buffers))

@@ -1,0 +1,141 @@
+"""Batch ranking metrics over (label, score) pairs, computed exactly as scikit-learn does.
+
+Why not River here: River's rolling ROC AUC counts a tied positive/negative pair as a miss
+instead of one half, which misjudges a cold model (every score is 0.5) and tree challengers
+(scores are leaf frequencies, so ties are common); its RollingPRAUC interpolates a different
+area than average precision; and `stream compare` needs the curves themselves to draw. One
+numpy sort of the pairs gives all of it in about a millisecond for 10,000 pairs, so the
+rolling evaluation recomputes on read (once a second) instead of on every label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """Points of a curve, in drawing order; `area` is its summary number (AUC or AP)."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    area: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """Cumulative true/false positives at each distinct score, highest score first."""
+
+    tps: np.ndarray
+    fps: np.ndarray
+    thresholds: np.ndarray
+
+    @property
+    def positives(self) -> int:
+        return int(self.tps[-1]) if len(self.tps) else 0
+
+    @property
+    def negatives(self) -> int:
+        return int(self.fps[-1]) if len(self.fps) else 0
+
+
+def ranking(pairs: Collection[tuple[bool, float]]) -> Ranking:
+    """Sort once; every curve and area below is read from this."""
+    if not pairs:
+        empty = np.zeros(0)
+        return Ranking(empty, empty, empty)
+    data = np.fromiter(pairs, dtype=np.dtype([("y", np.bool_), ("s", np.float64)]),
+                       count=len(pairs))
+    order = np.argsort(-data["s"], kind="mergesort")
+    labels, scores = data["y"][order], data["s"][order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # end of each tie group
+    tps = np.cumsum(labels, dtype=np.float64)[last]
+    return Ranking(tps, (last + 1) - tps, scores[last])
+
+
+def roc_auc(rank: Ranking) -> float:
+    """Area under the ROC curve (trapezoids: a tied positive/negative pair counts one half)."""
+    pos, neg = rank.positives, rank.negatives
+    if pos == 0 or neg == 0:
+        return math.nan
+    x = np.r_[0.0, rank.fps / neg]
+    y = np.r_[0.0, rank.tps / pos]
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
+def average_precision(rank: Ranking) -> float:
+    """scikit-learn's AP: precision at each threshold weighted by the recall gained there.
+
+    No interpolation, so it never flatters a model the way a trapezoid under the PR curve can.
+    """
+    pos = rank.positives
+    if pos == 0:
+        return math.nan
+    recall = np.r_[0.0, rank.tps / pos]
+    precision = rank.tps / (rank.tps + rank.fps)
+    return float(np.sum(np.diff(recall) * precision))
+
+
+def roc_curve(pairs: Collection[tuple[bool, float]]) -> Curve:
+    """False positive rate (x) against true positive rate (y), from (0, 0) to (1, 1).
+
+    >>> roc_curve([(True, 0.9), (False, 0.2), (True, 0.7), (False, 0.4)]).area
+    1.0
+    """
+    rank = ranking(pairs)
+    pos, neg = rank.positives, rank.negatives
+    if pos == 0 or neg == 0:
+        return Curve((), (), math.nan)
+    x = np.r_[0.0, rank.fps / neg]
+    y = np.r_[0.0, rank.tps / pos]
+    return Curve(tuple(x.tolist()), tuple(y.tolist()), roc_auc(rank))
+
+
+def pr_curve(pairs: Collection[tuple[bool, float]]) -> Curve:
+    """Recall (x) against precision (y); `area` is average precision.
+
+    >>> round(pr_curve([(True, 0.9), (False, 0.8), (True, 0.7), (False, 0.1)]).area, 4)
+    0.8333
+    """
+    rank = ranking(pairs)
+    pos = rank.positives
+    if pos == 0:
+        return Curve((), (), math.nan)
+    x = np.r_[0.0, rank.tps / pos]
+    y = np.r_[1.0, rank.tps / (rank.tps + rank.fps)]
+    return Curve(tuple(x.tolist()), tuple(y.tolist()), average_precision(rank))
+
+
+def log_loss(pairs: Collection[tuple[bool, float]], eps: float = 1e-15) -> float:
+    """Mean binary cross-entropy, scores clipped to [eps, 1 - eps]; NaN when empty."""
+    total, count = 0.0, 0
+    for label, score in pairs:
+        p = min(max(score, eps), 1.0 - eps)
+        total -= math.log(p if label else 1.0 - p)
+        count += 1
+    return total / count if count else math.nan
+
+
+def confusion_rates(
+    pairs: Collection[tuple[bool, float]], threshold: float
+) -> tuple[float, float, float]:
+    """Precision, recall and F1 of "alert when score >= threshold"; NaN when undefined."""
+    tp = fp = fn = 0
+    for label, score in pairs:
+        alert = score >= threshold
+        tp += label and alert
+        fp += (not label) and alert
+        fn += label and not alert
+    return rates(tp, fp, fn)
+
+
+def rates(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall, F1 from counts; NaN where the denominator is zero."""
+    precision = tp / (tp + fp) if tp + fp else math.nan
+    recall = tp / (tp + fn) if tp + fn else math.nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
+    return precision, recall, f1
