@@ -41,6 +41,7 @@ from stream.data.messages import DeadLetter, SourceRef, Verdict
 from stream.health import Health
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
+from stream.quality_gauges import QualityGauges
 
 log = logging.getLogger("stream.app")
 Delivery = AtLeastOnce | ExactlyOnce
@@ -86,6 +87,7 @@ class ScorerLoop:
         self.health = health if health is not None else Health()
         self.pipeline = pipeline
         self.metrics = metrics
+        self.quality = QualityGauges(metrics)
         self.consumer = consumer
         self.delivery = delivery
         self.result = RunResult()
@@ -209,6 +211,7 @@ class ScorerLoop:
             scored_at=format_time(now),
             latency_ms=round(max(0.0, now * 1000.0 - record.timestamp), 3),
             contributions=scored.contributions or None,
+            challengers=dict(scored.challengers) if scored.challengers else None,
         )
         key = record.key if record.key is not None else tx.card_id.encode()
         self._send(self.settings.output_topic, key, encode_verdict(verdict), record.timestamp)
@@ -396,6 +399,7 @@ class ScorerLoop:
                 self.pipeline.revoke(partition)
                 gauges.forget_partition(
                     self.metrics, TopicPartition(self.settings.input_topic, partition))
+                self.quality.forget_partition(partition)
         arriving = sorted(mine - set(self.pipeline.partitions))
         self.health.set_partitions(len(mine), restoring=bool(arriving))
         try:
@@ -413,6 +417,7 @@ class ScorerLoop:
             return
         self._next_gauges = now + 1.0
         gauges.refresh(self.metrics, self.consumer, self.pipeline, self._done)
+        self.quality.refresh(self.pipeline.oversight, self.pipeline.model_version)
 
 
 def _in_time_order(batch: dict[TopicPartition, list[Any]]) -> list[Any]:

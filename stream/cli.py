@@ -202,6 +202,9 @@ def run(
     = None,
     init_from: Annotated[Path | None, Opt(help="Start new partitions from this snapshot "
                                           "(`stream train`, `stream replay --out`).")] = None,
+    challenger: Annotated[list[str] | None, Opt(
+        metavar="NAME", help="Shadow a challenger model (repeat): logreg-adam-lr0.01, "
+        "hoeffding, gnb, ...")] = None,
 ) -> None:
     """The scorer: consume transactions and labels, publish verdicts, learn online."""
     from stream.service import run_scorer
@@ -214,6 +217,7 @@ def run(
         transactional_id=transactional_id, session_timeout_ms=session_timeout_ms,
         label_delay_s=label_delay, review_threshold=review_threshold,
         decline_threshold=decline_threshold, idle_exit_s=idle_exit, init_from=init_from,
+        challengers=tuple(challenger) if challenger else None,
     )
     result = run_scorer(settings)
     typer.echo(

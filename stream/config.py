@@ -15,7 +15,15 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -119,6 +127,39 @@ class Settings(BaseSettings):
     # A trained snapshot (`stream train` / `stream replay --out`) that every newly assigned
     # partition starts from, unless the changelog already holds that partition's state.
     init_from: Path | None = None
+
+    # Champion and challengers (shadow models, see stream/scoring/challengers.py for the
+    # names); promotion is off unless a metric is set. All off by default: no extra cost.
+    challengers: tuple[str, ...] = ()
+    promotion_metric: Literal["roc_auc", "pr_auc", "log_loss"] | None = None
+    promotion_margin: float = Field(0.02, ge=0)
+    promotion_min_labels: int = Field(5000, ge=1)
+
+    # Drift: ADWIN on the champion's loss; PSI of its scores against a reference window.
+    drift_delta: float = Field(0.002, gt=0, lt=1)
+    psi_reference: int = Field(5000, gt=0)
+    psi_window: int = Field(5000, gt=0)
+    psi_threshold: float = Field(0.25, gt=0)
+    psi_warmup: int = Field(2000, ge=0)
+
+    # "No chargeback within N days": learn unlabelled decisions as legitimate (off: None).
+    unlabelled_as_legit_days: float | None = Field(None, gt=0)
+
+    @field_validator("challengers", mode="after")
+    @classmethod
+    def _canonical_challengers(
+        cls, value: tuple[str, ...], info: ValidationInfo
+    ) -> tuple[str, ...]:
+        from stream.scoring.challengers import ChallengerSpecError, challenger_names
+        from stream.scoring.model import ModelSpec
+
+        data = info.data
+        champion = ModelSpec(data.get("learning_rate", 0.02), data.get("l2", 0.0),
+                             data.get("fraud_weight", 5.0)).name
+        try:
+            return tuple(challenger_names(value, champion))
+        except ChallengerSpecError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:

@@ -58,6 +58,9 @@ def summary_table(registry: CollectorRegistry, eps: float, produced: int, model:
            for d in ("approve", "review", "decline")}
     total = sum(mix.values()) or 1.0
     auc = registry.get_sample_value("fraudstream_model_roc_auc", {"model": model})
+    pr_auc = registry.get_sample_value("fraudstream_model_pr_auc", {"model": model})
+    alert_rate = registry.get_sample_value("fraudstream_alert_rate", {"model": model})
+    label_rate = registry.get_sample_value("fraudstream_label_rate")
     lag = _sum_gauge(registry, "fraudstream_consumer_lag")
     learned = _value(registry, "fraudstream_model_updates_total")
     table = Table(title="fraud-stream demo", show_header=False, min_width=56)
@@ -69,6 +72,9 @@ def summary_table(registry: CollectorRegistry, eps: float, produced: int, model:
     table.add_row("approve / review / decline",
                   " / ".join(f"{100 * mix[d] / total:.1f}%" for d in mix))
     table.add_row("rolling ROC AUC", "-" if auc is None else f"{auc:.3f}")
+    table.add_row("rolling PR AUC", "-" if pr_auc is None else f"{pr_auc:.3f}")
+    table.add_row("alert rate", "-" if alert_rate is None else f"{100 * alert_rate:.2f}%")
+    table.add_row("label rate", "-" if label_rate is None else f"{100 * label_rate:.1f}%")
     table.add_row("labels learned", f"{int(learned):,}")
     table.add_row("dead letters", f"{int(dead):,}")
     table.add_row("consumer lag", f"{int(lag):,}")

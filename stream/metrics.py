@@ -17,6 +17,9 @@ PREFIX = "fraudstream"
 PROCESSING_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# Labels arrive from minutes (analyst review) to months (chargebacks) after the decision.
+LABEL_DELAY_BUCKETS = (60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400,
+                       30 * 86400, 60 * 86400, 120 * 86400)
 
 
 def _version(package: str) -> str:
@@ -116,6 +119,68 @@ class Metrics:
             f"{PREFIX}_last_event_timestamp_seconds",
             "Wall-clock time the last input record was processed.", registry=r,
         )
+        # -- model quality, challengers, drift (issue 4; set by stream/quality_gauges.py) --
+        self.pr_auc = Gauge(
+            f"{PREFIX}_model_pr_auc", "Rolling prequential PR AUC (average precision).",
+            ["model"], registry=r,
+        )
+        self.precision = Gauge(
+            f"{PREFIX}_model_precision",
+            "Rolling precision of alerting at a threshold (review, decline).",
+            ["model", "threshold"], registry=r,
+        )
+        self.recall = Gauge(
+            f"{PREFIX}_model_recall", "Rolling recall of alerting at a threshold.",
+            ["model", "threshold"], registry=r,
+        )
+        self.f1 = Gauge(
+            f"{PREFIX}_model_f1", "Rolling F1 of alerting at a threshold.",
+            ["model", "threshold"], registry=r,
+        )
+        self.alert_rate = Gauge(
+            f"{PREFIX}_alert_rate",
+            "Share of recent decisions at or above the review threshold.", ["model"], registry=r,
+        )
+        self.label_rate = Gauge(
+            f"{PREFIX}_label_rate", "Share of decisions that have received a label.", registry=r
+        )
+        self.label_delay = Histogram(
+            f"{PREFIX}_label_delay_seconds",
+            "Event time from decision to label (chargebacks take days).",
+            buckets=LABEL_DELAY_BUCKETS, registry=r,
+        )
+        self.assumed_legit = Counter(
+            f"{PREFIX}_labels_assumed_legit",
+            "Unlabelled transactions learned as legitimate after unlabelled_as_legit_days.",
+            registry=r,
+        )
+        self.challenger_agreement = Gauge(
+            f"{PREFIX}_challenger_agreement",
+            "Share of recent decisions where the challenger agreed with the champion.",
+            ["challenger"], registry=r,
+        )
+        self.challenger_score_diff = Gauge(
+            f"{PREFIX}_challenger_score_diff",
+            "Mean absolute score difference, challenger vs champion, recent decisions.",
+            ["challenger"], registry=r,
+        )
+        self.challenger_delta = Gauge(
+            f"{PREFIX}_challenger_metric_delta",
+            "Challenger minus champion on the same labels (roc_auc, pr_auc, log_loss).",
+            ["challenger", "metric"], registry=r,
+        )
+        self.drift_detected = Counter(
+            f"{PREFIX}_drift_detected", "Drifts detected, by kind (loss, psi) and direction.",
+            ["kind", "direction"], registry=r,
+        )
+        self.score_psi = Gauge(
+            f"{PREFIX}_score_psi",
+            "Population stability index of recent champion scores vs a reference window.",
+            ["partition"], registry=r,
+        )
+        self.promotions = Counter(
+            f"{PREFIX}_promotions", "Challengers promoted to champion.", registry=r
+        )
         self.build = Info(f"{PREFIX}_build", "Versions of the scorer and its key libraries.",
                           registry=r)
         self.build.info({
@@ -131,3 +196,6 @@ class Metrics:
             self.commits.labels(result)
         for reason in ("infrastructure", "group_moved"):
             self.recoveries.labels(reason)
+        for kind in ("loss", "psi"):
+            for direction in ("up", "down"):
+                self.drift_detected.labels(kind, direction)

@@ -9,23 +9,34 @@ Streams), which is what lets a partition move between instances with its state.
 from __future__ import annotations
 
 import copy
+import logging
 from array import array
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Literal
 
 from river import compose
 
 from stream.data.changelog import PartitionChanges, PendingRow, RestoredState
 from stream.data.messages import Decision, Label, Transaction
-from stream.evaluation.prequential import Prequential, Snapshot
+from stream.evaluation.challengers import Promotion
+from stream.evaluation.drift import DriftEvent
+from stream.evaluation.prequential import Snapshot
 from stream.features.extractor import FeatureExtractor
+from stream.oversight import Oversight, OversightConfig
+from stream.scoring.challengers import make_challenger, parse_challenger
 from stream.scoring.model import ModelSpec, learn_one, make_model, score_one, top_contributions
 from stream.scoring.pending import Decided, DueLabels, PendingBuffer
 from stream.scoring.policy import Policy
 from stream.scoring.snapshot import PartitionSnapshot, decode_snapshot, encode_snapshot
 
 LabelOutcome = Literal["learned", "held", "unmatched"]
+log = logging.getLogger("stream.pipeline")
+# Shared, read-only: the hot path allocates nothing for challengers when there are none.
+NO_SCORES: Mapping[str, float] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,8 @@ class PipelineConfig:
     early_label_ttl_s: float = 86400.0
     # Record what changed between checkpoints (for the changelog); off when nothing drains it.
     track_changes: bool = False
+    # Challengers, promotion, drift, "no chargeback within N days" (all off by default).
+    oversight: OversightConfig = field(default_factory=OversightConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +71,8 @@ class Scored:
     decision: Decision
     contributions: dict[str, float]
     learned: int
+    # The challengers' shadow scores (empty, and shared, when there are none).
+    challengers: Mapping[str, float] = field(default_factory=lambda: NO_SCORES)
 
 
 class PartitionState:
@@ -73,6 +88,10 @@ class PartitionState:
             track_changes=config.track_changes,
         )
         self.model: compose.Pipeline = make_model(config.model)
+        # Shadow models: same features, same labels, never decide (see scoring/challengers.py).
+        self.challengers: dict[str, Any] = {
+            name: make_challenger(parse_challenger(name)) for name in config.oversight.challengers
+        }
         self.due = DueLabels(config.label_delay_s)
         self.clock = float("-inf")
         self.events = 0
@@ -95,8 +114,12 @@ class Pipeline:
         self.init_from = init_from
         self.model_version = model_version or config.model.name
         self.pending = PendingBuffer(config.pending_max, config.pending_ttl_s)
-        self.evaluation = Prequential(config.metrics_window, config.policy.review_threshold,
-                                      config.policy.decline_threshold)
+        self.oversight = Oversight(config.oversight, self.model_version, config.policy,
+                                   config.metrics_window)
+        self.evaluation = self.oversight.evaluation
+        # Every model's name in a fixed order: pending records keep all decision-time scores
+        # in this order (`Decided.shadow`), whatever the roles are when the label arrives.
+        self._names: tuple[str, ...] = (self.model_version, *config.oversight.challengers)
         self._partitions: dict[int, PartitionState] = {}
         # Labels that arrived before their transaction was scored (another partition's fetch
         # can overtake): held briefly and applied right after the transaction is scored.
@@ -126,6 +149,7 @@ class Pipeline:
             learned=state.learned, due=state.due.items(),
             features=state.features.export_state() if with_features else {},
             pending=pending, model_name=self.model_version,
+            challengers=dict(state.challengers),
         )
 
     def restore_partition(self, snapshot: PartitionSnapshot, partition: int | None = None) -> None:
@@ -138,7 +162,10 @@ class Pipeline:
     def _load_into(
         self, state: PartitionState, snap: PartitionSnapshot, with_pending: bool
     ) -> None:
-        state.model = copy.deepcopy(snap.model)
+        state.model, challengers = _models_by_name(snap, self.model_version)
+        for name in state.challengers:
+            if name in challengers:  # a challenger not in the snapshot starts fresh
+                state.challengers[name] = copy.deepcopy(challengers[name])
         state.clock, state.events, state.learned = snap.clock, snap.events, snap.learned
         if snap.features:
             state.features.import_state(snap.features)
@@ -153,6 +180,7 @@ class Pipeline:
 
     def revoke(self, partition: int) -> None:
         self._partitions.pop(partition, None)
+        self.oversight.forget(partition)
         self.pending.drop_partition(partition)
         self.dirty.discard(partition)
         self._pending_changes.pop(partition, None)
@@ -168,13 +196,21 @@ class Pipeline:
         features = state.features.extract(tx)
         score = score_one(state.model, features)
         decision = self.config.policy.decide(score)
-        self.evaluation.observe_decision(score)  # alert rate and label rate
+        if state.challengers:
+            shadow: Mapping[str, float] = {
+                name: score_one(model, features) for name, model in state.challengers.items()}
+        else:
+            shadow = NO_SCORES
+        drift = self.oversight.decided(partition, tx.timestamp, score, shadow)
+        if drift is not None:
+            _log_drift(drift)
         contributions = top_contributions(state.model, features, self.config.explain_top_k)
-        learned = self._after_scoring(state, tx, features, score)
-        return Scored(score, decision, contributions, learned)
+        learned = self._after_scoring(state, tx, features, score, shadow)
+        return Scored(score, decision, contributions, learned, shadow)
 
     def _after_scoring(
-        self, state: PartitionState, tx: Transaction, features: dict[str, float], score: float
+        self, state: PartitionState, tx: Transaction, features: dict[str, float], score: float,
+        shadow: Mapping[str, float] = NO_SCORES,
     ) -> int:
         state.events += 1
         self.dirty.add(state.partition)
@@ -187,13 +223,16 @@ class Pipeline:
         if early is not None:
             label, label_ts, immediate = early[0], early[1], True
         learned = 0
+        scores = self._all_scores(score, shadow) if shadow else ()
         if label is not None and immediate:
-            self._learn(state, features, tx.merchant_id, score, label, label_ts, tx.timestamp)
+            self._learn(state, features, tx.merchant_id, score, label, label_ts, tx.timestamp,
+                        scores)
             learned += 1
         else:
             names = state.features.feature_names
             packed = array("d", [features[name] for name in names])
-            decided = Decided(state.partition, tx.merchant_id, tx.timestamp, score, packed)
+            decided = Decided(state.partition, tx.merchant_id, tx.timestamp, score, packed,
+                              scores)
             self._pending_put(tx.transaction_id, decided)
             if label is not None:
                 state.due.push(tx.transaction_id, label, tx.timestamp)
@@ -204,9 +243,33 @@ class Pipeline:
                 self.unmatched_labels += 1  # its record was evicted before the label was due
         if state.events % self.config.evict_every == 0:
             state.features.evict(state.clock)
+            assume_after = self.config.oversight.unlabelled_as_legit_s
+            if assume_after is not None:
+                learned += self._assume_legit(state.clock, assume_after)
             for tx_id, old in self.pending.expire(state.clock):
                 self._track_pending(old.partition, tx_id, None)
             self._expire_early()
+        return learned
+
+    def _all_scores(self, score: float, shadow: Mapping[str, float]) -> tuple[float, ...]:
+        """Every model's decision-time score, in the fixed `_names` order."""
+        champion = self.model_version
+        return tuple(score if name == champion else shadow[name] for name in self._names)
+
+    def _assume_legit(self, now: float, after_s: float) -> int:
+        """No chargeback within N days: learn decisions unlabelled for `after_s` of event time
+        as legitimate, as if the label arrived then (counted apart, `assumed=True`)."""
+        learned = 0
+        for tx_id, decided in self.pending.pop_older_than(now - after_s):
+            self._track_pending(decided.partition, tx_id, None)
+            state = self._partitions.get(decided.partition)
+            if state is None:
+                continue
+            features = dict(zip(state.features.feature_names, decided.features, strict=True))
+            self._learn(state, features, decided.merchant_id, decided.score, False,
+                        decided.timestamp + after_s, decided.timestamp, decided.shadow,
+                        assumed=True)
+            learned += 1
         return learned
 
     def _expire_early(self) -> None:
@@ -250,7 +313,7 @@ class Pipeline:
         names = state.features.feature_names
         features = dict(zip(names, decided.features, strict=True))
         self._learn(state, features, decided.merchant_id, decided.score, is_fraud, timestamp,
-                    decided.timestamp)
+                    decided.timestamp, decided.shadow)
         return True
 
     def _learn(
@@ -262,12 +325,43 @@ class Pipeline:
         is_fraud: bool,
         timestamp: float,
         decided_at: float,
+        scores: tuple[float, ...] = (),
+        assumed: bool = False,
     ) -> None:
         learn_one(state.model, features, is_fraud)
+        for model in state.challengers.values():
+            learn_one(model, features, is_fraud)
         state.features.learn_label(merchant_id, is_fraud, timestamp)
-        self.evaluation.update(is_fraud, score, decided_at, timestamp)  # and the label delay
+        # Challengers are compared only on decisions whose every score was kept (not on
+        # records restored from a changelog, which hold the deciding score alone).
+        shadow = None
+        champion = self.oversight.champion
+        if scores and champion is not None:
+            shadow = {name: s for name, s in zip(self._names, scores, strict=True)
+                      if name != champion}
+        drift, promotion = self.oversight.labelled(
+            state.partition, is_fraud, score, shadow, decided_at, timestamp, assumed)
         state.learned += 1
         self.dirty.add(state.partition)
+        if drift is not None:
+            _log_drift(drift)
+        if promotion is not None:
+            self._promote(promotion)
+
+    def _promote(self, promotion: Promotion) -> None:
+        """Swap champion and challenger in every partition; the verdicts say so from now."""
+        new, old = promotion.challenger, promotion.champion
+        for state in self._partitions.values():
+            challenger = state.challengers.pop(new)
+            state.challengers[old] = state.model
+            state.model = challenger
+            self.dirty.add(state.partition)
+        self.model_version = new
+        self.oversight.promoted(promotion)
+        log.warning(
+            "promoted challenger %s to champion (was %s): %s %.4f vs %.4f over %d labels",
+            new, old, promotion.metric, promotion.challenger_value, promotion.champion_value,
+            promotion.labels)
 
     # -- checkpoints ------------------------------------------------------------------------
     def drain_changes(self, partition: int) -> PartitionChanges:
@@ -311,3 +405,30 @@ class Pipeline:
         merchants = sum(s.features.n_merchants for s in self._partitions.values())
         return {"cards": cards, "merchants": merchants, "pending_labels": len(self.pending),
                 "early_labels": len(self._early)}
+
+
+def _models_by_name(snap: PartitionSnapshot, champion: str) -> tuple[Any, dict[str, Any]]:
+    """The snapshot's champion for `champion` (by name when the snapshot knows it, else the
+    snapshot's own champion) and every other model by name; a promotion recorded in a
+    snapshot is thus undone by a restart that configures the original roles."""
+    models = dict(getattr(snap, "challengers", None) or {})  # older snapshots have none
+    models[snap.model_name] = snap.model
+    model = models.pop(champion, None)
+    if model is None:
+        model = models.pop(snap.model_name)
+    return copy.deepcopy(model), models
+
+
+def _log_drift(drift: DriftEvent) -> None:
+    # A loss going down is good news (the model adapted): worth a line, not a warning.
+    level = logging.INFO if drift.direction == "down" else logging.WARNING
+    log.log(level, "drift detected (%s, %s) on partition %d at event time %s: %.4g "
+            "(reference %.4g, after %d observations)", drift.kind, drift.direction,
+            drift.partition, _iso(drift.at), drift.value, drift.reference, drift.observations)
+
+
+def _iso(ts: float) -> str:
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return str(ts)

@@ -19,12 +19,14 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 import stream
 from stream.app import RunResult, ScorerLoop
-from stream.config import Settings
+from stream.config import ConfigError, Settings
 from stream.data.delivery import AtLeastOnce, ExactlyOnce
 from stream.data.kafka_io import InfrastructureError, make_consumer, make_producer
+from stream.evaluation.challengers import PromotionRule
 from stream.gauges import BrokerProbe
 from stream.health import Health, HealthServer
 from stream.metrics import Metrics
+from stream.oversight import OversightConfig
 from stream.pipeline import Pipeline, PipelineConfig
 from stream.scoring.model import ModelSpec
 from stream.scoring.policy import Policy
@@ -48,6 +50,25 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         pending_max=settings.pending_max,
         metrics_window=settings.metrics_window,
         track_changes=settings.changelog,
+        oversight=oversight_config(settings),
+    )
+
+
+def oversight_config(settings: Settings) -> OversightConfig:
+    """Challengers, promotion, drift and the unlabelled-as-legitimate rule."""
+    metric = settings.promotion_metric
+    rule = None if metric is None else PromotionRule(
+        metric, settings.promotion_margin, settings.promotion_min_labels)
+    days = settings.unlabelled_as_legit_days
+    return OversightConfig(
+        challengers=settings.challengers,
+        promotion=rule,
+        drift_delta=settings.drift_delta,
+        psi_reference=settings.psi_reference,
+        psi_window=settings.psi_window,
+        psi_threshold=settings.psi_threshold,
+        psi_warmup=settings.psi_warmup,
+        unlabelled_as_legit_s=None if days is None else days * 86400.0,
     )
 
 
@@ -128,6 +149,9 @@ def build_scorer(
     init = load_snapshot(settings.init_from) if settings.init_from is not None else None
     version = init.model_name if init is not None and init.model_name else \
         model_version(settings)
+    if version in settings.challengers:
+        consumer.close(autocommit=False)
+        raise ConfigError(f"challenger {version!r} is the champion the scorer starts from")
     pipeline = Pipeline(pipeline_config(settings), version, init_from=init)
     health = health if health is not None else Health(stuck_after_s=settings.stuck_after_s)
     loop = ScorerLoop(settings, pipeline, metrics, consumer, delivery, health,

@@ -130,10 +130,25 @@ def decode_label(raw: bytes | None) -> Label:
     return Label(tx_id, card, label, _timestamp(obj))
 
 
+_second_cache: list[Any] = [None, ""]
+
+
 def format_time(epoch_s: float) -> str:
-    """RFC 3339 UTC with milliseconds, the format every output timestamp uses."""
-    stamp = datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
+    """RFC 3339 UTC with milliseconds, the format every output timestamp uses.
+
+    Every verdict carries one, so the date part is formatted once per second and reused
+    (milliseconds are truncated, as `isoformat(timespec="milliseconds")` does).
+    """
+    second = math.floor(epoch_s)
+    micros = round((epoch_s - second) * 1e6)  # datetime rounds to microseconds first
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    millis = micros // 1000
+    cache = _second_cache
+    if cache[0] != second:
+        cache[1] = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cache[0] = second
+    return f"{cache[1]}.{millis:03d}Z"
 
 
 def encode_verdict(verdict: Verdict) -> bytes:

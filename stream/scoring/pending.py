@@ -26,6 +26,9 @@ class Decided:
     timestamp: float
     score: float
     features: array
+    # Every model's decision-time score (champion and challengers, in the pipeline's fixed
+    # name order); empty when there are no challengers.
+    shadow: tuple[float, ...] = ()
 
 
 class PendingBuffer:
@@ -77,6 +80,26 @@ class PendingBuffer:
             entries.popitem(last=False)
             out.append((tx_id, decided))
         self.expired += len(out)
+        return out
+
+    def pop_older_than(self, horizon: float) -> list[tuple[str, Decided]]:
+        """Remove and return entries decided before `horizon` (event time), oldest first;
+        for the "no chargeback within N days" rule. Unlike `expire`, not counted as expired.
+
+        >>> buf = PendingBuffer(max_size=10, ttl_s=100.0)
+        >>> for i in range(3):
+        ...     _ = buf.put(f"t{i}", Decided(0, "m", float(i), 0.1, array("d")))
+        >>> [k for k, _ in buf.pop_older_than(2.0)], len(buf)
+        (['t0', 't1'], 1)
+        """
+        out: list[tuple[str, Decided]] = []
+        entries = self._entries
+        while entries:
+            tx_id, decided = next(iter(entries.items()))
+            if decided.timestamp >= horizon:
+                break
+            entries.popitem(last=False)
+            out.append((tx_id, decided))
         return out
 
     def items_for(self, partition: int) -> list[tuple[str, Decided]]:

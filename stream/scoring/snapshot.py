@@ -58,6 +58,9 @@ class PartitionSnapshot:
     pending: list[tuple[str, str, float, float, list[float]]] = field(default_factory=list)
     model_name: str = ""
     offsets: dict[str, int] = field(default_factory=dict)
+    # Challenger models by name (shadow scoring); last, so snapshots written before it
+    # existed still unpickle (read it with getattr(snapshot, "challengers", {})).
+    challengers: dict[str, Any] = field(default_factory=dict)
 
 
 def encode_snapshot(snapshot: PartitionSnapshot) -> bytes:

@@ -191,6 +191,13 @@ RULE_TESTS: list[dict[str, Any]] = [
     {"alert": "FraudStreamModelAucLow", "eval": "40m",
      "series": [{"series": f'fraudstream_model_roc_auc{{{_S},model="logreg@0.1.0"}}',
                  "values": "0.9x60"}], "labels": None},
+    {"alert": "FraudStreamDrift", "eval": "40m",
+     "series": [{"series": f'fraudstream_score_psi{{{_S},partition="0"}}', "values": "0.4x60"}],
+     "labels": {"severity": "warning", "job": JOB, "instance": "scorer-0:9108",
+                "partition": "0"}},
+    {"alert": "FraudStreamDrift", "eval": "40m",
+     "series": [{"series": f'fraudstream_score_psi{{{_S},partition="0"}}', "values": "0.05x60"}],
+     "labels": None},
 ]
 
 
@@ -222,7 +229,8 @@ def test_every_alert_fires_on_its_condition(prom_tools: PromTools, tmp_path: Pat
 def _create_topics(bootstrap: str) -> dict[str, str]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="observability-tests")
     try:
-        names = {"input_topic": 2, "labels_topic": 2, "output_topic": 2, "dlq_topic": 1}
+        names = {"input_topic": 2, "labels_topic": 2, "output_topic": 2, "dlq_topic": 1,
+                 "changelog_topic": 2}
         topics = {role: f"obs-{role.split('_')[0]}-{uuid.uuid4().hex[:10]}" for role in names}
         admin.create_topics({topics[role]: {"num_partitions": n, "replication_factor": 1}
                              for role, n in names.items()}, wait_for_metadata=True)
@@ -416,7 +424,9 @@ def observed(prom_tools: PromTools, kafka_bootstrap: str,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     workdir = tmp_path_factory.mktemp("prometheus")
     topics = _create_topics(kafka_bootstrap)
-    settings = scorer_settings(kafka_bootstrap, topics)
+    # A challenger and small PSI windows, so the challenger and drift panels have data.
+    settings = scorer_settings(kafka_bootstrap, topics, challengers=("logreg-adam-lr0.01",),
+                               psi_warmup=0, psi_reference=200, psi_window=200)
     try:
         with running_scorer(settings) as live, \
                 TrafficFeeder(kafka_bootstrap, topics["input_topic"]) as feeder:
@@ -435,6 +445,9 @@ def observed(prom_tools: PromTools, kafka_bootstrap: str,
                     "lag": f"fraudstream_consumer_lag{{{sel}}}",
                     "dead letters": f"fraudstream_dead_letters_total{{{sel}}} > 0",
                     "traffic": f"rate(fraudstream_events_total{{{sel}}}[15s]) > 0",
+                    "psi": f"fraudstream_score_psi{{{sel}}}",
+                    "challenger": f"fraudstream_challenger_metric_delta{{{sel}}}",
+                    "label delay": f"rate(fraudstream_label_delay_seconds_count{{{sel}}}[15s]) > 0",
                 })
                 assert not live.errors and feeder.error is None, (live.errors, feeder.error)
                 yield Observed(prom, instance)
@@ -531,7 +544,8 @@ def test_healthz_fails_while_the_loop_is_blocked(
     kafka_bootstrap: str, new_topic: Callable[..., str]
 ) -> None:
     topics = {"input_topic": new_topic(1, "stuck-tx"), "labels_topic": new_topic(1, "stuck-lb"),
-              "output_topic": new_topic(1, "stuck-v"), "dlq_topic": new_topic(1, "stuck-dlq")}
+              "output_topic": new_topic(1, "stuck-v"), "dlq_topic": new_topic(1, "stuck-dlq"),
+              "changelog_topic": new_topic(1, "stuck-cl")}
     settings = scorer_settings(kafka_bootstrap, topics, stuck_after_s=1.0)
     block, blocked, release = threading.Event(), threading.Event(), threading.Event()
 

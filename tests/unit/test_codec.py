@@ -144,3 +144,15 @@ def test_dead_letter_keeps_the_original_bytes(payload: bytes) -> None:
 def test_format_time_is_rfc3339_utc() -> None:
     assert format_time(1795687200.25) == "2026-11-26T10:00:00.250Z"
     assert math.isclose(parse_timestamp(format_time(1795687200.25)), 1795687200.25)
+
+
+def test_cached_format_time_matches_datetime_everywhere() -> None:
+    """format_time caches the date per second; it must agree with datetime to the ms."""
+    import random
+    from datetime import UTC, datetime
+
+    rng = random.Random(5)
+    samples = [rng.uniform(0, 4e9) for _ in range(20_000)] + [0.0, 0.9995, 1.0, 59.9999999]
+    for t in samples:
+        expected = datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")
+        assert format_time(t) == expected.replace("+00:00", "Z"), t

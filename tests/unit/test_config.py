@@ -49,3 +49,15 @@ def test_missing_file_and_bad_env() -> None:
         load_settings(Path("/nonexistent.toml"), environ={})
     with pytest.raises(ConfigError, match="max_poll_records"):
         load_settings(environ={"FRAUDSTREAM_MAX_POLL_RECORDS": "-3"})
+
+
+def test_challenger_names_are_validated_and_canonical() -> None:
+    settings = load_settings(environ={}, challengers=("Logreg-Adam-lr0.010", "gnb"))
+    assert settings.challengers == ("logreg-adam-lr0.01", "gnb")
+    assert load_settings(environ={}).challengers == ()  # off by default
+    with pytest.raises(ConfigError, match="unknown challenger family"):
+        load_settings(environ={}, challengers=("forest",))
+    with pytest.raises(ConfigError, match="champion model itself"):
+        load_settings(environ={}, challengers=("logreg-lr0.02-w5",))
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_settings(environ={}, challengers=("gnb", "gnb"))

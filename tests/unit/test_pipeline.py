@@ -9,6 +9,7 @@ import pytest
 
 from stream.data.changelog import RestoredState, encode_changes, fold
 from stream.data.messages import Label, Transaction
+from stream.oversight import OversightConfig
 from stream.pipeline import Pipeline, PipelineConfig
 from stream.scoring.model import score_one
 from stream.scoring.snapshot import (
@@ -196,3 +197,31 @@ def test_changelog_round_trip_restores_the_exact_state() -> None:
     resumed.restore_from_changelog(0, restored)
     assert [resumed.score(tx, 0).score for tx in events[250:]] == expected[250:]
     assert resumed.partitions[0].learned == straight.partitions[0].learned
+
+
+@pytest.mark.parametrize("via", ["snapshot", "changelog"])
+def test_challengers_survive_export_and_restore(via: str) -> None:
+    """A challenger's learned state travels with the partition: after a restore it shadows
+    exactly like one that never stopped (and a fresh pipeline would not)."""
+    oversight = OversightConfig(challengers=("logreg-adam-lr0.01", "gnb"))
+    config = PipelineConfig(label_delay_s=300.0, track_changes=True, oversight=oversight)
+    events = [_tx(i, fraud=i % 11 == 0, card=f"c{i % 13}", ts=i * 41.0, amount=3.0 + i % 40)
+              for i in range(300)]
+    straight = Pipeline(config)
+    expected = [straight.score(tx, 0).challengers for tx in events]
+
+    live = Pipeline(config)
+    restored = RestoredState()
+    for tx in events[:180]:
+        live.score(tx, 0)
+    resumed = Pipeline(config)
+    if via == "snapshot":
+        resumed.restore_partition(decode_snapshot(encode_snapshot(live.export_partition(0))))
+    else:
+        for key, value in encode_changes(live.drain_changes(0)):
+            fold(restored, key, value)
+        resumed.restore_from_changelog(0, restored)
+    assert set(resumed.partitions[0].challengers) == {"logreg-adam-lr0.01", "gnb"}
+    assert [dict(resumed.score(tx, 0).challengers) for tx in events[180:]] == expected[180:]
+    fresh = Pipeline(config)
+    assert dict(fresh.score(events[180], 0).challengers) != expected[180]
