@@ -33,6 +33,7 @@ from stream.scoring.pending import Decided, DueLabels, PendingBuffer
 from stream.scoring.policy import Policy
 from stream.scoring.snapshot import PartitionSnapshot, decode_snapshot, encode_snapshot
 
+NO_CONTRIBUTIONS: dict[str, float] = {}
 LabelOutcome = Literal["learned", "held", "unmatched"]
 log = logging.getLogger("stream.pipeline")
 # Shared, read-only: the hot path allocates nothing for challengers when there are none.
@@ -204,7 +205,12 @@ class Pipeline:
         drift = self.oversight.decided(partition, tx.timestamp, score, shadow)
         if drift is not None:
             _log_drift(drift)
-        contributions = top_contributions(state.model, features, self.config.explain_top_k)
+        # Explanations are for the analyst who reviews or declines; approvals (~95% of
+        # traffic) skip them, which saves a fifth of the per-event cost.
+        contributions = (
+            top_contributions(state.model, features, self.config.explain_top_k)
+            if decision != "approve" else NO_CONTRIBUTIONS
+        )
         learned = self._after_scoring(state, tx, features, score, shadow)
         return Scored(score, decision, contributions, learned, shadow)
 

@@ -54,6 +54,15 @@ def make_consumer(settings: Settings, *, group_id: str | None = None, **override
     return _connect("consumer", settings, lambda: KafkaConsumer(**options))
 
 
+def make_restore_consumer(settings: Settings) -> Any:
+    """A group-less consumer tuned for reading a changelog partition end to end: big
+    fetches and big polls, since restore time is downtime for that partition."""
+    return make_consumer(
+        settings, group_id=None, max_poll_records=20_000, fetch_max_wait_ms=20,
+        max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+    )
+
+
 def make_producer(settings: Settings, **overrides: Any) -> Any:
     """A durable producer: every verdict is on all in-sync replicas before we commit."""
     options: dict[str, Any] = {
