@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stream.data.codec import format_time, parse_timestamp
+from stream.progress import progress_bar
 
 _PROGRESS_EVERY_S = 0.1
 
@@ -91,7 +89,7 @@ def produce_events(
     sent = labels_sent = 0
     started = time.perf_counter()
     pacer = _Pacer(rate)
-    with _progress_bar(progress, total) as tick:
+    with progress_bar("produce", total, progress) as tick:
         for event in events:
             pacer.wait()
             if isinstance(event, bytes | bytearray):
@@ -198,37 +196,3 @@ class _Pacer:
         elif ahead < -1.0:
             self.origin, self.n = now, 0
         self.n += 1
-
-
-@contextmanager
-def _progress_bar(progress: bool, total: int | None) -> Iterator[Callable[..., None]]:
-    """Yield `tick(sent, final=False)`; it redraws at most every 0.1 s, so it is cheap per event.
-
-    Shown only when asked for and stderr is a terminal, or forced the way rich allows
-    (`FORCE_COLOR` or `TTY_COMPATIBLE=1` in the environment): logs and pipes stay clean.
-    """
-    console = Console(stderr=True)
-    if not progress or not console.is_terminal:
-        yield lambda sent, final=False: None
-        return
-    columns: list[Any] = [TextColumn("[bold]produce")]
-    if total:
-        columns += [BarColumn(), MofNCompleteColumn()]
-    else:
-        columns.append(TextColumn("{task.completed:,.0f} events"))
-    columns += [TextColumn("{task.fields[speed]} events/s"), TimeElapsedColumn()]
-    started = time.perf_counter()
-    last = 0.0
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("produce", total=total, speed="-")
-
-        def tick(sent: int, final: bool = False) -> None:
-            nonlocal last
-            now = time.perf_counter()
-            if now - last < _PROGRESS_EVERY_S and not final:
-                return
-            last = now
-            speed = sent / (now - started) if now > started else 0.0
-            bar.update(task, completed=sent, speed=f"{speed:,.0f}")
-
-        yield tick

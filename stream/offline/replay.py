@@ -25,9 +25,9 @@ from stream.data.kafka_io import InfrastructureError
 from stream.data.messages import Transaction, Verdict
 from stream.evaluation.prequential import Snapshot
 from stream.offline.kafka_range import Ranges, RangeSpec, range_consumer, read_aligned, resolve
-from stream.offline.progress import progress_bar
 from stream.offline.source import RunStats, Sourced, decode_as, run_items
 from stream.pipeline import Pipeline, PipelineConfig, Scored
+from stream.progress import progress_bar
 from stream.scoring.snapshot import PartitionSnapshot
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream.evaluation.prequential import Snapshot
-from stream.offline.progress import progress_bar
 from stream.offline.source import RunStats, Sourced, file_items, run_items
 from stream.pipeline import Pipeline, PipelineConfig
+from stream.progress import progress_bar
 from stream.scoring.snapshot import PartitionSnapshot, save_snapshot
 
 

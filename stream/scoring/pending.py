@@ -70,15 +70,7 @@ class PendingBuffer:
 
     def expire(self, now: float) -> list[tuple[str, Decided]]:
         """Drop and return entries older than the TTL in event time."""
-        out: list[tuple[str, Decided]] = []
-        horizon = now - self.ttl_s
-        entries = self._entries
-        while entries:
-            tx_id, decided = next(iter(entries.items()))
-            if decided.timestamp >= horizon:
-                break
-            entries.popitem(last=False)
-            out.append((tx_id, decided))
+        out = self.pop_older_than(now - self.ttl_s)
         self.expired += len(out)
         return out
 
