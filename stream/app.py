@@ -106,6 +106,9 @@ class ScorerLoop:
         self._next_gauges = 0.0
         self._dl_logged = 0
         self._hot = _HotMetrics(metrics)
+        # Set by the service: tells how long the broker has been unreachable. kafka-python
+        # retries inside poll() forever, so an idle loop would otherwise never notice.
+        self.probe: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -131,6 +134,7 @@ class ScorerLoop:
                     self._broken(exc)
                     continue
                 self._raise_if_fenced()
+                self._raise_if_broker_gone()
                 now = time.monotonic()
                 if processed:
                     idle_since = now
@@ -160,6 +164,14 @@ class ScorerLoop:
                 raise InfrastructureError("could not checkpoint before the shutdown deadline; "
                                           "the next start resumes from the last checkpoint")
             time.sleep(0.5)
+
+    def _raise_if_broker_gone(self) -> None:
+        if self.probe is not None and self.probe.down_for() > self.settings.max_outage_s:
+            raise InfrastructureError(
+                f"Kafka unreachable for more than {self.settings.max_outage_s:.0f}s "
+                f"({self.settings.bootstrap_servers}); the next start resumes from the last "
+                "checkpoint"
+            )
 
     def _raise_if_fenced(self) -> None:
         if self._fenced is not None:

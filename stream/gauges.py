@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import socket
 import threading
+import time
 from typing import Any
 
 from kafka import TopicPartition
@@ -63,6 +64,7 @@ class BrokerProbe:
         self._targets = [_host_port(s) for s in bootstrap_servers.split(",") if s.strip()]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="broker-probe", daemon=True)
+        self._down_since: float | None = None
 
     def start(self) -> BrokerProbe:
         self._thread.start()
@@ -80,9 +82,19 @@ class BrokerProbe:
                 continue
         return False
 
+    def down_for(self) -> float:
+        """Seconds the broker has been unreachable without a break (0 while it answers)."""
+        since = self._down_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.metrics.broker_up.set(1 if self.reachable() else 0)
+            up = self.reachable()
+            self.metrics.broker_up.set(1 if up else 0)
+            if up:
+                self._down_since = None
+            elif self._down_since is None:
+                self._down_since = time.monotonic()
             self._stop.wait(self.every_s)
 
 

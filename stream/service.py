@@ -209,6 +209,7 @@ def run_scorer(settings: Settings, registry: CollectorRegistry | None = None) ->
             server.shutdown()
         raise
     probe = BrokerProbe(scorer.metrics, settings.bootstrap_servers).start()
+    scorer.loop.probe = probe
     try:
         with stop_on_signals(scorer.loop):
             return scorer.loop.run()

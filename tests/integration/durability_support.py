@@ -105,6 +105,18 @@ def latest_model_snapshots(bootstrap: str, changelog: str) -> dict[int, Any]:
     return snapshots
 
 
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def kill_leftovers() -> None:
+    """Called after every test: a failed assertion must not leave a scorer running."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def scorer_process(bootstrap: str, topics: Topics, group: str, *extra: str,
                    metrics_port: int | None = None) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "stream", "--bootstrap-servers", bootstrap, "run",
@@ -113,7 +125,9 @@ def scorer_process(bootstrap: str, topics: Topics, group: str, *extra: str,
     if metrics_port is not None:
         args += ["--metrics-port", str(metrics_port)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    STARTED.append(proc)
+    return proc
 
 
 def scraped(port: int, name: str, labels: str = "") -> float | None:

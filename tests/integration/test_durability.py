@@ -7,13 +7,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 from durability_support import (
     Topics,
+    kill_leftovers,
     latest_model_snapshots,
     make_topics,
     new_group,
@@ -32,6 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from stream.config import load_settings
 from stream.data.broker import LocalBroker, find_free_port
+from stream.data.kafka_io import InfrastructureError
 from stream.service import run_scorer
 
 
@@ -44,6 +46,12 @@ def _free_port() -> int:
 @pytest.fixture
 def topics(new_topic: Callable[..., str]) -> Topics:
     return make_topics(new_topic)
+
+
+@pytest.fixture(autouse=True)
+def _no_orphan_scorers() -> Iterator[None]:
+    yield
+    kill_leftovers()
 
 
 def test_sigkill_takeover_and_restart_lose_and_duplicate_nothing(
@@ -227,5 +235,37 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) 
         ids = verdict_ids(read_committed(bootstrap, topics.verdicts, 20_000, timeout_s=60))
         assert set(ids) == {e["transaction_id"] for e in events}
         assert max(ids.values()) == 1
+    finally:
+        broker.stop()
+
+
+def test_a_broker_gone_for_good_ends_the_scorer_with_a_clear_error(tmp_path: Path) -> None:
+    """kafka-python retries inside poll() forever; the scorer must still give up after
+    max_outage_s so its orchestrator can act, instead of spinning silently."""
+    broker = LocalBroker(port=find_free_port(), data_dir=tmp_path / "broker")
+    bootstrap = broker.start()
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        names = [f"{role}-{new_group()}" for role in ("tx", "labels", "verdicts", "dlq", "cl")]
+        admin.create_topics([NewTopic(n, 1, 1) for n in names])
+        admin.close()
+        settings = load_settings(environ={}, bootstrap_servers=bootstrap, group_id=new_group(),
+                                 max_outage_s=4.0, **Topics(*names).settings())
+        outcome: dict[str, BaseException] = {}
+
+        def _run() -> None:
+            try:
+                run_scorer(settings, CollectorRegistry())
+            except BaseException as exc:  # noqa: B036 - recorded for the assertion
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=_run)
+        thread.start()
+        time.sleep(4)
+        broker.stop()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the scorer kept running without a broker"
+        assert isinstance(outcome.get("error"), InfrastructureError)
+        assert "unreachable" in str(outcome["error"]) or "unavailable" in str(outcome["error"])
     finally:
         broker.stop()
