@@ -109,6 +109,7 @@ class ScorerLoop:
         # Set by the service: tells how long the broker has been unreachable. kafka-python
         # retries inside poll() forever, so an idle loop would otherwise never notice.
         self.probe: Any = None
+        self.co_partitioned_output = _same_partitions(consumer, settings)
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -229,7 +230,11 @@ class ScorerLoop:
             challengers=dict(scored.challengers) if scored.challengers else None,
         )
         key = record.key if record.key is not None else tx.card_id.encode()
-        self._send(self.settings.output_topic, key, encode_verdict(verdict), record.timestamp)
+        # Same partition count: verdict partition N follows input partition N, so a card's
+        # verdicts stay together as its events do, with no per-record key hashing.
+        partition = record.partition if self.co_partitioned_output else None
+        self._send(self.settings.output_topic, key, encode_verdict(verdict), record.timestamp,
+                   partition)
         hot = self._hot
         hot.scored.inc()
         hot.verdicts[scored.decision].inc()
@@ -276,8 +281,9 @@ class ScorerLoop:
         self.delivery.send(self.settings.dlq_topic, letter.key, encode_dead_letter(letter),
                            headers=list(letter.headers))
 
-    def _send(self, topic: str, key: bytes, value: bytes, record_ts: int) -> None:
-        self.delivery.send(topic, key, value)
+    def _send(self, topic: str, key: bytes, value: bytes, record_ts: int,
+              partition: int | None = None) -> None:
+        self.delivery.send(topic, key, value, partition=partition)
         self._record_ts.append(record_ts)
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -433,6 +439,17 @@ class ScorerLoop:
         self._next_gauges = now + 1.0
         gauges.refresh(self.metrics, self.consumer, self.pipeline, self._done)
         self.quality.refresh(self.pipeline.oversight, self.pipeline.model_version)
+
+
+def _same_partitions(consumer: Any, settings: Settings) -> bool:
+    """True when verdicts has as many partitions as the input, so verdict partition N can
+    follow input partition N."""
+    try:
+        ins = consumer.partitions_for_topic(settings.input_topic)
+        outs = consumer.partitions_for_topic(settings.output_topic)
+    except Exception:  # metadata not available: let the partitioner decide
+        return False
+    return bool(ins) and ins == outs
 
 
 @functools.lru_cache(maxsize=4096)

@@ -357,7 +357,7 @@ class LocalBroker:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
                f"-Dkafka.logs.dir={self.data_dir}", "-cp", classpath,
-               "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+               "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}",
                "-c", str(props)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:

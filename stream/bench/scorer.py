@@ -1,0 +1,195 @@
+"""`stream run` in a subprocess, exactly as an operator starts it, and timed from its log.
+
+Why a subprocess: the figure must be the shipped command's, including its CLI, settings and
+client options, in a process of its own (one core's worth of Python, like production).
+
+Why time from the log: Python start-up, imports, connecting and joining the group take a second
+or two that has nothing to do with sustained throughput. The window therefore starts when the
+scorer logs `partitions assigned` (the first moment it can fetch a record) and ends when it
+prints its exit summary (after the last batch is flushed and committed and the clients are
+closed). A reader thread stamps each stderr line with the benchmark's monotonic clock as it
+arrives; both ends are stamped by the same clock, so no clock skew is involved.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import IO, Any
+
+_ASSIGNED = re.compile(r"partitions assigned: (?!none)")
+_SUMMARY = re.compile(r"processed (\d+) records: (\d+) verdicts, (\d+) dead letters")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the scorer gets SIGTERM if the benchmark dies, so no scorer is ever orphaned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def stream_command(bootstrap: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "stream", "--bootstrap-servers", bootstrap,
+            "--log-level", "INFO", *args]
+
+
+def run_help() -> str:
+    """`stream run --help`, to detect flags that other work may not have landed yet."""
+    proc = subprocess.run([sys.executable, "-m", "stream", "run", "--help"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    return proc.stdout + proc.stderr
+
+
+def has_run_flag(flag: str, help_text: str | None = None) -> bool:
+    text = run_help() if help_text is None else help_text
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text) is not None
+
+
+class ScorerProcess:
+    """One `stream run` child: its stderr watched line by line, and always stopped."""
+
+    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
+        self.command = command
+        self.env = env
+        self.lines: deque[str] = deque(maxlen=200)
+        self.launched = 0.0
+        self.assigned_at: float | None = None
+        self.summary_at: float | None = None
+        self.summary: tuple[int, int, int] | None = None
+        self.assignments = 0
+        self._assigned = threading.Event()
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> ScorerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.launched = time.monotonic()
+        self._proc = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, bufsize=1, env=self.env,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        assert self._proc.stderr is not None
+        self._reader = threading.Thread(target=self._read, args=(self._proc.stderr,),
+                                        name="scorer-stderr", daemon=True)
+        self._reader.start()
+
+    def _read(self, pipe: IO[str]) -> None:
+        for line in pipe:
+            now = time.monotonic()
+            self.lines.append(line.rstrip())
+            if _ASSIGNED.search(line):
+                self.assignments += 1
+                if self.assigned_at is None:
+                    self.assigned_at = now
+                    self._assigned.set()
+            match = _SUMMARY.search(line)
+            if match:
+                self.summary_at = now
+                self.summary = (int(match[1]), int(match[2]), int(match[3]))
+        self._assigned.set()  # the pipe closed: wake any waiter (it checks the process)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def tail(self, n: int = 15) -> str:
+        return "\n".join(list(self.lines)[-n:])
+
+    def wait_assigned(self, timeout_s: float) -> None:
+        """Block until partitions are assigned; raise with the log tail if it exits first."""
+        if not self._assigned.wait(timeout_s) or self.assigned_at is None:
+            raise RuntimeError(f"scorer did not get partitions within {timeout_s:.0f}s "
+                               f"(exit code {self.returncode}):\n{self.tail()}")
+
+    def wait(self, timeout_s: float) -> int:
+        """Wait for the scorer to exit on its own; raise (after stopping it) on timeout."""
+        assert self._proc is not None
+        try:
+            code = self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise RuntimeError(f"scorer did not finish within {timeout_s:.0f}s:\n"
+                               f"{self.tail()}") from None
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        return code
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM (the scorer finishes its batch and commits), then SIGKILL; idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@dataclass
+class PipelineRun:
+    """One drained topic: the throughput and how it was timed."""
+
+    eps: float
+    window_s: float
+    startup_s: float
+    wall_s: float
+    verdicts: int
+    dead_letters: int
+    assignments: int  # more than 1: the group rebalanced inside the window
+
+
+def scorer_env(changelog_topic: str) -> dict[str, str]:
+    """The environment plus a changelog topic of the benchmark's own (set through the
+    environment, which every version of `stream run` reads, flag or not)."""
+    return {**os.environ, "FRAUDSTREAM_CHANGELOG_TOPIC": changelog_topic}
+
+
+def run_pipeline(command: list[str], events: int, env: dict[str, str],
+                 timeout_s: float) -> PipelineRun:
+    """Run a `stream run --max-events N` command to completion and time its window."""
+    with ScorerProcess(command, env) as scorer:
+        code = scorer.wait(timeout_s)
+        if code != 0:
+            raise RuntimeError(f"`stream run` exited {code}:\n{scorer.tail()}")
+        ended = time.monotonic()
+        if scorer.assigned_at is None:
+            raise RuntimeError(f"no 'partitions assigned' line in the scorer log:\n{scorer.tail()}")
+        end = scorer.summary_at if scorer.summary_at is not None else ended
+        window = end - scorer.assigned_at
+        processed, verdicts, dead = scorer.summary or (events, events, 0)
+        if processed != events:
+            raise RuntimeError(f"scorer processed {processed} records, expected {events}")
+        return PipelineRun(
+            eps=events / window if window > 0 else float("nan"),
+            window_s=window,
+            startup_s=scorer.assigned_at - scorer.launched,
+            wall_s=ended - scorer.launched,
+            verdicts=verdicts,
+            dead_letters=dead,
+            assignments=scorer.assignments,
+        )

@@ -1,0 +1,50 @@
+"""The benchmark runs end to end on a tiny input and writes JSON with every key.
+
+No timing assertions on purpose: this machine is shared and slow runs are not bugs. The full
+benchmark is `make bench`; this only proves that it works, so it cannot rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EPS_KEYS = {"pipeline_at_least_once", "pipeline_exactly_once", "passthrough", "naive",
+            "model_only"}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    env.pop("BENCH_OUT", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream.bench", "--events", "2000", "--cards", "10000",
+         "--latency-seconds", "3", "--rate", "500", "--traffic-cards", "500",
+         "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=500, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "pipeline_at_least_once" in proc.stdout  # the table was printed
+
+    result = json.loads(out.read_text())
+    assert {"events", "eps", "latency_ms", "bytes_per_card"} <= set(result)
+    assert result["events"] == 2000
+    assert set(result["eps"]) == EPS_KEYS
+    for key, value in result["eps"].items():
+        if key == "pipeline_exactly_once" and value is None:
+            assert result["extra"]["exactly_once_reason"]  # null only with a reason
+            continue
+        assert _is_number(value) and value > 0, (key, value)
+    assert set(result["latency_ms"]) == {"offered_eps", "p50", "p99"}
+    assert result["latency_ms"]["offered_eps"] == 500
+    assert all(_is_number(v) for v in result["latency_ms"].values()), result["latency_ms"]
+    assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+    assert _is_number(result["bytes_per_card"]) and result["bytes_per_card"] > 0
+    assert result["extra"]["machine"]["nproc"] >= 1
