@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import socket
 import threading
 import time
@@ -18,7 +17,7 @@ from stream.pipeline import Pipeline
 def refresh(
     metrics: Metrics, consumer: Any, pipeline: Pipeline, positions: dict[TopicPartition, int]
 ) -> None:
-    """Lag per assigned partition, rolling model metrics, state sizes."""
+    """Lag per assigned partition and state sizes (model metrics: quality_gauges.py)."""
     for tp in list(consumer.assignment()):
         high = consumer.highwater(tp)
         if high is None:
@@ -31,12 +30,6 @@ def refresh(
                 position = None
         if position is not None:
             metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
-    snap = pipeline.snapshot()
-    name = pipeline.model_version
-    if not math.isnan(snap.roc_auc):
-        metrics.roc_auc.labels(name).set(snap.roc_auc)
-    if not math.isnan(snap.log_loss):
-        metrics.log_loss.labels(name).set(snap.log_loss)
     for kind, size in pipeline.state_sizes().items():
         metrics.state_keys.labels(kind).set(size)
     metrics.assigned.set(len(pipeline.partitions))
