@@ -207,6 +207,7 @@ def run(
         "hoeffding, gnb, ...")] = None,
 ) -> None:
     """The scorer: consume transactions and labels, publish verdicts, learn online."""
+    from stream.gc_policy import tune_for_serving
     from stream.service import run_scorer
 
     settings = settings_from(
@@ -219,6 +220,8 @@ def run(
         decline_threshold=decline_threshold, idle_exit_s=idle_exit, init_from=init_from,
         challengers=tuple(challenger) if challenger else None,
     )
+    gc_state = tune_for_serving()  # after the imports above: they are most of the heap
+    logging.getLogger("stream.service").debug("gc: %s", gc_state)
     result = run_scorer(settings)
     typer.echo(
         f"processed {result.transactions} records: {result.verdicts} verdicts, "

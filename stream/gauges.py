@@ -7,28 +7,33 @@ import threading
 import time
 from typing import Any
 
-from kafka import TopicPartition
-from kafka.errors import KafkaError
+from confluent_kafka import KafkaException, TopicPartition
 
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
 
 
 def refresh(
-    metrics: Metrics, consumer: Any, pipeline: Pipeline, positions: dict[TopicPartition, int]
+    metrics: Metrics, consumer: Any, pipeline: Pipeline, positions: dict[tuple[str, int], int]
 ) -> None:
-    """Lag per assigned partition and state sizes (model metrics: quality_gauges.py)."""
-    for tp in list(consumer.assignment()):
-        high = consumer.highwater(tp)
-        if high is None:
+    """Lag per assigned partition and state sizes (model metrics: quality_gauges.py).
+
+    The high watermark is the client's cached value from its last fetch response and the
+    position is ours (or the client's): no broker round trip on the loop's thread.
+    """
+    try:
+        assigned = consumer.assignment()
+        known = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(assigned)}
+    except KafkaException:
+        assigned, known = [], {}
+    for tp in assigned:
+        source = (tp.topic, tp.partition)
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
             continue
-        position = positions.get(tp)
-        if position is None:
-            try:
-                position = consumer.position(tp, timeout_ms=0)
-            except (KafkaError, TypeError, AssertionError):
-                position = None
-        if position is not None:
+        position = positions.get(source, known.get(source, -1))
+        if high >= 0 and position >= 0:
             metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
     for kind, size in pipeline.state_sizes().items():
         metrics.state_keys.labels(kind).set(size)
@@ -47,7 +52,7 @@ class BrokerProbe:
     """Sets `fraudstream_broker_up` from a TCP connect to the bootstrap servers every few
     seconds, in a daemon thread.
 
-    kafka-python retries a broker outage inside its calls (a commit just takes longer), so
+    The Kafka client retries a broker outage inside its calls (a commit just takes longer), so
     the loop itself may never see an error; operators still need to see the outage.
     """
 

@@ -187,6 +187,8 @@ class Metrics:
             "version": _version("fraud-stream"),
             "river": _version("river"),
             "kafka_python": _version("kafka-python"),
+            "confluent_kafka": _version("confluent-kafka"),
+            "librdkafka": _librdkafka_version(),
         })
         for outcome in ("scored", "dead_lettered"):
             self.events.labels(outcome)
@@ -199,3 +201,12 @@ class Metrics:
         for kind in ("loss", "psi"):
             for direction in ("up", "down"):
                 self.drift_detected.labels(kind, direction)
+
+
+def _librdkafka_version() -> str:
+    """The C library the serving path's clients run on (bundled in confluent-kafka's wheel)."""
+    try:
+        import confluent_kafka
+    except ImportError:
+        return "unknown"
+    return str(confluent_kafka.libversion()[0])

@@ -4,13 +4,10 @@ loop's lifecycle, checkpoints and recovery."""
 
 from __future__ import annotations
 
-import functools
 import heapq
 import logging
 import time
 from typing import Any
-
-from kafka import TopicPartition
 
 from stream.config import Settings
 from stream.data.codec import (
@@ -42,20 +39,23 @@ class RecordHandlers:
     _dl_logged: int
 
     def _handle_transaction(self, record: Any) -> None:
+        """`record` is a confluent-kafka Message: its fields are methods."""
         started = time.perf_counter()
         self.result.transactions += 1
+        partition = record.partition()
         try:
-            tx = decode_transaction(record.value)
-            scored = self.pipeline.score(tx, record.partition)
+            tx = decode_transaction(record.value())
+            scored = self.pipeline.score(tx, partition)
         except DecodeError as exc:
             self._dead_letter(record, exc.reason, str(exc))
             return
         except Exception as exc:  # a record that breaks the pipeline must not stop the scorer
-            log.exception("%s[%d] %d: processing failed", record.topic, record.partition,
-                          record.offset)
+            log.exception("%s[%d] %d: processing failed", record.topic(), partition,
+                          record.offset())
             self._dead_letter(record, "processing_error", f"{type(exc).__name__}: {exc}")
             return
         now = time.time()
+        record_ts = record.timestamp()[1]
         verdict = Verdict(
             transaction_id=tx.transaction_id,
             card_id=tx.card_id,
@@ -63,16 +63,17 @@ class RecordHandlers:
             decision=scored.decision,
             model_version=self.pipeline.model_version,
             scored_at=format_time(now),
-            latency_ms=round(max(0.0, now * 1000.0 - record.timestamp), 3),
+            latency_ms=round(max(0.0, now * 1000.0 - record_ts), 3),
             contributions=scored.contributions or None,
             challengers=dict(scored.challengers) if scored.challengers else None,
         )
-        key = record.key if record.key is not None else tx.card_id.encode()
+        key = record.key()
+        if key is None:
+            key = tx.card_id.encode()
         # Same partition count: verdict partition N follows input partition N, so a card's
         # verdicts stay together as its events do, with no per-record key hashing.
-        partition = record.partition if self.co_partitioned_output else None
-        self._send(self.settings.output_topic, key, encode_verdict(verdict), record.timestamp,
-                   partition)
+        self._send(self.settings.output_topic, key, encode_verdict(verdict), record_ts,
+                   partition if self.co_partitioned_output else None)
         hot = self._hot
         hot.scored.inc()
         hot.verdicts[scored.decision].inc()
@@ -86,7 +87,7 @@ class RecordHandlers:
     def _handle_label(self, record: Any) -> None:
         self.result.labels += 1
         try:
-            label = decode_label(record.value)
+            label = decode_label(record.value())
         except DecodeError as exc:
             self._dead_letter(record, exc.reason, str(exc))
             return
@@ -99,10 +100,10 @@ class RecordHandlers:
         letter = DeadLetter(
             reason=reason,
             error=error,
-            source=SourceRef(record.topic, record.partition, record.offset),
-            payload=record.value,
-            key=record.key,
-            headers=tuple(record.headers or ()),
+            source=SourceRef(record.topic(), record.partition(), record.offset()),
+            payload=record.value(),
+            key=record.key(),
+            headers=tuple(record.headers() or ()),
         )
         self.producer_send_dead_letter(letter)
         self.metrics.events.labels("dead_lettered").inc()
@@ -112,8 +113,8 @@ class RecordHandlers:
         counts[reason] = counts.get(reason, 0) + 1
         self._dl_logged += 1
         if self._dl_logged <= 100 or self._dl_logged % 1000 == 0:
-            log.warning("%s[%d] %d: dead-lettered (%s): %s", record.topic, record.partition,
-                        record.offset, reason, error)
+            log.warning("%s[%d] %d: dead-lettered (%s): %s", record.topic(),
+                        record.partition(), record.offset(), reason, error)
 
     def producer_send_dead_letter(self, letter: DeadLetter) -> None:
         self.delivery.send(self.settings.dlq_topic, letter.key, encode_dead_letter(letter),
@@ -125,21 +126,11 @@ class RecordHandlers:
         self._record_ts.append(record_ts)
 
 
-def same_partitions(consumer: Any, settings: Settings) -> bool:
-    """True when verdicts has as many partitions as the input, so verdict partition N can
-    follow input partition N."""
-    try:
-        ins = consumer.partitions_for_topic(settings.input_topic)
-        outs = consumer.partitions_for_topic(settings.output_topic)
-    except Exception:  # metadata not available: let the partitioner decide
-        return False
-    return bool(ins) and ins == outs
-
-
-@functools.lru_cache(maxsize=4096)
-def topic_partition(topic: str, partition: int) -> TopicPartition:
-    """One TopicPartition per partition, not one per record."""
-    return TopicPartition(topic, partition)
+def same_partitions(partitions: dict[str, int], settings: Settings) -> bool:
+    """True when verdicts has as many partitions as the input (`partitions`: count per
+    topic), so verdict partition N can follow input partition N."""
+    ins = partitions.get(settings.input_topic)
+    return bool(ins) and ins == partitions.get(settings.output_topic)
 
 
 class HotMetrics:
@@ -154,12 +145,27 @@ class HotMetrics:
         self.processing = metrics.processing
 
 
-def in_time_order(batch: dict[TopicPartition, list[Any]]) -> list[Any]:
-    """Merge the batch's partitions by record timestamp (each is already in offset order).
+def _timestamp(record: Any) -> int:
+    return int(record.timestamp()[1])
+
+
+def in_time_order(records: list[Any]) -> list[Any]:
+    """Merge a consumed batch's partitions by record timestamp (each partition's records
+    are already in offset order, which the merge keeps).
 
     Transactions and the labels that follow them arrive on different topics; processing a
-    batch partition by partition could apply a label before its transaction was scored.
+    batch in fetch order could apply a label before its transaction was scored.
     """
-    if len(batch) == 1:
-        return next(iter(batch.values()))
-    return list(heapq.merge(*batch.values(), key=lambda record: record.timestamp))
+    if len(records) < 2:
+        return records
+    by_source: dict[tuple[str, int], list[Any]] = {}
+    for record in records:
+        source = (record.topic(), record.partition())
+        bucket = by_source.get(source)
+        if bucket is None:
+            by_source[source] = [record]
+        else:
+            bucket.append(record)
+    if len(by_source) == 1:
+        return records
+    return list(heapq.merge(*by_source.values(), key=_timestamp))

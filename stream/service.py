@@ -21,7 +21,13 @@ import stream
 from stream.app import RunResult, ScorerLoop
 from stream.config import ConfigError, Settings
 from stream.data.delivery import AtLeastOnce, ExactlyOnce
-from stream.data.kafka_io import InfrastructureError, make_consumer, make_producer
+from stream.data.kafka_io import InfrastructureError
+from stream.data.rdkafka_io import (
+    make_fast_producer,
+    make_group_consumer,
+    make_restore_consumer,
+    topic_metadata,
+)
 from stream.evaluation.challengers import PromotionRule
 from stream.gauges import BrokerProbe
 from stream.health import Health, HealthServer
@@ -77,14 +83,10 @@ def model_version(settings: Settings) -> str:
         f"@{stream.__version__}"
 
 
-def check_topics(consumer: Any, settings: Settings) -> None:
-    """Fail fast with the fix in the message, instead of waiting on a topic that never comes."""
-    try:
-        existing = consumer.topics()
-    except Exception as exc:  # kafka-python raises several types for an unreachable broker
-        raise InfrastructureError(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
-        ) from None
+def check_topics(consumer: Any, settings: Settings) -> dict[str, int]:
+    """Fail fast with the fix in the message, instead of waiting on a topic that never comes.
+    Returns the partition count of every topic."""
+    existing = topic_metadata(consumer, settings)
     wanted = [settings.input_topic, settings.labels_topic, settings.output_topic,
               settings.dlq_topic]
     if settings.changelog:
@@ -94,6 +96,7 @@ def check_topics(consumer: Any, settings: Settings) -> None:
         raise InfrastructureError(
             f"topic(s) missing: {', '.join(missing)}; create them with `stream topics apply`"
         )
+    return existing
 
 
 @dataclass
@@ -110,7 +113,7 @@ class Scorer:
         with suppress(Exception):
             self.delivery.close()
         with suppress(Exception):
-            self.consumer.close(autocommit=False)
+            self.consumer.close()
 
 
 def transactional_id(settings: Settings) -> str:
@@ -129,9 +132,9 @@ def make_delivery(settings: Settings, consumer: Any) -> AtLeastOnce | ExactlyOnc
     timeout_s = settings.request_timeout_ms / 1000.0
     if settings.guarantee == "exactly-once":
         tid = transactional_id(settings)
-        return ExactlyOnce(lambda: make_producer(settings, transactional_id=tid), consumer,
-                           timeout_s)
-    return AtLeastOnce(lambda: make_producer(settings), consumer, timeout_s)
+        return ExactlyOnce(lambda: make_fast_producer(settings, transactional_id=tid),
+                           consumer, timeout_s)
+    return AtLeastOnce(lambda: make_fast_producer(settings), consumer, timeout_s)
 
 
 def build_scorer(
@@ -139,23 +142,24 @@ def build_scorer(
 ) -> Scorer:
     """Connect, check topics, and assemble the loop; raises InfrastructureError with a fix."""
     metrics = Metrics(registry if registry is not None else REGISTRY)
-    consumer = make_consumer(settings)
+    consumer = make_group_consumer(settings)
     try:
-        check_topics(consumer, settings)
+        partitions = check_topics(consumer, settings)
         delivery = make_delivery(settings, consumer)
     except Exception:
-        consumer.close(autocommit=False)
+        consumer.close()
         raise
     init = load_snapshot(settings.init_from) if settings.init_from is not None else None
     version = init.model_name if init is not None and init.model_name else \
         model_version(settings)
     if version in settings.challengers:
-        consumer.close(autocommit=False)
+        consumer.close()
         raise ConfigError(f"challenger {version!r} is the champion the scorer starts from")
     pipeline = Pipeline(pipeline_config(settings), version, init_from=init)
     health = health if health is not None else Health(stuck_after_s=settings.stuck_after_s)
     loop = ScorerLoop(settings, pipeline, metrics, consumer, delivery, health,
-                      restore_consumer=lambda: make_consumer(settings, group_id=None))
+                      restore_consumer=lambda: make_restore_consumer(settings),
+                      topic_partitions=partitions)
     return Scorer(loop, consumer, delivery, metrics, health)
 
 

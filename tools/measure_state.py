@@ -23,8 +23,8 @@ from kafka.admin import NewTopic
 from stream.config import load_settings
 from stream.data.broker import LocalBroker, find_free_port
 from stream.data.changelog import encode_changes, read_partition
-from stream.data.kafka_io import make_restore_consumer
 from stream.data.messages import Transaction
+from stream.data.rdkafka_io import make_restore_consumer
 from stream.pipeline import Pipeline, PipelineConfig
 
 

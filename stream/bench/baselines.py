@@ -1,11 +1,12 @@
 """The three references the scorer is judged against, each over the same N pre-filled events.
 
 - `passthrough`: the ceiling of the client library as the scorer uses it: the scorer's own
-  consumer and producer (stream/data/kafka_io.py, same settings, same max_poll_records), the
-  same loop shape (poll, per record decode + encode + send; at each checkpoint flush, check
-  every send and commit the offsets; checkpoints follow the scorer's `checkpoint_events` /
-  `checkpoint_interval_ms` when the settings have them, else one per polled batch), and
-  nothing else. The at-least-once scorer can only be slower than this.
+  confluent-kafka consumer and producer (stream/data/rdkafka_io.py, same settings, same
+  max_poll_records and batching), its at-least-once delivery (stream/data/delivery.py: a
+  checkpoint's offsets are committed once its sends are acknowledged; the last one waits),
+  per record orjson decode + encode + produce, checkpoints on the scorer's
+  `checkpoint_events` / `checkpoint_interval_ms`, and nothing else. The at-least-once scorer
+  can only be slower than this.
 - `naive`: the loop most River-on-Kafka tutorials show, with default client settings:
   `for msg in consumer`, `json.loads`, a StandardScaler | LogisticRegression on the raw numeric
   fields, `producer.send(json.dumps(...).encode())`. What "just wire it up" gives.
@@ -24,12 +25,13 @@ import time
 from typing import Any
 
 import orjson
+from confluent_kafka import TopicPartition
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
-from kafka.structs import OffsetAndMetadata
 
 from stream.bench.harness import Prefilled, Topics
 from stream.data.codec import decode_transaction
-from stream.data.kafka_io import make_consumer, make_producer
+from stream.data.delivery import AtLeastOnce
+from stream.data.rdkafka_io import make_fast_producer, make_group_consumer
 from stream.pipeline import Pipeline
 from stream.service import model_version, pipeline_config
 
@@ -47,65 +49,68 @@ class _Clock(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.assigned_at is None and assigned:
             self.assigned_at = time.perf_counter()
 
+    def on_assign(self, _consumer: Any, assigned: Any) -> None:
+        self.on_partitions_assigned(assigned)
+
 
 def _deadline_check(deadline: float, done: int, wanted: int, what: str) -> None:
     if time.perf_counter() > deadline:
         raise RuntimeError(f"{what}: only {done} of {wanted} events after the time limit")
 
 
+def _next_batch(consumer: Any, most: int, timeout_s: float) -> list[Any]:
+    """The scorer's batching (ScorerLoop._next_batch): what is fetched, else wait for one."""
+    batch: list[Any] = consumer.consume(most, 0)
+    if batch:
+        return batch
+    first = consumer.poll(timeout_s)
+    return [] if first is None else [first, *consumer.consume(most - 1, 0)]
+
+
 def passthrough(topics: Topics, events: int, group_id: str, timeout_s: float) -> float:
-    """Events/s of consume -> orjson decode -> orjson encode -> produce -> flush + commit."""
+    """Events/s of consume -> orjson decode -> orjson encode -> produce -> commit, with the
+    scorer's own clients and at-least-once delivery (acknowledged before committed)."""
     settings = topics.settings(group_id=group_id, output=topics.fresh("passthrough"))
-    consumer = make_consumer(settings)
-    producer = None
+    consumer = make_group_consumer(settings)
+    delivery = None
     try:
-        producer = make_producer(settings)
+        delivery = AtLeastOnce(lambda: make_fast_producer(settings), consumer,
+                               settings.request_timeout_ms / 1000.0)
         clock = _Clock()
-        consumer.subscribe([settings.input_topic, settings.labels_topic], listener=clock)
-        output, flush_s = settings.output_topic, settings.request_timeout_ms / 1000.0
-        every = int(getattr(settings, "checkpoint_events", 1))
-        interval_s = float(getattr(settings, "checkpoint_interval_ms", 0.0)) / 1000.0
+        consumer.subscribe([settings.input_topic, settings.labels_topic],
+                           on_assign=clock.on_assign)
+        output, most = settings.output_topic, settings.max_poll_records
+        every, interval_s = settings.checkpoint_events, settings.checkpoint_interval_ms / 1000.0
+        poll_s = settings.poll_timeout_ms / 1000.0
         done = since = 0
         last = time.perf_counter()
         deadline = last + timeout_s
-        offsets: dict[Any, OffsetAndMetadata] = {}
-        futures: list[Any] = []
+        offsets: dict[tuple[str, int], int] = {}
         while done < events:
             _deadline_check(deadline, done, events, "passthrough")
-            batch = consumer.poll(timeout_ms=settings.poll_timeout_ms)
-            for tp, records in batch.items():
-                for record in records:
-                    if done >= events:
-                        break
-                    body = orjson.loads(record.value)
-                    futures.append(producer.send(output, key=record.key,
-                                                 value=orjson.dumps(body)))
-                    offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-                    done += 1
-                    since += 1
+            for record in _next_batch(consumer, most, poll_s):
+                if done >= events or record.error() is not None:
+                    continue
+                body = orjson.loads(record.value())
+                partition = record.partition()
+                delivery.send(output, record.key(), orjson.dumps(body), partition=partition)
+                offsets[(record.topic(), partition)] = record.offset() + 1
+                done += 1
+                since += 1
             now = time.perf_counter()
             if since and (since >= every or now - last >= interval_s or done >= events):
-                _checkpoint(producer, consumer, futures, offsets, flush_s)
+                final = done >= events
+                delivery.commit([TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                wait=final)
+                offsets.clear()
                 since, last = 0, time.perf_counter()
         ended = time.perf_counter()
     finally:
-        if producer is not None:
-            producer.close(timeout=10)
-        consumer.close(autocommit=False)
+        if delivery is not None:
+            delivery.close()
+        consumer.close()
     assert clock.assigned_at is not None
     return events / (ended - clock.assigned_at)
-
-
-def _checkpoint(producer: Any, consumer: Any, futures: list[Any],
-                offsets: dict[Any, OffsetAndMetadata], flush_s: float) -> None:
-    """Flush, make sure every send succeeded, then commit: the at-least-once checkpoint."""
-    producer.flush(timeout=flush_s)
-    failed = sum(1 for f in futures if f.failed())
-    if failed:
-        raise RuntimeError(f"passthrough: {failed} sends failed")
-    consumer.commit(dict(offsets))
-    futures.clear()
-    offsets.clear()
 
 
 def naive(topics: Topics, events: int, group_id: str, timeout_s: float) -> float:

@@ -1,4 +1,6 @@
-"""kafka-python clients built the one way this project uses them.
+"""kafka-python clients for the admin work, the offline tools (`stream replay`, `produce`) and
+the benchmark's load generator. The scorer's own hot path uses librdkafka (`rdkafka_io`), where
+the per-record cost of a pure-Python client would cap throughput and latency.
 
 The settings that matter for correctness live here, next to the reason for each:
 manual commits (offsets move only for finished work), read_committed (never act on an
@@ -52,15 +54,6 @@ def make_consumer(settings: Settings, *, group_id: str | None = None, **override
     }
     options.update(overrides)
     return _connect("consumer", settings, lambda: KafkaConsumer(**options))
-
-
-def make_restore_consumer(settings: Settings) -> Any:
-    """A group-less consumer tuned for reading a changelog partition end to end: big
-    fetches and big polls, since restore time is downtime for that partition."""
-    return make_consumer(
-        settings, group_id=None, max_poll_records=20_000, fetch_max_wait_ms=20,
-        max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
-    )
 
 
 def make_producer(settings: Settings, **overrides: Any) -> Any:

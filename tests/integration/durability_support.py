@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -62,6 +63,45 @@ def produce_traffic(bootstrap: str, topic: str, count: int, seed: int = 11) -> l
     producer.flush()
     producer.close()
     return events
+
+
+class TrafficStream:
+    """Labelled synthetic events produced in a background thread at a steady rate.
+
+    Why not pre-fill: the scorer drains ~10,000 events/s, so a pre-filled topic is done
+    before a second instance has even joined the group, and a kill or an outage "mid-stream"
+    would hit an idle scorer. Traffic that keeps arriving keeps every instance busy."""
+
+    def __init__(self, bootstrap: str, topic: str, count: int, rate: float,
+                 seed: int = 11) -> None:
+        self.events = list(generate(TrafficConfig(count=count, fraud_rate=0.02, seed=seed,
+                                                  n_cards=3000)))
+        self._args = (bootstrap, topic, rate)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        bootstrap, topic, rate = self._args
+        try:
+            producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+            started = time.monotonic()
+            for i, event in enumerate(self.events):
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                producer.send(topic, key=event["card_id"].encode(), value=orjson.dumps(event))
+            producer.flush()
+            producer.close()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by join()
+            self.error = exc
+
+    def join(self, timeout_s: float = 180.0) -> list[dict[str, Any]]:
+        """Wait until every event is acknowledged; returns them in produce order."""
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "the traffic producer did not finish"
+        assert self.error is None, self.error
+        return self.events
 
 
 def partition_counts(bootstrap: str, topic: str) -> dict[int, int]:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from durability_support import (
     Topics,
+    TrafficStream,
     kill_leftovers,
     latest_model_snapshots,
     make_topics,
@@ -57,7 +58,7 @@ def _no_orphan_scorers() -> Iterator[None]:
 def test_sigkill_takeover_and_restart_lose_and_duplicate_nothing(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
-    events = produce_traffic(kafka_bootstrap, topics.input, 20_000)
+    traffic = TrafficStream(kafka_bootstrap, topics.input, 20_000, rate=2_000)
     group = new_group()
     port_a = _free_port()
     a = scorer_process(kafka_bootstrap, topics, group, metrics_port=port_a)
@@ -68,6 +69,7 @@ def test_sigkill_takeover_and_restart_lose_and_duplicate_nothing(
         a.send_signal(signal.SIGKILL)
         a.wait(10)
         a2 = scorer_process(kafka_bootstrap, topics, group)
+        events = traffic.join()
         verdicts = read_committed(kafka_bootstrap, topics.verdicts, 20_000, timeout_s=240)
         code_b, err_b = stop(b)
         code_a2, err_a2 = stop(a2)
@@ -119,7 +121,7 @@ def test_stop_and_restart_scores_exactly_like_an_uninterrupted_run(
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
-    produce_traffic(kafka_bootstrap, topics.input, 20_000, seed=5)
+    traffic = TrafficStream(kafka_bootstrap, topics.input, 20_000, rate=2_000, seed=5)
     port = _free_port()
     proc = scorer_process(kafka_bootstrap, topics, new_group(), metrics_port=port)
     wait_for(lambda: (scraped(port, "fraudstream_events_total", 'outcome="scored"') or 0)
@@ -128,6 +130,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     code, err = stop(proc, timeout_s=30)
     assert code == 0, err[-2000:]
     assert time.monotonic() - started < 30
+    traffic.join()
     # What was committed is consistent: every committed verdict once, and as many verdicts
     # as records the committed offsets cover.
     verdicts = read_committed(kafka_bootstrap, topics.verdicts, 1, settle_s=3)
@@ -142,7 +145,7 @@ def test_a_paused_zombie_cannot_corrupt_the_output(kafka_bootstrap: str, topics:
     partitions to its peer; when it wakes up, its open transaction is fenced by the group
     metadata sent with its offsets (KIP-447), so nothing it wrote becomes visible; it
     rewinds, rejoins and both finish with exactly one committed verdict per transaction."""
-    produce_traffic(kafka_bootstrap, topics.input, 12_000, seed=8)
+    traffic = TrafficStream(kafka_bootstrap, topics.input, 12_000, rate=500, seed=8)
     group = new_group()
     port = _free_port()
     zombie = scorer_process(kafka_bootstrap, topics, group, metrics_port=port)
@@ -152,6 +155,7 @@ def test_a_paused_zombie_cannot_corrupt_the_output(kafka_bootstrap: str, topics:
     zombie.send_signal(signal.SIGSTOP)
     time.sleep(12)  # twice the 6 s session timeout: the peer takes every partition
     zombie.send_signal(signal.SIGCONT)
+    traffic.join()
     verdicts = read_committed(kafka_bootstrap, topics.verdicts, 12_000, timeout_s=180)
     code_z, err_z = stop(zombie)
     code_p, err_p = stop(peer)
@@ -162,7 +166,7 @@ def test_a_paused_zombie_cannot_corrupt_the_output(kafka_bootstrap: str, topics:
 
 
 def test_at_least_once_loses_nothing_under_sigkill(kafka_bootstrap: str, topics: Topics) -> None:
-    events = produce_traffic(kafka_bootstrap, topics.input, 12_000, seed=3)
+    traffic = TrafficStream(kafka_bootstrap, topics.input, 12_000, rate=1_500, seed=3)
     group = new_group()
     port = _free_port()
     first = scorer_process(kafka_bootstrap, topics, group, "--guarantee", "at-least-once",
@@ -173,6 +177,7 @@ def test_at_least_once_loses_nothing_under_sigkill(kafka_bootstrap: str, topics:
     first.wait(10)
     second = scorer_process(kafka_bootstrap, topics, group, "--guarantee", "at-least-once")
     try:
+        events = traffic.join()
         verdicts = read_committed(kafka_bootstrap, topics.verdicts, 12_000, timeout_s=180)
     finally:
         code, err = stop(second)
@@ -197,7 +202,7 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) 
         admin.create_topics([NewTopic(n, 1 if n.startswith("dlq") else 4, 1) for n in names])
         admin.close()
         topics = Topics(*names)
-        events = produce_traffic(bootstrap, topics.input, 20_000, seed=13)
+        traffic = TrafficStream(bootstrap, topics.input, 20_000, rate=1_000, seed=13)
         registry = CollectorRegistry()
         settings = load_settings(
             environ={}, bootstrap_servers=bootstrap, group_id=new_group(), max_events=20_000,
@@ -221,6 +226,7 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) 
                  "the broker_up gauge to show the outage")
         time.sleep(outage_s)
         broker.start()
+        events = traffic.join()
         thread.join(timeout=300)
         assert not thread.is_alive(), "scorer did not finish after the broker came back"
         assert "error" not in outcome, outcome.get("error")
@@ -264,3 +270,4 @@ def test_a_broker_gone_for_good_ends_the_scorer_with_a_clear_error(tmp_path: Pat
         assert "unreachable" in str(outcome["error"]) or "unavailable" in str(outcome["error"])
     finally:
         broker.stop()
+

@@ -1,0 +1,38 @@
+"""The profile's categories follow the scorer's real call paths (py-spy collapsed stacks)."""
+
+from __future__ import annotations
+
+from stream.bench.profile import JOIN, categorise
+
+LOOP = "ScorerLoop.run (stream/app.py:120)"
+POLL = "ScorerLoop._poll_once (stream/app.py:190)"
+HANDLE = "RecordHandlers._handle_transaction (stream/records.py:55)"
+
+
+def _stack(*frames: str, n: int) -> str:
+    return ";".join(("main (stream/cli.py:1)", LOOP, *frames)) + f" {n}"
+
+
+def test_innermost_matching_frame_decides_and_only_loop_stacks_count() -> None:
+    collapsed = "\n".join([
+        _stack(POLL, HANDLE, "AtLeastOnce.send (stream/data/delivery.py:90)",
+               "_produce (stream/data/delivery.py:60)", n=7),
+        _stack(POLL, HANDLE, "Pipeline.score (stream/pipeline.py:200)",
+               "learn_one (stream/scoring/model.py:60)", n=5),
+        _stack(POLL, "ScorerLoop._next_batch (stream/app.py:210)", n=4),
+        _stack(POLL, HANDLE, n=2),
+        _stack("ScorerLoop._checkpoint (stream/app.py:230)",
+               "AtLeastOnce.commit (stream/data/delivery.py:100)", n=3),
+        _stack(POLL, "ScorerLoop._next_batch (stream/app.py:210)",
+               "<lambda> (stream/app.py:111)", "ScorerLoop.on_assigned (stream/app.py:340)",
+               "ScorerLoop._restore (stream/app.py:300)", n=9),
+        "Thread._bootstrap (threading.py:1002);BrokerProbe._run (stream/gauges.py:85) 50",
+    ])
+    counts, total = categorise(collapsed)
+    assert total == 30  # the probe thread is not the loop
+    assert counts["produce (librdkafka enqueue)"] == 7
+    assert counts["model learn"] == 5
+    assert counts["consume (fetched batch + wait)"] == 4
+    assert counts["handler other (Verdict, bookkeeping)"] == 2
+    assert counts["checkpoint: commit (acks, offsets or transaction)"] == 3
+    assert counts[JOIN] == 9
