@@ -59,6 +59,7 @@ class ScorerLoop(RecordHandlers):
         delivery: Delivery, health: Health | None = None,
         restore_consumer: Callable[[], Any] | None = None,
         topic_partitions: dict[str, int] | None = None,
+        offsets_reader: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.health = health if health is not None else Health()
@@ -76,6 +77,7 @@ class ScorerLoop(RecordHandlers):
         # outcome was in doubt (timed out, yet committed) exactly once.
         self._durable_events: dict[int, int] = {}
         self._restore_consumer = restore_consumer
+        self._offsets_reader = offsets_reader
         self._stop = threading.Event()
         self._done: dict[tuple[str, int], int] = {}
         self._record_ts: list[int] = []
@@ -294,11 +296,23 @@ class ScorerLoop(RecordHandlers):
         assigned = self.consumer.assignment()
         if not assigned:
             return
-        timeout = self.settings.request_timeout_ms / 1000.0
-        for tp in self.consumer.committed(assigned, timeout=timeout):
+        for tp in self._committed_offsets(assigned):
             # No committed offset yet (negative): start over, as auto.offset.reset=earliest.
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+    def _committed_offsets(self, assigned: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets, read by a fresh client: after a broker restart the
+        loop's own consumer can keep timing out on a coordinator it cached before the outage
+        (confluentinc/librdkafka#5511), which would stall recovery for minutes."""
+        timeout = self.settings.request_timeout_ms / 1000.0
+        if self._offsets_reader is None:
+            return list(self.consumer.committed(assigned, timeout=timeout))
+        reader = self._offsets_reader()
+        try:
+            return list(reader.committed(assigned, timeout=timeout))
+        finally:
+            reader.close()
 
     def _count_in_doubt(self, before: dict[int, int]) -> None:
         """A commit that timed out may still have been committed by the broker: the restored

@@ -25,6 +25,7 @@ from stream.data.kafka_io import InfrastructureError
 from stream.data.rdkafka_io import (
     make_fast_producer,
     make_group_consumer,
+    make_offsets_reader,
     make_restore_consumer,
     topic_metadata,
 )
@@ -159,7 +160,8 @@ def build_scorer(
     health = health if health is not None else Health(stuck_after_s=settings.stuck_after_s)
     loop = ScorerLoop(settings, pipeline, metrics, consumer, delivery, health,
                       restore_consumer=lambda: make_restore_consumer(settings),
-                      topic_partitions=partitions)
+                      topic_partitions=partitions,
+                      offsets_reader=lambda: make_offsets_reader(settings))
     return Scorer(loop, consumer, delivery, metrics, health)
 
 

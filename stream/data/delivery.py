@@ -13,6 +13,7 @@ acknowledged: a crash can repeat verdicts, never lose one.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +50,7 @@ def _classify(exc: KafkaException, what: str) -> Exception:
 
 
 QUEUE_FULL_TIMEOUT_S = 30.0
+ABORT_ATTEMPTS = 3  # timed-out aborts in a row before the producer is replaced
 
 
 def _produce(producer: Any, topic: str, key: bytes | None, value: bytes | None,
@@ -189,6 +191,8 @@ class ExactlyOnce:
         self.timeout_s = timeout_s
         self._initialising: Any = None  # a producer whose init timed out, to retry
         self._open = False
+        self._wedged = False  # a transactional call never returned: abandon the producer
+        self._abort_timeouts = 0
         self.producer: Any = self._start()
 
     def _start(self) -> Any:
@@ -233,14 +237,41 @@ class ExactlyOnce:
         if not offsets and not self._open:
             return
         self._begin()
+        producer = self.producer
         try:
             if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), self.timeout_s)
-            self.producer.commit_transaction(self.timeout_s)
+                metadata = self.consumer.consumer_group_metadata()
+                self._bounded("send offsets", lambda: producer.send_offsets_to_transaction(
+                    offsets, metadata, self.timeout_s))
+            self._bounded("commit", lambda: producer.commit_transaction(self.timeout_s))
         except KafkaException as exc:
             raise _classify(exc, "transaction commit failed") from exc
         self._open = False
+
+    def _bounded(self, what: str, call: Callable[[], None]) -> None:
+        """Run a transactional call with a deadline of our own. librdkafka 2.x can block in
+        send_offsets_to_transaction past its timeout, forever, when the group coordinator
+        went away (a broker restart: confluentinc/librdkafka#5456, #5511, open). A call
+        still blocked at the deadline wedges this producer: `reset` abandons it and a new
+        producer's init fences it, which also ends the blocked call."""
+        outcome: list[BaseException | None] = []
+
+        def _run() -> None:
+            try:
+                call()
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=_run, name=f"txn-{what}", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s + 5.0)
+        if not outcome:
+            self._wedged = True
+            raise InfrastructureError(
+                f"transaction {what} did not return within {self.timeout_s + 5.0:.0f}s")
+        if outcome[0] is not None:
+            raise outcome[0]
 
     def reset(self) -> None:
         """After a failed checkpoint: abort the open transaction, so nothing from it ever
@@ -249,27 +280,55 @@ class ExactlyOnce:
         if self.producer is None:
             self.producer = self._start()
             return
+        if self._wedged:
+            log.warning("abandoning a producer stuck in a transactional call; a new one "
+                        "fences it")
+            self._wedged = self._open = False
+            self.producer = None  # its blocked call holds the last reference until it ends
+            self.producer = self._start()
+            return
         if not self._open:
             return
+        producer = self.producer
         try:
-            self.producer.abort_transaction(self.timeout_s)
+            self._bounded("abort", lambda: producer.abort_transaction(self.timeout_s))
             self._open = False
+            self._abort_timeouts = 0
             return
         except KafkaException as exc:
             error = error_of(exc)
             if error is not None and error.code() in FENCED:
                 raise FencedError(f"this instance's producer was fenced: {error}") from exc
+            if error is not None and error.code() == KafkaError._CONFLICT:
+                self._resume_commit(producer)  # a commit that timed out is still going on
+                return
             if error is not None and error.retriable() and not error.fatal():
-                raise InfrastructureError(f"abort failed, will retry: {error}") from exc
+                self._abort_timeouts += 1
+                if self._abort_timeouts < ABORT_ATTEMPTS:
+                    raise InfrastructureError(f"abort failed, will retry: {error}") from exc
+                # The same librdkafka bug can leave the abort waiting on a coordinator it will
+                # never look up again: a fresh client's init aborts the transaction instead.
             log.info("abort failed (%s); starting a new producer", error or exc)
         self._open = False
+        self._abort_timeouts = 0
         old, self.producer = self.producer, None
         _drop(old)
         old = None
         self.producer = self._start()
 
+    def _resume_commit(self, producer: Any) -> None:
+        """A commit_transaction that timed out must be retried, not aborted (librdkafka
+        refuses the abort while it is in progress). If it now succeeds, the checkpoint is
+        committed after all: the loop's rewind reads it back (state and offsets agree)."""
+        try:
+            self._bounded("commit", lambda: producer.commit_transaction(self.timeout_s))
+        except KafkaException as exc:
+            raise _classify(exc, "resuming a timed-out commit failed") from exc
+        self._open = False
+        log.info("a checkpoint whose commit timed out was committed on retry")
+
     def close(self) -> None:
-        if self._open and self.producer is not None:
+        if self._open and self.producer is not None and not self._wedged:
             try:
                 self.producer.abort_transaction(min(self.timeout_s, 10.0))
             except KafkaException as exc:

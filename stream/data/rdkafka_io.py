@@ -119,6 +119,19 @@ def make_restore_consumer(settings: Settings) -> Consumer:
     })
 
 
+def make_offsets_reader(settings: Settings) -> Consumer:
+    """A consumer of the scorer's group that never joins it: it only reads the committed
+    offsets (OffsetFetch), from a fresh coordinator lookup."""
+    return Consumer({
+        **connection_config(settings),
+        "group.id": settings.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "error_cb": _error_cb,
+    })
+
+
 def make_fast_producer(settings: Settings, transactional_id: str | None = None,
                        **overrides: Any) -> Producer:
     """A durable producer: every verdict is on all in-sync replicas before we commit."""
