@@ -128,11 +128,12 @@ class FakeTxnProducer:
         self.calls: list[str] = []
         self.fail: dict[str, list[BaseException]] = {}
         self.block: set[str] = set()
+        self.release = threading.Event()  # ends a blocked call
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
         if name in self.block:
-            threading.Event().wait(5)
+            self.release.wait(30)
         errors = self.fail.get(name)
         if errors:
             raise errors.pop(0)
@@ -219,6 +220,7 @@ def test_a_call_that_never_returns_wedges_the_producer_and_reset_replaces_it() -
     with pytest.raises(InfrastructureError, match="did not return"):
         delivery.commit([_tp(0, 1)])
     delivery.reset()
+    made[0].release.set()
     assert len(made) == 2 and made[1].calls == ["init"]
     assert "abort" not in made[0].calls  # nothing more is asked of the stuck producer
 
