@@ -1,5 +1,5 @@
 """kafka-python clients for the admin work, the offline tools (`stream replay`, `produce`) and
-the benchmark's load generator. The scorer's own hot path uses librdkafka (`rdkafka_io`), where
+the benchmark's pre-fill. The scorer's own hot path uses librdkafka (`rdkafka_io`), where
 the per-record cost of a pure-Python client would cap throughput and latency.
 
 The settings that matter for correctness live here, next to the reason for each:

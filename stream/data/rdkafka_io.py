@@ -4,9 +4,10 @@ Why a C client here and kafka-python elsewhere: the scorer's throughput and late
 by per-record client work. Measured on the 2-core machine (docs/benchmark.md): kafka-python
 costs ~25 us of Python per produced record and ~15 us per consumed one, under the same GIL as
 the model, and its passthrough ceiling is ~22,000 events/s; librdkafka builds, checksums,
-batches and fetches in its own threads, and the same passthrough runs at ~170,000 events/s
-with ~6 us of Python per event. Admin, offline tools and the load generator keep kafka-python
-(`kafka_io`), where per-record cost does not matter.
+batches and fetches in its own threads, and the same passthrough runs at ~80,000 events/s
+(with commits and delivery checks; ~6 us of Python per event). Admin, the offline tools and
+the benchmark's pre-fill keep kafka-python (`kafka_io`), where per-record cost does not
+matter.
 
 The settings that matter for correctness live here, next to the reason for each: manual
 commits of explicit offsets (offsets move only for finished work), read_committed (never act
