@@ -26,6 +26,7 @@ from stream.config import Settings
 from stream.data.changelog import encode_changes, read_partition, summarize
 from stream.data.delivery import AtLeastOnce, ExactlyOnce, FencedError, GroupMovedError
 from stream.data.kafka_io import InfrastructureError
+from stream.data.rdkafka_io import next_batch
 from stream.health import Health
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
@@ -170,7 +171,7 @@ class ScorerLoop(RecordHandlers):
     def _poll_once(self, remaining: int | None) -> int:
         s = self.settings
         try:
-            batch = self._next_batch(s.max_poll_records, s.poll_timeout_ms / 1000.0)
+            batch = next_batch(self.consumer, s.max_poll_records, s.poll_timeout_ms / 1000.0)
         except KafkaException as exc:
             raise InfrastructureError(f"poll failed: {exc}") from exc
         processed = 0
@@ -192,18 +193,6 @@ class ScorerLoop(RecordHandlers):
             self.metrics.last_event.set(time.time())
         self._refresh_gauges()
         return processed
-
-    def _next_batch(self, most: int, timeout_s: float) -> list[Any]:
-        """Whatever is already fetched (up to `most`), waiting up to `timeout_s` only when
-        nothing is. consume(n, t) alone would wait for n records or the whole timeout: at
-        2,000 events/s that is 100 ms added to every verdict."""
-        batch: list[Any] = self.consumer.consume(most, 0)
-        if batch:
-            return batch
-        first = self.consumer.poll(timeout_s)
-        if first is None:
-            return batch
-        return [first, *self.consumer.consume(most - 1, 0)] if most > 1 else [first]
 
     # -- checkpoints -----------------------------------------------------------------------
     def _checkpoint_due(self) -> bool:

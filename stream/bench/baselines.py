@@ -31,7 +31,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from stream.bench.harness import Prefilled, Topics
 from stream.data.codec import decode_transaction
 from stream.data.delivery import AtLeastOnce
-from stream.data.rdkafka_io import make_fast_producer, make_group_consumer
+from stream.data.rdkafka_io import make_fast_producer, make_group_consumer, next_batch
 from stream.pipeline import Pipeline
 from stream.service import model_version, pipeline_config
 
@@ -58,15 +58,6 @@ def _deadline_check(deadline: float, done: int, wanted: int, what: str) -> None:
         raise RuntimeError(f"{what}: only {done} of {wanted} events after the time limit")
 
 
-def _next_batch(consumer: Any, most: int, timeout_s: float) -> list[Any]:
-    """The scorer's batching (ScorerLoop._next_batch): what is fetched, else wait for one."""
-    batch: list[Any] = consumer.consume(most, 0)
-    if batch:
-        return batch
-    first = consumer.poll(timeout_s)
-    return [] if first is None else [first, *consumer.consume(most - 1, 0)]
-
-
 def passthrough(topics: Topics, events: int, group_id: str, timeout_s: float) -> float:
     """Events/s of consume -> orjson decode -> orjson encode -> produce -> commit, with the
     scorer's own clients and at-least-once delivery (acknowledged before committed)."""
@@ -88,7 +79,7 @@ def passthrough(topics: Topics, events: int, group_id: str, timeout_s: float) ->
         offsets: dict[tuple[str, int], int] = {}
         while done < events:
             _deadline_check(deadline, done, events, "passthrough")
-            for record in _next_batch(consumer, most, poll_s):
+            for record in next_batch(consumer, most, poll_s):
                 if done >= events or record.error() is not None:
                     continue
                 body = orjson.loads(record.value())

@@ -49,7 +49,7 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("format_time", "codec.py", "verdict build (format_time)"),
     ("_produce", "data/delivery.py", "produce (librdkafka enqueue)"),
     ("commit", "data/delivery.py", "checkpoint: commit (acks, offsets or transaction)"),
-    ("_next_batch", "stream/app.py", "consume (fetched batch + wait)"),
+    ("next_batch", "data/rdkafka_io.py", "consume (fetched batch + wait)"),
     ("", "prometheus_client", "prometheus metrics"),
     ("_refresh_gauges", "stream/app.py", "gauges refresh"),
     ("in_time_order", "stream/records.py", "batch merge (heapq)"),

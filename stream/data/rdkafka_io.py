@@ -151,6 +151,19 @@ def make_fast_producer(settings: Settings, transactional_id: str | None = None,
     return Producer(config)
 
 
+def next_batch(consumer: Consumer, most: int, timeout_s: float) -> list[Any]:
+    """Whatever is already fetched (up to `most`), waiting up to `timeout_s` only when
+    nothing is. consume(n, t) alone would wait for n records or the whole timeout: at
+    2,000 events/s that is 100 ms added to every verdict."""
+    batch: list[Any] = consumer.consume(most, 0)
+    if batch:
+        return batch
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return batch
+    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+
+
 def topic_metadata(consumer: Consumer, settings: Settings,
                    timeout_s: float | None = None) -> dict[str, int]:
     """Partition count per topic, or InfrastructureError naming the broker we could not reach."""
