@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from stream import gauges
 from stream.config import Settings
@@ -28,10 +28,11 @@ from stream.data.delivery import AtLeastOnce, ExactlyOnce, FencedError, GroupMov
 from stream.data.kafka_io import InfrastructureError
 from stream.data.rdkafka_io import next_batch
 from stream.health import Health
+from stream.intake import Intake
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
 from stream.quality_gauges import QualityGauges
-from stream.records import HotMetrics, RecordHandlers, in_time_order, same_partitions
+from stream.records import HotMetrics, RecordHandlers, same_partitions
 
 log = logging.getLogger("stream.app")
 Delivery = AtLeastOnce | ExactlyOnce
@@ -68,6 +69,9 @@ class ScorerLoop(RecordHandlers):
         self.metrics = metrics
         self.quality = QualityGauges(metrics)
         self.consumer = consumer
+        self.intake = Intake(consumer, settings.input_topic, settings.labels_topic,
+                             settings.max_task_idle_ms / 1000.0,
+                             settings.buffered_records_per_partition)
         self.delivery = delivery
         self.result = RunResult()
         # The result as of the last checkpoint: a rewind rolls the counts back to it, so
@@ -174,18 +178,20 @@ class ScorerLoop(RecordHandlers):
             batch = next_batch(self.consumer, s.max_poll_records, s.poll_timeout_ms / 1000.0)
         except KafkaException as exc:
             raise InfrastructureError(f"poll failed: {exc}") from exc
+        self.intake.take(batch)
         processed = 0
         input_topic = s.input_topic
         done = self._done
-        for record in in_time_order(_without_errors(batch)):
+        for arrival in self.intake.release():
+            record = arrival.record
             topic, partition = record.topic(), record.partition()
             if topic == input_topic:
                 if remaining is not None and processed >= remaining:
-                    break
-                self._handle_transaction(record)
+                    break  # the rest stays uncommitted: the next run fetches it again
+                self._handle_transaction(arrival)
                 processed += 1
             else:
-                self._handle_label(record)
+                self._handle_label(arrival)
             done[(topic, partition)] = record.offset() + 1
             self._since_checkpoint += 1
         if batch:
@@ -277,6 +283,7 @@ class ScorerLoop(RecordHandlers):
         self._done.clear()
         self._record_ts.clear()
         self._since_checkpoint = 0
+        self.intake.clear()
         before = dict(self._durable_events)
         for partition in list(self.pipeline.partitions):
             self._restore(partition)
@@ -349,6 +356,7 @@ class ScorerLoop(RecordHandlers):
         With eager rebalancing every partition is revoked and most come straight back to
         the same instance: dropping their state here would throw away what was learned.
         """
+        self.intake.revoke((tp.topic, tp.partition) for tp in revoked)
         if self._broken_since is None:
             try:
                 self._checkpoint()
@@ -363,9 +371,11 @@ class ScorerLoop(RecordHandlers):
         already belong to someone else, so nothing since the last checkpoint may be committed.
         Recovery aborts it and rewinds; the group gives us partitions again on rejoin."""
         log.warning("partitions lost: %s", _fmt(lost))
+        self.intake.revoke((tp.topic, tp.partition) for tp in lost)
         self._broken(GroupMovedError("partitions lost: the group moved on without us"))
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.intake.track((tp.topic, tp.partition) for tp in assigned)
         mine = {tp.partition for tp in assigned if tp.topic == self.settings.input_topic}
         for partition in list(self.pipeline.partitions):
             if partition not in mine:
@@ -396,21 +406,3 @@ class ScorerLoop(RecordHandlers):
 def _fmt(tps: list[TopicPartition]) -> str:
     names = sorted((tp.topic, tp.partition) for tp in tps)
     return ", ".join(f"{topic}[{partition}]" for topic, partition in names) or "none"
-
-
-def _without_errors(batch: list[Any]) -> list[Any]:
-    """Consumed messages minus the client's error events. Those are transient (a partition
-    leader moving, a topic being re-created) and retried by the client; a fatal one is an
-    infrastructure failure for the loop to recover from."""
-    if all(message.error() is None for message in batch):
-        return batch
-    kept = []
-    for message in batch:
-        error = message.error()
-        if error is None:
-            kept.append(message)
-        elif error.fatal():
-            raise InfrastructureError(f"consumer failed: {error}")
-        elif error.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer: %s", error)
-    return kept

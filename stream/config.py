@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     poll_timeout_ms: int = Field(100, ge=0)
+    # Event-time alignment of transactions and labels (Kafka Streams' max.task.idle.ms and
+    # buffered.records.per.partition): how long to wait for a partition that may still hold
+    # earlier records, and how many records one partition may hold before it is paused.
+    max_task_idle_ms: float = Field(2000.0, ge=0)
+    buffered_records_per_partition: int = Field(20_000, gt=0)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     idle_exit_s: float | None = Field(None, gt=0)

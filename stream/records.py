@@ -4,21 +4,14 @@ loop's lifecycle, checkpoints and recovery."""
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
 from typing import Any
 
 from stream.config import Settings
-from stream.data.codec import (
-    DecodeError,
-    decode_label,
-    decode_transaction,
-    encode_dead_letter,
-    encode_verdict,
-    format_time,
-)
-from stream.data.messages import DeadLetter, SourceRef, Verdict
+from stream.data.codec import DecodeError, encode_dead_letter, encode_verdict, format_time
+from stream.data.messages import DeadLetter, Label, SourceRef, Transaction, Verdict
+from stream.intake import Arrival
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
 
@@ -38,17 +31,18 @@ class RecordHandlers:
     _record_ts: list[int]
     _dl_logged: int
 
-    def _handle_transaction(self, record: Any) -> None:
-        """`record` is a confluent-kafka Message: its fields are methods."""
+    def _handle_transaction(self, arrival: Arrival) -> None:
+        """`arrival.record` is a confluent-kafka Message: its fields are methods."""
         started = time.perf_counter()
         self.result.transactions += 1
+        record, tx = arrival.record, arrival.item
         partition = record.partition()
-        try:
-            tx = decode_transaction(record.value())
-            scored = self.pipeline.score(tx, partition)
-        except DecodeError as exc:
-            self._dead_letter(record, exc.reason, str(exc))
+        if isinstance(tx, DecodeError):
+            self._dead_letter(record, tx.reason, str(tx))
             return
+        assert isinstance(tx, Transaction)
+        try:
+            scored = self.pipeline.score(tx, partition)
         except Exception as exc:  # a record that breaks the pipeline must not stop the scorer
             log.exception("%s[%d] %d: processing failed", record.topic(), partition,
                           record.offset())
@@ -82,15 +76,15 @@ class RecordHandlers:
         if scored.learned:
             hot.learned.inc(scored.learned)
         self.result.verdicts += 1
-        hot.processing.observe(time.perf_counter() - started)
+        hot.processing.observe(time.perf_counter() - started + arrival.decode_s)
 
-    def _handle_label(self, record: Any) -> None:
+    def _handle_label(self, arrival: Arrival) -> None:
         self.result.labels += 1
-        try:
-            label = decode_label(record.value())
-        except DecodeError as exc:
-            self._dead_letter(record, exc.reason, str(exc))
+        label = arrival.item
+        if isinstance(label, DecodeError):
+            self._dead_letter(arrival.record, label.reason, str(label))
             return
+        assert isinstance(label, Label)
         outcome = self.pipeline.learn_label(label)
         self.metrics.labels.labels("topic", outcome).inc()
         if outcome == "learned":
@@ -143,29 +137,3 @@ class HotMetrics:
         self.event_labels = metrics.labels.labels("event", "received")
         self.learned = metrics.learned
         self.processing = metrics.processing
-
-
-def _timestamp(record: Any) -> int:
-    return int(record.timestamp()[1])
-
-
-def in_time_order(records: list[Any]) -> list[Any]:
-    """Merge a consumed batch's partitions by record timestamp (each partition's records
-    are already in offset order, which the merge keeps).
-
-    Transactions and the labels that follow them arrive on different topics; processing a
-    batch in fetch order could apply a label before its transaction was scored.
-    """
-    if len(records) < 2:
-        return records
-    by_source: dict[tuple[str, int], list[Any]] = {}
-    for record in records:
-        source = (record.topic(), record.partition())
-        bucket = by_source.get(source)
-        if bucket is None:
-            by_source[source] = [record]
-        else:
-            bucket.append(record)
-    if len(by_source) == 1:
-        return records
-    return list(heapq.merge(*by_source.values(), key=_timestamp))

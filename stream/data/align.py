@@ -19,9 +19,14 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import Generic, TypeVar
+from collections.abc import Set as AbstractSet
+from typing import Any, Generic, TypeVar
 
 R = TypeVar("R")
+
+
+def _identity(source: Any) -> Any:
+    return source
 
 
 class TimeAligner(Generic[R]):
@@ -42,15 +47,24 @@ class TimeAligner(Generic[R]):
     def __init__(
         self, timestamp: Callable[[R], float], max_wait_s: float = 1.0,
         max_buffered: int = 100_000, clock: Callable[[], float] = time.monotonic,
+        rank: Callable[[Any], Any] | None = None,
     ) -> None:
         self.timestamp = timestamp
+        # Equal timestamps leave in the order of `rank(source)` (default: the source itself),
+        # never in arrival order: the same records give the same order however they were
+        # polled, which is what makes a live run and an in-process replay agree exactly.
+        self.rank = rank if rank is not None else _identity
         self.max_wait_s = max_wait_s
         self.max_buffered = max_buffered
         self.clock = clock
         self._buffers: dict[Hashable, deque[R]] = {}
         self._empty_since: dict[Hashable, float] = {}
+        self._order: dict[Hashable, int] = {}
         self._size = 0
         self.forced = 0  # records released past a waited-for source because the buffer was full
+        # Records released while an empty source that was not caught up had been waited for
+        # `max_wait_s` in vain: their order against that source's next records is not assured.
+        self.timed_out = 0
 
     def __len__(self) -> int:
         return self._size
@@ -67,28 +81,51 @@ class TimeAligner(Generic[R]):
             if source not in self._buffers:
                 self._buffers[source] = deque()
                 self._empty_since[source] = now
+        self._reorder()
+
+    def _reorder(self) -> None:
+        self._order = {src: i for i, src in enumerate(sorted(self._buffers, key=self.rank))}
+
+    def sources(self) -> list[Any]:
+        """The tracked sources."""
+        return list(self._buffers)
+
+    def buffered(self, source: Hashable) -> int:
+        """Records held for one source (the caller pauses a source that runs far ahead)."""
+        buffer = self._buffers.get(source)
+        return len(buffer) if buffer is not None else 0
+
+    def clear(self) -> None:
+        """Forget every buffered record (after a rewind: the records are fetched again)."""
+        now = self.clock()
+        for source, buffer in self._buffers.items():
+            buffer.clear()
+            self._empty_since[source] = now
+        self._size = 0
 
     def add(self, source: Hashable, records: Iterable[R]) -> None:
         """Records polled from one source, in its own (offset) order."""
         buffer = self._buffers.get(source)
         if buffer is None:
             buffer = self._buffers[source] = deque()
+            self._reorder()
         before = len(buffer)
         buffer.extend(records)
         self._size += len(buffer) - before
         if buffer:
             self._empty_since.pop(source, None)
 
-    def release(self, caught_up: set[Hashable] | frozenset[Hashable]) -> list[R]:
+    def release(self, caught_up: AbstractSet[Any]) -> list[R]:
         """Every record that is now safe to process, in timestamp order."""
         now = self.clock()
         out: list[R] = []
-        order = {src: i for i, src in enumerate(self._buffers)}
+        order = self._order
         heads = [(self.timestamp(buf[0]), order[src], src)
                  for src, buf in self._buffers.items() if buf]
         heapq.heapify(heads)
         blocked = any(self._waiting(src, since, caught_up, now)
                       for src, since in self._empty_since.items())
+        gave_up = not blocked and any(src not in caught_up for src in self._empty_since)
         while heads:
             if blocked:
                 if self._size <= self.max_buffered:
@@ -103,10 +140,12 @@ class TimeAligner(Generic[R]):
             else:
                 self._empty_since[source] = now
                 blocked = blocked or self._waiting(source, now, caught_up, now)
+        if gave_up and out:
+            self.timed_out += len(out)
         return out
 
     def _waiting(self, source: Hashable, since: float,
-                 caught_up: set[Hashable] | frozenset[Hashable], now: float) -> bool:
+                 caught_up: AbstractSet[Any], now: float) -> bool:
         """An empty source that may still deliver an earlier record, and is worth waiting for."""
         return source not in caught_up and now - since < self.max_wait_s
 

@@ -88,6 +88,9 @@ def make_group_consumer(settings: Settings, **overrides: Any) -> Consumer:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
+        # End-of-partition events tell the event-time alignment that a partition is caught
+        # up, so it stops waiting for it (stream/intake.py).
+        "enable.partition.eof": True,
         # A killed instance's partitions move after this long, not after 45 s.
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": settings.heartbeat_interval_ms,
