@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -131,42 +131,86 @@ def topics_apply(
 @app.command()
 def produce(
     ctx: typer.Context,
-    count: Annotated[int, Opt(min=0, help="Synthetic events to produce.")] = 10_000,
-    rate: Annotated[float | None, Opt(min=0.0, help="Events per second (default: max).")] = None,
-    fraud_rate: Annotated[float, Opt(min=0.0, max=1.0)] = 0.01,
-    seed: Annotated[int, Opt()] = 7,
+    count: Annotated[int | None, Opt(min=0, help="Synthetic transactions to produce (default "
+                                     "10,000 unless --days is given).")] = None,
+    days: Annotated[float | None, Opt(min=0.0, help="Instead of --count: this many days of "
+                                      "event time (the count then follows from the "
+                                      "population).")] = None,
+    rate: Annotated[float | None, Opt(min=0.0, help="Transactions per wall-clock second "
+                                      "(default: as fast as possible).")] = None,
+    fraud_rate: Annotated[float, Opt(min=0.0, max=0.99, help="Expected share of fraudulent "
+                                     "transactions; the scenarios' rates are scaled to it.")]
+    = 0.01,
+    seed: Annotated[int, Opt(help="Random seed: the same options give the same stream.")] = 7,
     cards: Annotated[int, Opt(min=1, help="Distinct cards.")] = 2000,
     merchants: Annotated[int, Opt(min=1, help="Distinct merchants.")] = 400,
+    tx_per_card_per_day: Annotated[float, Opt(min=0.001, help="Mean transactions per card "
+                                              "per day.")] = 3.0,
+    scenario: Annotated[str, Opt(help="Fraud scenarios: 'realistic' (breached_merchant, "
+                                 "compromised_card, card_testing, stolen_card, "
+                                 "transaction_only with their defaults), or a comma-separated "
+                                 "list of names with overrides, e.g. "
+                                 "'breached_merchant:per_day=0.4;days_max=21,card_testing' "
+                                 "(README: Synthetic traffic).")] = "realistic",
+    labels: Annotated[Literal["event", "topic"], Opt(help="event: the "
+                               "label inside each transaction (is_fraud); topic: transactions "
+                               "without it and labels on the labels topic when they become "
+                               "known (fraud after a lognormal delay, median 7 days; "
+                               "legitimate after 7-8 days).")] = "event",
     file: Annotated[Path | None, Opt(help="Replay a .csv or .jsonl file instead.")] = None,
     label_delay: Annotated[
-        float | None, Opt(help="Send labels on the labels topic this many event-time seconds "
-                          "later, instead of inside the event.")] = None,
+        float | None, Opt(min=0.0, help="Send labels on the labels topic exactly this many "
+                          "event-time seconds after their transaction (overrides the "
+                          "realistic delays; implies --labels topic; works with --file).")]
+    = None,
     topic: Annotated[str | None, Opt(help="Target topic (default: input topic).")] = None,
     progress: Annotated[bool, Opt(help="Show a progress bar.")] = True,
 ) -> None:
-    """Produce synthetic transactions with realistic fraud patterns, or replay a file."""
-    from stream.data.producer import produce_events
+    """Produce synthetic transactions with realistic fraud scenarios, or replay a file.
+
+    Records are keyed by card_id. Event time is simulated (from 2026-01-01T00:00Z) and
+    independent of the wall clock.
+    """
+    from stream.data.producer import produce_events, produce_stream
     from stream.data.replay import read_events
-    from stream.data.synthetic import TrafficConfig, generate
+    from stream.data.synthetic import TrafficConfig, generate, generate_stream, parse_scenarios
 
     settings = settings_from(ctx)
+    if count is not None and days is not None:
+        raise ConfigError("give --count or --days, not both")
     total: int | None
+    config = None
     if file is not None:
         if not file.exists():
             raise ConfigError(f"file not found: {file}")
+        if labels == "topic" and label_delay is None:
+            raise ConfigError("--labels topic with --file needs --label-delay (a file has no "
+                              "label model)")
         events: Any = read_events(file)
         total = None
     else:
-        events = generate(TrafficConfig(count=count, fraud_rate=fraud_rate, seed=seed,
-                                        n_cards=cards, n_merchants=merchants))
-        total = count
+        try:
+            config = TrafficConfig(
+                None if days is not None else (10_000 if count is None else count),
+                days=days, fraud_rate=fraud_rate, seed=seed, n_cards=cards,
+                n_merchants=merchants, mean_tx_per_card_per_day=tx_per_card_per_day,
+                scenarios=parse_scenarios(scenario))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        events = generate(config)
+        total = config.count
     producer = make_producer(settings)
     try:
-        stats = produce_events(
-            producer, events, topic or settings.input_topic, rate=rate,
-            labels_topic=settings.labels_topic, label_delay_s=label_delay,
-            progress=progress, total=total,
-        )
+        if config is not None and labels == "topic" and label_delay is None:
+            stats = produce_stream(producer, generate_stream(config),
+                                   topic or settings.input_topic, settings.labels_topic,
+                                   rate=rate, progress=progress, total=total)
+        else:
+            stats = produce_events(
+                producer, events, topic or settings.input_topic, rate=rate,
+                labels_topic=settings.labels_topic, label_delay_s=label_delay,
+                progress=progress, total=total,
+            )
     finally:
         producer.close(timeout=10)
     typer.echo(f"produced {stats.sent} events and {stats.labels_sent} labels "

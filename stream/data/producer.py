@@ -1,5 +1,10 @@
 """The sending side of `stream produce`: events to Kafka, with pacing, delayed labels and progress.
 
+Two ways to send labels: `produce_events` takes events with the label inside and, with a
+constant `label_delay_s`, moves each label to the labels topic (below); `produce_stream` sends a
+stream that already interleaves transactions and their labels (the synthetic generator's
+`generate_stream`, whose label delays follow a realistic distribution).
+
 Why labels are delayed in event time: in production a transaction's outcome arrives days later
 (chargebacks, analyst reviews) on the `labels` topic, and the scorer must cope with that. With
 `label_delay_s` the label is stripped from each transaction and sent on the labels topic only once
@@ -118,6 +123,66 @@ def produce_events(
             _, _, lkey, lvalue = heapq.heappop(pending)
             producer.send(label_topic, value=lvalue, key=lkey).add_errback(failures)
             labels_sent += 1
+        producer.flush()
+        tick(sent, True)
+    failures.check()
+    return ProduceStats(sent, labels_sent, time.perf_counter() - started)
+
+
+def produce_stream(
+    producer: _Sender,
+    records: Iterable[tuple[str, dict[str, Any], Any]],
+    topic: str,
+    labels_topic: str,
+    *,
+    rate: float | None = None,
+    progress: bool = True,
+    total: int | None = None,
+) -> ProduceStats:
+    """Send a merged stream of ("transaction", event, _) and ("label", label, _) records, as
+    `stream.data.synthetic.generate_stream` yields them: transactions to `topic`, labels to
+    `labels_topic`, in the given order, every record keyed by its card_id (UTF-8).
+
+    The labels' timing is already decided by the stream (each comes when its event time is
+    reached), so nothing is held back here. `rate` paces the transactions only; `total` is the
+    expected number of transactions, for the progress bar. Raises ProduceError on failed sends.
+
+    >>> class Fake:  # a stand-in for a KafkaProducer
+    ...     sent = []
+    ...     def send(self, topic, value=None, key=None):
+    ...         self.sent.append((topic, key))
+    ...         return self
+    ...     def add_errback(self, callback): return self
+    ...     def flush(self, timeout=None): pass
+    >>> from stream.data.synthetic import TrafficConfig, generate_stream
+    >>> fake = Fake()
+    >>> stats = produce_stream(fake, generate_stream(TrafficConfig(5)), "tx", "lb", progress=False)
+    >>> (stats.sent, stats.labels_sent), fake.sent[0][0], fake.sent[-1][0]
+    ((5, 5), 'tx', 'lb')
+    """
+    if rate is not None and rate <= 0:
+        raise ValueError(f"rate must be > 0 events/s, got {rate}")
+    failures = _Failures()
+    sent = labels_sent = 0
+    started = time.perf_counter()
+    pacer = _Pacer(rate)
+    with progress_bar("produce", total, progress) as tick:
+        for kind, body, *_ in records:
+            card = body.get("card_id")
+            key = card.encode() if isinstance(card, str) else None
+            if kind == "label":
+                producer.send(labels_topic, value=orjson.dumps(body), key=key).add_errback(
+                    failures)
+                labels_sent += 1
+                failures.check()
+                continue
+            if kind != "transaction":
+                raise ValueError(f"unknown record kind {kind!r}: transaction or label")
+            pacer.wait()
+            producer.send(topic, value=orjson.dumps(body), key=key).add_errback(failures)
+            sent += 1
+            failures.check()
+            tick(sent)
         producer.flush()
         tick(sent, True)
     failures.check()

@@ -76,6 +76,14 @@ def train_command(
     seed: Annotated[int, Opt(help="Seed of --synthetic.")] = 7,
     fraud_rate: Annotated[float, Opt(min=0.0, max=0.5, help="Fraud rate of --synthetic.")]
     = 0.01,
+    scenario: Annotated[str, Opt(help="Fraud scenarios of --synthetic: 'realistic' or a list "
+                                 "such as 'card_testing,stolen_card:p_night=0.9' (as for "
+                                 "`stream produce --scenario`).")] = "realistic",
+    realistic_labels: Annotated[bool, Opt(
+        "--realistic-labels/--labels-in-event",
+        help="--synthetic labels as separate records that arrive when known (fraud after a "
+        "lognormal delay, median 7 days; legitimate after 7-8 days), as `stream produce "
+        "--labels topic` sends them; or inside each event (the default).")] = False,
     labels: LabelsFileOpt = None,
     label_delay: DelayOpt = None,
     init_from: InitOpt = None,
@@ -89,13 +97,16 @@ def train_command(
 
     if (file is None) == (synthetic is None):
         raise ConfigError("train needs exactly one of --file or --synthetic")
+    if realistic_labels and (synthetic is None or label_delay is not None):
+        raise ConfigError("--realistic-labels needs --synthetic and no --label-delay")
     _existing(file, "file")
     _existing(labels, "labels file")
     settings = _settings(ctx, label_delay_s=label_delay)
     init = _load(init_from)
     config, version = _config(settings, init)
     items = file_items(file, labels) if file is not None else \
-        synthetic_items(synthetic or 0, seed, fraud_rate)
+        synthetic_items(synthetic or 0, seed, fraud_rate, scenario=scenario,
+                        delayed_labels=realistic_labels)
     result = train(items, config, version, init, progress, total=synthetic)
     save_snapshot(out, result.snapshot)
     s = result.stats

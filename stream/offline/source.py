@@ -76,12 +76,30 @@ def file_items(path: Path, labels: Path | None = None) -> Iterator[Sourced]:
         yield 0, item, None
 
 
-def synthetic_items(count: int, seed: int = 7, fraud_rate: float = 0.01) -> Iterator[Sourced]:
-    """The synthetic generator's stream (the one `stream produce` sends), partition 0."""
-    from stream.data.synthetic import TrafficConfig, generate
+def synthetic_items(
+    count: int, seed: int = 7, fraud_rate: float = 0.01, *, scenario: str = "realistic",
+    delayed_labels: bool = False,
+) -> Iterator[Sourced]:
+    """The synthetic generator's stream (the one `stream produce` sends), partition 0.
 
-    for event in generate(TrafficConfig(count=count, fraud_rate=fraud_rate, seed=seed)):
-        yield 0, decode_as("transaction", orjson.dumps(event)), None
+    By default each transaction carries its label (`is_fraud`). With `delayed_labels` the
+    transactions come without it, and the labels come as separate `Label` items when they
+    become known (`generate_stream`: chargebacks about a week later), merged in event time, as
+    `stream produce --labels topic` sends them. `scenario` is parsed by `parse_scenarios`; a bad
+    one raises ConfigError at once, before anything is generated.
+    """
+    from stream.data.synthetic import TrafficConfig, generate, generate_stream, parse_scenarios
+
+    try:
+        config = TrafficConfig(count, fraud_rate=fraud_rate, seed=seed,
+                               scenarios=parse_scenarios(scenario))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not delayed_labels:
+        return ((0, decode_as("transaction", orjson.dumps(event)), None)
+                for event in generate(config))
+    return ((0, decode_as(kind, orjson.dumps(body)), None)
+            for kind, body, _pattern in generate_stream(config))
 
 
 @dataclass(slots=True)

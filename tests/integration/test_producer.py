@@ -1,6 +1,7 @@
-"""`produce_events`: transactions keyed by card, labels held back in event time.
+"""`produce_events`: transactions keyed by card, labels held back in event time; and
+`produce_stream`: the generator's merged stream of transactions and realistically late labels.
 
-The first test needs the broker; the others drive a fake producer (no network) to pin down
+The first two tests need the broker; the others drive a fake producer (no network) to pin down
 the ordering, pacing and failure rules precisely.
 """
 
@@ -15,8 +16,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from stream.data.producer import ProduceError, produce_events
-from stream.data.synthetic import TrafficConfig, generate
+from stream.data.producer import ProduceError, produce_events, produce_stream
+from stream.data.synthetic import LabelModel, TrafficConfig, generate, generate_stream
 
 DELAY_S = 2 * 3600.0
 
@@ -75,6 +76,35 @@ def test_transactions_without_labels_and_labels_in_due_order(
     assert dues == sorted(dues)
     assert sum(orjson.loads(r.value)["is_fraud"] for r in got) == sum(
         e["is_fraud"] for e in events)
+
+
+def test_a_stream_with_realistic_labels_lands_on_two_topics_keyed_by_card(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    transactions, labels = new_topic(partitions=1), new_topic(partitions=1)
+    config = TrafficConfig(400, fraud_rate=0.1, seed=9, labels=LabelModel(fraud_median_days=0.2,
+                                                                          legit_days=0.1))
+    stream = list(generate_stream(config))
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
+    try:
+        stats = produce_stream(producer, stream, transactions, labels, progress=False)
+    finally:
+        producer.close()
+    assert (stats.sent, stats.labels_sent) == (400, 400)
+
+    sent = consume_all(kafka_bootstrap, transactions, 400)
+    expected = [body for kind, body, _ in stream if kind == "transaction"]
+    assert [orjson.loads(r.value) for r in sent] == expected
+    assert [r.key.decode() for r in sent] == [e["card_id"] for e in expected]
+    assert all("is_fraud" not in e for e in expected)
+
+    got = consume_all(kafka_bootstrap, labels, 400)
+    expected_labels = [body for kind, body, _ in stream if kind == "label"]
+    assert [orjson.loads(r.value) for r in got] == expected_labels
+    assert [r.key.decode() for r in got] == [b["card_id"] for b in expected_labels]
+    truth = {e["transaction_id"]: e["is_fraud"] for e in generate(config)}
+    assert {b["transaction_id"]: b["is_fraud"] for b in expected_labels} == truth
+    assert any(truth.values())
 
 
 class FakeFuture:
@@ -177,3 +207,29 @@ def test_argument_errors() -> None:
         produce_events(FakeProducer(), [], "tx", label_delay_s=1.0, progress=False)
     with pytest.raises(ValueError, match="rate"):
         produce_events(FakeProducer(), [], "tx", rate=0.0, progress=False)
+
+
+def test_produce_stream_sends_in_stream_order_and_paces_only_transactions() -> None:
+    stream = list(generate_stream(TrafficConfig(300, fraud_rate=0.05, seed=3,
+                                                labels=LabelModel.constant(600.0))))
+    fake = FakeProducer()
+    stats = produce_stream(fake, stream, "tx", "lb", rate=2000.0, progress=False)
+    assert (stats.sent, stats.labels_sent, fake.flushed) == (300, 300, 1)
+    assert [(t, k, orjson.loads(v)) for t, k, v in fake.sent] == [
+        ("tx" if kind == "transaction" else "lb", body["card_id"].encode(), body)
+        for kind, body, _ in stream]
+    labels_early = [t for t, _, _ in fake.sent[:300]].count("lb")
+    assert labels_early > 0  # labels interleave with the transactions
+    assert stats.seconds >= 299 / 2000 * 0.9
+
+
+def test_produce_stream_failures_and_bad_records_raise() -> None:
+    stream = list(generate_stream(TrafficConfig(50, seed=1)))
+    with pytest.raises(ProduceError, match="1 message"):
+        produce_stream(FakeProducer(fail_at=frozenset({60})), stream, "tx", "lb",
+                       progress=False)
+    with pytest.raises(ValueError, match="unknown record kind"):
+        produce_stream(FakeProducer(), [("verdict", {"card_id": "c"}, None)], "tx", "lb",
+                       progress=False)
+    with pytest.raises(ValueError, match="rate"):
+        produce_stream(FakeProducer(), [], "tx", "lb", rate=0.0, progress=False)
