@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test unit integration lint bench clean
+.PHONY: venv demo test unit integration lint bench quality clean
 
 venv: $(STAMP)
 
@@ -18,8 +18,8 @@ demo: venv
 	$(BIN)/stream demo
 
 test: venv
-	$(BIN)/ruff check stream tests
-	$(BIN)/mypy stream
+	$(BIN)/ruff check stream tests benchmarks
+	$(BIN)/mypy stream benchmarks
 	$(BIN)/pytest -q -ra
 
 unit: venv
@@ -29,11 +29,16 @@ integration: venv
 	$(BIN)/pytest -q tests/integration
 
 lint: venv
-	$(BIN)/ruff check stream tests
-	$(BIN)/mypy stream
+	$(BIN)/ruff check stream tests benchmarks
+	$(BIN)/mypy stream benchmarks
 
 bench: venv
 	$(BIN)/python -m stream.bench
+
+# Detection quality: realistic fraud, delayed labels, batch baselines, 1/4/16 partitions and a
+# Kafka-backed run; JSON to $$QUALITY_OUT (default quality-results.json). See docs/quality.md.
+quality: venv
+	$(BIN)/python -m benchmarks.quality
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -91,6 +91,7 @@ class ScorerLoop(RecordHandlers):
         self._broken_since: float | None = None
         self._fenced: FencedError | None = None
         self._next_gauges = 0.0
+        self._timed_out = 0
         self._dl_logged = 0
         self._hot = HotMetrics(metrics)
         # Set by the service: tells how long the broker has been unreachable. The client
@@ -400,6 +401,11 @@ class ScorerLoop(RecordHandlers):
             return
         self._next_gauges = now + 1.0
         gauges.refresh(self.metrics, self.consumer, self.pipeline, self._done)
+        self.metrics.buffered.set(len(self.intake))
+        timed_out = self.intake.timed_out
+        if timed_out > self._timed_out:
+            self.metrics.alignment_timeouts.inc(timed_out - self._timed_out)
+            self._timed_out = timed_out
         self.quality.refresh(self.pipeline.oversight, self.pipeline.model_version)
 
 

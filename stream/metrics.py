@@ -104,6 +104,16 @@ class Metrics:
             f"{PREFIX}_batch_records", "Records per polled batch.",
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=r,
         )
+        self.buffered = Gauge(
+            f"{PREFIX}_buffered_records",
+            "Consumed records held for event-time alignment, not yet processed.", registry=r,
+        )
+        self.alignment_timeouts = Counter(
+            f"{PREFIX}_alignment_timeouts",
+            "Records released after waiting max_task_idle_ms in vain for a partition that "
+            "might still hold earlier records (their event-time order is not assured).",
+            registry=r,
+        )
         self.state_keys = Gauge(
             f"{PREFIX}_state_keys", "Keys held in memory, by kind.", ["kind"], registry=r
         )

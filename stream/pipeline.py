@@ -74,6 +74,9 @@ class Scored:
     learned: int
     # The challengers' shadow scores (empty, and shared, when there are none).
     challengers: Mapping[str, float] = field(default_factory=lambda: NO_SCORES)
+    # The features the decision was made on (read them, never change them): batch tools and
+    # the quality benchmark train other models on exactly what the online model saw.
+    features: Mapping[str, float] = field(default_factory=lambda: NO_SCORES)
 
 
 class PartitionState:
@@ -212,7 +215,7 @@ class Pipeline:
             if decision != "approve" else NO_CONTRIBUTIONS
         )
         learned = self._after_scoring(state, tx, features, score, shadow)
-        return Scored(score, decision, contributions, learned, shadow)
+        return Scored(score, decision, contributions, learned, shadow, features)
 
     def _after_scoring(
         self, state: PartitionState, tx: Transaction, features: dict[str, float], score: float,

@@ -1,0 +1,106 @@
+"""The Kafka-backed check: the same stream through a real broker and `stream run`, 4 partitions.
+
+The records are produced keyed by card with the murmur2 partitioner (the Java client's, which
+the in-process partitioning reproduces), transactions and labels interleaved in event time as
+payment and case-management systems would send them. One `stream run --max-events N` drains
+the backlog; its committed verdicts are read back. If the in-process "4 partitions" is what a
+consumer group really sees, the two agree on every score.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from benchmarks.quality.dataset import Dataset
+from stream.bench.harness import Topics
+from stream.bench.scorer import ScorerProcess, stream_command
+from stream.data.codec import decode_verdict
+from stream.data.rdkafka_io import connection_config, make_fast_producer
+
+log = logging.getLogger("benchmarks.quality")
+PARTITIONS = 4
+
+
+def _produce(topics: Topics, data: Dataset) -> float:
+    settings = topics.settings()
+    options: dict[str, Any] = {"partitioner": "murmur2_random", "linger.ms": 20,
+                               "batch.size": 1_000_000}
+    producer = make_fast_producer(settings, None, **options)
+    started = time.perf_counter()
+    for is_label, key, value in data.raw:
+        topic = topics.labels if is_label else topics.input
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    left = producer.flush(120)
+    if left:
+        raise RuntimeError(f"{left} records not acknowledged")
+    return time.perf_counter() - started
+
+
+def _read_verdicts(topics: Topics, output: str, expected: int,
+                   timeout_s: float) -> dict[str, float]:
+    consumer = Consumer({**connection_config(topics.settings()),
+                         "group.id": f"quality-reader-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "enable.partition.eof": True})
+    consumer.assign([TopicPartition(output, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    scores: dict[str, float] = {}
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer.consume(10_000, 0.5):
+                error, partition = message.error(), message.partition() or 0
+                if error is None:
+                    body = decode_verdict(message.value() or b"{}")
+                    scores[body["transaction_id"]] = body["score"]
+                    at_end.discard(partition)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(partition)
+            if len(scores) >= expected and len(at_end) == PARTITIONS:
+                break
+    finally:
+        consumer.close()
+    return scores
+
+
+def run_kafka_check(bootstrap: str, data: Dataset, timeout_s: float = 1800.0) -> tuple[
+        np.ndarray, dict[str, float]]:
+    """Scores per transaction (dataset order) from `stream run` on a real broker."""
+    topics = Topics(bootstrap)
+    try:
+        topics.create_base()
+        output = topics.fresh("verdicts")
+        produce_s = _produce(topics, data)
+        n = len(data.transactions)
+        log.info("kafka check: produced %d records in %.1fs; scoring", len(data.raw), produce_s)
+        command = stream_command(
+            bootstrap, "run", "--max-events", str(n), "--group-id",
+            f"quality-{topics.run_id}", "--input-topic", topics.input, "--labels-topic",
+            topics.labels, "--output-topic", output, "--dlq-topic", topics.dlq,
+            "--changelog-topic", topics.changelog)
+        started = time.perf_counter()
+        with ScorerProcess(command) as scorer:
+            code = scorer.wait(timeout_s)
+            if code != 0:
+                raise RuntimeError(f"`stream run` exited {code}:\n{scorer.tail()}")
+        run_s = time.perf_counter() - started
+        verdicts = _read_verdicts(topics, output, n, timeout_s=120.0)
+    finally:
+        topics.delete_all()
+    scores = np.full(n, np.nan)
+    for tx_id, score in verdicts.items():
+        scores[data.index[tx_id]] = score
+    return scores, {"produce_s": round(produce_s, 1), "run_s": round(run_s, 1),
+                    "verdicts": float(len(verdicts))}
