@@ -33,7 +33,7 @@ lint: venv
 	$(BIN)/mypy stream benchmarks
 
 bench: venv
-	$(BIN)/python -m stream.bench
+	$(BIN)/python -m benchmarks.bench
 
 # Detection quality: realistic fraud, delayed labels, batch baselines, 1/4/16 partitions and a
 # Kafka-backed run; JSON to $$QUALITY_OUT (default quality-results.json). See docs/quality.md.

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from stream.cli import main
+from stream.cli.app import main
 
 main()

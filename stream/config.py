@@ -31,6 +31,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from stream.errors import ConfigError
+
 # The environment to read, when a caller (a test) supplies one instead of os.environ.
 # A ContextVar keeps this thread-safe, unlike swapping os.environ.
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("fraudstream_environ", default=None)
@@ -47,9 +49,6 @@ class _EnvSource(EnvSettingsSource):
 
 Guarantee = Literal["at-least-once", "exactly-once"]
 
-
-class ConfigError(ValueError):
-    """A configuration problem, reported to the user as one line."""
 
 
 class Settings(BaseSettings):
@@ -74,6 +73,9 @@ class Settings(BaseSettings):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     client_id: str = "fraud-stream"
+    # Which Kafka client every component uses: librdkafka (confluent-kafka, the default, for
+    # speed) or kafka-python (pure Python). See README "Kafka clients".
+    kafka_client: Literal["librdkafka", "kafka-python"] = "librdkafka"
     request_timeout_ms: int = Field(30_000, gt=0)
     bootstrap_timeout_ms: int = Field(10_000, gt=0)
 
@@ -133,7 +135,7 @@ class Settings(BaseSettings):
     # partition starts from, unless the changelog already holds that partition's state.
     init_from: Path | None = None
 
-    # Champion and challengers (shadow models, see stream/scoring/challengers.py for the
+    # Champion and challengers (shadow models, see stream/core/scoring/zoo.py for the
     # names); promotion is off unless a metric is set. All off by default: no extra cost.
     challengers: tuple[str, ...] = ()
     promotion_metric: Literal["roc_auc", "pr_auc", "log_loss"] | None = None
@@ -155,8 +157,8 @@ class Settings(BaseSettings):
     def _canonical_challengers(
         cls, value: tuple[str, ...], info: ValidationInfo
     ) -> tuple[str, ...]:
-        from stream.scoring.challengers import ChallengerSpecError, challenger_names
-        from stream.scoring.model import ModelSpec
+        from stream.core.scoring.model import ModelSpec
+        from stream.core.scoring.zoo import ChallengerSpecError, challenger_names
 
         data = info.data
         champion = ModelSpec(data.get("learning_rate", 0.02), data.get("l2", 0.0),

@@ -28,7 +28,7 @@ from benchmarks.quality.dataset import Dataset, build
 from benchmarks.quality.metrics import figures
 from benchmarks.quality.online import CHALLENGERS, OnlineRun, run_online
 from stream.config import load_settings
-from stream.data.synthetic import TrafficConfig, parse_scenarios
+from stream.devtools.synthetic import TrafficConfig, parse_scenarios
 
 log = logging.getLogger("benchmarks.quality")
 KAFKA_TOLERANCE_AUC = 0.005
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     # Drift lines are the scorer's business, not the benchmark's: hundreds would bury the table.
-    logging.getLogger("stream.pipeline").setLevel(logging.ERROR)
+    logging.getLogger("stream.core.pipeline").setLevel(logging.ERROR)
     logging.getLogger("kafka").setLevel(logging.WARNING)
     config = TrafficConfig(None, days=args.days, fraud_rate=args.fraud_rate, seed=args.seed,
                            n_cards=args.cards, n_merchants=args.merchants,
@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = run_online_systems(data, partitions, challengers, args.workers)
     kafka = None
     if not args.no_kafka:
+        from benchmarks.bench.harness import bench_broker
         from benchmarks.quality.kafka_check import run_kafka_check
-        from stream.bench.harness import bench_broker
 
         def kafka(d: Dataset) -> tuple[np.ndarray, dict[str, float]]:
             with bench_broker() as (bootstrap, _):

@@ -15,9 +15,9 @@ import numpy as np
 import orjson
 
 from benchmarks.quality.metrics import Holdout
-from stream.data.codec import decode_label, decode_transaction
-from stream.data.messages import Label, Transaction
-from stream.data.synthetic import TrafficConfig, generate_stream
+from stream.contracts.codec import decode_label, decode_transaction
+from stream.contracts.messages import Label, Transaction
+from stream.devtools.synthetic import TrafficConfig, generate_stream
 
 DAY_S = 86400.0
 

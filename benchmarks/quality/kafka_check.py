@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from benchmarks.bench.harness import Topics
+from benchmarks.bench.scorer import ScorerProcess, stream_command
 from benchmarks.quality.dataset import Dataset
-from stream.bench.harness import Topics
-from stream.bench.scorer import ScorerProcess, stream_command
-from stream.data.codec import decode_verdict
-from stream.data.rdkafka_io import connection_config, make_fast_producer
+from stream.contracts.codec import decode_verdict
+from stream.kafka.rdkafka import connection_config, make_fast_producer
 
 log = logging.getLogger("benchmarks.quality")
 PARTITIONS = 4

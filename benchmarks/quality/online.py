@@ -1,7 +1,7 @@
 """The online systems, run in process exactly as a consumer group of P partitions runs them.
 
 Records are split by the producer's key hash into P partitions and processed in the order
-one scorer owning them all would process them (stream/data/partitioning.py): score each
+one scorer owning them all would process them (stream/contracts/partitioning.py): score each
 transaction as it comes, learn each label when it arrives. The pipeline is built from the
 default settings, so this is the scorer as shipped, not a tuned copy.
 """
@@ -15,10 +15,10 @@ import numpy as np
 
 from benchmarks.quality.dataset import Dataset
 from stream.config import load_settings
-from stream.data.messages import Transaction
-from stream.data.partitioning import consumed_order
-from stream.pipeline import Pipeline
-from stream.service import model_version, pipeline_config
+from stream.contracts.messages import Transaction
+from stream.contracts.partitioning import consumed_order
+from stream.core.pipeline import Pipeline
+from stream.serving.wiring import model_version, pipeline_config
 
 # Every challenger family of the model zoo, with the parameters the README suggests.
 CHALLENGERS = ("logreg-adam-lr0.01", "logreg-lr0.05-w10", "alma", "hoeffding-g100", "hat",

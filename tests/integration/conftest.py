@@ -2,7 +2,7 @@
 
 The broker is chosen in order: `KAFKA_BOOTSTRAP_SERVERS` if set; the `apache/kafka` image via
 testcontainers if the package is installed and a Docker engine answers; else the local KRaft
-broker run with Java (`stream.data.broker.LocalBroker`) on a free port with a temp data dir.
+broker run with Java (`stream.devtools.broker.LocalBroker`) on a free port with a temp data dir.
 
 testcontainers' own `KafkaContainer` drives Confluent's start scripts and cannot boot the
 `apache/kafka` image, so a plain `DockerContainer` is configured through the image's
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from stream.data.broker import BrokerError, LocalBroker, find_free_port, is_answering
+from stream.devtools.broker import BrokerError, LocalBroker, find_free_port, is_answering
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 

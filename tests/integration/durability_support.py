@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from stream.data.changelog import MODEL_KEY
-from stream.data.synthetic import TrafficConfig, generate
-from stream.scoring.snapshot import decode_snapshot
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.state.changelog import MODEL_KEY
+from stream.state.snapshot import decode_snapshot
 
 PARTITIONS = 4
 

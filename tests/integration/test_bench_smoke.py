@@ -25,7 +25,7 @@ def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     env.pop("BENCH_OUT", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "stream.bench", "--events", "2000", "--cards", "10000",
+        [sys.executable, "-m", "benchmarks.bench", "--events", "2000", "--cards", "10000",
          "--latency-seconds", "3", "--rate", "500", "--traffic-cards", "500",
          "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=500, check=False,

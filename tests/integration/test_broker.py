@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.data.broker import BrokerError, LocalBroker, find_free_port, is_answering
+from stream.devtools.broker import BrokerError, LocalBroker, find_free_port, is_answering
 
 needs_java = pytest.mark.skipif(
     shutil.which("java") is None or shutil.which("mvn") is None,

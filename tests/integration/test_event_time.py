@@ -17,13 +17,13 @@ from durability_support import make_topics, new_group, read_committed
 from kafka import KafkaProducer
 
 from stream.config import load_settings
-from stream.data.codec import decode_label, decode_transaction
-from stream.data.messages import Label, Transaction
-from stream.data.partitioning import consumed_order
-from stream.data.producer import produce_events
-from stream.data.synthetic import TrafficConfig, generate
-from stream.pipeline import Pipeline
-from stream.service import model_version, pipeline_config
+from stream.contracts.codec import decode_label, decode_transaction
+from stream.contracts.messages import Label, Transaction
+from stream.contracts.partitioning import consumed_order
+from stream.core.pipeline import Pipeline
+from stream.devtools.producer import produce_events
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.serving.wiring import model_version, pipeline_config
 
 WEEK_S = 7 * 86400.0
 COUNT = 12_000

@@ -37,11 +37,11 @@ from kafka.admin import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from stream.config import Settings, load_settings
-from stream.data.broker import find_free_port
-from stream.data.producer import produce_events
-from stream.data.synthetic import TrafficConfig, generate
-from stream.health import HealthServer
-from stream.service import Scorer, build_scorer, serve_metrics
+from stream.devtools.broker import find_free_port
+from stream.devtools.producer import produce_events
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.observability.health import HealthServer
+from stream.serving.wiring import Scorer, build_scorer, serve_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM_DIR = ROOT / "deploy" / "prometheus"

@@ -13,18 +13,18 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from stream.cli import app, main
+from stream.batch.compare import compare_live
+from stream.batch.train import train_file
+from stream.cli.app import app, main
+from stream.cli.batch import register
 from stream.config import Settings, load_settings
-from stream.data.codec import decode_transaction
-from stream.data.replay import write_jsonl
-from stream.data.synthetic import TrafficConfig, generate
-from stream.offline.commands import register
-from stream.offline.compare import compare_live
-from stream.offline.kafka_range import RangeSpec
-from stream.offline.train import train_file
-from stream.pipeline import Pipeline
-from stream.scoring.snapshot import load_snapshot
-from stream.service import pipeline_config, run_scorer
+from stream.contracts.codec import decode_transaction
+from stream.core.pipeline import Pipeline
+from stream.devtools.files import write_jsonl
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.kafka.ranges import RangeSpec
+from stream.serving.wiring import pipeline_config, run_scorer
+from stream.state.snapshot import load_snapshot
 
 if not any(command.name == "train" for command in app.registered_commands):
     register(app)

@@ -16,8 +16,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from stream.data.producer import ProduceError, produce_events, produce_stream
-from stream.data.synthetic import LabelModel, TrafficConfig, generate, generate_stream
+from stream.devtools.producer import ProduceError, produce_events, produce_stream
+from stream.devtools.synthetic import LabelModel, TrafficConfig, generate, generate_stream
 
 DELAY_S = 2 * 3600.0
 

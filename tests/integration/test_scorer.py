@@ -20,8 +20,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 
 from stream.config import Settings, load_settings
-from stream.data.synthetic import TrafficConfig, generate
-from stream.service import run_scorer
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.serving.wiring import run_scorer
 
 VERDICT_FIELDS = {"transaction_id", "card_id", "score", "decision", "model_version", "scored_at",
                   "latency_ms"}

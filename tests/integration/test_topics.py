@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from stream.data.topics import (
+from stream.contracts.topics import (
     ROLES,
     TopicSpec,
     apply_topics,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from stream.data.align import TimeAligner
+from stream.core.ordering import TimeAligner
 
 
 def _sources(rng: random.Random) -> dict[str, list[tuple[float, str]]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from stream.records import same_partitions
+from stream.serving.handlers import same_partitions
 
 
 def test_co_partitioned_output_needs_equal_partition_counts() -> None:
@@ -22,7 +22,7 @@ def test_serving_gc_policy_freezes_the_heap_and_raises_thresholds() -> None:
     # In a fresh interpreter: freezing this test process's heap would outlive the test.
     code = (
         "import gc, river\n"
-        "from stream.gc_policy import SERVING_THRESHOLDS, tune_for_serving\n"
+        "from stream.serving.gc_policy import SERVING_THRESHOLDS, tune_for_serving\n"
         "state = tune_for_serving()\n"
         "assert gc.get_threshold() == SERVING_THRESHOLDS, gc.get_threshold()\n"
         "assert state.frozen == gc.get_freeze_count() > 10_000, state\n"

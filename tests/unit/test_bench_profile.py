@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
-from stream.bench.profile import JOIN, categorise
+from benchmarks.bench.profile import JOIN, categorise
 
-LOOP = "ScorerLoop.run (stream/app.py:120)"
-POLL = "ScorerLoop._poll_once (stream/app.py:190)"
-HANDLE = "RecordHandlers._handle_transaction (stream/records.py:55)"
+LOOP = "ScorerLoop.run (stream/serving/loop.py:120)"
+POLL = "ScorerLoop._poll_once (stream/serving/loop.py:190)"
+HANDLE = "RecordHandlers._handle_transaction (stream/serving/handlers.py:55)"
 
 
 def _stack(*frames: str, n: int) -> str:
-    return ";".join(("main (stream/cli.py:1)", LOOP, *frames)) + f" {n}"
+    return ";".join(("main (stream/cli/app.py:1)", LOOP, *frames)) + f" {n}"
 
 
 def test_innermost_matching_frame_decides_and_only_loop_stacks_count() -> None:
     collapsed = "\n".join([
-        _stack(POLL, HANDLE, "AtLeastOnce.send (stream/data/delivery.py:90)",
-               "_produce (stream/data/delivery.py:60)", n=7),
-        _stack(POLL, HANDLE, "Pipeline.score (stream/pipeline.py:200)",
-               "learn_one (stream/scoring/model.py:60)", n=5),
-        _stack(POLL, "next_batch (stream/data/rdkafka_io.py:140)", n=4),
+        _stack(POLL, HANDLE, "AtLeastOnce.send (stream/kafka/delivery.py:90)",
+               "_produce (stream/kafka/delivery.py:60)", n=7),
+        _stack(POLL, HANDLE, "Pipeline.score (stream/core/pipeline.py:200)",
+               "learn_one (stream/core/scoring/model.py:60)", n=5),
+        _stack(POLL, "next_batch (stream/kafka/rdkafka.py:140)", n=4),
         _stack(POLL, HANDLE, n=2),
-        _stack("ScorerLoop._checkpoint (stream/app.py:230)",
-               "AtLeastOnce.commit (stream/data/delivery.py:100)", n=3),
-        _stack(POLL, "next_batch (stream/data/rdkafka_io.py:140)",
-               "<lambda> (stream/app.py:111)", "ScorerLoop.on_assigned (stream/app.py:340)",
-               "ScorerLoop._restore (stream/app.py:300)", n=9),
-        "Thread._bootstrap (threading.py:1002);BrokerProbe._run (stream/gauges.py:85) 50",
+        _stack("ScorerLoop._checkpoint (stream/serving/loop.py:230)",
+               "AtLeastOnce.commit (stream/kafka/delivery.py:100)", n=3),
+        _stack(POLL, "next_batch (stream/kafka/rdkafka.py:140)",
+               "<lambda> (stream/serving/loop.py:111)",
+               "ScorerLoop.on_assigned (stream/serving/loop.py:340)",
+               "ScorerLoop._restore (stream/serving/loop.py:300)", n=9),
+        "Thread._bootstrap (threading.py:1002);"
+        "BrokerProbe._run (stream/observability/lag.py:85) 50",
     ])
     counts, total = categorise(collapsed)
     assert total == 30  # the probe thread is not the loop

@@ -12,7 +12,7 @@ import jsonschema
 import orjson
 import pytest
 
-from stream.data.codec import (
+from stream.contracts.codec import (
     DecodeError,
     decode_label,
     decode_transaction,
@@ -21,7 +21,7 @@ from stream.data.codec import (
     format_time,
     parse_timestamp,
 )
-from stream.data.messages import DeadLetter, SourceRef, Verdict
+from stream.contracts.messages import DeadLetter, SourceRef, Verdict
 
 TOPICS = Path(__file__).resolve().parents[2] / "topics"
 GOOD = {

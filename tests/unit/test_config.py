@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from stream.config import ConfigError, load_settings
+from stream.config import load_settings
+from stream.errors import ConfigError
 
 
 def test_layers_override_in_order(tmp_path: Path) -> None:

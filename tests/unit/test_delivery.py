@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from stream.data.delivery import ABORT_ATTEMPTS, AtLeastOnce, ExactlyOnce, FencedError
-from stream.data.kafka_io import InfrastructureError
+from stream.errors import FencedError, InfrastructureError
+from stream.kafka.delivery import ABORT_ATTEMPTS, AtLeastOnce, ExactlyOnce
 
 
 class FakeProducer:

@@ -22,9 +22,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from stream.config import Settings, load_settings
-from stream.data.topics import load_specs
-from stream.health import Health, HealthServer
-from stream.metrics import Metrics
+from stream.contracts.topics import load_specs
+from stream.observability.health import Health, HealthServer
+from stream.observability.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -35,7 +35,7 @@ DASHBOARD = GRAFANA_DIR / "dashboards" / "fraud-stream.json"
 K8S_DIR = ROOT / "deploy" / "k8s"
 DOCS = [ROOT / "README.md"]
 JOB = "fraud-stream"
-# Series Prometheus itself writes for every target; not defined in stream/metrics.py.
+# Series Prometheus itself writes for every target; not defined in stream/observability/metrics.py.
 PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 K8S_VERSIONS = ("1.29.0", "latest")
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-from stream.evaluation.challengers import ChampionChallengers, PromotionRule
-from stream.scoring.policy import Policy
+from stream.core.evaluation.shadow import ChampionChallengers, PromotionRule
+from stream.core.scoring.policy import Policy
 
 POLICY = Policy(0.2, 0.6)
 

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from stream.evaluation.drift import LossDrift, ScorePSI
+from stream.core.evaluation.drift import LossDrift, ScorePSI
 
 
 def _labelled(n: int, rng: random.Random, fraud_rate: float, skill: float) -> list[

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from stream.evaluation import curves
-from stream.evaluation.prequential import Prequential
+from stream.core.evaluation import curves
+from stream.core.evaluation.prequential import Prequential
 
 
 def _stream(n: int, seed: int = 1, ties: bool = False) -> list[tuple[bool, float]]:

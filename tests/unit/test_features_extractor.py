@@ -11,14 +11,14 @@ from collections import defaultdict
 import orjson
 import pytest
 
-from stream.data.messages import Transaction
-from stream.features.extractor import (
+from stream.contracts.messages import Transaction
+from stream.core.features.extractor import (
     DEFAULT_HORIZONS_S,
     FIRST_SEEN_GAP_S,
     ZSCORE_CLIP,
     FeatureExtractor,
 )
-from stream.features.timeofday import calendar_features
+from stream.core.features.timeofday import calendar_features
 
 T0 = 1.7e9
 LABELS = ("1h", "1d", "7d", "30d")

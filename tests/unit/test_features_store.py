@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream.features.store import StateStore
+from stream.core.features.store import StateStore
 
 
 def _write(store: StateStore, key: str, t: float, value: float = 0.0) -> None:

@@ -6,7 +6,7 @@ import math
 import random
 from datetime import UTC, datetime
 
-from stream.features.timeofday import calendar_features
+from stream.core.features.timeofday import calendar_features
 
 
 def _ts(year: int, month: int, day: int, hour: int, minute: int, second: int = 0) -> float:

@@ -10,11 +10,11 @@ import statistics
 import pytest
 from river import stats
 
-import stream.features.extractor
-import stream.features.store
-import stream.features.timeofday
-import stream.features.windows
-from stream.features.windows import DecayedWindow, RunningMoments
+import stream.core.features.extractor
+import stream.core.features.store
+import stream.core.features.timeofday
+import stream.core.features.windows
+from stream.core.features.windows import DecayedWindow, RunningMoments
 
 REL = 1e-9
 
@@ -26,10 +26,10 @@ def _close(a: float, b: float) -> bool:
 @pytest.mark.parametrize(
     "module",
     [
-        stream.features.windows,
-        stream.features.store,
-        stream.features.timeofday,
-        stream.features.extractor,
+        stream.core.features.windows,
+        stream.core.features.store,
+        stream.core.features.timeofday,
+        stream.core.features.extractor,
     ],
 )
 def test_doctests(module: object) -> None:

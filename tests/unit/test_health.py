@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from stream.health import Health, HealthServer
-from stream.metrics import Metrics
+from stream.observability.health import Health, HealthServer
+from stream.observability.metrics import Metrics
 
 
 class FakeClock:

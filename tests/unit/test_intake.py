@@ -11,9 +11,9 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError
 
-from stream.data.codec import DecodeError
-from stream.data.kafka_io import InfrastructureError
-from stream.intake import Intake
+from stream.contracts.codec import DecodeError
+from stream.errors import InfrastructureError
+from stream.serving.intake import Intake
 
 
 class Msg:

@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from stream.cli import app, main
-from stream.data.replay import write_jsonl
-from stream.data.synthetic import TrafficConfig, generate
-from stream.offline.commands import register
-from stream.offline.compare import Row, compare_snapshots, summarise
-from stream.offline.report import html_report, text_report
-from stream.offline.source import file_items
-from stream.offline.train import train_file
-from stream.pipeline import PipelineConfig
-from stream.scoring.model import ModelSpec
-from stream.scoring.policy import Policy
-from stream.scoring.snapshot import load_snapshot
+from stream.batch.compare import Row, compare_snapshots, summarise
+from stream.batch.report import html_report, text_report
+from stream.batch.source import file_items
+from stream.batch.train import train_file
+from stream.cli.app import app, main
+from stream.cli.batch import register
+from stream.core.pipeline import PipelineConfig
+from stream.core.scoring.model import ModelSpec
+from stream.core.scoring.policy import Policy
+from stream.devtools.files import write_jsonl
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.state.snapshot import load_snapshot
 
 if not any(command.name == "train" for command in app.registered_commands):
     register(app)

@@ -6,18 +6,18 @@ import random
 
 import pytest
 
-from stream.config import ConfigError
-from stream.evaluation.challengers import PromotionRule
-from stream.offline.kafka_range import parse_offsets, parse_time
-from stream.oversight import Oversight, OversightConfig
-from stream.scoring.challengers import (
+from stream.core.evaluation.oversight import Oversight, OversightConfig
+from stream.core.evaluation.shadow import PromotionRule
+from stream.core.scoring.model import ModelSpec, make_model, score_one
+from stream.core.scoring.policy import Policy
+from stream.core.scoring.zoo import (
     ChallengerSpecError,
     challenger_names,
     make_challenger,
     parse_challenger,
 )
-from stream.scoring.model import ModelSpec, make_model, score_one
-from stream.scoring.policy import Policy
+from stream.errors import ConfigError
+from stream.kafka.ranges import parse_offsets, parse_time
 
 
 def test_offsets_and_times_parse_or_fail_with_a_config_error() -> None:

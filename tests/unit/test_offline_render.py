@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from stream.data.replay import write_jsonl
-from stream.data.synthetic import TrafficConfig, generate
-from stream.offline.compare import compare_snapshots
-from stream.offline.report import html_report
-from stream.offline.source import file_items
-from stream.offline.train import train_file
-from stream.pipeline import PipelineConfig
-from stream.scoring.model import ModelSpec
-from stream.scoring.snapshot import load_snapshot
+from stream.batch.compare import compare_snapshots
+from stream.batch.report import html_report
+from stream.batch.source import file_items
+from stream.batch.train import train_file
+from stream.core.pipeline import PipelineConfig
+from stream.core.scoring.model import ModelSpec
+from stream.devtools.files import write_jsonl
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.state.snapshot import load_snapshot
 
 DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "compare-report.png"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

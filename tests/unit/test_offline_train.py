@@ -7,13 +7,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.config import ConfigError
-from stream.data.replay import write_csv, write_jsonl
-from stream.data.synthetic import TrafficConfig, generate
-from stream.offline.source import Invalid, file_items, run_items
-from stream.offline.train import train, train_file
-from stream.pipeline import Pipeline, PipelineConfig
-from stream.scoring.snapshot import load_snapshot
+from stream.batch.source import Invalid, file_items, run_items
+from stream.batch.train import train, train_file
+from stream.core.pipeline import Pipeline, PipelineConfig
+from stream.devtools.files import write_csv, write_jsonl
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.errors import ConfigError
+from stream.state.snapshot import load_snapshot
 
 
 def _events(count: int = 3000, seed: int = 5) -> list[dict]:
@@ -28,7 +28,7 @@ def test_train_equals_feeding_the_live_pipeline_by_hand(tmp_path: Path) -> None:
     config = PipelineConfig(label_delay_s=86400.0)
     result = train_file(path, tmp_path / "m.snapshot", config, "test-model")
     by_hand = Pipeline(config, "test-model")
-    from stream.data.codec import decode_transaction
+    from stream.contracts.codec import decode_transaction
 
     for event in events:
         by_hand.score(decode_transaction(orjson.dumps(event)), 0)
@@ -74,7 +74,7 @@ def test_a_labels_file_is_applied_in_event_time_never_before_its_transaction(
     for event in events:
         fraud = event.pop("is_fraud")
         due = event["timestamp"]  # RFC 3339 text: label the transaction two days later
-        from stream.data.codec import format_time, parse_timestamp
+        from stream.contracts.codec import format_time, parse_timestamp
 
         labels.append((parse_timestamp(due) + 2 * 86400, {
             "transaction_id": event["transaction_id"], "card_id": event["card_id"],

@@ -7,8 +7,8 @@ import random
 
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from stream.data.messages import Label, Transaction
-from stream.data.partitioning import consumed_order, murmur2, partition_for
+from stream.contracts.messages import Label, Transaction
+from stream.contracts.partitioning import consumed_order, murmur2, partition_for
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2 (signed 32-bit Java ints)
 JAVA_VECTORS = {

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from array import array
 
-from stream.scoring.pending import Decided, DueLabels, PendingBuffer
+from stream.core.scoring.pending import Decided, DueLabels, PendingBuffer
 
 
 def _decided(ts: float, partition: int = 0) -> Decided:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from stream.data.changelog import RestoredState, encode_changes, fold
-from stream.data.messages import Label, Transaction
-from stream.oversight import OversightConfig
-from stream.pipeline import Pipeline, PipelineConfig
-from stream.scoring.model import score_one
-from stream.scoring.snapshot import (
+from stream.contracts.messages import Label, Transaction
+from stream.core.evaluation.oversight import OversightConfig
+from stream.core.pipeline import Pipeline, PipelineConfig
+from stream.core.scoring.model import score_one
+from stream.state.changelog import RestoredState, encode_changes, fold
+from stream.state.snapshot import (
     SnapshotError,
     check_compatible,
     decode_snapshot,

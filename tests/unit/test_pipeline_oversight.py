@@ -8,12 +8,12 @@ import random
 
 import pytest
 
-from stream.data.messages import Label, Transaction
-from stream.evaluation.challengers import PromotionRule
-from stream.oversight import OversightConfig
-from stream.pipeline import Pipeline, PipelineConfig
-from stream.scoring.challengers import make_challenger, parse_challenger
-from stream.scoring.model import ModelSpec, learn_one, score_one
+from stream.contracts.messages import Label, Transaction
+from stream.core.evaluation.oversight import OversightConfig
+from stream.core.evaluation.shadow import PromotionRule
+from stream.core.pipeline import Pipeline, PipelineConfig
+from stream.core.scoring.model import ModelSpec, learn_one, score_one
+from stream.core.scoring.zoo import make_challenger, parse_challenger
 
 T0 = 1_700_000_000.0
 
@@ -39,7 +39,7 @@ def test_challengers_score_in_shadow_and_learn_from_the_same_labels() -> None:
         assert (scored.score, scored.decision) == (reference.score, reference.decision)
         assert set(scored.challengers) == {"logreg-adam-lr0.01", "gnb"}
     # A challenger learned exactly what a stand-alone copy learns from the same features.
-    from stream.pipeline import PartitionState
+    from stream.core.pipeline import PartitionState
 
     features = PartitionState(0, PipelineConfig()).features
     twin = make_challenger(parse_challenger("logreg-adam-lr0.01"))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.scoring.policy import Policy
+from stream.core.scoring.policy import Policy
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from benchmarks.quality.batch import Protocol
 from benchmarks.quality.dataset import Dataset, build
 from benchmarks.quality.metrics import Figures, figures
 from benchmarks.quality.online import run_online
-from stream.data.messages import Transaction
-from stream.data.synthetic import TrafficConfig
+from stream.contracts.messages import Transaction
+from stream.devtools.synthetic import TrafficConfig
 
 AUC_FLOOR = 0.70
 AP_FLOOR = 0.05
@@ -38,7 +38,7 @@ def figures_on_test_week(data: Dataset, scores: np.ndarray) -> Figures:
 
 @pytest.fixture(autouse=True)
 def _quiet_drift() -> None:
-    logging.getLogger("stream.pipeline").setLevel(logging.ERROR)
+    logging.getLogger("stream.core.pipeline").setLevel(logging.ERROR)
 
 
 def test_the_champion_at_four_partitions_stays_above_the_floor() -> None:

@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.data.replay import read_events, write_csv, write_jsonl
-from stream.data.synthetic import TrafficConfig, generate
+from stream.devtools.files import read_events, write_csv, write_jsonl
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.errors import ConfigError
 
 
 def sample() -> list[dict[str, object]]:
@@ -94,7 +95,7 @@ def test_unknown_suffix_is_a_clear_error(tmp_path: Path, name: str) -> None:
 
 
 def test_missing_file_fails_at_once(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigError, match="no such file"):
         read_events(tmp_path / "absent.jsonl")
 
 

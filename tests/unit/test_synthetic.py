@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from traffic_streams import annotated, big_population, epoch, transactions, validator
 
-from stream.data.synthetic import (
+from stream.devtools.synthetic import (
     PATTERNS,
     SCENARIOS,
     TrafficConfig,
@@ -20,7 +20,7 @@ from stream.data.synthetic import (
     generate_annotated,
     parse_scenarios,
 )
-from stream.data.traffic.engine import Simulation
+from stream.devtools.traffic.engine import Simulation
 
 RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from traffic_streams import SCENARIO_STREAM, epoch, records, validator
 
-from stream.data.messages import Label, Transaction
-from stream.data.synthetic import LabelModel, TrafficConfig, generate, generate_stream
-from stream.offline.source import synthetic_items
-from stream.offline.train import train
-from stream.pipeline import PipelineConfig
+from stream.batch.source import synthetic_items
+from stream.batch.train import train
+from stream.contracts.messages import Label, Transaction
+from stream.core.pipeline import PipelineConfig
+from stream.devtools.synthetic import LabelModel, TrafficConfig, generate, generate_stream
 
 DAY = 86400.0
 
@@ -144,7 +144,7 @@ def test_synthetic_items_with_delayed_labels_train_the_pipeline_from_label_recor
 
 
 def test_synthetic_items_rejects_a_bad_scenario_at_once() -> None:
-    from stream.config import ConfigError
+    from stream.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown scenario"):
         synthetic_items(10, scenario="nope")

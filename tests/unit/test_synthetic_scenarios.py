@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from traffic_streams import SCENARIO_STREAM, by_card, epoch, transactions
 
-from stream.data.synthetic import DEFAULT_SCENARIOS, PATTERNS, SCENARIOS, parse_scenarios
-from stream.data.traffic.bursts import CardTesting, StolenCard
-from stream.data.traffic.engine import Simulation
-from stream.data.traffic.scenarios import BreachedMerchant
+from stream.devtools.synthetic import DEFAULT_SCENARIOS, PATTERNS, SCENARIOS, parse_scenarios
+from stream.devtools.traffic.bursts import CardTesting, StolenCard
+from stream.devtools.traffic.engine import Simulation
+from stream.devtools.traffic.scenarios import BreachedMerchant
 
 DAY = 86400.0
 Events = list[tuple[dict[str, Any], str | None]]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stream.data.topics import (
+from stream.contracts.topics import (
     ROLES,
     TOPICS_DIR,
     TopicSpecError,

@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from stream.data.synthetic import TrafficConfig, generate_annotated, generate_stream
+from stream.devtools.synthetic import TrafficConfig, generate_annotated, generate_stream
 
 TOPICS = Path(__file__).resolve().parents[2] / "topics"
 Record = tuple[str, dict[str, Any], str | None]

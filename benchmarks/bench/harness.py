@@ -1,0 +1,214 @@
+"""The benchmark's broker, topics and pre-filled input.
+
+Why pre-fill: throughput is measured by draining a topic that already holds every event, so
+the producer's speed never limits (or flatters) the consumer being timed, and every contender
+reads exactly the same records, with its own fresh consumer group.
+
+Topics get a per-run uuid suffix: on a shared broker (`KAFKA_BOOTSTRAP_SERVERS`, or the test
+session's) they never collide with anything else, and they are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream.config import Settings, load_settings
+from stream.devtools.broker import BrokerError, LocalBroker, find_free_port
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.kafka.kp_legacy import make_admin, make_producer
+
+log = logging.getLogger("benchmarks.bench")
+
+PARTITIONS = 4
+LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+_TOPIC_ALREADY_EXISTS = 36
+
+
+@contextmanager
+def bench_broker() -> Iterator[tuple[str, str]]:
+    """Yield (bootstrap, where): `KAFKA_BOOTSTRAP_SERVERS` if set, else a local broker on a
+    free port with a temporary data dir that is stopped and removed afterwards, even on error."""
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        yield env, "KAFKA_BOOTSTRAP_SERVERS"
+        return
+    brokers: list[tuple[LocalBroker, Path]] = []
+    try:
+        # Two attempts on fresh ports and dirs: a start-up flake (a port taken between the
+        # probe and the bind, a random cluster id the storage tool misreads) must not cost a
+        # whole benchmark run.
+        for attempt in (1, 2):
+            data_dir = Path(tempfile.mkdtemp(prefix="fraud-stream-bench-"))
+            broker = LocalBroker(port=find_free_port(), data_dir=data_dir)
+            brokers.append((broker, data_dir))
+            log.info("starting a local broker (data dir %s)", data_dir)
+            try:
+                bootstrap = broker.start(timeout_s=120)
+                break
+            except BrokerError as exc:
+                if attempt == 2:
+                    raise
+                log.warning("local broker failed to start, retrying once: %s",
+                            str(exc).splitlines()[0])
+                with suppress(Exception):
+                    broker.stop()
+        yield bootstrap, "local broker started by the benchmark"
+    finally:
+        for broker, data_dir in brokers:
+            with suppress(Exception):
+                broker.stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@dataclass
+class Topics:
+    """The topic names of one benchmark run, and the admin work around them."""
+
+    bootstrap: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    created: list[str] = field(default_factory=list)
+
+    @property
+    def input(self) -> str:
+        return f"bench-transactions-{self.run_id}"
+
+    @property
+    def labels(self) -> str:
+        return f"bench-labels-{self.run_id}"
+
+    @property
+    def dlq(self) -> str:
+        return f"bench-dlq-{self.run_id}"
+
+    @property
+    def changelog(self) -> str:
+        return f"bench-changelog-{self.run_id}"
+
+    def fresh(self, role: str, partitions: int = PARTITIONS,
+              config: dict[str, str] | None = None) -> str:
+        """Create a new uniquely named topic (an output or a latency input) and return it."""
+        name = f"bench-{role}-{self.run_id}-{uuid.uuid4().hex[:6]}"
+        self.create({name: (partitions, config or {})})
+        return name
+
+    def fresh_changelog(self) -> str:
+        """A compacted changelog for one scorer run: a scorer restores its state from its
+        changelog on assignment, so runs that shared one would start from each other's state
+        (and pay for restoring it)."""
+        return self.fresh("changelog", config={"cleanup.policy": "compact"})
+
+    def create_base(self) -> None:
+        """Input, labels and changelog co-partitioned (4), dead letters on one partition."""
+        self.create({
+            self.input: (PARTITIONS, {}),
+            self.labels: (PARTITIONS, {}),
+            self.dlq: (1, {}),
+            self.changelog: (PARTITIONS, {"cleanup.policy": "compact"}),
+        })
+
+    def create(self, topics: dict[str, tuple[int, dict[str, str]]]) -> None:
+        admin = make_admin(self.settings())
+        try:
+            request = {name: {"num_partitions": parts, "replication_factor": 1,
+                              "configs": dict(config)}
+                       for name, (parts, config) in topics.items()}
+            result = admin.create_topics(request, raise_errors=False)
+            errors = [f"{t['name']}: error {t.get('error_code')}"
+                      for t in result.get("topics", [])
+                      if t.get("error_code", 0) not in (0, _TOPIC_ALREADY_EXISTS)]
+            if errors:
+                raise RuntimeError("could not create bench topics: " + "; ".join(errors))
+            admin.wait_for_topics(list(topics), timeout_ms=30_000)
+            self.created.extend(topics)
+        finally:
+            admin.close()
+
+    def delete_all(self) -> None:
+        """Best effort: a shared broker should not keep the benchmark's topics."""
+        if not self.created:
+            return
+        with suppress(Exception):
+            admin = make_admin(self.settings())
+            try:
+                admin.delete_topics(self.created, raise_errors=False)
+            finally:
+                admin.close()
+        self.created.clear()
+
+    def settings(self, group_id: str | None = None, output: str | None = None,
+                 input_topic: str | None = None, **extra: Any) -> Settings:
+        """The scorer's settings for these topics, read the way `stream run` reads them (the
+        environment applies), so in-process contenders use the very same client options."""
+        return load_settings(
+            bootstrap_servers=self.bootstrap, group_id=group_id,
+            input_topic=input_topic or self.input, labels_topic=self.labels,
+            dlq_topic=self.dlq, output_topic=output, changelog_topic=self.changelog, **extra,
+        )
+
+
+@dataclass
+class Prefilled:
+    """What went into the input topic: the exact values and partitions, for model_only."""
+
+    values: list[bytes]
+    partitions: list[int]
+    seconds: float
+    fraud: int
+
+    @property
+    def count(self) -> int:
+        return len(self.values)
+
+
+def traffic(count: int, cards: int, seed: int,
+            fraud_rate: float = 0.01) -> Iterator[dict[str, Any]]:
+    """Synthetic events with their labels inside (`is_fraud`), as `stream produce` makes them."""
+    return generate(TrafficConfig(count=count, fraud_rate=fraud_rate, seed=seed, n_cards=cards))
+
+
+def prefill(topics: Topics, count: int, cards: int, seed: int) -> Prefilled:
+    """Produce `count` events keyed by card_id into the input topic and wait until all are
+    acknowledged; the partition of each comes back from the broker, not from a guess."""
+    producer = make_producer(topics.settings(), linger_ms=20, batch_size=1024 * 1024)
+    values: list[bytes] = []
+    futures: list[Any] = []
+    fraud = 0
+    started = time.perf_counter()
+    try:
+        for event in traffic(count, cards, seed):
+            value = orjson.dumps(event)
+            values.append(value)
+            fraud += bool(event.get("is_fraud"))
+            futures.append(producer.send(topics.input, key=event["card_id"].encode(),
+                                         value=value))
+        producer.flush(timeout=120)
+        partitions = [f.get(timeout=30).partition for f in futures]
+    finally:
+        producer.close(timeout=10)
+    return Prefilled(values, partitions, time.perf_counter() - started, fraud)
+
+
+def end_offsets_total(bootstrap: str, topic: str) -> int:
+    """Sum of a topic's end offsets: its record count when nothing transactional wrote it."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             metrics_enabled=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return int(sum(ends.values()))
+    finally:
+        consumer.close()

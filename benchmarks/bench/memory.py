@@ -1,0 +1,78 @@
+"""Resident bytes per card of feature state, measured in a fresh process.
+
+Why a subprocess: RSS is a property of the whole process. In the benchmark's own process, the
+pre-filled event list, the clients and the freed-but-kept heap of earlier phases would blur it;
+a fresh interpreter that imports the feature layer, builds one FeatureExtractor (configured as
+the scorer's partitions are: no change tracking) and then feeds one transaction per distinct card
+shows only what the cards cost. RSS comes from /proc/self/statm after `gc.collect()`, before and
+after, divided by the number of cards. It includes the key strings, the dict's slots and its
+over-allocation, and allocator overhead: what a production process actually pays.
+
+Card ids look like the synthetic ones (`card-0000042`, 12 characters); real tokenised card ids
+are often longer, and each extra character costs one byte per card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+
+def rss_bytes() -> int:
+    """Resident set size from /proc/self/statm (field 2, in pages)."""
+    with open("/proc/self/statm") as fh:
+        resident_pages = int(fh.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure_here(cards: int) -> dict[str, Any]:
+    """Feed `cards` distinct cards into one FeatureExtractor and report RSS growth per card."""
+    from stream.contracts.messages import Transaction
+    from stream.core.features.extractor import FeatureExtractor
+    from stream.core.pipeline import PipelineConfig
+
+    config = PipelineConfig()
+    fx = FeatureExtractor(horizons_s=config.horizons_s, card_ttl_s=config.card_ttl_s,
+                          merchant_ttl_s=config.merchant_ttl_s,
+                          merchant_prior=config.merchant_prior, track_changes=False)
+    merchants = [f"m-{i:05d}" for i in range(400)]
+    fx.extract(Transaction("warm", "warm-card", merchants[0], 1.0, 1.7e9))  # first-call paths
+    gc.collect()
+    before = rss_bytes()
+    t0 = 1.7e9
+    for i in range(cards):
+        fx.extract(Transaction(f"tx-{i}", f"card-{i:07d}", merchants[i % 400],
+                               5.0 + (i % 997) * 0.37, t0 + i * 0.05))
+    gc.collect()
+    after = rss_bytes()
+    if fx.n_cards != cards + 1:
+        raise RuntimeError(f"expected {cards + 1} cards in state, found {fx.n_cards}")
+    return {"cards": cards, "rss_before": before, "rss_after": after,
+            "bytes_per_card": (after - before) / cards}
+
+
+def measure(cards: int, timeout_s: float = 600) -> dict[str, Any]:
+    """Run `measure_here` in a fresh interpreter and return its JSON result."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench.memory", "--cards", str(cards)],
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Resident bytes per card of feature state.")
+    parser.add_argument("--cards", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+    print(json.dumps(measure_here(args.cards)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

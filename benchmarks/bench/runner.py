@@ -1,0 +1,250 @@
+"""The benchmark's command line and the order of its phases.
+
+One broker, one pre-filled input topic, then every contender back to back, each with a fresh
+consumer group and its own output topic: the scorer at-least-once, the scorer exactly-once (when
+that mode exists), passthrough, naive, model_only; then latency on a fresh empty topic, then
+bytes per card in a fresh process. With `--repeat K` the five throughput contenders run K rounds
+(interleaved, so slow drift of a shared machine hits them all alike) and the median is reported.
+Everything started here (broker, scorers) is stopped in `finally` blocks, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench import baselines, memory, report
+from benchmarks.bench.harness import Prefilled, Topics, bench_broker, prefill
+from benchmarks.bench.latency import measure_latency
+from benchmarks.bench.scorer import has_run_flag, run_help, run_pipeline, scorer_env, stream_command
+
+log = logging.getLogger("benchmarks.bench")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench",
+                                description="End-to-end benchmark of the fraud scorer.")
+    p.add_argument("--events", type=int, default=200_000,
+                   help="events pre-filled and drained by each throughput contender")
+    p.add_argument("--rate", type=float, default=2000.0, help="offered events/s for latency")
+    p.add_argument("--latency-seconds", type=float, default=20.0,
+                   help="length of the latency phase")
+    p.add_argument("--warmup-seconds", type=float, default=None,
+                   help="latency samples skipped at the start (default min(5, seconds/4))")
+    p.add_argument("--cards", type=int, default=1_000_000,
+                   help="distinct cards for bytes_per_card")
+    p.add_argument("--traffic-cards", type=int, default=10_000,
+                   help="distinct cards in the synthetic traffic of the Kafka phases")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds of the throughput contenders; the median is reported")
+    p.add_argument("--profile", choices=("pyinstrument", "py-spy"), default=None,
+                   help="also run `stream run` under a profiler on the pre-filled topic")
+    p.add_argument("--profile-dir", type=Path, default=Path("bench-profile"))
+    p.add_argument("--profile-events", type=int, default=50_000,
+                   help="events drained by each profiled run (at most --events)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON output (default $BENCH_OUT, else bench-results.json)")
+    args = p.parse_args(argv)
+    if args.events < 1 or args.cards < 1 or args.rate <= 0 or args.latency_seconds <= 0:
+        p.error("--events, --cards, --rate and --latency-seconds must be positive")
+    if args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    args.profile_events = max(1, min(args.profile_events, args.events))
+    return args
+
+
+def _timeout(events: int, floor_eps: float = 300.0) -> float:
+    """Generous limit for one drain: a hung contender fails the run instead of hanging it."""
+    return 120.0 + events / floor_eps
+
+
+def _group(kind: str, topics: Topics) -> str:
+    return f"bench-{kind}-{topics.run_id}-{uuid.uuid4().hex[:6]}"
+
+
+def _scorer_run(topics: Topics, events: int, extra_args: list[str]) -> Any:
+    output = topics.fresh("verdicts")
+    command = stream_command(
+        topics.bootstrap, "run", "--max-events", str(events),
+        "--group-id", _group("scorer", topics), "--input-topic", topics.input,
+        "--output-topic", output, "--labels-topic", topics.labels, "--dlq-topic", topics.dlq,
+        *extra_args,
+    )
+    return run_pipeline(command, events, scorer_env(topics.fresh_changelog()), _timeout(events))
+
+
+ALO = ["--guarantee", "at-least-once"]
+EOS = ["--guarantee", "exactly-once"]
+
+
+def exactly_once_support() -> str | None:
+    """None when `stream run` can be asked for exactly-once, else the reason it cannot.
+
+    Without a --guarantee flag the scorer is at-least-once only, and that is what runs as
+    `pipeline_at_least_once` (the flag is then left out of its command line).
+    """
+    from stream.config import load_settings
+    from stream.errors import ConfigError
+
+    if not has_run_flag("--guarantee", run_help()):
+        return "`stream run` has no --guarantee flag yet"
+    try:
+        load_settings(environ={}, guarantee="exactly-once")
+    except ConfigError as exc:
+        return f"settings refuse guarantee=exactly-once: {exc}"
+    return None
+
+
+def guarantee_flag_exists(eos_reason: str | None) -> bool:
+    return eos_reason is None or "--guarantee" not in eos_reason
+
+
+def throughput_round(topics: Topics, prefilled: Prefilled, eos_reason: str | None,
+                     alo_args: list[str], details: dict[str, list[Any]],
+                     ) -> tuple[dict[str, float | None], str | None]:
+    """One round of the five contenders; returns events/s by name and the exactly-once reason."""
+    n = prefilled.count
+    eps: dict[str, float | None] = {}
+    log.info("pipeline_at_least_once: stream run --max-events %d %s", n, " ".join(alo_args))
+    alo = _scorer_run(topics, n, alo_args)
+    eps["pipeline_at_least_once"] = alo.eps
+    details["pipeline_at_least_once"].append(alo.__dict__)
+    eps["pipeline_exactly_once"] = None
+    if eos_reason is None:
+        log.info("pipeline_exactly_once: stream run --guarantee exactly-once")
+        try:
+            eos = _scorer_run(topics, n, EOS)
+            eps["pipeline_exactly_once"] = eos.eps
+            details["pipeline_exactly_once"].append(eos.__dict__)
+        except RuntimeError as exc:
+            eos_reason = f"exactly-once run failed: {str(exc)[-600:]}"
+            log.warning("%s", eos_reason)
+    log.info("passthrough")
+    eps["passthrough"] = baselines.passthrough(topics, n, _group("passthrough", topics),
+                                               _timeout(n))
+    log.info("naive")
+    eps["naive"] = baselines.naive(topics, n, _group("naive", topics), _timeout(n, 100.0))
+    log.info("model_only")
+    eps["model_only"] = baselines.model_only(prefilled, topics)
+    log.info("round: %s", {k: None if v is None else round(v) for k, v in eps.items()})
+    return eps, eos_reason
+
+
+def _median(values: list[float | None]) -> float | None:
+    numbers = [v for v in values if v is not None]
+    return statistics.median(numbers) if numbers else None
+
+
+def _profile(args: argparse.Namespace, topics: Topics, prefilled: Prefilled,
+             alo_args: list[str], eos_reason: str | None) -> dict[str, Any]:
+    """Profile the scorer after the measurements; a failure here costs the profile only."""
+    from benchmarks.bench.profile import profile_scorer
+
+    modes = {"at_least_once": alo_args}
+    if eos_reason is None:
+        modes["exactly_once"] = EOS
+    log.info("profile: stream run under %s, %d events", args.profile, args.profile_events)
+    try:
+        return profile_scorer(topics, prefilled, args.profile, args.profile_dir, modes,
+                              args.profile_events)
+    except Exception as exc:  # noqa: BLE001 - never lose the measured figures to a profiler
+        log.warning("profiling failed: %s", exc)
+        return {"error": str(exc)[-1000:]}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """All phases against one broker; returns the result document."""
+    started = time.monotonic()
+    phases: dict[str, float] = {}
+    eos_reason = exactly_once_support()
+    alo_args = ALO if guarantee_flag_exists(eos_reason) else []
+    with bench_broker() as (bootstrap, where):
+        topics = Topics(bootstrap)
+        try:
+            topics.create_base()
+            t = time.monotonic()
+            prefilled = prefill(topics, args.events, args.traffic_cards, args.seed)
+            phases["prefill_s"] = time.monotonic() - t
+            log.info("pre-filled %d events (%d fraud) in %.1fs", prefilled.count,
+                     prefilled.fraud, prefilled.seconds)
+            rounds: list[dict[str, float | None]] = []
+            details: dict[str, list[Any]] = {"pipeline_at_least_once": [],
+                                             "pipeline_exactly_once": []}
+            t = time.monotonic()
+            for _ in range(args.repeat):
+                eps, eos_reason = throughput_round(topics, prefilled, eos_reason, alo_args,
+                                                   details)
+                rounds.append(eps)
+            phases["throughput_s"] = time.monotonic() - t
+            log.info("latency: %.0f events/s for %.0fs", args.rate, args.latency_seconds)
+            t = time.monotonic()
+            lat, _ = measure_latency(
+                topics, args.rate, args.latency_seconds, args.traffic_cards, args.seed,
+                args.warmup_seconds, tuple(alo_args))
+            latency_extra: dict[str, Any] = {"at_least_once": lat.extra()}
+            if eos_reason is None:
+                log.info("latency, exactly-once: %.0f events/s for %.0fs", args.rate,
+                         args.latency_seconds)
+                try:
+                    eos_appended, eos_visible = measure_latency(
+                        topics, args.rate, args.latency_seconds, args.traffic_cards,
+                        args.seed, args.warmup_seconds, tuple(EOS), live=True)
+                    assert eos_visible is not None
+                    latency_extra["exactly_once_visible"] = eos_visible.extra()
+                    latency_extra["exactly_once_appended"] = eos_appended.extra()
+                except RuntimeError as exc:
+                    latency_extra["exactly_once_error"] = str(exc)[-600:]
+            phases["latency_s"] = time.monotonic() - t
+            profiled = None
+            if args.profile:
+                t = time.monotonic()
+                profiled = _profile(args, topics, prefilled, alo_args, eos_reason)
+                phases["profile_s"] = time.monotonic() - t
+        finally:
+            topics.delete_all()
+    log.info("bytes_per_card: %d cards in a fresh process", args.cards)
+    t = time.monotonic()
+    mem = memory.measure(args.cards)
+    phases["memory_s"] = time.monotonic() - t
+    phases["total_s"] = time.monotonic() - started
+    keys = list(rounds[0])
+    eps_median = {k: _median([r[k] for r in rounds]) for k in keys}
+    extra: dict[str, Any] = {
+        "broker": where,
+        "exactly_once_reason": eos_reason,
+        "rounds": rounds,
+        "pipeline_runs": details,
+        "prefill": {"events": prefilled.count, "fraud": prefilled.fraud,
+                    "traffic_cards": args.traffic_cards, "seconds": round(prefilled.seconds, 2)},
+        "latency": latency_extra,
+        "memory": mem,
+        "phases_s": {k: round(v, 1) for k, v in phases.items()},
+        "method": "see docs/benchmark.md",
+    }
+    if profiled is not None:
+        extra["profile"] = profiled
+    return report.build(
+        args.events, eps_median, {"offered_eps": lat.offered_eps, "p50": lat.p50, "p99": lat.p99},
+        mem["bytes_per_card"], extra,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    out = args.out or Path(os.environ.get("BENCH_OUT") or "bench-results.json")
+    result = run(args)
+    report.write(result, out)
+    print(report.table(result))
+    print(f"JSON written to {out}")
+    return 0

@@ -1,0 +1,115 @@
+"""Measure what issue 3 asks to report: resident memory while 1,000,000 distinct cards flow
+through a scorer partition with eviction configured, and the time to restore a large state
+from the changelog on the real broker.
+
+    python benchmarks/measure_state.py --cards 1000000 [--bootstrap HOST:PORT]
+
+Without --bootstrap a local broker is started on a free port and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+
+from stream.config import load_settings
+from stream.contracts.messages import Transaction
+from stream.core.pipeline import Pipeline, PipelineConfig
+from stream.devtools.broker import LocalBroker, find_free_port
+from stream.kafka.rdkafka import make_restore_consumer
+from stream.state.changelog import encode_changes, read_partition
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def flow(cards: int, ttl_s: float, span_s: float) -> Pipeline:
+    """`cards` distinct cards, each seen twice, spread over `span_s` of event time."""
+    pipe = Pipeline(PipelineConfig(card_ttl_s=ttl_s, evict_every=10_000, track_changes=False))
+    step = span_s / cards
+    start = rss_mib()
+    peak = start
+    for i in range(cards):
+        ts = 1_700_000_000.0 + i * step
+        for k in (0, 1):
+            pipe.score(Transaction(f"t{i}-{k}", f"card-{i:09d}", f"m{i % 5000}", 10.0 + i % 90,
+                                   ts + k, bool(i % 97 == 0)), 0)
+        if i % 100_000 == 0:
+            gc.collect()
+            peak = max(peak, rss_mib())
+            print(f"  {i:>9,} cards seen: {pipe.state_sizes()['cards']:>8,} live, "
+                  f"RSS {rss_mib():7.1f} MiB")
+    print(f"eviction: {cards:,} distinct cards over {span_s / 86400:.0f} days, ttl "
+          f"{ttl_s / 86400:.1f} d -> {pipe.state_sizes()['cards']:,} live, RSS start "
+          f"{start:.0f} MiB, peak {peak:.0f} MiB")
+    return pipe
+
+
+def restore_time(bootstrap: str, cards: int) -> None:
+    """Write `cards` card rows (4 partitions) to a changelog, then time a full restore."""
+    topic = f"measure-changelog-{uuid.uuid4().hex[:6]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 4, 1, topic_configs={"cleanup.policy": "compact"})])
+    admin.close()
+    pipe = Pipeline(PipelineConfig(track_changes=True))
+    for i in range(cards):
+        pipe.score(Transaction(f"t{i}", f"card-{i:09d}", f"m{i % 5000}", 25.0,
+                               1_700_000_000.0 + i, None), i % 4)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
+                             batch_size=512 * 1024, acks="all")
+    written = 0
+    for partition in range(4):
+        changes = pipe.drain_changes(partition)
+        changes.pending = {}
+        for key, value in encode_changes(changes):
+            producer.send(topic, key=key, value=value, partition=partition)
+            written += 1
+    producer.flush()
+    producer.close()
+    settings = load_settings(environ={}, bootstrap_servers=bootstrap)
+    started = time.perf_counter()
+    target = Pipeline(PipelineConfig())
+    for partition in range(4):
+        consumer = make_restore_consumer(settings)
+        restored = read_partition(consumer, topic, partition)
+        consumer.close()
+        target.restore_from_changelog(partition, restored)
+    elapsed = time.perf_counter() - started
+    print(f"restore: {written:,} changelog records ({cards:,} cards, 4 partitions) in "
+          f"{elapsed:.1f} s = {written / elapsed:,.0f} records/s; "
+          f"{target.state_sizes()['cards']:,} cards restored")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cards", type=int, default=1_000_000)
+    parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--restore-only", action="store_true")
+    args = parser.parse_args()
+    if not args.restore_only:
+        flow(args.cards, ttl_s=86400.0, span_s=30 * 86400.0)
+    broker = None
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        broker = LocalBroker(port=find_free_port(), data_dir=Path(tempfile.mkdtemp()))
+        bootstrap = broker.start()
+    try:
+        restore_time(bootstrap, args.cards)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Batch modes: `stream train`, `stream replay`, `stream compare` and their reports."""

@@ -1,0 +1,197 @@
+"""Bytes <-> messages, following the contracts in topics/*.schema.json.
+
+Validation is written out by hand instead of running jsonschema per record: the hot
+path decodes every event, and a generic validator costs more than the whole model.
+`tests/unit/test_codec.py` checks that this code and the JSON Schemas agree on a corpus of
+good and bad messages, so the two cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from stream.contracts.messages import DeadLetter, Label, Transaction, Verdict
+from stream.errors import FraudStreamError
+
+_TX_STRINGS = ("transaction_id", "card_id", "merchant_id")
+_TX_KNOWN = frozenset((*_TX_STRINGS, "amount", "timestamp", "is_fraud", "currency"))
+# Epoch milliseconds beyond year 9999 cannot be a real event time.
+_MAX_EPOCH_MS = 253_402_300_799_999
+
+
+class DecodeError(FraudStreamError, ValueError):
+    """A record that breaks the contract; `reason` is the short code put on the dead letter."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _load_object(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise DecodeError("invalid_json", "record has no value (null payload)")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("invalid_json", f"value is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError("not_an_object", f"value is JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def _required_string(obj: dict[str, Any], name: str) -> str:
+    if name not in obj:
+        raise DecodeError("missing_field", f"required field '{name}' is missing")
+    value = obj[name]
+    if not isinstance(value, str):
+        raise DecodeError("invalid_type", f"'{name}' must be a string, got {type(value).__name__}")
+    if not value:
+        raise DecodeError("invalid_type", f"'{name}' must not be empty")
+    return value
+
+
+def parse_timestamp(value: Any) -> float:
+    """Event time in epoch seconds from an RFC 3339 string or integer epoch milliseconds."""
+    if isinstance(value, bool):
+        raise DecodeError("invalid_timestamp", "'timestamp' must be RFC 3339 text or epoch ms")
+    if isinstance(value, int):
+        if not 0 <= value <= _MAX_EPOCH_MS:
+            raise DecodeError("invalid_timestamp", f"epoch milliseconds out of range: {value}")
+        return value / 1000.0
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise DecodeError("invalid_timestamp", f"unparseable timestamp: {value!r}") from None
+        if parsed.tzinfo is None:
+            raise DecodeError("invalid_timestamp", f"timestamp has no UTC offset: {value!r}")
+        return parsed.timestamp()
+    raise DecodeError(
+        "invalid_timestamp",
+        f"'timestamp' must be RFC 3339 text or epoch ms, got {type(value).__name__}",
+    )
+
+
+def _timestamp(obj: dict[str, Any]) -> float:
+    if "timestamp" not in obj:
+        raise DecodeError("missing_field", "required field 'timestamp' is missing")
+    return parse_timestamp(obj["timestamp"])
+
+
+def _label_value(value: Any, required: bool) -> bool | None:
+    if value is None and not required:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise DecodeError("invalid_label", f"'is_fraud' must be a boolean or 0/1, got {value!r}")
+
+
+def _amount(obj: dict[str, Any]) -> float:
+    if "amount" not in obj:
+        raise DecodeError("missing_field", "required field 'amount' is missing")
+    value = obj["amount"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError("invalid_type", f"'amount' must be a number, got {type(value).__name__}")
+    amount = float(value)
+    if not math.isfinite(amount) or amount < 0:
+        raise DecodeError("invalid_amount", f"'amount' must be finite and >= 0, got {value!r}")
+    return amount
+
+
+def decode_transaction(raw: bytes | None) -> Transaction:
+    """Validate one `transactions` value; raise DecodeError with a reason code on any breach."""
+    obj = _load_object(raw)
+    tx_id, card, merchant = (_required_string(obj, name) for name in _TX_STRINGS)
+    amount = _amount(obj)
+    ts = _timestamp(obj)
+    label = _label_value(obj.get("is_fraud"), required=False)
+    currency = obj.get("currency")
+    if currency is not None and not isinstance(currency, str):
+        raise DecodeError("invalid_type", "'currency' must be a string")
+    extras = {k: v for k, v in obj.items() if k not in _TX_KNOWN}
+    return Transaction(tx_id, card, merchant, amount, ts, label, currency, extras)
+
+
+def decode_label(raw: bytes | None) -> Label:
+    """Validate one `labels` value."""
+    obj = _load_object(raw)
+    tx_id = _required_string(obj, "transaction_id")
+    card = _required_string(obj, "card_id")
+    if "is_fraud" not in obj:
+        raise DecodeError("missing_field", "required field 'is_fraud' is missing")
+    label = _label_value(obj["is_fraud"], required=True)
+    assert label is not None
+    return Label(tx_id, card, label, _timestamp(obj))
+
+
+_second_cache: list[Any] = [None, ""]
+
+
+def format_time(epoch_s: float) -> str:
+    """RFC 3339 UTC with milliseconds, the format every output timestamp uses.
+
+    Every verdict carries one, so the date part is formatted once per second and reused
+    (milliseconds are truncated, as `isoformat(timespec="milliseconds")` does).
+    """
+    second = math.floor(epoch_s)
+    micros = round((epoch_s - second) * 1e6)  # datetime rounds to microseconds first
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    millis = micros // 1000
+    cache = _second_cache
+    if cache[0] != second:
+        cache[1] = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cache[0] = second
+    return f"{cache[1]}.{millis:03d}Z"
+
+
+def encode_verdict(verdict: Verdict) -> bytes:
+    """Serialise a verdict; optional parts are omitted rather than sent as null."""
+    body: dict[str, Any] = {
+        "transaction_id": verdict.transaction_id,
+        "card_id": verdict.card_id,
+        "score": verdict.score,
+        "decision": verdict.decision,
+        "model_version": verdict.model_version,
+        "scored_at": verdict.scored_at,
+        "latency_ms": verdict.latency_ms,
+    }
+    if verdict.contributions is not None:
+        body["contributions"] = verdict.contributions
+    if verdict.challengers is not None:
+        body["challengers"] = verdict.challengers
+    return orjson.dumps(body)
+
+
+def decode_verdict(raw: bytes) -> dict[str, Any]:
+    """Read a verdict back (tests, compare); verdicts are produced by us, so no validation."""
+    value: dict[str, Any] = orjson.loads(raw)
+    return value
+
+
+def encode_dead_letter(letter: DeadLetter) -> bytes:
+    """Keep the original bytes exactly: as text when they are UTF-8, else base64."""
+    body: dict[str, Any] = {
+        "reason": letter.reason,
+        "error": letter.error,
+        "source": {
+            "topic": letter.source.topic,
+            "partition": letter.source.partition,
+            "offset": letter.source.offset,
+        },
+    }
+    if letter.payload is None:
+        body["payload"] = None
+    else:
+        try:
+            body["payload"] = letter.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            body["payload_b64"] = base64.b64encode(letter.payload).decode("ascii")
+    return orjson.dumps(body)

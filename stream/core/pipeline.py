@@ -1,0 +1,443 @@
+"""The only place that knows every layer: features -> scoring -> evaluation.
+
+Pure Python, no I/O: the app loop hands in decoded messages and gets plain results back,
+so the whole decision logic is unit-tested without a broker. Each input partition owns
+its own feature state and model (the unit of parallelism and of state, as in Kafka
+Streams), which is what lets a partition move between instances with its state.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from array import array
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+from river import compose
+
+from stream.contracts.messages import Decision, Label, Transaction
+from stream.core.evaluation.drift import DriftEvent
+from stream.core.evaluation.oversight import Oversight, OversightConfig
+from stream.core.evaluation.prequential import Snapshot
+from stream.core.evaluation.shadow import Promotion
+from stream.core.features.extractor import FeatureExtractor
+from stream.core.scoring.model import ModelSpec, learn_one, make_model, score_one, top_contributions
+from stream.core.scoring.pending import Decided, DueLabels, PendingBuffer
+from stream.core.scoring.policy import Policy
+from stream.core.scoring.zoo import make_challenger, parse_challenger
+from stream.state.changelog import PartitionChanges, PendingRow, RestoredState
+from stream.state.snapshot import PartitionSnapshot, decode_snapshot, encode_snapshot
+
+NO_CONTRIBUTIONS: dict[str, float] = {}
+LabelOutcome = Literal["learned", "held", "unmatched"]
+log = logging.getLogger("stream.core.pipeline")
+# Shared, read-only: the hot path allocates nothing for challengers when there are none.
+NO_SCORES: Mapping[str, float] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """Everything the core needs, as plain values (built from Settings by the CLI)."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    policy: Policy = field(default_factory=Policy)
+    horizons_s: tuple[float, ...] = (3600.0, 86400.0, 604800.0, 2592000.0)
+    card_ttl_s: float = 30 * 86400.0
+    merchant_ttl_s: float = 90 * 86400.0
+    merchant_prior: tuple[float, float] = (1.0, 99.0)
+    evict_every: int = 10_000
+    label_delay_s: float = 0.0
+    pending_ttl_s: float = 120 * 86400.0
+    pending_max: int = 1_000_000
+    metrics_window: int = 10_000
+    explain_top_k: int = 3
+    early_label_max: int = 100_000
+    early_label_ttl_s: float = 86400.0
+    # Record what changed between checkpoints (for the changelog); off when nothing drains it.
+    track_changes: bool = False
+    # Challengers, promotion, drift, "no chargeback within N days" (all off by default).
+    oversight: OversightConfig = field(default_factory=OversightConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """The decision for one transaction, and how many labels were learned because of it."""
+
+    score: float
+    decision: Decision
+    contributions: dict[str, float]
+    learned: int
+    # The challengers' shadow scores (empty, and shared, when there are none).
+    challengers: Mapping[str, float] = field(default_factory=lambda: NO_SCORES)
+    # The features the decision was made on (read them, never change them): batch tools and
+    # the quality benchmark train other models on exactly what the online model saw.
+    features: Mapping[str, float] = field(default_factory=lambda: NO_SCORES)
+
+
+class PartitionState:
+    """One input partition's features, model and label replay queue."""
+
+    def __init__(self, partition: int, config: PipelineConfig) -> None:
+        self.partition = partition
+        self.features = FeatureExtractor(
+            horizons_s=config.horizons_s,
+            card_ttl_s=config.card_ttl_s,
+            merchant_ttl_s=config.merchant_ttl_s,
+            merchant_prior=config.merchant_prior,
+            track_changes=config.track_changes,
+        )
+        self.model: compose.Pipeline = make_model(config.model)
+        # Shadow models: same features, same labels, never decide (see scoring/challengers.py).
+        self.challengers: dict[str, Any] = {
+            name: make_challenger(parse_challenger(name)) for name in config.oversight.challengers
+        }
+        self.due = DueLabels(config.label_delay_s)
+        self.clock = float("-inf")
+        self.events = 0
+        self.learned = 0
+
+
+class Pipeline:
+    """Score first, learn after, evaluate with the score production gave.
+
+    A transaction's own label never influences its own score: features are read before the
+    transaction is added to the card's state, the model scores, and only then learns.
+    """
+
+    def __init__(
+        self, config: PipelineConfig, model_version: str | None = None,
+        init_from: PartitionSnapshot | None = None,
+    ) -> None:
+        self.config = config
+        # A trained snapshot (`stream train`) that every newly assigned partition starts from.
+        self.init_from = init_from
+        self.model_version = model_version or config.model.name
+        self.pending = PendingBuffer(config.pending_max, config.pending_ttl_s)
+        self.oversight = Oversight(config.oversight, self.model_version, config.policy,
+                                   config.metrics_window)
+        self.evaluation = self.oversight.evaluation
+        # Every model's name in a fixed order: pending records keep all decision-time scores
+        # in this order (`Decided.shadow`), whatever the roles are when the label arrives.
+        self._names: tuple[str, ...] = (self.model_version, *config.oversight.challengers)
+        self._partitions: dict[int, PartitionState] = {}
+        # Labels that arrived before their transaction was scored (another partition's fetch
+        # can overtake): held briefly and applied right after the transaction is scored.
+        self._early: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+        self.clock = float("-inf")
+        self.unmatched_labels = 0
+        # Partitions touched since their last checkpoint, and their pending-record changes.
+        self.dirty: set[int] = set()
+        self._pending_changes: dict[int, dict[str, PendingRow | None]] = {}
+
+    # -- partition ownership -------------------------------------------------------------
+    def assign(self, partition: int) -> PartitionState:
+        state = self._partitions.get(partition)
+        if state is None:
+            state = self._partitions[partition] = PartitionState(partition, self.config)
+            if self.init_from is not None:
+                self._load_into(state, self.init_from, with_pending=False)
+        return state
+
+    def export_partition(self, partition: int, with_features: bool = True) -> PartitionSnapshot:
+        """Everything the partition has learned, as a snapshot (see scoring/snapshot.py)."""
+        state = self._partitions[partition]
+        pending = [(tx_id, d.merchant_id, d.timestamp, d.score, d.features.tolist())
+                   for tx_id, d in self.pending.items_for(partition)]
+        return PartitionSnapshot(
+            partition=partition, model=state.model, clock=state.clock, events=state.events,
+            learned=state.learned, due=state.due.items(),
+            features=state.features.export_state() if with_features else {},
+            pending=pending, model_name=self.model_version,
+            challengers=dict(state.challengers),
+        )
+
+    def restore_partition(self, snapshot: PartitionSnapshot, partition: int | None = None) -> None:
+        """Replace a partition's state with a snapshot's (on assignment, after a restart)."""
+        target = snapshot.partition if partition is None else partition
+        self.revoke(target)
+        state = self._partitions[target] = PartitionState(target, self.config)
+        self._load_into(state, snapshot, with_pending=True)
+
+    def _load_into(
+        self, state: PartitionState, snap: PartitionSnapshot, with_pending: bool
+    ) -> None:
+        state.model, challengers = _models_by_name(snap, self.model_version)
+        for name in state.challengers:
+            if name in challengers:  # a challenger not in the snapshot starts fresh
+                state.challengers[name] = copy.deepcopy(challengers[name])
+        state.clock, state.events, state.learned = snap.clock, snap.events, snap.learned
+        if snap.features:
+            state.features.import_state(snap.features)
+        if with_pending:
+            state.due.restore(snap.due)
+        if with_pending and snap.pending:
+            for tx_id, merchant, ts, score, values in snap.pending:
+                decided = Decided(state.partition, merchant, ts, score, array("d", values))
+                self.pending.put(tx_id, decided)
+        if state.clock > self.clock:
+            self.clock = state.clock
+
+    def revoke(self, partition: int) -> None:
+        self._partitions.pop(partition, None)
+        self.oversight.forget(partition)
+        self.pending.drop_partition(partition)
+        self.dirty.discard(partition)
+        self._pending_changes.pop(partition, None)
+
+    @property
+    def partitions(self) -> dict[int, PartitionState]:
+        return self._partitions
+
+    # -- the hot path ----------------------------------------------------------------------
+    def score(self, tx: Transaction, partition: int) -> Scored:
+        """Decide on one transaction, then learn from whatever labels are now due."""
+        state = self._partitions.get(partition) or self.assign(partition)
+        features = state.features.extract(tx)
+        score = score_one(state.model, features)
+        decision = self.config.policy.decide(score)
+        if state.challengers:
+            shadow: Mapping[str, float] = {
+                name: score_one(model, features) for name, model in state.challengers.items()}
+        else:
+            shadow = NO_SCORES
+        drift = self.oversight.decided(partition, tx.timestamp, score, shadow)
+        if drift is not None:
+            _log_drift(drift)
+        # Explanations are for the analyst who reviews or declines; approvals (~95% of
+        # traffic) skip them, which saves a fifth of the per-event cost.
+        contributions = (
+            top_contributions(state.model, features, self.config.explain_top_k)
+            if decision != "approve" else NO_CONTRIBUTIONS
+        )
+        learned = self._after_scoring(state, tx, features, score, shadow)
+        return Scored(score, decision, contributions, learned, shadow, features)
+
+    def _after_scoring(
+        self, state: PartitionState, tx: Transaction, features: dict[str, float], score: float,
+        shadow: Mapping[str, float] = NO_SCORES,
+    ) -> int:
+        state.events += 1
+        self.dirty.add(state.partition)
+        if tx.timestamp > state.clock:
+            state.clock = tx.timestamp
+            if tx.timestamp > self.clock:
+                self.clock = tx.timestamp
+        label, label_ts, immediate = tx.is_fraud, tx.timestamp, self.config.label_delay_s <= 0
+        early = self._early.pop(tx.transaction_id, None) if self._early else None
+        if early is not None:
+            label, label_ts, immediate = early[0], early[1], True
+        learned = 0
+        scores = self._all_scores(score, shadow) if shadow else ()
+        if label is not None and immediate:
+            self._learn(state, features, tx.merchant_id, score, label, label_ts, tx.timestamp,
+                        scores)
+            learned += 1
+        else:
+            names = state.features.feature_names
+            packed = array("d", [features[name] for name in names])
+            decided = Decided(state.partition, tx.merchant_id, tx.timestamp, score, packed,
+                              scores)
+            self._pending_put(tx.transaction_id, decided)
+            if label is not None:
+                state.due.push(tx.transaction_id, label, tx.timestamp)
+        for tx_id, due_label in state.due.release(state.clock):
+            if self._learn_pending(tx_id, due_label, state.clock):
+                learned += 1
+            else:
+                self.unmatched_labels += 1  # its record was evicted before the label was due
+        if state.events % self.config.evict_every == 0:
+            state.features.evict(state.clock)
+            assume_after = self.config.oversight.unlabelled_as_legit_s
+            if assume_after is not None:
+                learned += self._assume_legit(state.clock, assume_after)
+            for tx_id, old in self.pending.expire(state.clock):
+                self._track_pending(old.partition, tx_id, None)
+            self._expire_early()
+        return learned
+
+    def _all_scores(self, score: float, shadow: Mapping[str, float]) -> tuple[float, ...]:
+        """Every model's decision-time score, in the fixed `_names` order."""
+        champion = self.model_version
+        return tuple(score if name == champion else shadow[name] for name in self._names)
+
+    def _assume_legit(self, now: float, after_s: float) -> int:
+        """No chargeback within N days: learn decisions unlabelled for `after_s` of event time
+        as legitimate, as if the label arrived then (counted apart, `assumed=True`)."""
+        learned = 0
+        for tx_id, decided in self.pending.pop_older_than(now - after_s):
+            self._track_pending(decided.partition, tx_id, None)
+            state = self._partitions.get(decided.partition)
+            if state is None:
+                continue
+            features = dict(zip(state.features.feature_names, decided.features, strict=True))
+            self._learn(state, features, decided.merchant_id, decided.score, False,
+                        decided.timestamp + after_s, decided.timestamp, decided.shadow,
+                        assumed=True)
+            learned += 1
+        return learned
+
+    def _expire_early(self) -> None:
+        horizon = self.clock - self.config.early_label_ttl_s
+        early = self._early
+        while early and next(iter(early.values()))[1] < horizon:
+            early.popitem(last=False)
+            self.unmatched_labels += 1
+
+    def learn_label(self, label: Label) -> LabelOutcome:
+        """A label from the labels topic: learn from the decision-time record if it is held;
+        a label that overtook its transaction is held until that transaction is scored."""
+        if self._learn_pending(label.transaction_id, label.is_fraud, label.timestamp):
+            return "learned"
+        self._early[label.transaction_id] = (label.is_fraud, label.timestamp)
+        if len(self._early) > self.config.early_label_max:
+            self._early.popitem(last=False)
+            self.unmatched_labels += 1
+        return "held"
+
+    def _pending_put(self, tx_id: str, decided: Decided) -> None:
+        self._track_pending(decided.partition, tx_id, decided)
+        pushed_out = self.pending.put(tx_id, decided)
+        if pushed_out is not None:
+            self._track_pending(pushed_out[1].partition, pushed_out[0], None)
+
+    def _track_pending(self, partition: int, tx_id: str, decided: Decided | None) -> None:
+        if not self.config.track_changes:
+            return
+        row = None if decided is None else (
+            decided.merchant_id, decided.timestamp, decided.score, decided.features.tolist())
+        self._pending_changes.setdefault(partition, {})[tx_id] = row
+        self.dirty.add(partition)
+
+    def _learn_pending(self, tx_id: str, is_fraud: bool, timestamp: float) -> bool:
+        decided = self.pending.pop(tx_id)
+        state = self._partitions.get(decided.partition) if decided else None
+        if decided is None or state is None:
+            return False
+        self._track_pending(decided.partition, tx_id, None)
+        names = state.features.feature_names
+        features = dict(zip(names, decided.features, strict=True))
+        self._learn(state, features, decided.merchant_id, decided.score, is_fraud, timestamp,
+                    decided.timestamp, decided.shadow)
+        return True
+
+    def _learn(
+        self,
+        state: PartitionState,
+        features: dict[str, float],
+        merchant_id: str,
+        score: float,
+        is_fraud: bool,
+        timestamp: float,
+        decided_at: float,
+        scores: tuple[float, ...] = (),
+        assumed: bool = False,
+    ) -> None:
+        learn_one(state.model, features, is_fraud)
+        for model in state.challengers.values():
+            learn_one(model, features, is_fraud)
+        state.features.learn_label(merchant_id, is_fraud, timestamp)
+        # Challengers are compared only on decisions whose every score was kept (not on
+        # records restored from a changelog, which hold the deciding score alone).
+        shadow = None
+        champion = self.oversight.champion
+        if scores and champion is not None:
+            shadow = {name: s for name, s in zip(self._names, scores, strict=True)
+                      if name != champion}
+        drift, promotion = self.oversight.labelled(
+            state.partition, is_fraud, score, shadow, decided_at, timestamp, assumed)
+        state.learned += 1
+        self.dirty.add(state.partition)
+        if drift is not None:
+            _log_drift(drift)
+        if promotion is not None:
+            self._promote(promotion)
+
+    def _promote(self, promotion: Promotion) -> None:
+        """Swap champion and challenger in every partition; the verdicts say so from now."""
+        new, old = promotion.challenger, promotion.champion
+        for state in self._partitions.values():
+            challenger = state.challengers.pop(new)
+            state.challengers[old] = state.model
+            state.model = challenger
+            self.dirty.add(state.partition)
+        self.model_version = new
+        self.oversight.promoted(promotion)
+        log.warning(
+            "promoted challenger %s to champion (was %s): %s %.4f vs %.4f over %d labels",
+            new, old, promotion.metric, promotion.challenger_value, promotion.champion_value,
+            promotion.labels)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def drain_changes(self, partition: int) -> PartitionChanges:
+        """The partition's changes since its last drain, for the changelog (plain values)."""
+        state = self._partitions[partition]
+        snapshot = self.export_partition(partition, with_features=False)
+        snapshot.pending = []  # pending records travel as their own changelog keys
+        changes = state.features.drain_changes()
+        cards, cards_evicted = changes["cards"]
+        merchants, merchants_evicted = changes["merchants"]
+        self.dirty.discard(partition)
+        return PartitionChanges(
+            snapshot=encode_snapshot(snapshot), cards=cards, cards_evicted=cards_evicted,
+            merchants=merchants, merchants_evicted=merchants_evicted,
+            pending=self._pending_changes.pop(partition, {}),
+        )
+
+    def restore_from_changelog(self, partition: int, restored: RestoredState) -> None:
+        """Rebuild a partition from its changelog (a fresh state when there is none)."""
+        self.revoke(partition)
+        state = self.assign(partition)
+        if restored.snapshot is not None:
+            # Its pending list is empty: pending records come from their own keys below.
+            self._load_into(state, decode_snapshot(restored.snapshot), with_pending=True)
+        store_cards, store_merchants = state.features.card_store, state.features.merchant_store
+        # Oldest update first, so eviction (which pops from the front) stays in order.
+        for key, row in sorted(restored.cards.items(), key=lambda item: item[1][0]):
+            store_cards.restore(key, row)
+        for key, row in sorted(restored.merchants.items(), key=lambda item: item[1][0]):
+            store_merchants.restore(key, row)
+        for tx_id, (merchant, ts, score, values) in restored.pending.items():
+            self.pending.put(tx_id, Decided(partition, merchant, ts, score, array("d", values)))
+        self.dirty.discard(partition)
+
+    # -- read-only views for metrics and the summary ---------------------------------------
+    def snapshot(self) -> Snapshot:
+        return self.evaluation.snapshot()
+
+    def state_sizes(self) -> dict[str, Any]:
+        cards = sum(s.features.n_cards for s in self._partitions.values())
+        merchants = sum(s.features.n_merchants for s in self._partitions.values())
+        return {"cards": cards, "merchants": merchants, "pending_labels": len(self.pending),
+                "early_labels": len(self._early)}
+
+
+def _models_by_name(snap: PartitionSnapshot, champion: str) -> tuple[Any, dict[str, Any]]:
+    """The snapshot's champion for `champion` (by name when the snapshot knows it, else the
+    snapshot's own champion) and every other model by name; a promotion recorded in a
+    snapshot is thus undone by a restart that configures the original roles."""
+    models = dict(getattr(snap, "challengers", None) or {})  # older snapshots have none
+    models[snap.model_name] = snap.model
+    model = models.pop(champion, None)
+    if model is None:
+        model = models.pop(snap.model_name)
+    return copy.deepcopy(model), models
+
+
+def _log_drift(drift: DriftEvent) -> None:
+    # A loss going down is good news (the model adapted): worth a line, not a warning.
+    level = logging.INFO if drift.direction == "down" else logging.WARNING
+    log.log(level, "drift detected (%s, %s) on partition %d at event time %s: %.4g "
+            "(reference %.4g, after %d observations)", drift.kind, drift.direction,
+            drift.partition, _iso(drift.at), drift.value, drift.reference, drift.observations)
+
+
+def _iso(ts: float) -> str:
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return str(ts)

@@ -1,0 +1,2 @@
+"""Developer tooling: the local broker, synthetic traffic, the producer, file formats and
+the demo."""

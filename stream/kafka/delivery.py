@@ -1,0 +1,337 @@
+"""How outputs and consumer offsets become durable together: the delivery guarantee.
+
+`ExactlyOnce` puts verdicts, dead letters, changelog records and the consumed offsets in one
+Kafka transaction per checkpoint (KIP-447: the offsets carry the consumer's group metadata,
+so a zombie instance that lost its partitions is fenced by the broker). A crash aborts the
+open transaction: read_committed readers never see its verdicts, and the restarted instance
+restores state and offsets from the same committed checkpoint.
+
+`AtLeastOnce` commits a checkpoint's offsets only after every output sent before it is
+acknowledged: a crash can repeat verdicts, never lose one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from stream.errors import FencedError, GroupMovedError, InfrastructureError
+from stream.kafka.rdkafka import FENCED, GROUP_MOVED, error_of
+
+log = logging.getLogger("stream.delivery")
+Offsets = list[TopicPartition]
+Headers = list[tuple[str, bytes]] | None
+
+
+def _classify(exc: KafkaException, what: str) -> Exception:
+    """librdkafka says what an error means: fatal fencing, our generation gone, or a
+    retriable/abortable infrastructure problem (the loop backs off and rewinds)."""
+    error = error_of(exc)
+    code = None if error is None else error.code()
+    if code in FENCED or (error is not None and error.fatal() and code != KafkaError._TIMED_OUT):
+        return FencedError(f"{what}: {error}")
+    if code in GROUP_MOVED:
+        return GroupMovedError(f"{what}: {error}")
+    return InfrastructureError(f"{what}: {error if error is not None else exc}")
+
+
+QUEUE_FULL_TIMEOUT_S = 30.0
+ABORT_ATTEMPTS = 3  # timed-out aborts in a row before the producer is replaced
+
+
+def _produce(producer: Any, topic: str, key: bytes | None, value: bytes | None,
+             partition: int | None, headers: Headers, on_delivery: Any = None) -> None:
+    """Enqueue one record; when the local queue is full, serve delivery reports and retry
+    (back-pressure instead of an error), but not forever: a queue that does not drain means
+    the producer cannot deliver, which the loop must hear about to recover."""
+    kwargs: dict[str, Any] = {"key": key, "value": value}
+    if partition is not None:
+        kwargs["partition"] = partition
+    if headers:
+        kwargs["headers"] = headers
+    if on_delivery is not None:
+        kwargs["on_delivery"] = on_delivery
+    try:
+        producer.produce(topic, **kwargs)
+        return
+    except BufferError:
+        pass
+    deadline = time.monotonic() + QUEUE_FULL_TIMEOUT_S
+    while True:
+        producer.poll(0.05)
+        try:
+            producer.produce(topic, **kwargs)
+            return
+        except BufferError:
+            if time.monotonic() > deadline:
+                raise InfrastructureError(
+                    f"producer queue full for {QUEUE_FULL_TIMEOUT_S:.0f}s: nothing is being "
+                    "delivered") from None
+
+
+class _Epoch:
+    """The sends between two checkpoints, and the offsets that become committable once every
+    one of them is acknowledged."""
+
+    __slots__ = ("outstanding", "failed", "offsets")
+
+    def __init__(self) -> None:
+        self.outstanding = 0
+        self.failed: list[KafkaError] = []
+        self.offsets: Offsets = []
+
+    def delivered(self, error: KafkaError | None, _message: Any) -> None:
+        self.outstanding -= 1
+        if error is not None:
+            self.failed.append(error)
+
+
+class AtLeastOnce:
+    """Send freely; commit a checkpoint's offsets only once every send before it is
+    acknowledged.
+
+    Why not flush-then-commit at every checkpoint: that stalls the loop for an acknowledgement
+    and a commit round trip (~8 ms measured) every 100 ms, which is most of the p99 latency.
+    Instead a checkpoint closes an epoch; its offsets are committed (asynchronously) by a later
+    checkpoint once the epoch's delivery reports are all in, in epoch order. `wait=True`
+    (shutdown, rebalance) flushes and commits synchronously. A failed send fails the checkpoint
+    that finds it: the loop rewinds to the last committed offsets, so nothing is lost.
+    """
+
+    transactional = False
+
+    def __init__(self, producer_factory: Callable[[], Any], consumer: Any,
+                 timeout_s: float) -> None:
+        self._factory = producer_factory
+        self.producer = producer_factory()
+        self.consumer = consumer
+        self.timeout_s = timeout_s
+        self._epoch = _Epoch()
+        self._closed: deque[_Epoch] = deque()
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             partition: int | None = None, headers: Headers = None) -> None:
+        epoch = self._epoch
+        _produce(self.producer, topic, key, value, partition, headers, epoch.delivered)
+        epoch.outstanding += 1
+
+    def commit(self, offsets: Offsets, wait: bool = True) -> None:
+        epoch, self._epoch = self._epoch, _Epoch()
+        epoch.offsets = offsets
+        self._closed.append(epoch)
+        if wait:
+            left = self.producer.flush(self.timeout_s)
+            if left:
+                raise InfrastructureError(f"flush timed out with {left} records unacknowledged")
+        else:
+            self.producer.poll(0)  # serve the delivery reports that are in
+        self._commit_acknowledged(asynchronous=not wait)
+
+    def _commit_acknowledged(self, asynchronous: bool) -> None:
+        """Commit the offsets of the oldest epochs whose sends are all acknowledged."""
+        ready: dict[tuple[str, int], int] = {}
+        closed = self._closed
+        while closed and closed[0].outstanding <= 0:
+            epoch = closed.popleft()
+            if epoch.failed:
+                closed.clear()
+                raise InfrastructureError(f"{len(epoch.failed)} sends failed: {epoch.failed[0]}")
+            ready.update(((tp.topic, tp.partition), tp.offset) for tp in epoch.offsets)
+        if not ready:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            raise _classify(exc, "offset commit failed") from exc
+
+    def reset(self) -> None:
+        """After a failure: drop unsent output (it will be redone) and start a new producer."""
+        self._epoch = _Epoch()
+        self._closed.clear()
+        _drop(self.producer)
+        self.producer = self._factory()
+
+    def close(self) -> None:
+        try:
+            self.producer.flush(10)
+        except KafkaException as exc:
+            log.debug("flush on close failed: %s", exc)
+
+
+class ExactlyOnce:
+    """One transaction per checkpoint: outputs, changelog and offsets commit or abort together.
+
+    Exactly one producer holds our transactional id at any time. A new producer is created
+    only when the current one is unusable (a fatal error); a timed-out init or abort (broker
+    unreachable) is retried on the *same* producer, as librdkafka intends: a second producer
+    started while the first still completes its init in the background would fence us.
+    """
+
+    transactional = True
+
+    def __init__(self, producer_factory: Callable[[], Any], consumer: Any,
+                 timeout_s: float) -> None:
+        self._factory = producer_factory
+        self.consumer = consumer
+        self.timeout_s = timeout_s
+        self._initialising: Any = None  # a producer whose init timed out, to retry
+        self._open = False
+        self._wedged = False  # a transactional call never returned: abandon the producer
+        self._abort_timeouts = 0
+        self.producer: Any = self._start()
+
+    def _start(self) -> Any:
+        producer = self._initialising if self._initialising is not None else self._factory()
+        self._initialising = None
+        try:
+            producer.init_transactions(self.timeout_s)
+        except KafkaException as exc:
+            error = error_of(exc)
+            if error is not None and error.retriable() and not error.fatal():
+                self._initialising = producer  # the init goes on; the retry resumes it
+            else:
+                _drop(producer)
+            producer = None  # no reference from this frame's traceback keeps it alive
+            failure = _classify(exc, "cannot start transactions")
+            if isinstance(failure, GroupMovedError):
+                failure = InfrastructureError(str(failure))
+            raise failure from exc
+        return producer
+
+    def _begin(self) -> None:
+        if self.producer is None:
+            self.producer = self._start()
+        if not self._open:
+            try:
+                self.producer.begin_transaction()
+            except KafkaException as exc:
+                raise _classify(exc, "cannot begin a transaction") from exc
+            self._open = True
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             partition: int | None = None, headers: Headers = None) -> None:
+        self._begin()
+        try:
+            _produce(self.producer, topic, key, value, partition, headers)
+        except KafkaException as exc:
+            raise _classify(exc, "send failed") from exc
+
+    def commit(self, offsets: Offsets, wait: bool = True) -> None:
+        """`wait` is moot here: a transaction commit is always synchronous. On failure the
+        transaction stays open until `reset` aborts it."""
+        if not offsets and not self._open:
+            return
+        self._begin()
+        producer = self.producer
+        try:
+            if offsets:
+                metadata = self.consumer.consumer_group_metadata()
+                self._bounded("send offsets", lambda: producer.send_offsets_to_transaction(
+                    offsets, metadata, self.timeout_s))
+            self._bounded("commit", lambda: producer.commit_transaction(self.timeout_s))
+        except KafkaException as exc:
+            raise _classify(exc, "transaction commit failed") from exc
+        self._open = False
+
+    def _bounded(self, what: str, call: Callable[[], None]) -> None:
+        """Run a transactional call with a deadline of our own. librdkafka 2.x can block in
+        send_offsets_to_transaction past its timeout, forever, when the group coordinator
+        went away (a broker restart: confluentinc/librdkafka#5456, #5511, open). A call
+        still blocked at the deadline wedges this producer: `reset` abandons it and a new
+        producer's init fences it, which also ends the blocked call."""
+        outcome: list[BaseException | None] = []
+
+        def _run() -> None:
+            try:
+                call()
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=_run, name=f"txn-{what}", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s + 5.0)
+        if not outcome:
+            self._wedged = True
+            raise InfrastructureError(
+                f"transaction {what} did not return within {self.timeout_s + 5.0:.0f}s")
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def reset(self) -> None:
+        """After a failed checkpoint: abort the open transaction, so nothing from it ever
+        becomes visible. A producer that cannot abort (fatal error) is replaced; the new one's
+        init makes the broker abort whatever the old one left open."""
+        if self.producer is None:
+            self.producer = self._start()
+            return
+        if self._wedged:
+            log.warning("abandoning a producer stuck in a transactional call; a new one "
+                        "fences it")
+            self._wedged = self._open = False
+            self.producer = None  # its blocked call holds the last reference until it ends
+            self.producer = self._start()
+            return
+        if not self._open:
+            return
+        producer = self.producer
+        try:
+            self._bounded("abort", lambda: producer.abort_transaction(self.timeout_s))
+            self._open = False
+            self._abort_timeouts = 0
+            return
+        except KafkaException as exc:
+            error = error_of(exc)
+            if error is not None and error.code() in FENCED:
+                raise FencedError(f"this instance's producer was fenced: {error}") from exc
+            if error is not None and error.code() == KafkaError._CONFLICT:
+                self._resume_commit(producer)  # a commit that timed out is still going on
+                return
+            if error is not None and error.retriable() and not error.fatal():
+                self._abort_timeouts += 1
+                if self._abort_timeouts < ABORT_ATTEMPTS:
+                    raise InfrastructureError(f"abort failed, will retry: {error}") from exc
+                # The same librdkafka bug can leave the abort waiting on a coordinator it will
+                # never look up again: a fresh client's init aborts the transaction instead.
+            log.info("abort failed (%s); starting a new producer", error or exc)
+        self._open = False
+        self._abort_timeouts = 0
+        old, self.producer = self.producer, None
+        _drop(old)
+        old = None
+        self.producer = self._start()
+
+    def _resume_commit(self, producer: Any) -> None:
+        """A commit_transaction that timed out must be retried, not aborted (librdkafka
+        refuses the abort while it is in progress). If it now succeeds, the checkpoint is
+        committed after all: the loop's rewind reads it back (state and offsets agree)."""
+        try:
+            self._bounded("commit", lambda: producer.commit_transaction(self.timeout_s))
+        except KafkaException as exc:
+            raise _classify(exc, "resuming a timed-out commit failed") from exc
+        self._open = False
+        log.info("a checkpoint whose commit timed out was committed on retry")
+
+    def close(self) -> None:
+        if self._open and self.producer is not None and not self._wedged:
+            try:
+                self.producer.abort_transaction(min(self.timeout_s, 10.0))
+            except KafkaException as exc:
+                log.warning("abort on close failed: %s", exc)
+            self._open = False
+
+
+def _drop(producer: Any) -> None:
+    """Let go of a broken producer: purge what it still holds so it is destroyed at once."""
+    try:
+        producer.purge(in_queue=True, in_flight=True, blocking=False)
+        producer.flush(0)
+    except Exception as exc:  # a broken producer must not mask the real error
+        log.debug("dropping the producer: %s", exc)

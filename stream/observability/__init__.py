@@ -1,0 +1,1 @@
+"""Observability: the metric catalogue, health endpoints, lag and quality gauges."""

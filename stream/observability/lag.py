@@ -1,0 +1,101 @@
+"""Gauges refreshed about once a second from the loop's state (never per event)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import KafkaException, TopicPartition
+
+from stream.core.pipeline import Pipeline
+from stream.observability.metrics import Metrics
+
+
+def refresh(
+    metrics: Metrics, consumer: Any, pipeline: Pipeline, positions: dict[tuple[str, int], int]
+) -> None:
+    """Lag per assigned partition and state sizes (model metrics: quality_gauges.py).
+
+    The high watermark is the client's cached value from its last fetch response and the
+    position is ours (or the client's): no broker round trip on the loop's thread.
+    """
+    try:
+        assigned = consumer.assignment()
+        known = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(assigned)}
+    except KafkaException:
+        assigned, known = [], {}
+    for tp in assigned:
+        source = (tp.topic, tp.partition)
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            continue
+        position = positions.get(source, known.get(source, -1))
+        if high >= 0 and position >= 0:
+            metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+    for kind, size in pipeline.state_sizes().items():
+        metrics.state_keys.labels(kind).set(size)
+    metrics.assigned.set(len(pipeline.partitions))
+
+
+def forget_partition(metrics: Metrics, tp: TopicPartition) -> None:
+    """Stop exporting lag for a partition we no longer own (a stale value would mislead)."""
+    try:
+        metrics.lag.remove(tp.topic, str(tp.partition))
+    except KeyError:
+        pass
+
+
+class BrokerProbe:
+    """Sets `fraudstream_broker_up` from a TCP connect to the bootstrap servers every few
+    seconds, in a daemon thread.
+
+    The Kafka client retries a broker outage inside its calls (a commit just takes longer), so
+    the loop itself may never see an error; operators still need to see the outage.
+    """
+
+    def __init__(self, metrics: Metrics, bootstrap_servers: str, every_s: float = 2.0) -> None:
+        self.metrics = metrics
+        self.every_s = every_s
+        self._targets = [_host_port(s) for s in bootstrap_servers.split(",") if s.strip()]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="broker-probe", daemon=True)
+        self._down_since: float | None = None
+
+    def start(self) -> BrokerProbe:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reachable(self) -> bool:
+        for host, port in self._targets:
+            try:
+                with socket.create_connection((host, port), timeout=1.0):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def down_for(self) -> float:
+        """Seconds the broker has been unreachable without a break (0 while it answers)."""
+        since = self._down_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            up = self.reachable()
+            self.metrics.broker_up.set(1 if up else 0)
+            if up:
+                self._down_since = None
+            elif self._down_since is None:
+                self._down_since = time.monotonic()
+            self._stop.wait(self.every_s)
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.strip().rpartition(":")
+    return host.strip("[]") or "localhost", int(port or 9092)

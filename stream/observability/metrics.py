@@ -1,0 +1,222 @@
+"""Every Prometheus metric of the scorer, defined once against an injected registry.
+
+Tests build `Metrics(CollectorRegistry())` and read values with
+`registry.get_sample_value(...)`; production uses the default registry. Labels are
+low-cardinality on purpose (outcome, decision, reason, partition, model): never a card or
+transaction id. Units are base units (seconds, bytes) as Prometheus recommends.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+PREFIX = "fraudstream"
+# Per-event work is tens of microseconds; end-to-end includes broker round trips.
+PROCESSING_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# Labels arrive from minutes (analyst review) to months (chargebacks) after the decision.
+LABEL_DELAY_BUCKETS = (60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400,
+                       30 * 86400, 60 * 86400, 120 * 86400)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Metrics:
+    """The metric catalogue; see README.md "Metrics" for what each one means to an operator."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self.events = Counter(
+            f"{PREFIX}_events", "Input records processed, by outcome.", ["outcome"], registry=r
+        )
+        self.verdicts = Counter(
+            f"{PREFIX}_verdicts", "Verdicts published, by decision.", ["decision"], registry=r
+        )
+        self.dead_letters = Counter(
+            f"{PREFIX}_dead_letters", "Records sent to the dead-letter topic.", ["reason"],
+            registry=r,
+        )
+        self.processing = Histogram(
+            f"{PREFIX}_processing_seconds",
+            "Time to decode, featurise, score and learn one event (excludes Kafka I/O).",
+            buckets=PROCESSING_BUCKETS, registry=r,
+        )
+        self.end_to_end = Histogram(
+            f"{PREFIX}_end_to_end_latency_seconds",
+            "Record timestamp to verdict acknowledged by the broker.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.lag = Gauge(
+            f"{PREFIX}_consumer_lag", "Records behind the end of each assigned input partition.",
+            ["topic", "partition"], registry=r,
+        )
+        self.roc_auc = Gauge(
+            f"{PREFIX}_model_roc_auc", "Rolling prequential ROC AUC (decision-time scores).",
+            ["model"], registry=r,
+        )
+        self.log_loss = Gauge(
+            f"{PREFIX}_model_log_loss", "Rolling prequential log loss.", ["model"], registry=r
+        )
+        self.labels = Counter(
+            f"{PREFIX}_labels", "Labels received, by source and outcome.", ["source", "outcome"],
+            registry=r,
+        )
+        self.learned = Counter(
+            f"{PREFIX}_model_updates", "Learning steps taken by the champion model.", registry=r
+        )
+        self.commits = Counter(
+            f"{PREFIX}_commits", "Offset commits, by result.", ["result"], registry=r
+        )
+        self.commit_seconds = Histogram(
+            f"{PREFIX}_commit_seconds",
+            "Flush of verdicts/dead letters plus the offset commit, per batch.",
+            buckets=COMMIT_BUCKETS, registry=r,
+        )
+        self.changelog_records = Counter(
+            f"{PREFIX}_changelog_records", "State records written to the changelog topic.",
+            registry=r,
+        )
+        self.restore_records = Gauge(
+            f"{PREFIX}_restore_records",
+            "Changelog records read by the ongoing or last restore, per input partition.",
+            ["partition"], registry=r,
+        )
+        self.restore_seconds = Histogram(
+            f"{PREFIX}_restore_seconds",
+            "Time to rebuild one partition's state from the changelog.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r,
+        )
+        self.recoveries = Counter(
+            f"{PREFIX}_recoveries",
+            "Rewinds to the last checkpoint after a failed checkpoint, by reason.", ["reason"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_records", "Records per polled batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=r,
+        )
+        self.buffered = Gauge(
+            f"{PREFIX}_buffered_records",
+            "Consumed records held for event-time alignment, not yet processed.", registry=r,
+        )
+        self.alignment_timeouts = Counter(
+            f"{PREFIX}_alignment_timeouts",
+            "Records released after waiting max_task_idle_ms in vain for a partition that "
+            "might still hold earlier records (their event-time order is not assured).",
+            registry=r,
+        )
+        self.state_keys = Gauge(
+            f"{PREFIX}_state_keys", "Keys held in memory, by kind.", ["kind"], registry=r
+        )
+        self.assigned = Gauge(
+            f"{PREFIX}_assigned_partitions", "Input partitions assigned to this instance.",
+            registry=r,
+        )
+        self.broker_up = Gauge(
+            f"{PREFIX}_broker_up", "1 while the last broker round trip succeeded, else 0.",
+            registry=r,
+        )
+        self.last_event = Gauge(
+            f"{PREFIX}_last_event_timestamp_seconds",
+            "Wall-clock time the last input record was processed.", registry=r,
+        )
+        # -- model quality, challengers, drift (issue 4; set by stream/observability/quality.py) --
+        self.pr_auc = Gauge(
+            f"{PREFIX}_model_pr_auc", "Rolling prequential PR AUC (average precision).",
+            ["model"], registry=r,
+        )
+        self.precision = Gauge(
+            f"{PREFIX}_model_precision",
+            "Rolling precision of alerting at a threshold (review, decline).",
+            ["model", "threshold"], registry=r,
+        )
+        self.recall = Gauge(
+            f"{PREFIX}_model_recall", "Rolling recall of alerting at a threshold.",
+            ["model", "threshold"], registry=r,
+        )
+        self.f1 = Gauge(
+            f"{PREFIX}_model_f1", "Rolling F1 of alerting at a threshold.",
+            ["model", "threshold"], registry=r,
+        )
+        self.alert_rate = Gauge(
+            f"{PREFIX}_alert_rate",
+            "Share of recent decisions at or above the review threshold.", ["model"], registry=r,
+        )
+        self.label_rate = Gauge(
+            f"{PREFIX}_label_rate", "Share of decisions that have received a label.", registry=r
+        )
+        self.label_delay = Histogram(
+            f"{PREFIX}_label_delay_seconds",
+            "Event time from decision to label (chargebacks take days).",
+            buckets=LABEL_DELAY_BUCKETS, registry=r,
+        )
+        self.assumed_legit = Counter(
+            f"{PREFIX}_labels_assumed_legit",
+            "Unlabelled transactions learned as legitimate after unlabelled_as_legit_days.",
+            registry=r,
+        )
+        self.challenger_agreement = Gauge(
+            f"{PREFIX}_challenger_agreement",
+            "Share of recent decisions where the challenger agreed with the champion.",
+            ["challenger"], registry=r,
+        )
+        self.challenger_score_diff = Gauge(
+            f"{PREFIX}_challenger_score_diff",
+            "Mean absolute score difference, challenger vs champion, recent decisions.",
+            ["challenger"], registry=r,
+        )
+        self.challenger_delta = Gauge(
+            f"{PREFIX}_challenger_metric_delta",
+            "Challenger minus champion on the same labels (roc_auc, pr_auc, log_loss).",
+            ["challenger", "metric"], registry=r,
+        )
+        self.drift_detected = Counter(
+            f"{PREFIX}_drift_detected", "Drifts detected, by kind (loss, psi) and direction.",
+            ["kind", "direction"], registry=r,
+        )
+        self.score_psi = Gauge(
+            f"{PREFIX}_score_psi",
+            "Population stability index of recent champion scores vs a reference window.",
+            ["partition"], registry=r,
+        )
+        self.promotions = Counter(
+            f"{PREFIX}_promotions", "Challengers promoted to champion.", registry=r
+        )
+        self.build = Info(f"{PREFIX}_build", "Versions of the scorer and its key libraries.",
+                          registry=r)
+        self.build.info({
+            "version": _version("fraud-stream"),
+            "river": _version("river"),
+            "kafka_python": _version("kafka-python"),
+            "confluent_kafka": _version("confluent-kafka"),
+            "librdkafka": _librdkafka_version(),
+        })
+        for outcome in ("scored", "dead_lettered"):
+            self.events.labels(outcome)
+        for decision in ("approve", "review", "decline"):
+            self.verdicts.labels(decision)
+        for result in ("ok", "failed"):
+            self.commits.labels(result)
+        for reason in ("infrastructure", "group_moved"):
+            self.recoveries.labels(reason)
+        for kind in ("loss", "psi"):
+            for direction in ("up", "down"):
+                self.drift_detected.labels(kind, direction)
+
+
+def _librdkafka_version() -> str:
+    """The C library the serving path's clients run on (bundled in confluent-kafka's wheel)."""
+    try:
+        import confluent_kafka
+    except ImportError:
+        return "unknown"
+    return str(confluent_kafka.libversion()[0])

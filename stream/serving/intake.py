@@ -1,0 +1,211 @@
+"""Event-time order on the live path: every consumed record is decoded, held per source
+(topic partition) and released across topics and partitions in event-time order.
+
+Why: a transaction's label arrives on another topic, often a week later in event time. A
+scorer catching up on a backlog fetches each partition independently, so a labels partition
+can run days ahead of its transactions; applied as they come, those labels would teach the
+model (and the merchant risk) days before they were known. Merging each polled batch by
+timestamp is not enough, because the next poll can bring records older than the last batch.
+
+This is Kafka Streams' record buffer with `max.task.idle.ms`: a source is held back only while
+another source is empty, not known to be at its end, and has been waited for less than
+`max_wait_s`. Event time is the record's own `timestamp` field (the one the features use), not
+the Kafka record timestamp, which producers stamp with the wall clock. Records that cannot be
+decoded have no event time and leave first, to the dead-letter topic. Equal times leave in a
+fixed order (transactions before labels, then by partition), so a backlog gives the same order
+however it was polled: `stream run` and an in-process replay of the same data agree exactly.
+
+A source that runs far ahead (more than `pause_above` records held) is paused at the client,
+which drops its prefetched records and fetches them again from the next undelivered offset on
+resume, so memory stays bounded whatever the skew between topics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from stream.contracts.codec import DecodeError, decode_label, decode_transaction
+from stream.contracts.messages import Label, Transaction
+from stream.core.ordering import TimeAligner
+from stream.errors import InfrastructureError
+
+log = logging.getLogger("stream.serving.intake")
+Source = tuple[str, int]
+
+
+@dataclass(slots=True)
+class Arrival:
+    """One consumed record, decoded: a transaction, a label, or why it cannot be used."""
+
+    record: Any  # the client's message (confluent-kafka: its fields are methods)
+    item: Transaction | Label | DecodeError
+    time: float  # event time; -inf when the record could not be decoded
+    decode_s: float  # seconds spent decoding (part of the per-event processing time)
+
+
+def _time(arrival: Arrival) -> float:
+    return arrival.time
+
+
+class Intake:
+    """Decode, buffer per source, release in event-time order; pause sources far ahead.
+
+    >>> intake = Intake(_FakeConsumer(), "tx", "labels", max_wait_s=60.0, clock=lambda: 0.0)
+    >>> intake.track([("tx", 0), ("labels", 0)])
+    >>> intake.take([_Msg("labels", 0, 0, b'{"transaction_id": "t1", "card_id": "c", '
+    ...                   b'"is_fraud": true, "timestamp": 5000}')])
+    >>> intake.release()  # the transactions partition might still bring something earlier
+    []
+    >>> intake.take([_Msg("tx", 0, 0, b'{"transaction_id": "t1", "card_id": "c", '
+    ...             b'"merchant_id": "m", "amount": 1.0, "timestamp": 1000}'), _Msg("tx", 0)])
+    >>> [(a.record.topic(), a.time) for a in intake.release()]  # tx at its end: both leave
+    [('tx', 1.0), ('labels', 5.0)]
+    """
+
+    def __init__(
+        self, consumer: Any, input_topic: str, labels_topic: str, max_wait_s: float,
+        pause_above: int = 20_000, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.consumer = consumer
+        self.input_topic = input_topic
+        self.labels_topic = labels_topic
+        self.pause_above = pause_above
+        self._aligner: TimeAligner[Arrival] = TimeAligner(
+            _time, max_wait_s=max_wait_s, max_buffered=2**62, clock=clock, rank=self._rank)
+        self._at_end: set[Source] = set()
+        self._paused: set[Source] = set()
+
+    def __len__(self) -> int:
+        return len(self._aligner)
+
+    @property
+    def timed_out(self) -> int:
+        """Records released after giving up waiting for a source (order not assured)."""
+        return self._aligner.timed_out
+
+    def _rank(self, source: Source) -> tuple[int, int]:
+        return (0 if source[0] == self.input_topic else 1, source[1])
+
+    def track(self, sources: Iterable[Source]) -> None:
+        """The assigned sources (on every assignment); their pauses are lifted."""
+        wanted = sorted(set(sources))
+        self._aligner.track(wanted)
+        self._at_end &= set(wanted)
+        stale = self._paused - set(wanted)
+        self._paused -= stale
+        if self._paused:  # a client keeps pauses across assignments: lift ours explicitly
+            self._resume(list(self._paused))
+
+    def revoke(self, sources: Iterable[Source]) -> None:
+        """Partitions taken away: what they held is fetched again by their next owner."""
+        self.track(set(self._aligner.sources()) - set(sources))
+
+    def clear(self) -> None:
+        """After a rewind: the held records will be fetched again from the committed offsets."""
+        self._aligner.clear()
+        self._at_end.clear()
+        if self._paused:
+            self._resume(list(self._paused))
+
+    def take(self, messages: list[Any]) -> None:
+        """Decode one consumed batch into the per-source buffers (client events handled)."""
+        by_source: dict[Source, list[Arrival]] = {}
+        at_end = self._at_end
+        for message in messages:
+            error = message.error()
+            source = (message.topic(), message.partition())
+            if error is not None:
+                self._client_event(source, error)  # after the source's records, in order
+                continue
+            at_end.discard(source)
+            arrival = self._decode(message, source[0])
+            bucket = by_source.get(source)
+            if bucket is None:
+                by_source[source] = [arrival]
+            else:
+                bucket.append(arrival)
+        for source, arrivals in by_source.items():
+            self._aligner.add(source, arrivals)
+            if self._aligner.buffered(source) > self.pause_above and source not in self._paused:
+                self.consumer.pause([TopicPartition(*source)])
+                self._paused.add(source)
+
+    def release(self) -> list[Arrival]:
+        """Every held record that is now safe to process, in event-time order."""
+        out = self._aligner.release(self._at_end)
+        if self._paused:
+            low = self.pause_above // 2
+            ready = [s for s in self._paused if self._aligner.buffered(s) <= low]
+            if ready:
+                self._resume(ready)
+        return out
+
+    def _resume(self, sources: list[Source]) -> None:
+        self.consumer.resume([TopicPartition(*source) for source in sources])
+        self._paused.difference_update(sources)
+
+    def _client_event(self, source: Source, error: Any) -> None:
+        """End of a partition marks the source caught up; a fatal error is the loop's to
+        recover from; anything else is transient and retried by the client."""
+        code = error.code()
+        if code == KafkaError._PARTITION_EOF:
+            self._at_end.add(source)
+        elif error.fatal():
+            raise InfrastructureError(f"consumer failed: {error}")
+        else:
+            log.warning("consumer: %s", error)
+
+    def _decode(self, message: Any, topic: str) -> Arrival:
+        started = time.perf_counter()
+        item: Transaction | Label | DecodeError
+        try:
+            if topic == self.input_topic:
+                item = decode_transaction(message.value())
+            else:
+                item = decode_label(message.value())
+            at = item.timestamp
+        except DecodeError as exc:
+            item, at = exc, -math.inf
+        except Exception as exc:  # a record must never stop the scorer: it is dead-lettered
+            item = DecodeError("processing_error", f"{type(exc).__name__}: {exc}")
+            at = -math.inf
+        return Arrival(message, item, at, time.perf_counter() - started)
+
+
+class _Msg:
+    """A consumed message as confluent-kafka shapes it (for the docstring example);
+    no value means the partition's end-of-partition event."""
+
+    def __init__(self, topic: str, partition: int, offset: int = 0,
+                 value: bytes | None = None) -> None:
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def error(self) -> Any:
+        return KafkaError(KafkaError._PARTITION_EOF) if self._value is None else None
+
+
+class _FakeConsumer:
+    def pause(self, partitions: list[Any]) -> None:
+        pass
+
+    def resume(self, partitions: list[Any]) -> None:
+        pass

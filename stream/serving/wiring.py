@@ -1,0 +1,226 @@
+"""Wiring for `stream run` and `stream demo`: settings -> clients, pipeline, loop, metrics.
+
+Kept apart from the CLI so tests and the demo start a scorer exactly as production does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+import stream
+from stream.config import Settings
+from stream.core.evaluation.oversight import OversightConfig
+from stream.core.evaluation.shadow import PromotionRule
+from stream.core.pipeline import Pipeline, PipelineConfig
+from stream.core.scoring.model import ModelSpec
+from stream.core.scoring.policy import Policy
+from stream.errors import ConfigError, InfrastructureError
+from stream.kafka.delivery import AtLeastOnce, ExactlyOnce
+from stream.kafka.rdkafka import (
+    make_fast_producer,
+    make_group_consumer,
+    make_offsets_reader,
+    make_restore_consumer,
+    topic_metadata,
+)
+from stream.observability.health import Health, HealthServer
+from stream.observability.lag import BrokerProbe
+from stream.observability.metrics import Metrics
+from stream.serving.loop import RunResult, ScorerLoop
+from stream.state.snapshot import load_snapshot
+
+log = logging.getLogger("stream.serving.wiring")
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    """The core's view of the settings: plain values only."""
+    return PipelineConfig(
+        model=ModelSpec(settings.learning_rate, settings.l2, settings.fraud_weight),
+        policy=Policy(settings.review_threshold, settings.decline_threshold),
+        horizons_s=settings.horizons_s,
+        card_ttl_s=settings.card_ttl_s,
+        merchant_ttl_s=settings.merchant_ttl_s,
+        merchant_prior=settings.merchant_prior,
+        evict_every=settings.evict_every,
+        label_delay_s=settings.label_delay_s,
+        pending_ttl_s=settings.pending_ttl_s,
+        pending_max=settings.pending_max,
+        metrics_window=settings.metrics_window,
+        track_changes=settings.changelog,
+        oversight=oversight_config(settings),
+    )
+
+
+def oversight_config(settings: Settings) -> OversightConfig:
+    """Challengers, promotion, drift and the unlabelled-as-legitimate rule."""
+    metric = settings.promotion_metric
+    rule = None if metric is None else PromotionRule(
+        metric, settings.promotion_margin, settings.promotion_min_labels)
+    days = settings.unlabelled_as_legit_days
+    return OversightConfig(
+        challengers=settings.challengers,
+        promotion=rule,
+        drift_delta=settings.drift_delta,
+        psi_reference=settings.psi_reference,
+        psi_window=settings.psi_window,
+        psi_threshold=settings.psi_threshold,
+        psi_warmup=settings.psi_warmup,
+        unlabelled_as_legit_s=None if days is None else days * 86400.0,
+    )
+
+
+def model_version(settings: Settings) -> str:
+    return f"{ModelSpec(settings.learning_rate, settings.l2, settings.fraud_weight).name}" \
+        f"@{stream.__version__}"
+
+
+def check_topics(consumer: Any, settings: Settings) -> dict[str, int]:
+    """Fail fast with the fix in the message, instead of waiting on a topic that never comes.
+    Returns the partition count of every topic."""
+    existing = topic_metadata(consumer, settings)
+    wanted = [settings.input_topic, settings.labels_topic, settings.output_topic,
+              settings.dlq_topic]
+    if settings.changelog:
+        wanted.append(settings.changelog_topic)
+    missing = [t for t in wanted if t not in existing]
+    if missing:
+        raise InfrastructureError(
+            f"topic(s) missing: {', '.join(missing)}; create them with `stream topics apply`"
+        )
+    return existing
+
+
+@dataclass
+class Scorer:
+    """A built scorer: the loop plus what must be closed after it."""
+
+    loop: ScorerLoop
+    consumer: Any
+    delivery: AtLeastOnce | ExactlyOnce
+    metrics: Metrics
+    health: Health
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.delivery.close()
+        with suppress(Exception):
+            self.consumer.close()
+
+
+def transactional_id(settings: Settings) -> str:
+    """Stable for the life of the process, unique per instance.
+
+    Zombie instances are fenced by the consumer-group metadata sent with the offsets
+    (KIP-447), so the id need not survive restarts; it only has to differ between live
+    instances, or they would fence each other.
+    """
+    if settings.transactional_id:
+        return settings.transactional_id
+    return f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}"
+
+
+def make_delivery(settings: Settings, consumer: Any) -> AtLeastOnce | ExactlyOnce:
+    timeout_s = settings.request_timeout_ms / 1000.0
+    if settings.guarantee == "exactly-once":
+        tid = transactional_id(settings)
+        return ExactlyOnce(lambda: make_fast_producer(settings, transactional_id=tid),
+                           consumer, timeout_s)
+    return AtLeastOnce(lambda: make_fast_producer(settings), consumer, timeout_s)
+
+
+def build_scorer(
+    settings: Settings, registry: CollectorRegistry | None = None, health: Health | None = None
+) -> Scorer:
+    """Connect, check topics, and assemble the loop; raises InfrastructureError with a fix."""
+    metrics = Metrics(registry if registry is not None else REGISTRY)
+    consumer = make_group_consumer(settings)
+    try:
+        partitions = check_topics(consumer, settings)
+        delivery = make_delivery(settings, consumer)
+    except Exception:
+        consumer.close()
+        raise
+    init = load_snapshot(settings.init_from) if settings.init_from is not None else None
+    version = init.model_name if init is not None and init.model_name else \
+        model_version(settings)
+    if version in settings.challengers:
+        consumer.close()
+        raise ConfigError(f"challenger {version!r} is the champion the scorer starts from")
+    pipeline = Pipeline(pipeline_config(settings), version, init_from=init)
+    health = health if health is not None else Health(stuck_after_s=settings.stuck_after_s)
+    loop = ScorerLoop(settings, pipeline, metrics, consumer, delivery, health,
+                      restore_consumer=lambda: make_restore_consumer(settings),
+                      topic_partitions=partitions,
+                      offsets_reader=lambda: make_offsets_reader(settings))
+    return Scorer(loop, consumer, delivery, metrics, health)
+
+
+def serve_metrics(
+    settings: Settings, health: Health, registry: CollectorRegistry | None = None
+) -> HealthServer | None:
+    """Serve /metrics, /healthz and /readyz when a port is configured."""
+    if settings.metrics_port is None:
+        return None
+    try:
+        server = HealthServer(registry if registry is not None else REGISTRY, health,
+                              settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise InfrastructureError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
+        ) from None
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+    return server
+
+
+@contextmanager
+def stop_on_signals(loop: ScorerLoop) -> Iterator[None]:
+    """SIGTERM/SIGINT finish the batch in hand and commit, instead of dying mid-batch."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d received: finishing the current batch", signum)
+        loop.stop()
+
+    for sig in previous:
+        signal.signal(sig, _handler)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_scorer(settings: Settings, registry: CollectorRegistry | None = None) -> RunResult:
+    """`stream run`: score until stopped or until --max-events records are done."""
+    # The health server comes first so an orchestrator can probe while we connect.
+    health = Health(stuck_after_s=settings.stuck_after_s)
+    server = serve_metrics(settings, health, registry)
+    try:
+        scorer = build_scorer(settings, registry, health)
+    except Exception:
+        if server is not None:
+            server.shutdown()
+        raise
+    probe = BrokerProbe(scorer.metrics, settings.bootstrap_servers).start()
+    scorer.loop.probe = probe
+    try:
+        with stop_on_signals(scorer.loop):
+            return scorer.loop.run()
+    finally:
+        probe.stop()
+        scorer.close()
+        if server is not None:
+            server.shutdown()
