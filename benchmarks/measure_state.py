@@ -17,15 +17,14 @@ import time
 import uuid
 from pathlib import Path
 
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
-
 from stream.config import load_settings
 from stream.contracts.messages import Transaction
 from stream.core.pipeline import Pipeline, PipelineConfig
 from stream.devtools.broker import LocalBroker, find_free_port
-from stream.kafka.rdkafka import make_restore_consumer
-from stream.state.changelog import encode_changes, read_partition
+from stream.kafka.classify import ClientError
+from stream.kafka.clients import connect
+from stream.kafka.restore import read_partition
+from stream.state.changelog import encode_changes
 
 
 def rss_mib() -> float:
@@ -59,31 +58,37 @@ def flow(cards: int, ttl_s: float, span_s: float) -> Pipeline:
 def restore_time(bootstrap: str, cards: int) -> None:
     """Write `cards` card rows (4 partitions) to a changelog, then time a full restore."""
     topic = f"measure-changelog-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, 4, 1, topic_configs={"cleanup.policy": "compact"})])
+    settings = load_settings(environ={}, bootstrap_servers=bootstrap)
+    clients = connect(settings)
+    admin = clients.admin()
+    admin.create_topics({topic: (4, 1, {"cleanup.policy": "compact"})})
     admin.close()
     pipe = Pipeline(PipelineConfig(track_changes=True))
     for i in range(cards):
         pipe.score(Transaction(f"t{i}", f"card-{i:09d}", f"m{i % 5000}", 25.0,
                                1_700_000_000.0 + i, None), i % 4)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
-                             batch_size=512 * 1024, acks="all")
+    producer = clients.producer(linger_ms=20.0)
     written = 0
     for partition in range(4):
         changes = pipe.drain_changes(partition)
         changes.pending = {}
         for key, value in encode_changes(changes):
-            producer.send(topic, key=key, value=value, partition=partition)
+            while True:
+                try:
+                    producer.send(topic, key, value, partition=partition)
+                    break
+                except ClientError as exc:
+                    if exc.kind != "queue_full":
+                        raise
+                    producer.poll(0.1)
             written += 1
-    producer.flush()
-    producer.close()
-    settings = load_settings(environ={}, bootstrap_servers=bootstrap)
+    producer.close(120.0)
     started = time.perf_counter()
     target = Pipeline(PipelineConfig())
     for partition in range(4):
-        consumer = make_restore_consumer(settings)
-        restored = read_partition(consumer, topic, partition)
-        consumer.close()
+        reader = clients.reader(bulk=True)
+        restored = read_partition(reader, topic, partition)
+        reader.close()
         target.restore_from_changelog(partition, restored)
     elapsed = time.perf_counter() - started
     print(f"restore: {written:,} changelog records ({cards:,} cards, 4 partitions) in "

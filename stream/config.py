@@ -187,26 +187,11 @@ class Settings(BaseSettings):
         # below the environment, which is why it is not a source here.
         return (init_settings, _EnvSource(settings_cls))
 
-    def kafka_options(self) -> dict[str, Any]:
-        """Connection options shared by every kafka-python client we build."""
-        options: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
-            "client_id": self.client_id,
-            "request_timeout_ms": self.request_timeout_ms,
-            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
-        }
-        optional = {
-            "sasl_mechanism": self.sasl_mechanism,
-            "sasl_plain_username": self.sasl_plain_username,
-            "ssl_cafile": self.ssl_cafile,
-            "ssl_certfile": self.ssl_certfile,
-            "ssl_keyfile": self.ssl_keyfile,
-        }
-        options.update({k: v for k, v in optional.items() if v is not None})
-        if self.sasl_plain_password is not None:
-            options["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
-        return options
+    def topic_names(self) -> dict[str, str]:
+        """The one map from topic role (topics/<role>.toml) to the configured topic name."""
+        return {"transactions": self.input_topic, "labels": self.labels_topic,
+                "verdicts": self.output_topic, "transactions.dlq": self.dlq_topic,
+                "transactions.changelog": self.changelog_topic}
 
 
 def _flatten(table: dict[str, Any]) -> dict[str, Any]:

@@ -39,5 +39,10 @@ class FencedError(FraudStreamError):
         return f"fenced by another instance, stopped without writing: {super().__str__()}"
 
 
+class AuthenticationError(FraudStreamError):
+    """The cluster refused our credentials or permissions: retrying will not help, the
+    configuration must change."""
+
+
 class GroupMovedError(FraudStreamError):
     """The consumer group rebalanced under a checkpoint: its work is redone by the owner."""

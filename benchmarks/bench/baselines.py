@@ -25,14 +25,13 @@ import time
 from typing import Any
 
 import orjson
-from confluent_kafka import TopicPartition
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
 from benchmarks.bench.harness import Prefilled, Topics
 from stream.contracts.codec import decode_transaction
 from stream.core.pipeline import Pipeline
+from stream.kafka.clients import connect
 from stream.kafka.delivery import AtLeastOnce
-from stream.kafka.rdkafka import make_fast_producer, make_group_consumer, next_batch
 from stream.serving.wiring import model_version, pipeline_config
 
 
@@ -49,8 +48,15 @@ class _Clock(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.assigned_at is None and assigned:
             self.assigned_at = time.perf_counter()
 
-    def on_assign(self, _consumer: Any, assigned: Any) -> None:
-        self.on_partitions_assigned(assigned)
+    # stream.kafka.clients.RebalanceListener, for the scorer's own clients
+    def on_assigned(self, sources: list[tuple[str, int]]) -> None:
+        self.on_partitions_assigned(sources)
+
+    def on_revoked(self, sources: list[tuple[str, int]]) -> None:
+        pass
+
+    def on_lost(self, sources: list[tuple[str, int]]) -> None:
+        pass
 
 
 def _deadline_check(deadline: float, done: int, wanted: int, what: str) -> None:
@@ -58,18 +64,21 @@ def _deadline_check(deadline: float, done: int, wanted: int, what: str) -> None:
         raise RuntimeError(f"{what}: only {done} of {wanted} events after the time limit")
 
 
-def passthrough(topics: Topics, events: int, group_id: str, timeout_s: float) -> float:
+def passthrough(topics: Topics, events: int, group_id: str, timeout_s: float,
+                kafka_client: str = "librdkafka") -> float:
     """Events/s of consume -> orjson decode -> orjson encode -> produce -> commit, with the
-    scorer's own clients and at-least-once delivery (acknowledged before committed)."""
-    settings = topics.settings(group_id=group_id, output=topics.fresh("passthrough"))
-    consumer = make_group_consumer(settings)
+    scorer's own clients (either adapter) and at-least-once delivery (acknowledged before
+    committed)."""
+    settings = topics.settings(group_id=group_id, output=topics.fresh("passthrough"),
+                               kafka_client=kafka_client)
+    clients = connect(settings)
+    consumer = clients.group_consumer()
     delivery = None
     try:
-        delivery = AtLeastOnce(lambda: make_fast_producer(settings), consumer,
+        delivery = AtLeastOnce(lambda: clients.producer(), consumer,
                                settings.request_timeout_ms / 1000.0)
         clock = _Clock()
-        consumer.subscribe([settings.input_topic, settings.labels_topic],
-                           on_assign=clock.on_assign)
+        consumer.subscribe([settings.input_topic, settings.labels_topic], clock)
         output, most = settings.output_topic, settings.max_poll_records
         every, interval_s = settings.checkpoint_events, settings.checkpoint_interval_ms / 1000.0
         poll_s = settings.poll_timeout_ms / 1000.0
@@ -79,20 +88,19 @@ def passthrough(topics: Topics, events: int, group_id: str, timeout_s: float) ->
         offsets: dict[tuple[str, int], int] = {}
         while done < events:
             _deadline_check(deadline, done, events, "passthrough")
-            for record in next_batch(consumer, most, poll_s):
-                if done >= events or record.error() is not None:
+            for record in consumer.poll(most, poll_s).records:
+                if done >= events:
                     continue
-                body = orjson.loads(record.value())
-                partition = record.partition()
-                delivery.send(output, record.key(), orjson.dumps(body), partition=partition)
-                offsets[(record.topic(), partition)] = record.offset() + 1
+                body = orjson.loads(record.value or b"{}")
+                partition = record.partition
+                delivery.send(output, record.key, orjson.dumps(body), partition=partition)
+                offsets[record.source] = record.offset + 1
                 done += 1
                 since += 1
             now = time.perf_counter()
             if since and (since >= every or now - last >= interval_s or done >= events):
                 final = done >= events
-                delivery.commit([TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                                wait=final)
+                delivery.commit(dict(offsets), wait=final)
                 offsets.clear()
                 since, last = 0, time.perf_counter()
         ended = time.perf_counter()

@@ -25,9 +25,11 @@ from typing import Any
 import orjson
 
 from stream.config import Settings, load_settings
+from stream.contracts.partitioning import partition_for
 from stream.devtools.broker import BrokerError, LocalBroker, find_free_port
 from stream.devtools.synthetic import TrafficConfig, generate
-from stream.kafka.kp_legacy import make_admin, make_producer
+from stream.kafka.classify import ClientError
+from stream.kafka.clients import connect
 
 log = logging.getLogger("benchmarks.bench")
 
@@ -119,18 +121,14 @@ class Topics:
         })
 
     def create(self, topics: dict[str, tuple[int, dict[str, str]]]) -> None:
-        admin = make_admin(self.settings())
+        admin = connect(self.settings()).admin()
         try:
-            request = {name: {"num_partitions": parts, "replication_factor": 1,
-                              "configs": dict(config)}
-                       for name, (parts, config) in topics.items()}
-            result = admin.create_topics(request, raise_errors=False)
-            errors = [f"{t['name']}: error {t.get('error_code')}"
-                      for t in result.get("topics", [])
-                      if t.get("error_code", 0) not in (0, _TOPIC_ALREADY_EXISTS)]
+            result = admin.create_topics({name: (parts, 1, config)
+                                          for name, (parts, config) in topics.items()})
+            errors = [f"{name}: {error}" for name, error in result.items()
+                      if error not in (None, "already exists")]
             if errors:
                 raise RuntimeError("could not create bench topics: " + "; ".join(errors))
-            admin.wait_for_topics(list(topics), timeout_ms=30_000)
             self.created.extend(topics)
         finally:
             admin.close()
@@ -140,9 +138,9 @@ class Topics:
         if not self.created:
             return
         with suppress(Exception):
-            admin = make_admin(self.settings())
+            admin = connect(self.settings()).admin()
             try:
-                admin.delete_topics(self.created, raise_errors=False)
+                admin.delete_topics(self.created)
             finally:
                 admin.close()
         self.created.clear()
@@ -180,35 +178,45 @@ def traffic(count: int, cards: int, seed: int,
 
 def prefill(topics: Topics, count: int, cards: int, seed: int) -> Prefilled:
     """Produce `count` events keyed by card_id into the input topic and wait until all are
-    acknowledged; the partition of each comes back from the broker, not from a guess."""
-    producer = make_producer(topics.settings(), linger_ms=20, batch_size=1024 * 1024)
+    acknowledged; each lands in the partition Kafka's murmur2 partitioner gives its key."""
+    producer = connect(topics.settings()).producer(linger_ms=20.0)
     values: list[bytes] = []
-    futures: list[Any] = []
+    partitions: list[int] = []
+    failed: list[ClientError] = []
     fraud = 0
     started = time.perf_counter()
+
+    def delivered(error: ClientError | None) -> None:
+        if error is not None:
+            failed.append(error)
+
     try:
         for event in traffic(count, cards, seed):
             value = orjson.dumps(event)
+            key = event["card_id"].encode()
             values.append(value)
+            partitions.append(partition_for(key, PARTITIONS))
             fraud += bool(event.get("is_fraud"))
-            futures.append(producer.send(topics.input, key=event["card_id"].encode(),
-                                         value=value))
-        producer.flush(timeout=120)
-        partitions = [f.get(timeout=30).partition for f in futures]
+            while True:
+                try:
+                    producer.send(topics.input, key, value, on_delivery=delivered)
+                    break
+                except ClientError as exc:
+                    if exc.kind != "queue_full":
+                        raise
+                    producer.poll(0.1)
+        left = producer.flush(120.0)
     finally:
-        producer.close(timeout=10)
+        producer.close(10.0)
+    if left or failed:
+        raise RuntimeError(f"pre-fill: {left} unacknowledged, {len(failed)} failed")
     return Prefilled(values, partitions, time.perf_counter() - started, fraud)
 
 
 def end_offsets_total(bootstrap: str, topic: str) -> int:
     """Sum of a topic's end offsets: its record count when nothing transactional wrote it."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             metrics_enabled=False)
+    reader = connect(load_settings(environ={}, bootstrap_servers=bootstrap)).reader()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return int(sum(ends.values()))
+        return sum(reader.watermarks((topic, p), 30.0)[1] for p in reader.partitions(topic))
     finally:
-        consumer.close()
+        reader.close()

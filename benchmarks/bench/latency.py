@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
 from benchmarks.bench.harness import LOG_APPEND_TIME, Topics, end_offsets_total, traffic
 from benchmarks.bench.scorer import ScorerProcess, scorer_env, stream_command
-from stream.kafka.rdkafka import make_fast_producer
+from stream.kafka.rdkafka import connection_config
 
 _LOG_APPEND_TIME_TYPE = 1
 
@@ -111,7 +112,9 @@ def measure_latency(topics: Topics, rate: float, seconds: float, cards: int, see
         # The load generator uses the scorer's C client too: with kafka-python its own
         # sender thread (in this busy process) delayed records by milliseconds after their
         # timestamp was taken, which counted against the scorer.
-        producer = make_fast_producer(topics.settings(input_topic=input_topic))
+        producer = Producer({**connection_config(topics.settings(input_topic=input_topic)),
+                             "acks": "all", "enable.idempotence": True, "linger.ms": 2,
+                             "partitioner": "murmur2_random"})
         try:
             if reader is not None:
                 reader.start()

@@ -34,7 +34,7 @@ JOIN = "rebalance: join + restore (before the window)"
 # The Kafka client is librdkafka: its work runs in C threads, and what the main thread spends
 # in it shows as time in the Python frame that called it (py-spy records Python frames).
 RULES: tuple[tuple[str, str, str], ...] = (
-    ("on_assigned", "stream/serving/loop.py", JOIN),
+    ("on_assigned", "serving/rebalance.py", JOIN),
     ("drain_changes", "", "checkpoint: drain + encode state"),
     ("encode_changes", "", "checkpoint: drain + encode state"),
     ("decode_transaction", "codec.py", "decode"),
@@ -46,17 +46,18 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("learn_label", "extractor.py", "features (merchant labels)"),
     ("_after_scoring", "pipeline.py", "pipeline bookkeeping"),
     ("encode_verdict", "codec.py", "verdict encode"),
-    ("format_time", "codec.py", "verdict build (format_time)"),
-    ("_produce", "kafka/delivery.py", "produce (librdkafka enqueue)"),
+    ("to_verdict", "core/verdicts.py", "verdict build"),
+    ("_produce", "kafka/delivery.py", "produce (client enqueue)"),
     ("commit", "kafka/delivery.py", "checkpoint: commit (acks, offsets or transaction)"),
-    ("next_batch", "kafka/rdkafka.py", "consume (fetched batch + wait)"),
+    ("poll", "kafka/rdkafka_consumer.py", "consume (fetched batch + wait)"),
+    ("poll", "kafka/kafkapython_consumer.py", "consume (fetched batch + wait)"),
     ("", "prometheus_client", "prometheus metrics"),
-    ("_refresh_gauges", "stream/serving/loop.py", "gauges refresh"),
+    ("_refresh_gauges", "serving/loop.py", "gauges refresh"),
     ("take", "serving/intake.py", "intake: decode + buffer"),
     ("release", "serving/intake.py", "intake: event-time merge"),
-    ("_checkpoint", "stream/serving/loop.py", "checkpoint other"),
-    ("_handle_transaction", "stream/serving/handlers.py", "handler other (Verdict, bookkeeping)"),
-    ("run", "stream/serving/loop.py", "loop other"),
+    ("commit", "serving/checkpoint.py", "checkpoint other"),
+    ("transaction", "serving/handlers.py", "handler other (bookkeeping)"),
+    ("run", "serving/loop.py", "loop other"),
 )
 
 
@@ -82,7 +83,7 @@ def categorise(collapsed: str) -> tuple[Counter[str], int]:
         if not stack or not n.isdigit():
             continue
         frames = stack.split(";")
-        if not any(_matches(f, "run", "stream/serving/loop.py") for f in frames):
+        if not any(_matches(f, "run", "serving/loop.py") for f in frames):
             continue
         total += int(n)
         for frame in reversed(frames):

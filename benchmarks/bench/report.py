@@ -74,9 +74,13 @@ def targets(result: dict[str, Any]) -> dict[str, bool | None]:
 def build(events: int, eps: dict[str, float | None], latency: dict[str, float | None],
           bytes_per_card: float | None, extra: dict[str, Any]) -> dict[str, Any]:
     """The result document, with ratios vs passthrough, machine, date and targets in extra."""
+    other = "kafka_python."
     result: dict[str, Any] = {
         "events": events,
         "eps": {k: _num(eps.get(k)) for k in EPS_KEYS},
+        # The default adapter's figures are under "eps"; the other adapter's here.
+        "kafka_python": {k[len(other):]: _num(v) for k, v in eps.items()
+                         if k.startswith(other)},
         "latency_ms": {"offered_eps": _num(latency.get("offered_eps")),
                        "p50": _num(latency.get("p50")), "p99": _num(latency.get("p99"))},
         "bytes_per_card": _num(bytes_per_card),
@@ -124,6 +128,9 @@ def table(result: dict[str, Any]) -> str:
         v = lat[q]
         rows.append((f"latency {q} @ {offered:,.0f}/s", "null" if v is None else f"{v:.1f} ms",
                      "", TARGET_TEXT.get(q, ""), mark(q) if q in TARGET_TEXT else ""))
+    for key, value in result.get("kafka_python", {}).items():
+        rows.append((f"kafka-python {key}", "null" if value is None else f"{value:,.0f} events/s",
+                     "", "", ""))
     bpc = result["bytes_per_card"]
     rows.append(("bytes_per_card", "null" if bpc is None else f"{bpc:,.0f} B", "",
                  TARGET_TEXT["bytes_per_card"], mark("bytes_per_card")))

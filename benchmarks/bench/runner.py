@@ -70,7 +70,7 @@ def _group(kind: str, topics: Topics) -> str:
     return f"bench-{kind}-{topics.run_id}-{uuid.uuid4().hex[:6]}"
 
 
-def _scorer_run(topics: Topics, events: int, extra_args: list[str]) -> Any:
+def _scorer_run(topics: Topics, events: int, extra_args: list[str], slow: bool = False) -> Any:
     output = topics.fresh("verdicts")
     command = stream_command(
         topics.bootstrap, "run", "--max-events", str(events),
@@ -78,11 +78,13 @@ def _scorer_run(topics: Topics, events: int, extra_args: list[str]) -> Any:
         "--output-topic", output, "--labels-topic", topics.labels, "--dlq-topic", topics.dlq,
         *extra_args,
     )
-    return run_pipeline(command, events, scorer_env(topics.fresh_changelog()), _timeout(events))
+    timeout = _timeout(events, 100.0 if slow else 300.0)
+    return run_pipeline(command, events, scorer_env(topics.fresh_changelog()), timeout)
 
 
 ALO = ["--guarantee", "at-least-once"]
 EOS = ["--guarantee", "exactly-once"]
+KAFKA_PYTHON = ["--kafka-client", "kafka-python"]
 
 
 def exactly_once_support() -> str | None:
@@ -130,6 +132,19 @@ def throughput_round(topics: Topics, prefilled: Prefilled, eos_reason: str | Non
     log.info("passthrough")
     eps["passthrough"] = baselines.passthrough(topics, n, _group("passthrough", topics),
                                                _timeout(n))
+    # The same three on the other adapter (`kafka_client = kafka-python`).
+    log.info("kafka-python: pipeline at-least-once, exactly-once, passthrough")
+    eps["kafka_python.pipeline_at_least_once"] = _scorer_run(
+        topics, n, [*alo_args, *KAFKA_PYTHON], slow=True).eps
+    eps["kafka_python.pipeline_exactly_once"] = None
+    if eos_reason is None:
+        try:
+            eps["kafka_python.pipeline_exactly_once"] = _scorer_run(
+                topics, n, [*EOS, *KAFKA_PYTHON], slow=True).eps
+        except RuntimeError as exc:
+            log.warning("kafka-python exactly-once run failed: %s", str(exc)[-600:])
+    eps["kafka_python.passthrough"] = baselines.passthrough(
+        topics, n, _group("passthrough-kp", topics), _timeout(n, 100.0), "kafka-python")
     log.info("naive")
     eps["naive"] = baselines.naive(topics, n, _group("naive", topics), _timeout(n, 100.0))
     log.info("model_only")

@@ -11,67 +11,65 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from benchmarks.bench.harness import Topics
 from benchmarks.bench.scorer import ScorerProcess, stream_command
 from benchmarks.quality.dataset import Dataset
 from stream.contracts.codec import decode_verdict
-from stream.kafka.rdkafka import connection_config, make_fast_producer
+from stream.kafka.classify import ClientError
+from stream.kafka.clients import connect
+from stream.kafka.records import BEGINNING
 
 log = logging.getLogger("benchmarks.quality")
 PARTITIONS = 4
 
 
 def _produce(topics: Topics, data: Dataset) -> float:
-    settings = topics.settings()
-    options: dict[str, Any] = {"partitioner": "murmur2_random", "linger.ms": 20,
-                               "batch.size": 1_000_000}
-    producer = make_fast_producer(settings, None, **options)
+    producer = connect(topics.settings()).producer(linger_ms=20.0)
     started = time.perf_counter()
+    failed: list[ClientError] = []
+
+    def delivered(error: ClientError | None) -> None:
+        if error is not None:
+            failed.append(error)
+
     for is_label, key, value in data.raw:
         topic = topics.labels if is_label else topics.input
         while True:
             try:
-                producer.produce(topic, key=key, value=value)
+                producer.send(topic, key, value, on_delivery=delivered)
                 break
-            except BufferError:
+            except ClientError as exc:
+                if exc.kind != "queue_full":
+                    raise
                 producer.poll(0.1)
-        producer.poll(0)
-    left = producer.flush(120)
-    if left:
-        raise RuntimeError(f"{left} records not acknowledged")
+    left = producer.flush(120.0)
+    if left or failed:
+        raise RuntimeError(f"{left} records not acknowledged, {len(failed)} failed")
     return time.perf_counter() - started
 
 
 def _read_verdicts(topics: Topics, output: str, expected: int,
                    timeout_s: float) -> dict[str, float]:
-    consumer = Consumer({**connection_config(topics.settings()),
-                         "group.id": f"quality-reader-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
-    consumer.assign([TopicPartition(output, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    reader = connect(topics.settings()).reader(bulk=True)
+    reader.assign({(output, p): BEGINNING for p in range(PARTITIONS)})
     scores: dict[str, float] = {}
-    at_end: set[int] = set()
+    at_end: set[tuple[str, int]] = set()
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            for message in consumer.consume(10_000, 0.5):
-                error, partition = message.error(), message.partition() or 0
-                if error is None:
-                    body = decode_verdict(message.value() or b"{}")
-                    scores[body["transaction_id"]] = body["score"]
-                    at_end.discard(partition)
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(partition)
+            polled = reader.poll(10_000, 0.5)
+            for record in polled.records:
+                body = decode_verdict(record.value or b"{}")
+                scores[body["transaction_id"]] = body["score"]
+                at_end.discard(record.source)
+            at_end.update(polled.at_end)
             if len(scores) >= expected and len(at_end) == PARTITIONS:
                 break
     finally:
-        consumer.close()
+        reader.close()
     return scores
 
 

@@ -29,7 +29,8 @@ from stream.core.evaluation import curves
 from stream.core.evaluation.prequential import ThresholdRates
 from stream.core.pipeline import Pipeline, PipelineConfig, Scored
 from stream.core.scoring.policy import Policy
-from stream.kafka.ranges import RangeSpec, range_consumer, read_aligned, resolve
+from stream.kafka.clients import connect
+from stream.kafka.ranges import RangeSpec, read_aligned, resolve
 from stream.state.snapshot import PartitionSnapshot
 
 HIST_BINS = 40
@@ -219,17 +220,19 @@ def compare_live(
 def _read_verdicts(settings: Settings, topic: str, wanted: dict[str, Row]) -> tuple[
         dict[str, float], str]:
     """Scores on the verdicts topic for the wanted transaction ids (the last one wins)."""
-    consumer = range_consumer(settings)
+    reader = connect(settings).reader()
     scores: dict[str, float] = {}
     models: Counter[str] = Counter()
     try:
-        for batch in read_aligned(consumer, resolve(consumer, topic, RangeSpec())):
+        for batch in read_aligned(reader, resolve(reader, topic, RangeSpec())):
             for record in batch:
+                if record.value is None:
+                    continue
                 body = decode_verdict(record.value)
                 tx_id = body.get("transaction_id")
                 if tx_id in wanted:
                     scores[tx_id] = float(body["score"])
                     models[str(body.get("model_version", "?"))] += 1
     finally:
-        consumer.close()
+        reader.close()
     return scores, (models.most_common(1)[0][0] if models else "?")

@@ -17,17 +17,18 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kafka.errors import KafkaError
-
 from stream.batch.source import RunStats, Sourced, decode_as, run_items
 from stream.config import Settings
-from stream.contracts.codec import encode_verdict, format_time
-from stream.contracts.messages import Transaction, Verdict
-from stream.core.evaluation.prequential import Snapshot
+from stream.contracts.codec import encode_verdict
+from stream.contracts.messages import Transaction
+from stream.core.evaluation.prequential import Summary
 from stream.core.pipeline import Pipeline, PipelineConfig, Scored
+from stream.core.verdicts import to_verdict
 from stream.devtools.progress import progress_bar
 from stream.errors import InfrastructureError
-from stream.kafka.ranges import Ranges, RangeSpec, range_consumer, read_aligned, resolve
+from stream.kafka.classify import ClientError
+from stream.kafka.clients import Producer, connect
+from stream.kafka.ranges import Ranges, RangeSpec, read_aligned, resolve
 from stream.state.snapshot import PartitionSnapshot
 
 
@@ -36,7 +37,7 @@ class ReplayResult:
     """What a replay did; `pipeline` is kept so callers can export or inspect its state."""
 
     stats: RunStats
-    evaluation: Snapshot
+    evaluation: Summary
     verdicts_sent: int
     seconds: float
     ranges: dict[str, tuple[int, int]]
@@ -53,38 +54,45 @@ class VerdictWriter:
     the record may be days old); `model_version` is the replaying pipeline's.
     """
 
-    def __init__(self, producer: Any, topic: str, pipeline: Pipeline,
+    def __init__(self, producer: Producer, topic: str, pipeline: Pipeline,
                  flush_every: int = 5000) -> None:
         self.producer = producer
         self.topic = topic
         self.pipeline = pipeline
         self.flush_every = flush_every
         self.sent = 0
-        self._failed: list[BaseException] = []
+        self._failed: list[ClientError] = []
         self._last = time.perf_counter()
+
+    def _delivered(self, error: ClientError | None) -> None:
+        if error is not None:
+            self._failed.append(error)
 
     def __call__(self, partition: int, tx: Transaction, scored: Scored, origin: Any) -> None:
         now = time.perf_counter()
-        verdict = Verdict(
-            transaction_id=tx.transaction_id, card_id=tx.card_id, score=scored.score,
-            decision=scored.decision, model_version=self.pipeline.model_version,
-            scored_at=format_time(time.time()), latency_ms=round((now - self._last) * 1000, 3),
-            contributions=scored.contributions or None,
-        )
+        verdict = to_verdict(tx, scored, self.pipeline.model_version, time.time(),
+                             (now - self._last) * 1000)
         self._last = now
         key = origin.key if origin is not None and origin.key is not None else \
             tx.card_id.encode()
-        future = self.producer.send(self.topic, key=key, value=encode_verdict(verdict))
-        future.add_errback(self._failed.append)
+        try:
+            self.producer.send(self.topic, key, encode_verdict(verdict),
+                               on_delivery=self._delivered)
+        except ClientError as exc:
+            if exc.kind != "queue_full":
+                raise InfrastructureError(f"back-filling to {self.topic} failed: {exc}") from None
+            self.producer.flush(60.0)
+            self.producer.send(self.topic, key, encode_verdict(verdict),
+                               on_delivery=self._delivered)
         self.sent += 1
         if self.sent % self.flush_every == 0:
             self.flush()
 
     def flush(self) -> None:
-        try:
-            self.producer.flush(timeout=60)
-        except KafkaError as exc:
-            raise InfrastructureError(f"flush of back-filled verdicts failed: {exc}") from None
+        left = self.producer.flush(60.0)
+        if left:
+            raise InfrastructureError(f"flush of back-filled verdicts timed out with {left} "
+                                      "unacknowledged")
         if self._failed:
             raise InfrastructureError(
                 f"{len(self._failed)} verdict sends to {self.topic} failed: {self._failed[0]}")
@@ -134,34 +142,33 @@ def replay_topic(
     on_scored: Callable[[int, Transaction, Scored, Any], None] | None = None,
 ) -> ReplayResult:
     """Replay `settings.input_topic` over `spec` (and the labels topic over the same times)."""
-    from stream.kafka.kp_legacy import make_producer
-
-    consumer = range_consumer(settings)
-    producer = None
+    clients = connect(settings)
+    reader = clients.reader()
+    producer: Producer | None = None
     try:
-        ranges: Ranges = resolve(consumer, settings.input_topic, spec)
+        ranges: Ranges = resolve(reader, settings.input_topic, spec)
         if with_labels:
             label_spec = RangeSpec(from_time=spec.from_time, to_time=spec.to_time)
-            ranges.update(resolve(consumer, settings.labels_topic, label_spec))
-        total = sum(end - start for tp, (start, end) in ranges.items()
-                    if tp.topic == settings.input_topic)
+            ranges.update(resolve(reader, settings.labels_topic, label_spec))
+        total = sum(end - start for (topic, _), (start, end) in ranges.items()
+                    if topic == settings.input_topic)
         if to_topic is not None:
-            if to_topic not in consumer.topics():
+            if not reader.partitions(to_topic):
                 raise InfrastructureError(f"target topic {to_topic!r} does not exist")
-            producer = make_producer(settings)
+            producer = clients.producer(linger_ms=20.0)
         target = producer
 
         def writer_factory(pipeline: Pipeline) -> VerdictWriter:
             assert target is not None and to_topic is not None
             return VerdictWriter(target, to_topic, pipeline)
 
-        items = record_items(read_aligned(consumer, ranges), settings.input_topic, single_model)
+        items = record_items(read_aligned(reader, ranges), settings.input_topic, single_model)
         pipeline, stats, sent, seconds = replay_items(
             items, config, model_version, init_from,
             writer_factory if producer is not None else None, total, progress, on_scored)
     finally:
         if producer is not None:
-            producer.close(timeout=10)
-        consumer.close()
-    spans = {f"{tp.topic}[{tp.partition}]": span for tp, span in sorted(ranges.items())}
-    return ReplayResult(stats, pipeline.snapshot(), sent, seconds, spans, pipeline)
+            producer.close(10.0)
+        reader.close()
+    spans = {f"{topic}[{partition}]": span for (topic, partition), span in sorted(ranges.items())}
+    return ReplayResult(stats, pipeline.summary(), sent, seconds, spans, pipeline)

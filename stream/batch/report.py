@@ -12,7 +12,7 @@ from html import escape
 
 from stream.batch import svg
 from stream.batch.compare import HIST_BINS, BatchMetrics, Comparison, Side
-from stream.core.evaluation.prequential import Snapshot
+from stream.core.evaluation.prequential import Summary
 
 COLORS = ("#1f6feb", "#d1242f")
 FRAUD, LEGIT = "#d1242f", "#1f6feb"
@@ -36,7 +36,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def prequential_lines(snap: Snapshot, title: str = "prequential") -> list[str]:
+def prequential_lines(snap: Summary, title: str = "prequential") -> list[str]:
     """The rolling metrics of a run (`stream train`, `stream replay`), for the terminal."""
     review, decline = snap.rates("review"), snap.rates("decline")
     lines = [

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream.batch.source import RunStats, Sourced, file_items, run_items
-from stream.core.evaluation.prequential import Snapshot
+from stream.core.evaluation.prequential import Summary
 from stream.core.pipeline import Pipeline, PipelineConfig
 from stream.devtools.progress import progress_bar
 from stream.state.snapshot import PartitionSnapshot, save_snapshot
@@ -27,7 +27,7 @@ class TrainResult:
     """The trained state and how it got there."""
 
     stats: RunStats
-    evaluation: Snapshot
+    evaluation: Summary
     snapshot: PartitionSnapshot
     seconds: float
 
@@ -49,7 +49,7 @@ def train(
         stats = run_items(pipeline, items, tick=tick)
     seconds = time.perf_counter() - started
     snapshot = pipeline.export_partition(0, with_features=True)
-    return TrainResult(stats, pipeline.snapshot(), snapshot, seconds)
+    return TrainResult(stats, pipeline.summary(), snapshot, seconds)
 
 
 def train_file(

@@ -13,15 +13,17 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from stream.cli.argv import normalise_argv, shape_of
 from stream.cli.batch import register as register_offline
-from stream.config import Settings, load_settings
+from stream.cli.options import global_options, note_global_options, settings_from
 from stream.devtools.broker import LocalBroker
 from stream.errors import ConfigError, FraudStreamError
-from stream.kafka.kp_legacy import make_admin, make_producer
+from stream.kafka.clients import connect
 
 app = typer.Typer(
     name="stream", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-    rich_markup_mode=None, help="fraud-stream: real-time fraud scoring on Kafka.",
+    rich_markup_mode=None, help="fraud-stream: real-time fraud scoring on Kafka.\n\nThe "
+    "options below are global: they may come before or after the command.",
 )
 kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, one node).")
 topics_app = typer.Typer(no_args_is_help=True, help="Topics as code (topics/).")
@@ -29,46 +31,7 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 
 Opt = typer.Option
-
-
-@app.callback()
-def _global(
-    ctx: typer.Context,
-    bootstrap_servers: Annotated[str | None, Opt(help="Kafka bootstrap servers.")] = None,
-    config: Annotated[Path | None, Opt(help="TOML config file.")] = None,
-    security_protocol: Annotated[str | None, Opt(help="PLAINTEXT, SSL, SASL_*.")] = None,
-    sasl_mechanism: Annotated[str | None, Opt()] = None,
-    sasl_username: Annotated[str | None, Opt()] = None,
-    sasl_password: Annotated[
-        str | None, Opt(help="Prefer env FRAUDSTREAM_SASL_PLAIN_PASSWORD.")] = None,
-    ssl_cafile: Annotated[str | None, Opt()] = None,
-    log_level: Annotated[str, Opt(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
-) -> None:
-    logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # kafka-python logs every failed reconnect at ERROR; our own lines say what matters.
-    if log_level.upper() != "DEBUG":
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    ctx.obj = {
-        "config_file": config,
-        "flags": {
-            "bootstrap_servers": bootstrap_servers,
-            "security_protocol": security_protocol,
-            "sasl_mechanism": sasl_mechanism,
-            "sasl_plain_username": sasl_username,
-            "sasl_plain_password": sasl_password,
-            "ssl_cafile": ssl_cafile,
-        },
-    }
-
-
-def settings_from(ctx: typer.Context, **flags: Any) -> Settings:
-    """Global flags + this command's flags over env, TOML and defaults."""
-    obj = ctx.find_root().obj or {}
-    merged = {**obj.get("flags", {}), **flags}
-    return load_settings(obj.get("config_file"), **merged)
+_global = app.callback()(global_options)  # the global options: see stream/cli/options.py
 
 
 # -- kafka ----------------------------------------------------------------------------------
@@ -106,19 +69,14 @@ def topics_apply(
     topics_dir: Annotated[Path | None, Opt(help="Directory of topic specs.")] = None,
 ) -> None:
     """Create missing topics and report drift in existing ones (idempotent)."""
-    from stream.contracts.topics import apply_topics, load_specs
+    from stream.contracts.topics import specs_for
+    from stream.kafka.admin import apply_topics
 
     settings = settings_from(ctx, topics_dir=topics_dir)
-    specs = load_specs(settings.topics_dir)
-    names = {
-        "transactions": settings.input_topic, "labels": settings.labels_topic,
-        "verdicts": settings.output_topic, "transactions.dlq": settings.dlq_topic,
-        "transactions.changelog": settings.changelog_topic,
-    }
-    renamed = [spec.renamed(names.get(role, spec.name)) for role, spec in specs.items()]
-    admin = make_admin(settings)
+    specs = specs_for(settings.topic_names(), settings.topics_dir)
+    admin = connect(settings).admin()
     try:
-        report = apply_topics(admin, renamed)
+        report = apply_topics(admin, specs)
     finally:
         admin.close()
     for line in report.lines():
@@ -197,7 +155,7 @@ def produce(
             raise ConfigError(str(exc)) from None
         events = generate(config)
         total = config.count
-    producer = make_producer(settings)
+    producer = connect(settings).producer(linger_ms=20.0)
     try:
         if config is not None and labels == "topic" and label_delay is None:
             stats = produce_stream(producer, generate_stream(config),
@@ -210,7 +168,7 @@ def produce(
                 progress=progress, total=total,
             )
     finally:
-        producer.close(timeout=10)
+        producer.close(10.0)
     typer.echo(f"produced {stats.sent} events and {stats.labels_sent} labels "
                f"in {stats.seconds:.1f}s")
 
@@ -296,13 +254,18 @@ def demo(
              seconds=seconds)
 
 
+note_global_options(app)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map every expected failure to one line and an exit code.
 
+    Global options may follow the command: argv is normalised first (stream/cli/argv.py).
     Usage errors (unknown option, bad value) are reported by Typer itself, exit code 2.
     """
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv)
+        app(args=normalise_argv(args, shape_of(typer.main.get_command(app))))
     except FraudStreamError as exc:  # every deliberate error; anything else is a bug
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

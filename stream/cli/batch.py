@@ -166,9 +166,9 @@ def replay_command(
         _existing(labels, "labels file")
         producer = None
         if to_topic is not None:
-            from stream.kafka.kp_legacy import make_producer
+            from stream.kafka.clients import connect
 
-            producer = make_producer(settings)
+            producer = connect(settings).producer(linger_ms=20.0)
         try:
             target = to_topic or ""
             factory = (lambda p: VerdictWriter(producer, target, p)) if producer else None
@@ -176,8 +176,8 @@ def replay_command(
                 file_items(file, labels), config, version, init, factory, None, progress)
         finally:
             if producer is not None:
-                producer.close(timeout=10)
-        evaluation, spans = pipeline.snapshot(), {str(file): (0, stats.transactions)}
+                producer.close(10.0)
+        evaluation, spans = pipeline.summary(), {str(file): (0, stats.transactions)}
     else:
         result = replay_topic(
             settings, config, _range(from_offset, from_time, to_offset, to_time),

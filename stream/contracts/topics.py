@@ -11,7 +11,7 @@ import dataclasses
 import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,21 +19,16 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from stream.errors import ConfigError, InfrastructureError
+from stream.errors import ConfigError
 
 TOPICS_DIR = Path(__file__).resolve().parents[2] / "topics"
 ROLES = ("transactions", "labels", "verdicts", "transactions.dlq", "transactions.changelog")
 # Roles keyed by card_id whose partition N must line up with partition N of `transactions`.
 CO_PARTITIONED = ("labels", "transactions.changelog")
-_TOPIC_ALREADY_EXISTS = 36
 
 
 class TopicSpecError(ConfigError):
     """A spec file in `topics/` is malformed or inconsistent."""
-
-
-class TopicApplyError(InfrastructureError):
-    """The broker refused to create a topic (bad config, not authorised, ...)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +111,11 @@ def rename_specs(specs: Mapping[str, TopicSpec],
     return out
 
 
+def specs_for(topic_names: Mapping[str, str], topics_dir: Path | None = None) -> list[TopicSpec]:
+    """Every topic spec, named as configured (`Settings.topic_names()`)."""
+    return list(rename_specs(load_specs(topics_dir), topic_names).values())
+
+
 def load_schema(role: str, topics_dir: Path | None = None) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a role's message value."""
     path = (topics_dir or TOPICS_DIR) / f"{role}.schema.json"
@@ -142,100 +142,3 @@ def _is_date_time(value: object) -> bool:
 def schema_validator(role: str, topics_dir: Path | None = None) -> Draft202012Validator:
     """A validator for a role's schema that also checks `format: date-time`."""
     return Draft202012Validator(load_schema(role, topics_dir), format_checker=FORMAT_CHECKER)
-
-
-@dataclass
-class ApplyReport:
-    """What `stream topics apply` did: created, already as specified, or drifted (not changed)."""
-
-    created: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    drifted: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.drifted
-
-    def lines(self) -> list[str]:
-        out = [f"created    {name}" for name in self.created]
-        out += [f"unchanged  {name}" for name in self.unchanged]
-        out += [f"DRIFT      {name}: {why}" for name, why in self.drifted.items()]
-        if self.drifted:
-            out.append("drift is reported, never changed: fix the topic by hand or the spec")
-        return out
-
-
-def _create(admin: Any, specs: list[TopicSpec]) -> tuple[list[str], list[str]]:
-    """Create topics; return (created, already existing). Races with another creator are fine."""
-    request = {s.name: {"num_partitions": s.partitions,
-                        "replication_factor": s.replication_factor,
-                        "configs": dict(s.config)} for s in specs}
-    result = admin.create_topics(request, raise_errors=False)
-    created, existing, errors = [], [], []
-    for topic in result.get("topics", []):
-        code = topic.get("error_code", 0)
-        if code == 0:
-            created.append(topic["name"])
-        elif code == _TOPIC_ALREADY_EXISTS:
-            existing.append(topic["name"])
-        else:
-            errors.append(f"{topic['name']}: error {code} {topic.get('error_message') or ''}")
-    if errors:
-        raise TopicApplyError("could not create topics: " + "; ".join(errors))
-    if created:
-        admin.wait_for_topics(created, timeout_ms=30000)
-    return created, existing
-
-
-def _drift(admin: Any, specs: list[TopicSpec]) -> dict[str, str]:
-    """Reasons, by topic name, why an existing topic differs from its spec."""
-    from kafka.admin import ConfigResource, ConfigResourceType
-
-    if not specs:
-        return {}
-    described = {t["name"]: t for t in admin.describe_topics([s.name for s in specs])}
-    resources = [ConfigResource(ConfigResourceType.TOPIC, s.name, list(s.config))
-                 for s in specs if s.config]
-    configs: dict[str, dict[str, Any]] = {}
-    if resources:
-        configs = admin.describe_configs(resources, config_filter="all").get("topic", {})
-    drift: dict[str, str] = {}
-    for spec in specs:
-        reasons = []
-        partitions = described.get(spec.name, {}).get("partitions") or []
-        if len(partitions) != spec.partitions:
-            reasons.append(f"{len(partitions)} partitions, spec says {spec.partitions}")
-        replicas = max((len(p.get("replica_nodes") or []) for p in partitions), default=0)
-        if partitions and replicas and replicas != spec.replication_factor:
-            reasons.append(f"replication factor {replicas}, spec says {spec.replication_factor}")
-        actual = configs.get(spec.name, {})
-        for key, want in spec.config.items():
-            entry = actual.get(key)
-            have = entry.get("value") if isinstance(entry, dict) else None
-            if have != want:
-                reasons.append(f"{key}={have}, spec says {want}")
-        if reasons:
-            drift[spec.name] = "; ".join(reasons)
-    return drift
-
-
-def apply_topics(admin: Any, specs: Iterable[TopicSpec]) -> ApplyReport:
-    """Create missing topics and report drift of existing ones. Idempotent.
-
-    `admin` is a `kafka.admin.KafkaAdminClient`.
-    """
-    wanted = list(specs)
-    existing = set(admin.list_topics())
-    missing = [s for s in wanted if s.name not in existing]
-    created, raced = _create(admin, missing) if missing else ([], [])
-    to_check = [s for s in wanted if s.name in existing or s.name in raced]
-    drift = _drift(admin, to_check)
-    report = ApplyReport(created=created, drifted=drift)
-    report.unchanged = [s.name for s in to_check if s.name not in drift]
-    return report
-
-
-def missing_topics(admin: Any, names: Iterable[str]) -> list[str]:
-    """The given topic names that do not exist, in the order given (start-up check)."""
-    existing = set(admin.list_topics())
-    return [name for name in names if name not in existing]

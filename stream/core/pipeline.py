@@ -3,12 +3,16 @@
 Pure Python, no I/O: the app loop hands in decoded messages and gets plain results back,
 so the whole decision logic is unit-tested without a broker. Each input partition owns
 its own feature state and model (the unit of parallelism and of state, as in Kafka
-Streams), which is what lets a partition move between instances with its state.
+Streams), which is what lets a partition move between instances with its state (that state
+and its snapshots are in partitions.py).
+
+A little over 300 lines on purpose: scoring, the label joins (in-event, delayed, early, from
+the labels topic, assumed legitimate) and learning share the decision-time records and the
+change tracking, and split apart each half would reach into the other's.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from array import array
 from collections import OrderedDict
@@ -18,50 +22,29 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
-from river import compose
-
 from stream.contracts.messages import Decision, Label, Transaction
 from stream.core.evaluation.drift import DriftEvent
-from stream.core.evaluation.oversight import Oversight, OversightConfig
-from stream.core.evaluation.prequential import Snapshot
+from stream.core.evaluation.oversight import Oversight
+from stream.core.evaluation.prequential import Summary
 from stream.core.evaluation.shadow import Promotion
-from stream.core.features.extractor import FeatureExtractor
-from stream.core.scoring.model import ModelSpec, learn_one, make_model, score_one, top_contributions
-from stream.core.scoring.pending import Decided, DueLabels, PendingBuffer
-from stream.core.scoring.policy import Policy
-from stream.core.scoring.zoo import make_challenger, parse_challenger
+from stream.core.partitions import (
+    PartitionState,
+    apply_restored,
+    changes_of,
+    load_snapshot,
+    snapshot_of,
+)
+from stream.core.pipeline_config import PipelineConfig
+from stream.core.scoring.model import learn_one, score_one, top_contributions
+from stream.core.scoring.pending import Decided, PendingBuffer
 from stream.state.changelog import PartitionChanges, PendingRow, RestoredState
-from stream.state.snapshot import PartitionSnapshot, decode_snapshot, encode_snapshot
+from stream.state.snapshot import PartitionSnapshot
 
 NO_CONTRIBUTIONS: dict[str, float] = {}
 LabelOutcome = Literal["learned", "held", "unmatched"]
 log = logging.getLogger("stream.core.pipeline")
 # Shared, read-only: the hot path allocates nothing for challengers when there are none.
 NO_SCORES: Mapping[str, float] = MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineConfig:
-    """Everything the core needs, as plain values (built from Settings by the CLI)."""
-
-    model: ModelSpec = field(default_factory=ModelSpec)
-    policy: Policy = field(default_factory=Policy)
-    horizons_s: tuple[float, ...] = (3600.0, 86400.0, 604800.0, 2592000.0)
-    card_ttl_s: float = 30 * 86400.0
-    merchant_ttl_s: float = 90 * 86400.0
-    merchant_prior: tuple[float, float] = (1.0, 99.0)
-    evict_every: int = 10_000
-    label_delay_s: float = 0.0
-    pending_ttl_s: float = 120 * 86400.0
-    pending_max: int = 1_000_000
-    metrics_window: int = 10_000
-    explain_top_k: int = 3
-    early_label_max: int = 100_000
-    early_label_ttl_s: float = 86400.0
-    # Record what changed between checkpoints (for the changelog); off when nothing drains it.
-    track_changes: bool = False
-    # Challengers, promotion, drift, "no chargeback within N days" (all off by default).
-    oversight: OversightConfig = field(default_factory=OversightConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,29 +60,6 @@ class Scored:
     # The features the decision was made on (read them, never change them): batch tools and
     # the quality benchmark train other models on exactly what the online model saw.
     features: Mapping[str, float] = field(default_factory=lambda: NO_SCORES)
-
-
-class PartitionState:
-    """One input partition's features, model and label replay queue."""
-
-    def __init__(self, partition: int, config: PipelineConfig) -> None:
-        self.partition = partition
-        self.features = FeatureExtractor(
-            horizons_s=config.horizons_s,
-            card_ttl_s=config.card_ttl_s,
-            merchant_ttl_s=config.merchant_ttl_s,
-            merchant_prior=config.merchant_prior,
-            track_changes=config.track_changes,
-        )
-        self.model: compose.Pipeline = make_model(config.model)
-        # Shadow models: same features, same labels, never decide (see scoring/challengers.py).
-        self.challengers: dict[str, Any] = {
-            name: make_challenger(parse_challenger(name)) for name in config.oversight.challengers
-        }
-        self.due = DueLabels(config.label_delay_s)
-        self.clock = float("-inf")
-        self.events = 0
-        self.learned = 0
 
 
 class Pipeline:
@@ -140,45 +100,24 @@ class Pipeline:
         if state is None:
             state = self._partitions[partition] = PartitionState(partition, self.config)
             if self.init_from is not None:
-                self._load_into(state, self.init_from, with_pending=False)
+                load_snapshot(state, self.init_from, self.model_version, None)
+                self._advance_clock(state)
         return state
 
     def export_partition(self, partition: int, with_features: bool = True) -> PartitionSnapshot:
-        """Everything the partition has learned, as a snapshot (see scoring/snapshot.py)."""
-        state = self._partitions[partition]
-        pending = [(tx_id, d.merchant_id, d.timestamp, d.score, d.features.tolist())
-                   for tx_id, d in self.pending.items_for(partition)]
-        return PartitionSnapshot(
-            partition=partition, model=state.model, clock=state.clock, events=state.events,
-            learned=state.learned, due=state.due.items(),
-            features=state.features.export_state() if with_features else {},
-            pending=pending, model_name=self.model_version,
-            challengers=dict(state.challengers),
-        )
+        """Everything the partition has learned, as a snapshot (see state/snapshot.py)."""
+        return snapshot_of(self._partitions[partition], self.pending, self.model_version,
+                           with_features)
 
     def restore_partition(self, snapshot: PartitionSnapshot, partition: int | None = None) -> None:
         """Replace a partition's state with a snapshot's (on assignment, after a restart)."""
         target = snapshot.partition if partition is None else partition
         self.revoke(target)
         state = self._partitions[target] = PartitionState(target, self.config)
-        self._load_into(state, snapshot, with_pending=True)
+        load_snapshot(state, snapshot, self.model_version, self.pending)
+        self._advance_clock(state)
 
-    def _load_into(
-        self, state: PartitionState, snap: PartitionSnapshot, with_pending: bool
-    ) -> None:
-        state.model, challengers = _models_by_name(snap, self.model_version)
-        for name in state.challengers:
-            if name in challengers:  # a challenger not in the snapshot starts fresh
-                state.challengers[name] = copy.deepcopy(challengers[name])
-        state.clock, state.events, state.learned = snap.clock, snap.events, snap.learned
-        if snap.features:
-            state.features.import_state(snap.features)
-        if with_pending:
-            state.due.restore(snap.due)
-        if with_pending and snap.pending:
-            for tx_id, merchant, ts, score, values in snap.pending:
-                decided = Decided(state.partition, merchant, ts, score, array("d", values))
-                self.pending.put(tx_id, decided)
+    def _advance_clock(self, state: PartitionState) -> None:
         if state.clock > self.clock:
             self.clock = state.clock
 
@@ -375,57 +314,27 @@ class Pipeline:
     # -- checkpoints ------------------------------------------------------------------------
     def drain_changes(self, partition: int) -> PartitionChanges:
         """The partition's changes since its last drain, for the changelog (plain values)."""
-        state = self._partitions[partition]
-        snapshot = self.export_partition(partition, with_features=False)
-        snapshot.pending = []  # pending records travel as their own changelog keys
-        changes = state.features.drain_changes()
-        cards, cards_evicted = changes["cards"]
-        merchants, merchants_evicted = changes["merchants"]
         self.dirty.discard(partition)
-        return PartitionChanges(
-            snapshot=encode_snapshot(snapshot), cards=cards, cards_evicted=cards_evicted,
-            merchants=merchants, merchants_evicted=merchants_evicted,
-            pending=self._pending_changes.pop(partition, {}),
-        )
+        return changes_of(self._partitions[partition], self.pending, self.model_version,
+                          self._pending_changes.pop(partition, {}))
 
     def restore_from_changelog(self, partition: int, restored: RestoredState) -> None:
         """Rebuild a partition from its changelog (a fresh state when there is none)."""
         self.revoke(partition)
         state = self.assign(partition)
-        if restored.snapshot is not None:
-            # Its pending list is empty: pending records come from their own keys below.
-            self._load_into(state, decode_snapshot(restored.snapshot), with_pending=True)
-        store_cards, store_merchants = state.features.card_store, state.features.merchant_store
-        # Oldest update first, so eviction (which pops from the front) stays in order.
-        for key, row in sorted(restored.cards.items(), key=lambda item: item[1][0]):
-            store_cards.restore(key, row)
-        for key, row in sorted(restored.merchants.items(), key=lambda item: item[1][0]):
-            store_merchants.restore(key, row)
-        for tx_id, (merchant, ts, score, values) in restored.pending.items():
-            self.pending.put(tx_id, Decided(partition, merchant, ts, score, array("d", values)))
+        apply_restored(state, restored, self.model_version, self.pending)
+        self._advance_clock(state)
         self.dirty.discard(partition)
 
     # -- read-only views for metrics and the summary ---------------------------------------
-    def snapshot(self) -> Snapshot:
-        return self.evaluation.snapshot()
+    def summary(self) -> Summary:
+        return self.evaluation.summary()
 
     def state_sizes(self) -> dict[str, Any]:
         cards = sum(s.features.n_cards for s in self._partitions.values())
         merchants = sum(s.features.n_merchants for s in self._partitions.values())
         return {"cards": cards, "merchants": merchants, "pending_labels": len(self.pending),
                 "early_labels": len(self._early)}
-
-
-def _models_by_name(snap: PartitionSnapshot, champion: str) -> tuple[Any, dict[str, Any]]:
-    """The snapshot's champion for `champion` (by name when the snapshot knows it, else the
-    snapshot's own champion) and every other model by name; a promotion recorded in a
-    snapshot is thus undone by a restart that configures the original roles."""
-    models = dict(getattr(snap, "challengers", None) or {})  # older snapshots have none
-    models[snap.model_name] = snap.model
-    model = models.pop(champion, None)
-    if model is None:
-        model = models.pop(snap.model_name)
-    return copy.deepcopy(model), models
 
 
 def _log_drift(drift: DriftEvent) -> None:

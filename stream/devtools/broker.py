@@ -5,6 +5,9 @@ No Docker engine is needed: the official `org.apache.kafka:kafka_2.13` jars are 
 from Maven Central with `mvn` into a cache directory (see `deploy/kafka/`), the storage is
 formatted once per data dir, and the broker runs detached so `stream kafka up` can return while
 it keeps serving. `stop()` ends the whole process group, so no orphan JVM is left behind.
+
+Over 300 lines on purpose: resolving the jars, formatting, starting, probing and stopping one
+broker are one lifecycle whose steps share its paths, locks and process handling.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """`stream demo`: everything at once on one machine, with a live terminal summary.
 
 Starts the local broker when nothing answers at the configured address, applies the
-topics, runs the synthetic producer in a thread and the scorer in another, and renders a
-summary (events/s, verdict mix, rolling AUC, lag) from the same Prometheus registry the
-/metrics endpoint serves, so the terminal and Grafana can never disagree.
+topics (under the configured names), runs the synthetic producer in a thread and the scorer in
+another, and renders a summary (demo_screen.py) from the same Prometheus registry the /metrics
+endpoint serves, so the terminal and Grafana can never disagree. Log lines scroll above the
+summary, which stays put (demo_screen.py says why).
 """
 
 from __future__ import annotations
@@ -11,74 +12,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from stream.config import Settings
-from stream.contracts.topics import apply_topics, load_specs
+from stream.contracts.topics import specs_for
 from stream.devtools.broker import LocalBroker, is_answering
+from stream.devtools.demo_screen import RunView, logs_above, summary, value
 from stream.devtools.producer import produce_events
 from stream.devtools.synthetic import TrafficConfig, generate
-from stream.kafka.kp_legacy import make_admin, make_producer
+from stream.kafka.admin import apply_topics
+from stream.kafka.classify import ClientError
+from stream.kafka.clients import connect
 from stream.serving.wiring import build_scorer, serve_metrics
 
 log = logging.getLogger("stream.devtools.demo")
-
-
-@dataclass
-class _Sample:
-    at: float
-    scored: float
-
-
-def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    value = registry.get_sample_value(name, labels or None)
-    return 0.0 if value is None else value
-
-
-def _sum_gauge(registry: CollectorRegistry, name: str) -> float:
-    total = 0.0
-    for metric in registry.collect():
-        for sample in metric.samples:
-            if sample.name == name:
-                total += sample.value
-    return total
-
-
-def summary_table(registry: CollectorRegistry, eps: float, produced: int, model: str) -> Table:
-    """One screen an operator can read at a glance; values come from the metrics registry."""
-    scored = _value(registry, "fraudstream_events_total", outcome="scored")
-    dead = _value(registry, "fraudstream_events_total", outcome="dead_lettered")
-    mix = {d: _value(registry, "fraudstream_verdicts_total", decision=d)
-           for d in ("approve", "review", "decline")}
-    total = sum(mix.values()) or 1.0
-    auc = registry.get_sample_value("fraudstream_model_roc_auc", {"model": model})
-    pr_auc = registry.get_sample_value("fraudstream_model_pr_auc", {"model": model})
-    alert_rate = registry.get_sample_value("fraudstream_alert_rate", {"model": model})
-    label_rate = registry.get_sample_value("fraudstream_label_rate")
-    lag = _sum_gauge(registry, "fraudstream_consumer_lag")
-    learned = _value(registry, "fraudstream_model_updates_total")
-    table = Table(title="fraud-stream demo", show_header=False, min_width=56)
-    table.add_column("what", style="bold")
-    table.add_column("value", justify="right")
-    table.add_row("produced", f"{produced:,}")
-    table.add_row("scored", f"{int(scored):,}")
-    table.add_row("events/s", f"{eps:,.0f}")
-    table.add_row("approve / review / decline",
-                  " / ".join(f"{100 * mix[d] / total:.1f}%" for d in mix))
-    table.add_row("rolling ROC AUC", "-" if auc is None else f"{auc:.3f}")
-    table.add_row("rolling PR AUC", "-" if pr_auc is None else f"{pr_auc:.3f}")
-    table.add_row("alert rate", "-" if alert_rate is None else f"{100 * alert_rate:.2f}%")
-    table.add_row("label rate", "-" if label_rate is None else f"{100 * label_rate:.1f}%")
-    table.add_row("labels learned", f"{int(learned):,}")
-    table.add_row("dead letters", f"{int(dead):,}")
-    table.add_row("consumer lag", f"{int(lag):,}")
-    return table
 
 
 def ensure_broker(settings: Settings, port: int, console: Console) -> LocalBroker | None:
@@ -91,27 +42,123 @@ def ensure_broker(settings: Settings, port: int, console: Console) -> LocalBroke
     return broker
 
 
+def apply_demo_topics(settings: Settings, console: Console) -> None:
+    """Create the topics under the names the settings give them (as `stream topics apply`)."""
+    admin = connect(settings).admin()
+    try:
+        report = apply_topics(admin, specs_for(settings.topic_names(), settings.topics_dir))
+    finally:
+        admin.close()
+    for line in report.lines():
+        console.print(line, highlight=False)
+
+
+def records_waiting(settings: Settings, patience_s: float = 15.0) -> int | None:
+    """Input records the scorer's group has not processed yet: what earlier runs left behind.
+
+    The scorer starts from the group's committed offsets (the first offset when there are
+    none), so it scores these too and its count includes them; measured before this run
+    produces anything. A broker that has just started answers "not coordinator" for a while,
+    so failures are retried for `patience_s`; None when it still cannot be measured (the
+    summary then says the count may include them).
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return _waiting(settings)
+        except ClientError as exc:
+            if exc.kind in ("auth", "fenced") or time.monotonic() >= deadline:
+                log.warning("cannot tell how many records earlier runs left: %s", exc)
+                return None
+            time.sleep(0.5)
+
+
+def _waiting(settings: Settings) -> int:
+    clients = connect(settings)
+    timeout_s = settings.request_timeout_ms / 1000.0
+    reader = clients.reader()
+    try:
+        sources = [(settings.input_topic, p) for p in reader.partitions(settings.input_topic)]
+        marks = {source: reader.watermarks(source, timeout_s) for source in sources}
+    finally:
+        reader.close()
+    committed = clients.committed(sources, timeout_s)
+    return sum(max(0, end - max(first, committed.get(source) or 0))
+               for source, (first, end) in marks.items())
+
+
 def run_demo(
     settings: Settings, *, count: int, rate: float, fraud_rate: float, broker_port: int,
     seconds: float | None, registry: CollectorRegistry | None = None,
 ) -> None:
-    console = Console(stderr=False)
-    registry = registry if registry is not None else REGISTRY
+    """Run the demo until everything produced is processed, `seconds` pass, or Ctrl-C."""
+    console = Console()
+    with logs_above(console):
+        _run(settings, console, registry if registry is not None else REGISTRY, count=count,
+             rate=rate, fraud_rate=fraud_rate, broker_port=broker_port, seconds=seconds)
+
+
+def _run(
+    settings: Settings, console: Console, registry: CollectorRegistry, *, count: int,
+    rate: float, fraud_rate: float, broker_port: int, seconds: float | None,
+) -> None:
     if not is_answering(settings.bootstrap_servers, timeout_s=3.0):
         settings = settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{broker_port}"})
     broker = ensure_broker(settings, broker_port, console)
-    admin = make_admin(settings)
     try:
-        for line in apply_topics(admin, load_specs(settings.topics_dir).values()).lines():
-            console.print(line)
+        apply_demo_topics(settings, console)
+        earlier = records_waiting(settings)
+        scorer = build_scorer(settings, registry)
+        server = serve_metrics(settings, scorer.health, registry)
+        url = None if server is None else f"localhost:{server.port}/metrics"
+        produced = _start_producer(settings, count, rate, fraud_rate)
+        scorer_thread = threading.Thread(target=scorer.loop.run, name="scorer", daemon=True)
+        scorer_thread.start()
+        started = last_at = time.monotonic()
+        last_scored = 0.0
+
+        def view(per_second: float, done: bool = False) -> RunView:
+            return RunView(produced["n"], count, earlier, per_second,
+                           time.monotonic() - started, scorer.loop.pipeline.model_version,
+                           settings.metrics_window, url, done)
+
+        with Live(summary(registry, view(0.0)), console=console, refresh_per_second=2,
+                  vertical_overflow="ellipsis") as live:
+            try:
+                while scorer_thread.is_alive():
+                    time.sleep(1.0)
+                    now = time.monotonic()
+                    scored = value(registry, "fraudstream_events_total", outcome="scored")
+                    per_second = (scored - last_scored) / max(1e-9, now - last_at)
+                    last_at, last_scored = now, scored
+                    live.update(summary(registry, view(per_second)))
+                    processed = scored + value(registry, "fraudstream_events_total",
+                                               outcome="dead_lettered")
+                    finished = produced["done"] and processed >= produced["n"] + (earlier or 0)
+                    if finished or (seconds is not None and now - started >= seconds):
+                        break
+            except KeyboardInterrupt:
+                log.info("stopping...")
+            finally:  # inside Live: shutdown log lines still scroll above the summary
+                scorer.loop.stop()
+                scorer_thread.join(timeout=30)
+                scorer.close()
+                if server is not None:
+                    server.shutdown()
+                live.update(summary(registry, view(0.0, done=True)), refresh=True)
     finally:
-        admin.close()
-    scorer = build_scorer(settings, registry)
-    server = serve_metrics(settings, scorer.health, registry)
-    produced = {"n": 0}
+        if broker is not None:
+            console.print("stopping the local broker")
+            broker.stop()
+
+
+def _start_producer(settings: Settings, count: int, rate: float,
+                    fraud_rate: float) -> dict[str, Any]:
+    """Produce `count` synthetic transactions in a thread; the returned dict counts them."""
+    produced: dict[str, Any] = {"n": 0, "done": False}
 
     def _produce() -> None:
-        producer = make_producer(settings)
+        producer = connect(settings).producer(linger_ms=20.0)
         try:
             events = generate(TrafficConfig(count=count, fraud_rate=fraud_rate, seed=7))
 
@@ -122,36 +169,8 @@ def run_demo(
 
             produce_events(producer, _counted(), settings.input_topic, rate=rate, progress=False)
         finally:
-            producer.close(timeout=10)
+            producer.close(10.0)
+            produced["done"] = True
 
-    producer_thread = threading.Thread(target=_produce, name="demo-producer", daemon=True)
-    scorer_thread = threading.Thread(target=scorer.loop.run, name="scorer", daemon=True)
-    producer_thread.start()
-    scorer_thread.start()
-    started = time.monotonic()
-    last = _Sample(started, 0.0)
-    eps = 0.0
-    try:
-        with Live(console=console, refresh_per_second=2) as live:
-            while scorer_thread.is_alive():
-                time.sleep(1.0)
-                now = time.monotonic()
-                scored = _value(registry, "fraudstream_events_total", outcome="scored")
-                eps = (scored - last.scored) / max(1e-9, now - last.at)
-                last = _Sample(now, scored)
-                live.update(summary_table(registry, eps, produced["n"],
-                                          scorer.loop.pipeline.model_version))
-                finished = not producer_thread.is_alive() and scored >= produced["n"]
-                if (seconds is not None and now - started >= seconds) or finished:
-                    break
-    except KeyboardInterrupt:
-        console.print("stopping...")
-    finally:
-        scorer.loop.stop()
-        scorer_thread.join(timeout=30)
-        scorer.close()
-        if server is not None:
-            server.shutdown()
-        if broker is not None:
-            console.print("stopping the local broker")
-            broker.stop()
+    threading.Thread(target=_produce, name="demo-producer", daemon=True).start()
+    return produced

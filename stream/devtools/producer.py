@@ -21,13 +21,15 @@ import heapq
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from stream.contracts.codec import format_time, parse_timestamp
 from stream.devtools.progress import progress_bar
 from stream.errors import InfrastructureError
+from stream.kafka.classify import ClientError
+from stream.kafka.clients import Producer
 
 _PROGRESS_EVERY_S = 0.1
 
@@ -41,12 +43,18 @@ class ProduceError(InfrastructureError):
         self.first = first
 
 
-class _Sender(Protocol):
-    """The part of kafka-python's KafkaProducer this module uses (tests may pass a fake)."""
-
-    def send(self, topic: str, value: Any = None, key: Any = None) -> Any: ...
-
-    def flush(self, timeout: float | None = None) -> None: ...
+def _send(producer: Producer, topic: str, key: bytes | None, value: bytes,
+          failures: _Failures) -> None:
+    """Send one record; a full local queue is waited out (reports served meanwhile)."""
+    producer.poll(0)  # serve the reports that are in: a failing broker stops the run early
+    while True:
+        try:
+            producer.send(topic, key, value, on_delivery=failures)
+            return
+        except ClientError as exc:
+            if exc.kind != "queue_full":
+                raise ProduceError(1, exc) from None
+            producer.poll(0.1)
 
 
 @dataclass
@@ -64,7 +72,7 @@ class ProduceStats:
 
 
 def produce_events(
-    producer: _Sender,
+    producer: Producer,
     events: Iterable[dict[str, Any] | bytes],
     topic: str,
     *,
@@ -99,7 +107,7 @@ def produce_events(
         for event in events:
             pacer.wait()
             if isinstance(event, bytes | bytearray):
-                producer.send(topic, value=bytes(event), key=None).add_errback(failures)
+                _send(producer, topic, None, bytes(event), failures)
                 sent += 1
                 tick(sent)
                 continue  # raw bytes have no event time: the watermark stays put
@@ -110,28 +118,28 @@ def produce_events(
                     watermark = max(watermark, event_time)
             card = event.get("card_id")
             key = card.encode() if isinstance(card, str) else None
-            producer.send(topic, value=orjson.dumps(event), key=key).add_errback(failures)
+            _send(producer, topic, key, orjson.dumps(event), failures)
             sent += 1
             if label is not None:
                 heapq.heappush(pending, (label[0], sent, label[1], label[2]))
             while pending and pending[0][0] <= watermark:
                 _, _, lkey, lvalue = heapq.heappop(pending)
-                producer.send(label_topic, value=lvalue, key=lkey).add_errback(failures)
+                _send(producer, label_topic, lkey, lvalue, failures)
                 labels_sent += 1
             failures.check()
             tick(sent)
         while pending:  # the stream ended: every outstanding label is now due
             _, _, lkey, lvalue = heapq.heappop(pending)
-            producer.send(label_topic, value=lvalue, key=lkey).add_errback(failures)
+            _send(producer, label_topic, lkey, lvalue, failures)
             labels_sent += 1
-        producer.flush()
+        _flush(producer)
         tick(sent, True)
     failures.check()
     return ProduceStats(sent, labels_sent, time.perf_counter() - started)
 
 
 def produce_stream(
-    producer: _Sender,
+    producer: Producer,
     records: Iterable[tuple[str, dict[str, Any], Any]],
     topic: str,
     labels_topic: str,
@@ -148,15 +156,9 @@ def produce_stream(
     reached), so nothing is held back here. `rate` paces the transactions only; `total` is the
     expected number of transactions, for the progress bar. Raises ProduceError on failed sends.
 
-    >>> class Fake:  # a stand-in for a KafkaProducer
-    ...     sent = []
-    ...     def send(self, topic, value=None, key=None):
-    ...         self.sent.append((topic, key))
-    ...         return self
-    ...     def add_errback(self, callback): return self
-    ...     def flush(self, timeout=None): pass
+    >>> from stream.kafka.testing import MemoryProducer
     >>> from stream.devtools.synthetic import TrafficConfig, generate_stream
-    >>> fake = Fake()
+    >>> fake = MemoryProducer()
     >>> stats = produce_stream(fake, generate_stream(TrafficConfig(5)), "tx", "lb", progress=False)
     >>> (stats.sent, stats.labels_sent), fake.sent[0][0], fake.sent[-1][0]
     ((5, 5), 'tx', 'lb')
@@ -172,19 +174,18 @@ def produce_stream(
             card = body.get("card_id")
             key = card.encode() if isinstance(card, str) else None
             if kind == "label":
-                producer.send(labels_topic, value=orjson.dumps(body), key=key).add_errback(
-                    failures)
+                _send(producer, labels_topic, key, orjson.dumps(body), failures)
                 labels_sent += 1
                 failures.check()
                 continue
             if kind != "transaction":
                 raise ValueError(f"unknown record kind {kind!r}: transaction or label")
             pacer.wait()
-            producer.send(topic, value=orjson.dumps(body), key=key).add_errback(failures)
+            _send(producer, topic, key, orjson.dumps(body), failures)
             sent += 1
             failures.check()
             tick(sent)
-        producer.flush()
+        _flush(producer)
         tick(sent, True)
     failures.check()
     return ProduceStats(sent, labels_sent, time.perf_counter() - started)
@@ -222,20 +223,30 @@ def _as_label(value: Any) -> bool | None:
 
 
 class _Failures:
-    """Errback that counts failed sends; `check` raises so a dead broker stops the run early."""
+    """Delivery report that counts failed sends; `check` raises so a dead broker stops the
+    run early."""
 
     def __init__(self) -> None:
         self.count = 0
         self.first: BaseException | None = None
 
-    def __call__(self, exc: BaseException) -> None:
+    def __call__(self, error: ClientError | None) -> None:
+        if error is None:
+            return
         self.count += 1
         if self.first is None:
-            self.first = exc
+            self.first = error
 
     def check(self) -> None:
         if self.count:
             raise ProduceError(self.count, self.first)
+
+
+def _flush(producer: Producer, timeout_s: float = 120.0) -> None:
+    left = producer.flush(timeout_s)
+    if left:
+        raise ProduceError(left, TimeoutError(f"{left} records unacknowledged after "
+                                              f"{timeout_s:.0f}s"))
 
 
 class _Pacer:

@@ -1,7 +1,7 @@
 """Read a bounded range of one or more topics without joining any consumer group.
 
-The batch modes must not disturb the live scorer: a consumer with `group_id=None` is
-assigned partitions explicitly (`assign()`, no subscription, so no rebalance of the live
+The batch modes must not disturb the live scorer: a group-less reader (stream.kafka.clients
+`Reader`) is assigned partitions explicitly (no subscription, so no rebalance of the live
 group) and never commits, so the live group's offsets and members are untouched.
 
 A range is resolved to `[start, end)` offsets per partition before reading, from explicit
@@ -12,20 +12,22 @@ topic that is still being written terminates.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError
+import orjson
 
-from stream.config import Settings
-from stream.contracts.codec import parse_timestamp
+from stream.contracts.codec import DecodeError, parse_timestamp
 from stream.core.ordering import TimeAligner
 from stream.errors import ConfigError, InfrastructureError
+from stream.kafka.classify import ClientError
+from stream.kafka.clients import Reader
+from stream.kafka.records import Record, Source
 
-Ranges = dict[TopicPartition, tuple[int, int]]
+Ranges = dict[Source, tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,102 +67,95 @@ def parse_time(text: str | None) -> float | None:
         raise ConfigError(f"bad time {text!r}: use RFC 3339 or epoch milliseconds") from None
 
 
-def range_consumer(settings: Settings) -> Any:
-    """A group-less, never-committing consumer (see the module docstring for why)."""
-    options: dict[str, Any] = {
-        **settings.kafka_options(),
-        "group_id": None,
-        "enable_auto_commit": False,
-        "isolation_level": "read_committed",
-        "max_poll_records": settings.max_poll_records,
-        "fetch_max_wait_ms": 100,
-        "metrics_enabled": False,
-    }
-    try:
-        return KafkaConsumer(**options)
-    except KafkaTimeoutError:
-        raise InfrastructureError(
-            f"cannot reach Kafka at {settings.bootstrap_servers}; is the broker up?") from None
-    except KafkaError as exc:
-        raise InfrastructureError(f"Kafka error while creating the consumer: {exc}") from None
-
-
 def _pick(values: dict[int, int] | None, partition: int) -> int | None:
     if values is None:
         return None
     return values.get(partition, values.get(-1))
 
 
-def resolve(consumer: Any, topic: str, spec: RangeSpec) -> Ranges:
+def resolve(reader: Reader, topic: str, spec: RangeSpec) -> Ranges:
     """`[start, end)` offsets for every partition of `topic` under `spec`."""
-    partitions = consumer.partitions_for_topic(topic)
+    partitions = reader.partitions(topic)
     if not partitions:
         raise InfrastructureError(f"topic {topic!r} does not exist (or has no partitions)")
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    sources = [(topic, p) for p in partitions]
     try:
-        first = consumer.beginning_offsets(tps)
-        last = consumer.end_offsets(tps)
-        at_start = _at_times(consumer, tps, spec.from_time, last)
-        at_end = _at_times(consumer, tps, spec.to_time, last)
-    except KafkaError as exc:
+        marks = {s: reader.watermarks(s, 30.0) for s in sources}
+        first = {s: low for s, (low, _) in marks.items()}
+        last = {s: high for s, (_, high) in marks.items()}
+        at_start = _at_times(reader, sources, spec.from_time, last)
+        at_end = _at_times(reader, sources, spec.to_time, last)
+    except ClientError as exc:
         raise InfrastructureError(f"cannot list offsets of {topic!r}: {exc}") from None
     ranges: Ranges = {}
-    for tp in tps:
-        start = _pick(spec.from_offsets, tp.partition)
+    for source in sources:
+        start = _pick(spec.from_offsets, source[1])
         if start is None:
-            start = at_start.get(tp, first[tp])
-        end = _pick(spec.to_offsets, tp.partition)
+            start = at_start.get(source, first[source])
+        end = _pick(spec.to_offsets, source[1])
         if end is None:
-            end = at_end.get(tp, last[tp])
-        start = min(max(start, first[tp]), last[tp])
-        ranges[tp] = (start, max(start, min(end, last[tp])))
+            end = at_end.get(source, last[source])
+        start = min(max(start, first[source]), last[source])
+        ranges[source] = (start, max(start, min(end, last[source])))
     return ranges
 
 
-def _at_times(
-    consumer: Any, tps: list[TopicPartition], at: float | None, last: dict[TopicPartition, int]
-) -> dict[TopicPartition, int]:
+def _at_times(reader: Reader, sources: list[Source], at: float | None,
+              last: dict[Source, int]) -> dict[Source, int]:
     if at is None:
         return {}
-    found = consumer.offsets_for_times({tp: int(at * 1000) for tp in tps})
+    found = reader.offsets_for_time(sources, int(at * 1000))
     # No record at or after the time: the range starts (or ends) at the partition's end.
-    return {tp: (found[tp].offset if found.get(tp) is not None else last[tp]) for tp in tps}
+    return {s: (offset if offset is not None else last[s]) for s, offset in found.items()}
 
 
-def read_aligned(
-    consumer: Any, ranges: Ranges, timeout_s: float = 60.0, poll_ms: int = 200
-) -> Iterator[list[Any]]:
-    """Batches of records from every range, in record-timestamp order across partitions
-    and topics (the order the live loop uses), until every range is exhausted."""
-    todo = {tp: span for tp, span in ranges.items() if span[1] > span[0]}
+def read_aligned(reader: Reader, ranges: Ranges, timeout_s: float = 60.0,
+                 poll_s: float = 0.2) -> Iterator[list[Record]]:
+    """Batches of records from every range, in event-time order across partitions and
+    topics (the order the live loop uses: the records' decoded `timestamp`, see `event_time`),
+    until every range is exhausted."""
+    todo = {source: span for source, span in ranges.items() if span[1] > span[0]}
     if not todo:
         return
-    consumer.assign(list(todo))
-    for tp, (start, _) in todo.items():
-        consumer.seek(tp, start)
-    aligner: TimeAligner[Any] = TimeAligner(lambda r: r.timestamp, max_wait_s=timeout_s)
+    reader.assign({source: start for source, (start, _) in todo.items()})
+    aligner: TimeAligner[Record] = TimeAligner(event_time, max_wait_s=timeout_s,
+                                               max_buffered=2**62)
     aligner.track(todo)
-    finished: set[TopicPartition] = set()
+    finished: set[Source] = set()
     deadline = time.monotonic() + timeout_s
     while len(finished) < len(todo):
         try:
-            batch = consumer.poll(timeout_ms=poll_ms)
-        except KafkaError as exc:
+            polled = reader.poll(10_000, poll_s)
+        except ClientError as exc:
             raise InfrastructureError(f"replay poll failed: {exc}") from None
-        for tp, records in batch.items():
-            end = todo[tp][1]
-            aligner.add(tp, [r for r in records if r.offset < end])
+        by_source: dict[Source, list[Record]] = {}
+        for record in polled.records:
+            source = record.source
+            end = todo[source][1] if source in todo else -1
+            if record.offset < end:
+                by_source.setdefault(source, []).append(record)
+            if record.next_offset >= end and source in todo:
+                finished.add(source)
+        for source, records in by_source.items():
+            aligner.add(source, records)
             deadline = time.monotonic() + timeout_s
-        for tp, (_, end) in todo.items():
-            if tp not in finished and consumer.position(tp) >= end:
-                finished.add(tp)
-                consumer.pause(tp)
+        finished.update(s for s in polled.at_end if s in todo)
         released = aligner.release(caught_up=finished)
         if released:
             yield released
         if time.monotonic() > deadline:
-            stuck = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in todo if tp not in finished)
+            stuck = ", ".join(f"{t}[{p}]" for t, p in todo if (t, p) not in finished)
             raise InfrastructureError(f"replay made no progress for {timeout_s:.0f}s on {stuck}")
     rest = aligner.drain()
     if rest:
         yield rest
+
+
+def event_time(record: Record) -> float:
+    """A record's event time for ordering: its decoded `timestamp` field (the one features
+    use), -inf when it has none, so undecodable records leave first."""
+    try:
+        value = orjson.loads(record.value or b"")
+        return parse_timestamp(value["timestamp"]) if isinstance(value, dict) else -math.inf
+    except (orjson.JSONDecodeError, KeyError, DecodeError):
+        return -math.inf

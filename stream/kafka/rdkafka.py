@@ -1,57 +1,100 @@
-"""The serving path's Kafka clients: confluent-kafka (librdkafka), built the one way we use them.
+"""The librdkafka adapter (confluent-kafka): settings, error classification, admin, factory.
 
-Why a C client here and kafka-python elsewhere: the scorer's throughput and latency are set
-by per-record client work. Measured on the 2-core machine (docs/benchmark.md): kafka-python
-costs ~25 us of Python per produced record and ~15 us per consumed one, under the same GIL as
-the model, and its passthrough ceiling is ~22,000 events/s; librdkafka builds, checksums,
-batches and fetches in its own threads, and the same passthrough runs at ~80,000 events/s
-(with commits and delivery checks; ~6 us of Python per event). Admin, the offline tools and
-the benchmark's pre-fill keep kafka-python (`kafka_io`), where per-record cost does not
-matter.
+Why librdkafka is the default: the scorer's throughput and latency are set by per-record
+client work. Measured on the 2-core machine (docs/benchmark.md): kafka-python costs ~25 us of
+Python per produced record and ~15 us per consumed one, under the same GIL as the model;
+librdkafka builds, checksums, batches and fetches in its own threads, and a passthrough runs
+at ~80,000 events/s against ~22,000 with kafka-python.
 
-The settings that matter for correctness live here, next to the reason for each: manual
-commits of explicit offsets (offsets move only for finished work), read_committed (never act
-on an aborted transaction), acks=all + idempotence (a verdict is durable once acknowledged),
-and the range assignor (partition N of `transactions` and `labels` land on the same
-instance, since both are keyed by card_id: co-partitioning as in Kafka Streams).
+The settings that matter for correctness live in the client configs, next to the reason for
+each: manual commits of explicit offsets (offsets move only for finished work), read_committed
+(never act on an aborted transaction), acks=all + idempotence (a verdict is durable once
+acknowledged), the range assignor (partition N of `transactions` and `labels` land on the
+same instance, since both are keyed by card_id: co-partitioning as in Kafka Streams), and
+the murmur2 partitioner (librdkafka's default hashes keys with CRC32; Java, kafka-python and
+`stream.contracts.partitioning` use murmur2).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from stream.config import Settings
-from stream.errors import InfrastructureError
+from stream.kafka.classify import ClientError, Kind
+from stream.kafka.records import Source
 
 log = logging.getLogger("stream.kafka")
 _client_log = logging.getLogger("rdkafka")
 
-# librdkafka error codes that mean "our group generation is gone": the work since the last
-# checkpoint belongs to whoever owns the partitions now.
-GROUP_MOVED = frozenset({
-    KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
-    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.FENCED_INSTANCE_ID,
-    KafkaError._STATE,  # an operation on a partition we no longer own
-})
-# ... and codes that mean another producer owns our transactional id.
-FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
-                    KafkaError.INVALID_PRODUCER_EPOCH})
+_KINDS: dict[int, Kind] = {
+    KafkaError._FENCED: "fenced", KafkaError.PRODUCER_FENCED: "fenced",
+    KafkaError.INVALID_PRODUCER_EPOCH: "fenced",
+    # Our group generation is gone: the work since the last checkpoint belongs to the owner.
+    KafkaError.ILLEGAL_GENERATION: "group_moved", KafkaError.UNKNOWN_MEMBER_ID: "group_moved",
+    KafkaError.REBALANCE_IN_PROGRESS: "group_moved", KafkaError.FENCED_INSTANCE_ID: "group_moved",
+    KafkaError._STATE: "group_moved",  # an operation on a partition we no longer own
+    KafkaError._TIMED_OUT: "timed_out", KafkaError.REQUEST_TIMED_OUT: "timed_out",
+    KafkaError._TIMED_OUT_QUEUE: "timed_out",
+    KafkaError._CONFLICT: "in_progress",  # a timed-out commit_transaction still running
+    KafkaError.MSG_SIZE_TOO_LARGE: "too_large", KafkaError.RECORD_LIST_TOO_LARGE: "too_large",
+    KafkaError._QUEUE_FULL: "queue_full",
+    KafkaError._AUTHENTICATION: "auth", KafkaError.SASL_AUTHENTICATION_FAILED: "auth",
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "auth", KafkaError.GROUP_AUTHORIZATION_FAILED: "auth",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "auth",
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "auth",
+}
+
+
+def client_error(error: KafkaError | KafkaException | BaseException) -> ClientError:
+    """A librdkafka error (or exception carrying one) as a ClientError.
+
+    >>> e = client_error(KafkaError(KafkaError._CONFLICT))
+    >>> e.kind, e.fatal
+    ('in_progress', False)
+    """
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0],
+                                                                       KafkaError):
+        error = error.args[0]
+    if not isinstance(error, KafkaError):
+        return ClientError(str(error))
+    code = error.code()
+    return ClientError(str(error.str() or error), kind=_KINDS.get(code, "other"),
+                       retriable=bool(error.retriable()), fatal=bool(error.fatal()), code=code)
+
+
+def _tp(source: Source, offset: int | None = None) -> TopicPartition:
+    if offset is None:
+        return TopicPartition(source[0], source[1])
+    return TopicPartition(source[0], source[1], offset)
 
 
 def connection_config(settings: Settings) -> dict[str, Any]:
-    """The librdkafka names of the connection settings every client shares."""
+    """The librdkafka names of the connection settings every client shares (the one
+    translation of Settings for this client).
+
+    >>> from stream.config import load_settings
+    >>> c = connection_config(load_settings(environ={}, request_timeout_ms=5000))
+    >>> c["bootstrap.servers"], c["socket.timeout.ms"], c["request.timeout.ms"]
+    ('localhost:9092', 5000, 5000)
+    """
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol,
         "client.id": settings.client_id,
+        # kafka-python's request_timeout_ms bounds one request; librdkafka splits it into the
+        # network (socket) timeout and the producer's acknowledgement timeout.
         "socket.timeout.ms": settings.request_timeout_ms,
+        "request.timeout.ms": settings.request_timeout_ms,
         "logger": _client_log,
         # librdkafka reconnects by itself; its per-attempt warnings during an outage would
         # flood the log (the loop and /metrics report outages once).
         "log_level": 3,
+        "error_cb": _error_cb,
     }
     optional = {
         "sasl.mechanism": settings.sasl_mechanism,
@@ -72,123 +115,126 @@ def _error_cb(error: KafkaError) -> None:
     log.debug("kafka client: %s", error)
 
 
-def _commit_cb(error: KafkaError | None, partitions: list[Any]) -> None:
-    """Result of an asynchronous offset commit (at-least-once checkpoints). A failure loses
-    nothing: the next checkpoint commits later offsets, and a rebalance commits synchronously."""
-    if error is not None:
-        log.warning("offset commit failed: %s", error)
+def _without(config: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """A config for a client type that rejects some shared keys (admin: no request.timeout)."""
+    return {k: v for k, v in config.items() if k not in keys}
 
 
-def make_group_consumer(settings: Settings, **overrides: Any) -> Consumer:
-    """The scorer's group consumer: explicit commits only; subscribe after creation."""
-    config = {
-        **connection_config(settings),
-        "group.id": settings.group_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-        # End-of-partition events tell the event-time alignment that a partition is caught
-        # up, so it stops waiting for it (stream/serving/intake.py).
-        "enable.partition.eof": True,
-        # A killed instance's partitions move after this long, not after 45 s.
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-        "partition.assignment.strategy": "range",
-        # Return a fetch as soon as one record is there (fetch.min.bytes = 1): latency.
-        "fetch.wait.max.ms": 100,
-        # Prefetch bound: what is queued locally is re-fetched after a rewind anyway.
-        "queued.max.messages.kbytes": 16 * 1024,
-        "error_cb": _error_cb,
-        "on_commit": _commit_cb,
-    }
-    config.update(overrides)
-    return Consumer(config)
+class RdkafkaAdmin:
+    """Topic management through librdkafka's AdminClient."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._timeout_s = settings.bootstrap_timeout_ms / 1000.0
+        self._client = AdminClient(_without(connection_config(settings), "request.timeout.ms"))
+
+    def topics(self) -> dict[str, int]:
+        try:
+            metadata = self._client.list_topics(timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise client_error(exc) from None
+        return {name: len(t.partitions) for name, t in metadata.topics.items()
+                if t.error is None}
+
+    def create_topics(self, topics: Mapping[str, tuple[int, int, Mapping[str, str]]]
+                      ) -> dict[str, str | None]:
+        if not topics:
+            return {}
+        futures = self._client.create_topics(
+            [NewTopic(name, num_partitions=parts, replication_factor=rf, config=dict(config))
+             for name, (parts, rf, config) in topics.items()],
+            operation_timeout=self._timeout_s, request_timeout=self._timeout_s)
+        out: dict[str, str | None] = {}
+        for name, future in futures.items():
+            try:
+                future.result()
+                out[name] = None
+            except KafkaException as exc:
+                error = client_error(exc)
+                exists = error.code == KafkaError.TOPIC_ALREADY_EXISTS
+                out[name] = "already exists" if exists else str(error)
+        return out
+
+    def topic_configs(self, names: list[str]) -> dict[str, dict[str, str]]:
+        if not names:
+            return {}
+        futures = self._client.describe_configs(
+            [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names],
+            request_timeout=self._timeout_s)
+        out: dict[str, dict[str, str]] = {}
+        for resource, future in futures.items():
+            try:
+                entries = future.result()
+            except KafkaException as exc:
+                error = client_error(exc)
+                if error.code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    continue  # a missing topic is left out
+                raise error from None
+            out[resource.name] = {k: v.value for k, v in entries.items() if v.value is not None}
+        return out
+
+    def replication_factors(self, names: list[str]) -> dict[str, int]:
+        try:
+            metadata = self._client.list_topics(timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise client_error(exc) from None
+        return {name: max((len(p.replicas) for p in t.partitions.values()), default=0)
+                for name, t in metadata.topics.items() if name in names and t.error is None}
+
+    def delete_topics(self, names: list[str]) -> None:
+        if not names:
+            return
+        for future in self._client.delete_topics(names, operation_timeout=self._timeout_s
+                                                 ).values():
+            try:
+                future.result()
+            except KafkaException as exc:
+                log.debug("delete topic: %s", exc)
+
+    def close(self) -> None:
+        """AdminClient needs no close; kept for the protocol."""
 
 
-def make_restore_consumer(settings: Settings) -> Consumer:
-    """A consumer that only reads changelog partitions end to end (assign, never commits):
-    big fetches, and an end-of-partition event so a restore knows when it is done."""
-    return Consumer({
-        **connection_config(settings),
-        "group.id": f"{settings.group_id}-restore",  # required by the client; never joined
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "isolation.level": "read_committed",
-        "enable.partition.eof": True,
-        "fetch.wait.max.ms": 20,
-        "fetch.max.bytes": 64 * 1024 * 1024,
-        "max.partition.fetch.bytes": 16 * 1024 * 1024,
-        "error_cb": _error_cb,
-    })
+class RdkafkaClients:
+    """Every client, configured from one Settings (see stream.kafka.clients)."""
 
+    name = "librdkafka"
 
-def make_offsets_reader(settings: Settings) -> Consumer:
-    """A consumer of the scorer's group that never joins it: it only reads the committed
-    offsets (OffsetFetch), from a fresh coordinator lookup."""
-    return Consumer({
-        **connection_config(settings),
-        "group.id": settings.group_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "isolation.level": "read_committed",
-        "error_cb": _error_cb,
-    })
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
+    def group_consumer(self) -> Any:
+        from stream.kafka.rdkafka_consumer import RdkafkaGroupConsumer
 
-def make_fast_producer(settings: Settings, transactional_id: str | None = None,
-                       **overrides: Any) -> Producer:
-    """A durable producer: every verdict is on all in-sync replicas before we commit."""
-    config: dict[str, Any] = {
-        **connection_config(settings),
-        "acks": "all",
-        "enable.idempotence": True,
-        # Batches leave after 2 ms: latency; at full load batches fill before that anyway.
-        "linger.ms": 2,
-        "error_cb": _error_cb,
-    }
-    if transactional_id is not None:
-        config["transactional.id"] = transactional_id
-        config["transaction.timeout.ms"] = max(60_000, settings.request_timeout_ms * 2)
-    config.update(overrides)
-    return Producer(config)
+        return RdkafkaGroupConsumer(self.settings)
 
+    def producer(self, transactional_id: str | None = None, linger_ms: float = 2.0,
+                 max_queued: int = 100_000) -> Any:
+        from stream.kafka.rdkafka_producer import RdkafkaProducer
 
-def next_batch(consumer: Consumer, most: int, timeout_s: float) -> list[Any]:
-    """Whatever is already fetched (up to `most`), waiting up to `timeout_s` only when
-    nothing is. consume(n, t) alone would wait for n records or the whole timeout: at
-    2,000 events/s that is 100 ms added to every verdict."""
-    batch: list[Any] = consumer.consume(most, 0)
-    if batch:
-        return batch
-    first = consumer.poll(timeout_s)
-    if first is None:
-        return batch
-    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+        return RdkafkaProducer(self.settings, transactional_id, linger_ms, max_queued)
 
+    def reader(self, bulk: bool = False) -> Any:
+        from stream.kafka.rdkafka_consumer import RdkafkaReader
 
-def topic_metadata(consumer: Consumer, settings: Settings,
-                   timeout_s: float | None = None) -> dict[str, int]:
-    """Partition count per topic, or InfrastructureError naming the broker we could not reach."""
-    timeout = timeout_s if timeout_s is not None else settings.bootstrap_timeout_ms / 1000.0
-    try:
-        metadata = consumer.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise InfrastructureError(
-            f"cannot reach Kafka at {settings.bootstrap_servers} ({error_of(exc)}); is the "
-            "broker up? (`stream kafka up` starts a local one)"
-        ) from None
-    return {name: len(topic.partitions) for name, topic in metadata.topics.items()
-            if topic.error is None}
+        return RdkafkaReader(self.settings, bulk)
 
+    def admin(self) -> RdkafkaAdmin:
+        return RdkafkaAdmin(self.settings)
 
-def error_of(exc: BaseException) -> KafkaError | None:
-    """The KafkaError inside a KafkaException (None for anything else)."""
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return exc.args[0]
-    return None
-
-
-def error_code(exc: BaseException) -> int | None:
-    error = error_of(exc)
-    return None if error is None else error.code()
+    def committed(self, sources: list[Source], timeout_s: float) -> dict[Source, int | None]:
+        """From a consumer of the group that never joins it (OffsetFetch from a fresh
+        coordinator lookup): after a broker restart, the loop's own consumer can keep timing
+        out on a coordinator it cached (confluentinc/librdkafka#5511)."""
+        consumer = Consumer({
+            **connection_config(self.settings), "group.id": self.settings.group_id,
+            "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+        })
+        try:
+            found = consumer.committed([_tp(s) for s in sources], timeout=timeout_s)
+        except KafkaException as exc:
+            raise client_error(exc) from None
+        finally:
+            consumer.close()
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+                for tp in found}

@@ -5,45 +5,31 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
-
-from confluent_kafka import KafkaException, TopicPartition
 
 from stream.core.pipeline import Pipeline
+from stream.kafka.clients import GroupConsumer
+from stream.kafka.records import Source
 from stream.observability.metrics import Metrics
 
 
-def refresh(
-    metrics: Metrics, consumer: Any, pipeline: Pipeline, positions: dict[tuple[str, int], int]
-) -> None:
-    """Lag per assigned partition and state sizes (model metrics: quality_gauges.py).
+def refresh(metrics: Metrics, consumer: GroupConsumer, pipeline: Pipeline,
+            positions: dict[Source, int]) -> None:
+    """Lag per assigned partition and state sizes (model metrics: quality.py).
 
     The high watermark is the client's cached value from its last fetch response and the
     position is ours (or the client's): no broker round trip on the loop's thread.
     """
-    try:
-        assigned = consumer.assignment()
-        known = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(assigned)}
-    except KafkaException:
-        assigned, known = [], {}
-    for tp in assigned:
-        source = (tp.topic, tp.partition)
-        try:
-            _low, high = consumer.get_watermark_offsets(tp, cached=True)
-        except KafkaException:
-            continue
-        position = positions.get(source, known.get(source, -1))
-        if high >= 0 and position >= 0:
-            metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+    for (topic, partition), behind in consumer.lag(positions).items():
+        metrics.lag.labels(topic, str(partition)).set(behind)
     for kind, size in pipeline.state_sizes().items():
         metrics.state_keys.labels(kind).set(size)
     metrics.assigned.set(len(pipeline.partitions))
 
 
-def forget_partition(metrics: Metrics, tp: TopicPartition) -> None:
+def forget_partition(metrics: Metrics, source: Source) -> None:
     """Stop exporting lag for a partition we no longer own (a stale value would mislead)."""
     try:
-        metrics.lag.remove(tp.topic, str(tp.partition))
+        metrics.lag.remove(source[0], str(source[1]))
     except KeyError:
         pass
 

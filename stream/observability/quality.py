@@ -27,7 +27,7 @@ class QualityGauges:
 
     def refresh(self, oversight: Oversight, model: str) -> None:
         m = self.metrics
-        snap = oversight.snapshot()
+        snap = oversight.summary()
         _model_gauges(m, model, snap)
         _set(m.alert_rate.labels(model), snap.alert_rate)
         _set(m.label_rate, snap.label_rate)

@@ -27,24 +27,21 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-
-from confluent_kafka import KafkaError, TopicPartition
 
 from stream.contracts.codec import DecodeError, decode_label, decode_transaction
 from stream.contracts.messages import Label, Transaction
 from stream.core.ordering import TimeAligner
-from stream.errors import InfrastructureError
+from stream.kafka.clients import GroupConsumer
+from stream.kafka.records import Polled, Record, Source
 
 log = logging.getLogger("stream.serving.intake")
-Source = tuple[str, int]
 
 
 @dataclass(slots=True)
 class Arrival:
     """One consumed record, decoded: a transaction, a label, or why it cannot be used."""
 
-    record: Any  # the client's message (confluent-kafka: its fields are methods)
+    record: Record
     item: Transaction | Label | DecodeError
     time: float  # event time; -inf when the record could not be decoded
     decode_s: float  # seconds spent decoding (part of the per-event processing time)
@@ -57,20 +54,22 @@ def _time(arrival: Arrival) -> float:
 class Intake:
     """Decode, buffer per source, release in event-time order; pause sources far ahead.
 
-    >>> intake = Intake(_FakeConsumer(), "tx", "labels", max_wait_s=60.0, clock=lambda: 0.0)
+    >>> from stream.kafka.testing import MemoryConsumer
+    >>> intake = Intake(MemoryConsumer(), "tx", "labels", max_wait_s=60.0, clock=lambda: 0.0)
     >>> intake.track([("tx", 0), ("labels", 0)])
-    >>> intake.take([_Msg("labels", 0, 0, b'{"transaction_id": "t1", "card_id": "c", '
-    ...                   b'"is_fraud": true, "timestamp": 5000}')])
+    >>> label = b'{"transaction_id": "t1", "card_id": "c", "is_fraud": true, "timestamp": 5000}'
+    >>> intake.take(Polled([Record("labels", 0, 0, b"c", label)]))
     >>> intake.release()  # the transactions partition might still bring something earlier
     []
-    >>> intake.take([_Msg("tx", 0, 0, b'{"transaction_id": "t1", "card_id": "c", '
-    ...             b'"merchant_id": "m", "amount": 1.0, "timestamp": 1000}'), _Msg("tx", 0)])
-    >>> [(a.record.topic(), a.time) for a in intake.release()]  # tx at its end: both leave
+    >>> tx = (b'{"transaction_id": "t1", "card_id": "c", "merchant_id": "m", "amount": 1.0, '
+    ...       b'"timestamp": 1000}')
+    >>> intake.take(Polled([Record("tx", 0, 0, b"c", tx)], at_end=[("tx", 0)]))
+    >>> [(a.record.topic, a.time) for a in intake.release()]  # tx at its end: both leave
     [('tx', 1.0), ('labels', 5.0)]
     """
 
     def __init__(
-        self, consumer: Any, input_topic: str, labels_topic: str, max_wait_s: float,
+        self, consumer: GroupConsumer, input_topic: str, labels_topic: str, max_wait_s: float,
         pause_above: int = 20_000, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.consumer = consumer
@@ -114,27 +113,25 @@ class Intake:
         if self._paused:
             self._resume(list(self._paused))
 
-    def take(self, messages: list[Any]) -> None:
-        """Decode one consumed batch into the per-source buffers (client events handled)."""
+    def take(self, polled: Polled) -> None:
+        """Decode one poll's records into the per-source buffers; note the partitions the
+        poll found at their end."""
         by_source: dict[Source, list[Arrival]] = {}
         at_end = self._at_end
-        for message in messages:
-            error = message.error()
-            source = (message.topic(), message.partition())
-            if error is not None:
-                self._client_event(source, error)  # after the source's records, in order
-                continue
-            at_end.discard(source)
-            arrival = self._decode(message, source[0])
+        for record in polled.records:
+            source = record.source
+            arrival = self._decode(record, source[0])
             bucket = by_source.get(source)
             if bucket is None:
                 by_source[source] = [arrival]
+                at_end.discard(source)
             else:
                 bucket.append(arrival)
+        at_end.update(polled.at_end)
         for source, arrivals in by_source.items():
             self._aligner.add(source, arrivals)
             if self._aligner.buffered(source) > self.pause_above and source not in self._paused:
-                self.consumer.pause([TopicPartition(*source)])
+                self.consumer.pause([source])
                 self._paused.add(source)
 
     def release(self) -> list[Arrival]:
@@ -148,64 +145,21 @@ class Intake:
         return out
 
     def _resume(self, sources: list[Source]) -> None:
-        self.consumer.resume([TopicPartition(*source) for source in sources])
+        self.consumer.resume(sources)
         self._paused.difference_update(sources)
 
-    def _client_event(self, source: Source, error: Any) -> None:
-        """End of a partition marks the source caught up; a fatal error is the loop's to
-        recover from; anything else is transient and retried by the client."""
-        code = error.code()
-        if code == KafkaError._PARTITION_EOF:
-            self._at_end.add(source)
-        elif error.fatal():
-            raise InfrastructureError(f"consumer failed: {error}")
-        else:
-            log.warning("consumer: %s", error)
-
-    def _decode(self, message: Any, topic: str) -> Arrival:
+    def _decode(self, record: Record, topic: str) -> Arrival:
         started = time.perf_counter()
         item: Transaction | Label | DecodeError
         try:
             if topic == self.input_topic:
-                item = decode_transaction(message.value())
+                item = decode_transaction(record.value)
             else:
-                item = decode_label(message.value())
+                item = decode_label(record.value)
             at = item.timestamp
         except DecodeError as exc:
             item, at = exc, -math.inf
         except Exception as exc:  # a record must never stop the scorer: it is dead-lettered
             item = DecodeError("processing_error", f"{type(exc).__name__}: {exc}")
             at = -math.inf
-        return Arrival(message, item, at, time.perf_counter() - started)
-
-
-class _Msg:
-    """A consumed message as confluent-kafka shapes it (for the docstring example);
-    no value means the partition's end-of-partition event."""
-
-    def __init__(self, topic: str, partition: int, offset: int = 0,
-                 value: bytes | None = None) -> None:
-        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def error(self) -> Any:
-        return KafkaError(KafkaError._PARTITION_EOF) if self._value is None else None
-
-
-class _FakeConsumer:
-    def pause(self, partitions: list[Any]) -> None:
-        pass
-
-    def resume(self, partitions: list[Any]) -> None:
-        pass
+        return Arrival(record, item, at, time.perf_counter() - started)

@@ -25,18 +25,14 @@ from stream.core.pipeline import Pipeline, PipelineConfig
 from stream.core.scoring.model import ModelSpec
 from stream.core.scoring.policy import Policy
 from stream.errors import ConfigError, InfrastructureError
+from stream.kafka.classify import ClientError
+from stream.kafka.clients import Clients, GroupConsumer, connect
 from stream.kafka.delivery import AtLeastOnce, ExactlyOnce
-from stream.kafka.rdkafka import (
-    make_fast_producer,
-    make_group_consumer,
-    make_offsets_reader,
-    make_restore_consumer,
-    topic_metadata,
-)
 from stream.observability.health import Health, HealthServer
 from stream.observability.lag import BrokerProbe
 from stream.observability.metrics import Metrics
-from stream.serving.loop import RunResult, ScorerLoop
+from stream.serving.ledger import RunResult
+from stream.serving.loop import ScorerLoop
 from stream.state.snapshot import load_snapshot
 
 log = logging.getLogger("stream.serving.wiring")
@@ -84,10 +80,15 @@ def model_version(settings: Settings) -> str:
         f"@{stream.__version__}"
 
 
-def check_topics(consumer: Any, settings: Settings) -> dict[str, int]:
+def check_topics(consumer: GroupConsumer, settings: Settings) -> dict[str, int]:
     """Fail fast with the fix in the message, instead of waiting on a topic that never comes.
     Returns the partition count of every topic."""
-    existing = topic_metadata(consumer, settings)
+    try:
+        existing = consumer.topic_partitions(settings.bootstrap_timeout_ms / 1000.0)
+    except ClientError as exc:
+        raise InfrastructureError(
+            f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); is the broker up? "
+            "(`stream kafka up` starts a local one)") from None
     wanted = [settings.input_topic, settings.labels_topic, settings.output_topic,
               settings.dlq_topic]
     if settings.changelog:
@@ -105,7 +106,7 @@ class Scorer:
     """A built scorer: the loop plus what must be closed after it."""
 
     loop: ScorerLoop
-    consumer: Any
+    consumer: GroupConsumer
     delivery: AtLeastOnce | ExactlyOnce
     metrics: Metrics
     health: Health
@@ -129,13 +130,13 @@ def transactional_id(settings: Settings) -> str:
     return f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}"
 
 
-def make_delivery(settings: Settings, consumer: Any) -> AtLeastOnce | ExactlyOnce:
+def make_delivery(settings: Settings, clients: Clients,
+                  consumer: GroupConsumer) -> AtLeastOnce | ExactlyOnce:
     timeout_s = settings.request_timeout_ms / 1000.0
     if settings.guarantee == "exactly-once":
         tid = transactional_id(settings)
-        return ExactlyOnce(lambda: make_fast_producer(settings, transactional_id=tid),
-                           consumer, timeout_s)
-    return AtLeastOnce(lambda: make_fast_producer(settings), consumer, timeout_s)
+        return ExactlyOnce(lambda: clients.producer(tid), consumer, timeout_s)
+    return AtLeastOnce(lambda: clients.producer(), consumer, timeout_s)
 
 
 def build_scorer(
@@ -143,10 +144,11 @@ def build_scorer(
 ) -> Scorer:
     """Connect, check topics, and assemble the loop; raises InfrastructureError with a fix."""
     metrics = Metrics(registry if registry is not None else REGISTRY)
-    consumer = make_group_consumer(settings)
+    clients = connect(settings)
+    consumer = clients.group_consumer()
     try:
         partitions = check_topics(consumer, settings)
-        delivery = make_delivery(settings, consumer)
+        delivery = make_delivery(settings, clients, consumer)
     except Exception:
         consumer.close()
         raise
@@ -158,10 +160,8 @@ def build_scorer(
         raise ConfigError(f"challenger {version!r} is the champion the scorer starts from")
     pipeline = Pipeline(pipeline_config(settings), version, init_from=init)
     health = health if health is not None else Health(stuck_after_s=settings.stuck_after_s)
-    loop = ScorerLoop(settings, pipeline, metrics, consumer, delivery, health,
-                      restore_consumer=lambda: make_restore_consumer(settings),
-                      topic_partitions=partitions,
-                      offsets_reader=lambda: make_offsets_reader(settings))
+    loop = ScorerLoop(settings, pipeline, metrics, clients, consumer, delivery, health,
+                      topic_partitions=partitions)
     return Scorer(loop, consumer, delivery, metrics, health)
 
 

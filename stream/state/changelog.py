@@ -5,21 +5,18 @@ Record keys say what a record is, so compaction keeps exactly the latest of each
 feature row each, `p:<transaction>` a decision-time record awaiting its label. A tombstone
 (null value) deletes an evicted key. Restoring a partition is reading its changelog
 partition to the end (read_committed, so aborted checkpoints are never restored) and keeping
-the last value per key, as Kafka Streams does.
+the last value per key, as Kafka Streams does: `fold` here, the reading in stream/kafka/restore.py.
+Pure: bytes in, plain values out.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
-
-from stream.errors import InfrastructureError
 
 log = logging.getLogger("stream.changelog")
 
@@ -91,57 +88,6 @@ def fold(state: RestoredState, key: bytes, value: bytes | None) -> None:
     if prefix == PENDING:
         decoded = tuple(decoded)
     target[name] = decoded
-
-
-def read_partition(
-    consumer: Any, topic: str, partition: int,
-    progress: Callable[[int, int], None] | None = None, poll_s: float = 0.2,
-    stall_s: float = 60.0,
-) -> RestoredState:
-    """Read one changelog partition from the start to its end (read_committed: the end is
-    the last stable offset, so an open or aborted checkpoint is never restored).
-
-    `consumer` is a group-less confluent-kafka consumer with `enable.partition.eof` (see
-    `rdkafka_io.make_restore_consumer`), used only here; `progress(done, total)` is called
-    about once a second so a long restore shows in the log and in a metric. A restore that
-    makes no progress for `stall_s` (broker gone) raises InfrastructureError.
-    """
-    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                               timeout=stall_s)
-    state = RestoredState()
-    total = max(0, high - low)
-    if total > 0:
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-        _read_to_eof(consumer, state, low, total, progress, poll_s, stall_s)
-    if progress is not None:
-        progress(total, total)
-    return state
-
-
-def _read_to_eof(consumer: Any, state: RestoredState, low: int, total: int,
-                 progress: Callable[[int, int], None] | None, poll_s: float,
-                 stall_s: float) -> None:
-    now = time.monotonic()
-    next_report, last_progress = now + 1.0, now
-    done = 0
-    while True:
-        messages = consumer.consume(10_000, poll_s)
-        now = time.monotonic()
-        for message in messages:
-            error = message.error()
-            if error is None:
-                fold(state, message.key(), message.value())
-                done = message.offset() + 1 - low
-                last_progress = now
-            elif error.code() == KafkaError._PARTITION_EOF:
-                return
-            elif error.fatal():
-                raise InfrastructureError(f"changelog read failed: {error}")
-        if now - last_progress > stall_s:
-            raise InfrastructureError(f"changelog read made no progress for {stall_s:.0f}s")
-        if progress is not None and now >= next_report:
-            progress(done, total)
-            next_report = now + 1.0
 
 
 def to_records(

@@ -92,6 +92,8 @@ def _kafka_container() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's broker. Tests may still use kafka-python's clients directly as tooling
+    (to create, read and inspect topics); what they test goes through stream.kafka."""
     env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if env:
         yield env
@@ -105,6 +107,26 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.start(timeout_s=120)
     finally:
         broker.stop()
+
+
+KAFKA_CLIENTS = ("librdkafka", "kafka-python")
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """Every test that asks for it runs once per client adapter (the `kafka_client` setting)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def clients(kafka_bootstrap: str, kafka_client: str) -> Any:
+    """The project's own Kafka clients (stream.kafka.clients) on the chosen adapter."""
+    from stream.config import load_settings
+    from stream.kafka.clients import connect
+
+    return connect(load_settings(environ={}, bootstrap_servers=kafka_bootstrap,
+                                 kafka_client=kafka_client,
+                                 group_id=f"it-{uuid.uuid4().hex[:8]}"))
 
 
 @pytest.fixture

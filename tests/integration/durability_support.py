@@ -158,8 +158,10 @@ def kill_leftovers() -> None:
 
 
 def scorer_process(bootstrap: str, topics: Topics, group: str, *extra: str,
-                   metrics_port: int | None = None) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "stream", "--bootstrap-servers", bootstrap, "run",
+                   metrics_port: int | None = None,
+                   kafka_client: str = "librdkafka") -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "stream", "--bootstrap-servers", bootstrap,
+            "--kafka-client", kafka_client, "run",
             "--group-id", group, "--session-timeout-ms", "6000",
             "--checkpoint-interval-ms", "50", *topics.flags(), *extra]
     if metrics_port is not None:

@@ -56,19 +56,20 @@ def _no_orphan_scorers() -> Iterator[None]:
 
 
 def test_sigkill_takeover_and_restart_lose_and_duplicate_nothing(
-    kafka_bootstrap: str, topics: Topics
+    kafka_bootstrap: str, kafka_client: str, topics: Topics
 ) -> None:
     traffic = TrafficStream(kafka_bootstrap, topics.input, 20_000, rate=2_000)
     group = new_group()
     port_a = _free_port()
-    a = scorer_process(kafka_bootstrap, topics, group, metrics_port=port_a)
-    b = scorer_process(kafka_bootstrap, topics, group)
+    a = scorer_process(kafka_bootstrap, topics, group, metrics_port=port_a,
+                       kafka_client=kafka_client)
+    b = scorer_process(kafka_bootstrap, topics, group, kafka_client=kafka_client)
     try:
         wait_for(lambda: (scraped(port_a, "fraudstream_events_total", 'outcome="scored"')
                           or 0) >= 1500, 90, "scorer A to score 1,500 events")
         a.send_signal(signal.SIGKILL)
         a.wait(10)
-        a2 = scorer_process(kafka_bootstrap, topics, group)
+        a2 = scorer_process(kafka_bootstrap, topics, group, kafka_client=kafka_client)
         events = traffic.join()
         verdicts = read_committed(kafka_bootstrap, topics.verdicts, 20_000, timeout_s=240)
         code_b, err_b = stop(b)
@@ -90,7 +91,7 @@ def test_sigkill_takeover_and_restart_lose_and_duplicate_nothing(
 
 
 def test_stop_and_restart_scores_exactly_like_an_uninterrupted_run(
-    kafka_bootstrap: str, new_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_client: str, new_topic: Callable[..., str]
 ) -> None:
     interrupted, straight = make_topics(new_topic), make_topics(new_topic)
     events = produce_traffic(kafka_bootstrap, interrupted.input, 16_000, seed=21)
@@ -99,6 +100,7 @@ def test_stop_and_restart_scores_exactly_like_an_uninterrupted_run(
 
     def run(topics: Topics, group: str, max_events: int) -> None:
         settings = load_settings(environ={}, group_id=group, max_events=max_events,
+                                 kafka_client=kafka_client,
                                  **topics.settings(), **base)
         assert run_scorer(settings, CollectorRegistry()).transactions == max_events
 
@@ -119,11 +121,12 @@ def test_stop_and_restart_scores_exactly_like_an_uninterrupted_run(
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(
-    kafka_bootstrap: str, topics: Topics
+    kafka_bootstrap: str, kafka_client: str, topics: Topics
 ) -> None:
     traffic = TrafficStream(kafka_bootstrap, topics.input, 20_000, rate=2_000, seed=5)
     port = _free_port()
-    proc = scorer_process(kafka_bootstrap, topics, new_group(), metrics_port=port)
+    proc = scorer_process(kafka_bootstrap, topics, new_group(), metrics_port=port,
+                          kafka_client=kafka_client)
     wait_for(lambda: (scraped(port, "fraudstream_events_total", 'outcome="scored"') or 0)
              >= 2000, 90, "the scorer to get going")
     started = time.monotonic()
@@ -140,7 +143,9 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     assert sum(s.events for s in snapshots.values()) == len(ids)
 
 
-def test_a_paused_zombie_cannot_corrupt_the_output(kafka_bootstrap: str, topics: Topics) -> None:
+def test_a_paused_zombie_cannot_corrupt_the_output(
+    kafka_bootstrap: str, kafka_client: str, topics: Topics
+) -> None:
     """An instance frozen past its session timeout (a long GC pause, a stalled VM) loses its
     partitions to its peer; when it wakes up, its open transaction is fenced by the group
     metadata sent with its offsets (KIP-447), so nothing it wrote becomes visible; it
@@ -148,8 +153,9 @@ def test_a_paused_zombie_cannot_corrupt_the_output(kafka_bootstrap: str, topics:
     traffic = TrafficStream(kafka_bootstrap, topics.input, 12_000, rate=500, seed=8)
     group = new_group()
     port = _free_port()
-    zombie = scorer_process(kafka_bootstrap, topics, group, metrics_port=port)
-    peer = scorer_process(kafka_bootstrap, topics, group)
+    zombie = scorer_process(kafka_bootstrap, topics, group, metrics_port=port,
+                            kafka_client=kafka_client)
+    peer = scorer_process(kafka_bootstrap, topics, group, kafka_client=kafka_client)
     wait_for(lambda: (scraped(port, "fraudstream_events_total", 'outcome="scored"') or 0)
              >= 500, 90, "the first instance to get going")
     zombie.send_signal(signal.SIGSTOP)
@@ -165,17 +171,20 @@ def test_a_paused_zombie_cannot_corrupt_the_output(kafka_bootstrap: str, topics:
     assert len(ids) == 12_000 and max(ids.values()) == 1
 
 
-def test_at_least_once_loses_nothing_under_sigkill(kafka_bootstrap: str, topics: Topics) -> None:
+def test_at_least_once_loses_nothing_under_sigkill(
+    kafka_bootstrap: str, kafka_client: str, topics: Topics
+) -> None:
     traffic = TrafficStream(kafka_bootstrap, topics.input, 12_000, rate=1_500, seed=3)
     group = new_group()
     port = _free_port()
     first = scorer_process(kafka_bootstrap, topics, group, "--guarantee", "at-least-once",
-                           metrics_port=port)
+                           metrics_port=port, kafka_client=kafka_client)
     wait_for(lambda: (scraped(port, "fraudstream_events_total", 'outcome="scored"') or 0)
              >= 1500, 90, "the first instance to get going")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    second = scorer_process(kafka_bootstrap, topics, group, "--guarantee", "at-least-once")
+    second = scorer_process(kafka_bootstrap, topics, group, "--guarantee", "at-least-once",
+                            kafka_client=kafka_client)
     try:
         events = traffic.join()
         verdicts = read_committed(kafka_bootstrap, topics.verdicts, 12_000, timeout_s=180)
@@ -188,7 +197,9 @@ def test_at_least_once_loses_nothing_under_sigkill(kafka_bootstrap: str, topics:
     print(f"at-least-once duplicates after SIGKILL: {duplicates}")
 
 
-def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path, kafka_client: str
+) -> None:
     """The scorer keeps running through a broker stopped for 10 s and restarted on the same
     log dir: the client retries, a checkpoint that fails makes the loop back off, rewind to
     its last checkpoint and resume; every verdict ends up committed exactly once and
@@ -206,6 +217,7 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) 
         registry = CollectorRegistry()
         settings = load_settings(
             environ={}, bootstrap_servers=bootstrap, group_id=new_group(), max_events=20_000,
+            kafka_client=kafka_client,
             checkpoint_interval_ms=50.0, session_timeout_ms=6000, max_outage_s=120.0,
             request_timeout_ms=5000, **topics.settings())
         outcome: dict[str, object] = {}
@@ -243,7 +255,9 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) 
         broker.stop()
 
 
-def test_a_broker_gone_for_good_ends_the_scorer_with_a_clear_error(tmp_path: Path) -> None:
+def test_a_broker_gone_for_good_ends_the_scorer_with_a_clear_error(
+    tmp_path: Path, kafka_client: str
+) -> None:
     """kafka-python retries inside poll() forever; the scorer must still give up after
     max_outage_s so its orchestrator can act, instead of spinning silently."""
     broker = LocalBroker(port=find_free_port(), data_dir=tmp_path / "broker")
@@ -254,6 +268,7 @@ def test_a_broker_gone_for_good_ends_the_scorer_with_a_clear_error(tmp_path: Pat
         admin.create_topics([NewTopic(n, 1, 1) for n in names])
         admin.close()
         settings = load_settings(environ={}, bootstrap_servers=bootstrap, group_id=new_group(),
+                                 kafka_client=kafka_client,
                                  max_outage_s=4.0, **Topics(*names).settings())
         outcome: dict[str, BaseException] = {}
 

@@ -8,13 +8,14 @@ records, fetched independently) ran days ahead of the transactions: their labels
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from durability_support import make_topics, new_group, read_committed
-from kafka import KafkaProducer
 
 from stream.config import load_settings
 from stream.contracts.codec import decode_label, decode_transaction
@@ -30,35 +31,37 @@ COUNT = 12_000
 
 
 class Recorder:
-    """A producer that sends and remembers what it sent to each topic, in order."""
+    """A producer (stream.kafka.clients.Producer) that remembers what it sent, in order."""
 
-    def __init__(self, producer: KafkaProducer) -> None:
+    def __init__(self, producer: Any) -> None:
         self.producer = producer
         self.sent: list[tuple[str, bytes]] = []
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> object:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, *args: Any,
+             **kwargs: Any) -> None:
+        self.producer.send(topic, key, value, *args, **kwargs)
+        assert value is not None
         self.sent.append((topic, value))
-        return self.producer.send(topic, value=value, key=key)
 
-    def flush(self, timeout: float | None = None) -> None:
-        self.producer.flush(timeout)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.producer, name)
 
 
 def test_a_backlog_with_week_late_labels_scores_as_the_in_process_replay(
-    kafka_bootstrap: str, new_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_client: str, clients: Any, new_topic: Callable[..., str]
 ) -> None:
     topics = make_topics(new_topic)
     events = list(generate(TrafficConfig(COUNT, fraud_rate=0.03, seed=5, n_cards=400)))
-    recorder = Recorder(KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all",
-                                      linger_ms=5))
+    recorder = Recorder(clients.producer(linger_ms=5.0))
     stats = produce_events(recorder, events, topics.input, labels_topic=topics.labels,
                            label_delay_s=WEEK_S, progress=False)
-    recorder.producer.close()
+    recorder.producer.close(10.0)
     assert stats.labels_sent == COUNT
 
     run = subprocess.run(
         [sys.executable, "-m", "stream", "--bootstrap-servers", kafka_bootstrap, "run",
          "--group-id", new_group(), "--max-events", str(COUNT), *topics.flags()],
+        env={**os.environ, "FRAUDSTREAM_KAFKA_CLIENT": kafka_client},
         capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     verdicts = {body["transaction_id"]: body["score"] for body in

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from conftest import KAFKA_CLIENTS
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from prometheus_client import CollectorRegistry
@@ -40,6 +41,7 @@ from stream.config import Settings, load_settings
 from stream.devtools.broker import find_free_port
 from stream.devtools.producer import produce_events
 from stream.devtools.synthetic import TrafficConfig, generate
+from stream.kafka.clients import connect
 from stream.observability.health import HealthServer
 from stream.serving.wiring import Scorer, build_scorer, serve_metrics
 
@@ -307,7 +309,8 @@ class TrafficFeeder:
     def __init__(self, bootstrap: str, topic: str, rate: float = 300.0) -> None:
         self._stop = threading.Event()
         self.error: BaseException | None = None
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+        self._producer = connect(load_settings(environ={}, bootstrap_servers=bootstrap)
+                                 ).producer(linger_ms=20.0)
         self._thread = threading.Thread(target=self._run, args=(topic, rate), daemon=True,
                                         name="traffic-feeder")
 
@@ -333,7 +336,7 @@ class TrafficFeeder:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-        self._producer.close(timeout=10)
+        self._producer.close(10.0)
 
 
 # -- Prometheus ------------------------------------------------------------------------------------
@@ -419,14 +422,16 @@ def _wait_for(prom: Prometheus, timeout_s: float, checks: dict[str, str]) -> Non
     raise AssertionError(f"never observed: {missing}")
 
 
-@pytest.fixture(scope="module")
-def observed(prom_tools: PromTools, kafka_bootstrap: str,
+@pytest.fixture(scope="module", params=KAFKA_CLIENTS)
+def observed(request: pytest.FixtureRequest, prom_tools: PromTools, kafka_bootstrap: str,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
+    """A scorer (on each client adapter in turn) under traffic, scraped by Prometheus."""
     workdir = tmp_path_factory.mktemp("prometheus")
     topics = _create_topics(kafka_bootstrap)
     # A challenger and small PSI windows, so the challenger and drift panels have data.
     settings = scorer_settings(kafka_bootstrap, topics, challengers=("logreg-adam-lr0.01",),
-                               psi_warmup=0, psi_reference=200, psi_window=200)
+                               psi_warmup=0, psi_reference=200, psi_window=200,
+                               kafka_client=request.param)
     try:
         with running_scorer(settings) as live, \
                 TrafficFeeder(kafka_bootstrap, topics["input_topic"]) as feeder:
@@ -541,12 +546,13 @@ def _send(bootstrap: str, topic: str, count: int, seed: int) -> None:
 
 
 def test_healthz_fails_while_the_loop_is_blocked(
-    kafka_bootstrap: str, new_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_client: str, new_topic: Callable[..., str]
 ) -> None:
     topics = {"input_topic": new_topic(1, "stuck-tx"), "labels_topic": new_topic(1, "stuck-lb"),
               "output_topic": new_topic(1, "stuck-v"), "dlq_topic": new_topic(1, "stuck-dlq"),
               "changelog_topic": new_topic(1, "stuck-cl")}
-    settings = scorer_settings(kafka_bootstrap, topics, stuck_after_s=1.0)
+    settings = scorer_settings(kafka_bootstrap, topics, stuck_after_s=1.0,
+                               kafka_client=kafka_client)
     block, blocked, release = threading.Event(), threading.Event(), threading.Event()
 
     def block_scoring(scorer: Scorer) -> None:

@@ -43,8 +43,9 @@ def topics(new_topic: Callable[..., str]) -> dict[str, str]:
     }
 
 
-def _settings(bootstrap: str, topics: dict[str, str], **extra: Any) -> Settings:
-    return load_settings(environ={}, bootstrap_servers=bootstrap,
+def _settings(bootstrap: str, topics: dict[str, str], kafka_client: str,
+              **extra: Any) -> Settings:
+    return load_settings(environ={}, bootstrap_servers=bootstrap, kafka_client=kafka_client,
                          group_id=f"g-{uuid.uuid4().hex[:8]}", **topics, **extra)
 
 
@@ -83,11 +84,11 @@ def _scores(bootstrap: str, topic: str) -> dict[str, float]:
 
 
 def test_train_then_run_init_from_continues_from_the_trained_state(
-    kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path
+    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str], tmp_path: Path
 ) -> None:
     history = tmp_path / "history.jsonl"
     write_jsonl(_events(2000, seed=1), history)
-    settings = _settings(kafka_bootstrap, topics, max_events=400)
+    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=400)
     config = pipeline_config(settings)
     snapshot_path = tmp_path / "model.snapshot"
     train_file(history, snapshot_path, config, "trained-model")
@@ -118,14 +119,15 @@ def test_train_then_run_init_from_continues_from_the_trained_state(
 
 
 def test_replay_backfills_to_another_topic_without_touching_the_live_group(
-    kafka_bootstrap: str, topics: dict[str, str], new_topic: Callable[..., str],
+    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str], new_topic: Callable[..., str],
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     events = _events(600, seed=3)
     _produce(kafka_bootstrap, topics["input_topic"], events)
     backfill = new_topic(partitions=PARTITIONS, prefix="backfill")
-    settings = _settings(kafka_bootstrap, topics)
-    args = ["--bootstrap-servers", kafka_bootstrap, "replay", "--input-topic",
+    settings = _settings(kafka_bootstrap, topics, kafka_client)
+    args = ["--bootstrap-servers", kafka_bootstrap, "--kafka-client", kafka_client,
+            "replay", "--input-topic",
             topics["input_topic"], "--labels-topic", topics["labels_topic"],
             "--to-topic", backfill, "--no-progress", "--out", str(tmp_path / "warm.snapshot"),
             "--single-model"]
@@ -141,7 +143,8 @@ def test_replay_backfills_to_another_topic_without_touching_the_live_group(
     # A range by offsets: only the tail of each partition.
     backfill_tail = new_topic(partitions=1, prefix="backfill")
     with pytest.raises(SystemExit) as exited:
-        main(["--bootstrap-servers", kafka_bootstrap, "replay", "--input-topic",
+        main(["--bootstrap-servers", kafka_bootstrap, "--kafka-client", kafka_client,
+              "replay", "--input-topic",
               topics["input_topic"], "--no-labels", "--from-offset", "250", "--to-topic",
               backfill_tail, "--no-progress"])
     assert exited.value.code in (0, None)
@@ -159,7 +162,8 @@ def test_replay_backfills_to_another_topic_without_touching_the_live_group(
 
     # Back-filling into the live topics is refused as a user error.
     with pytest.raises(SystemExit) as exited:
-        main(["--bootstrap-servers", kafka_bootstrap, "replay", "--input-topic",
+        main(["--bootstrap-servers", kafka_bootstrap, "--kafka-client", kafka_client,
+              "replay", "--input-topic",
               topics["input_topic"], "--output-topic", topics["output_topic"], "--to-topic",
               topics["output_topic"]])
     assert exited.value.code == 1
@@ -167,11 +171,11 @@ def test_replay_backfills_to_another_topic_without_touching_the_live_group(
 
 
 def test_live_verdicts_match_a_replay_of_the_same_snapshot(
-    kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path
+    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str], tmp_path: Path
 ) -> None:
     history = tmp_path / "history.jsonl"
     write_jsonl(_events(1500, seed=4), history)
-    settings = _settings(kafka_bootstrap, topics, max_events=500)
+    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=500)
     config = pipeline_config(settings)
     snapshot_path = tmp_path / "model.snapshot"
     train_file(history, snapshot_path, config, "trained-model")
@@ -186,17 +190,18 @@ def test_live_verdicts_match_a_replay_of_the_same_snapshot(
 
 
 def test_cli_compare_live_against_a_replay_from_scratch(
-    kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path,
+    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A scorer that started from scratch, checked by `stream compare --live` with no
     snapshot: the replay starts from scratch too and must reproduce every live score."""
-    settings = _settings(kafka_bootstrap, topics, max_events=300)
+    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=300)
     _produce(kafka_bootstrap, topics["input_topic"], _events(300, seed=6))
     assert run_scorer(settings, CollectorRegistry()).verdicts == 300
     html = tmp_path / "live.html"
     with pytest.raises(SystemExit) as exited:
-        main(["--bootstrap-servers", kafka_bootstrap, "compare", "--live",
+        main(["--bootstrap-servers", kafka_bootstrap, "--kafka-client", kafka_client,
+              "compare", "--live",
               "--input-topic", topics["input_topic"], "--labels-topic", topics["labels_topic"],
               "--verdicts-topic", topics["output_topic"], "--html", str(html),
               "--fail-on-difference"])

@@ -14,10 +14,12 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
 from stream.devtools.producer import ProduceError, produce_events, produce_stream
 from stream.devtools.synthetic import LabelModel, TrafficConfig, generate, generate_stream
+from stream.kafka.classify import ClientError
+from stream.kafka.testing import MemoryProducer
 
 DELAY_S = 2 * 3600.0
 
@@ -41,16 +43,16 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60
 
 
 def test_transactions_without_labels_and_labels_in_due_order(
-    kafka_bootstrap: str, new_topic: Callable[..., str]
+    kafka_bootstrap: str, clients: Any, new_topic: Callable[..., str]
 ) -> None:
     transactions, labels = new_topic(partitions=1), new_topic(partitions=1)
     events = list(generate(TrafficConfig(400, fraud_rate=0.1, seed=9)))
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
+    producer = clients.producer(linger_ms=5.0)
     try:
         stats = produce_events(producer, events, transactions, labels_topic=labels,
                                label_delay_s=DELAY_S, progress=False)
     finally:
-        producer.close()
+        producer.close(10.0)
     assert (stats.sent, stats.labels_sent) == (400, 400)
 
     sent = consume_all(kafka_bootstrap, transactions, 400)
@@ -79,17 +81,17 @@ def test_transactions_without_labels_and_labels_in_due_order(
 
 
 def test_a_stream_with_realistic_labels_lands_on_two_topics_keyed_by_card(
-    kafka_bootstrap: str, new_topic: Callable[..., str]
+    kafka_bootstrap: str, clients: Any, new_topic: Callable[..., str]
 ) -> None:
     transactions, labels = new_topic(partitions=1), new_topic(partitions=1)
     config = TrafficConfig(400, fraud_rate=0.1, seed=9, labels=LabelModel(fraud_median_days=0.2,
                                                                           legit_days=0.1))
     stream = list(generate_stream(config))
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
+    producer = clients.producer(linger_ms=5.0)
     try:
         stats = produce_stream(producer, stream, transactions, labels, progress=False)
     finally:
-        producer.close()
+        producer.close(10.0)
     assert (stats.sent, stats.labels_sent) == (400, 400)
 
     sent = consume_all(kafka_bootstrap, transactions, 400)
@@ -107,33 +109,30 @@ def test_a_stream_with_realistic_labels_lands_on_two_topics_keyed_by_card(
     assert any(truth.values())
 
 
-class FakeFuture:
-    def __init__(self, error: Exception | None) -> None:
-        self.error = error
-
-    def add_errback(self, fn: Callable[[Exception], None]) -> FakeFuture:
-        if self.error is not None:
-            fn(self.error)
-        return self
-
-
-class FakeProducer:
-    """Records sends in order; fails the sends whose number is in `fail_at`."""
+class FakeProducer(MemoryProducer):
+    """Records sends in order (topic, key, value); the sends whose number is in `fail_at`
+    get a failed delivery report at once."""
 
     def __init__(self, fail_at: frozenset[int] = frozenset()) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        super().__init__()
+        self.records: list[tuple[str, bytes | None, bytes | None]] = []
         self.times: list[float] = []
-        self.flushed = 0
         self.fail_at = fail_at
+        self.flushes = 0
 
-    def send(self, topic: str, value: Any = None, key: Any = None) -> FakeFuture:
-        self.sent.append((topic, key, value))
+    def flush(self, timeout_s: float) -> int:
+        self.flushes += 1
+        return super().flush(timeout_s)
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             partition: int | None = None, headers: Any = None,
+             on_delivery: Any = None) -> None:
+        super().send(topic, key, value, partition, headers, on_delivery)
+        self.records.append((topic, key, value))
         self.times.append(time.perf_counter())
-        failed = len(self.sent) in self.fail_at
-        return FakeFuture(RuntimeError("broker said no") if failed else None)
-
-    def flush(self, timeout: float | None = None) -> None:
-        self.flushed += 1
+        if len(self.records) in self.fail_at:
+            self.unacked.pop()
+            on_delivery(ClientError("broker said no"))
 
 
 def test_a_label_is_sent_only_once_event_time_passes_its_due_time() -> None:
@@ -141,10 +140,10 @@ def test_a_label_is_sent_only_once_event_time_passes_its_due_time() -> None:
     fake = FakeProducer()
     stats = produce_events(fake, events, "tx", labels_topic="lb", label_delay_s=DELAY_S,
                            progress=False)
-    assert (stats.sent, stats.labels_sent, fake.flushed) == (1500, 1500, 1)
+    assert (stats.sent, stats.labels_sent, fake.flushes) == (1500, 1500, 1)
     watermark = float("-inf")
     stream_end = epoch(events[-1]["timestamp"])
-    for topic, key, value in fake.sent:
+    for topic, key, value in fake.records:
         body = orjson.loads(value)
         if topic == "tx":
             watermark = max(watermark, epoch(body["timestamp"]))
@@ -153,7 +152,7 @@ def test_a_label_is_sent_only_once_event_time_passes_its_due_time() -> None:
         due = epoch(body["timestamp"])
         # Sent because the stream reached it, or in the final flush after the last event.
         assert due <= watermark + 0.001 or watermark == stream_end
-    early = [v for t, _, v in fake.sent[:1000] if t == "lb"]
+    early = [v for t, _, v in fake.records[:1000] if t == "lb"]
     assert early  # labels interleave with the stream, not only at the end
 
 
@@ -162,10 +161,10 @@ def test_without_delay_events_go_out_unchanged_and_raw_bytes_have_no_key() -> No
     fake = FakeProducer()
     stats = produce_events(fake, events, "tx", progress=False)
     assert stats.labels_sent == 0
-    assert [orjson.loads(v) for _, _, v in fake.sent[:3]] == events[:3]
-    assert fake.sent[3] == ("tx", None, b"{oops")
+    assert [orjson.loads(v) for _, _, v in fake.records[:3]] == events[:3]
+    assert fake.records[3] == ("tx", None, b"{oops")
     first = events[0]
-    assert isinstance(first, dict) and fake.sent[0][1] == first["card_id"].encode()
+    assert isinstance(first, dict) and fake.records[0][1] == first["card_id"].encode()
 
 
 def test_events_that_cannot_carry_a_label_are_left_for_the_scorer() -> None:
@@ -177,7 +176,7 @@ def test_events_that_cannot_carry_a_label_are_left_for_the_scorer() -> None:
     fake = FakeProducer()
     stats = produce_events(fake, events, "tx", labels_topic="lb", label_delay_s=0.0,
                            progress=False)
-    bodies = [(t, orjson.loads(v)) for t, _, v in fake.sent]
+    bodies = [(t, orjson.loads(v)) for t, _, v in fake.records]
     assert bodies[0] == ("tx", events[0])  # bad timestamp: untouched, no label
     assert bodies[1] == ("tx", events[1])
     assert bodies[2] == ("tx", {"transaction_id": "t3", "card_id": "c2",
@@ -214,11 +213,11 @@ def test_produce_stream_sends_in_stream_order_and_paces_only_transactions() -> N
                                                 labels=LabelModel.constant(600.0))))
     fake = FakeProducer()
     stats = produce_stream(fake, stream, "tx", "lb", rate=2000.0, progress=False)
-    assert (stats.sent, stats.labels_sent, fake.flushed) == (300, 300, 1)
-    assert [(t, k, orjson.loads(v)) for t, k, v in fake.sent] == [
+    assert (stats.sent, stats.labels_sent, fake.flushes) == (300, 300, 1)
+    assert [(t, k, orjson.loads(v)) for t, k, v in fake.records] == [
         ("tx" if kind == "transaction" else "lb", body["card_id"].encode(), body)
         for kind, body, _ in stream]
-    labels_early = [t for t, _, _ in fake.sent[:300]].count("lb")
+    labels_early = [t for t, _, _ in fake.records[:300]].count("lb")
     assert labels_early > 0  # labels interleave with the transactions
     assert stats.seconds >= 299 / 2000 * 0.9
 

@@ -52,8 +52,9 @@ def topics(new_topic: Callable[..., str]) -> dict[str, str]:
     }
 
 
-def _settings(bootstrap: str, topics: dict[str, str], **extra: Any) -> Settings:
-    return load_settings(environ={}, bootstrap_servers=bootstrap,
+def _settings(bootstrap: str, topics: dict[str, str], kafka_client: str,
+              **extra: Any) -> Settings:
+    return load_settings(environ={}, bootstrap_servers=bootstrap, kafka_client=kafka_client,
                          group_id=f"g-{uuid.uuid4().hex[:8]}", **topics, **extra)
 
 
@@ -89,7 +90,7 @@ def _events(count: int, seed: int = 3) -> list[dict[str, Any]]:
 
 
 def test_every_valid_event_gets_one_verdict_and_bad_ones_dead_letter(
-    kafka_bootstrap: str, topics: dict[str, str]
+    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str]
 ) -> None:
     events = _events(3000)
     values = [(e["card_id"].encode(), orjson.dumps(e)) for e in events]
@@ -99,7 +100,7 @@ def test_every_valid_event_gets_one_verdict_and_bad_ones_dead_letter(
     _produce(kafka_bootstrap, topics["input_topic"], mixed)
 
     registry = CollectorRegistry()
-    settings = _settings(kafka_bootstrap, topics, max_events=len(mixed))
+    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=len(mixed))
     result = run_scorer(settings, registry)
     assert (result.transactions, result.verdicts, result.dead_letters) == (3030, 3000, 30)
 
@@ -133,7 +134,7 @@ def test_every_valid_event_gets_one_verdict_and_bad_ones_dead_letter(
 
 
 def test_delayed_labels_on_the_labels_topic_are_learned(
-    kafka_bootstrap: str, topics: dict[str, str]
+    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str]
 ) -> None:
     events = _events(300, seed=5)
     for event in events:
@@ -142,7 +143,7 @@ def test_delayed_labels_on_the_labels_topic_are_learned(
              [(e["card_id"].encode(), orjson.dumps({k: v for k, v in e.items() if k != "label"}))
               for e in events])
     registry = CollectorRegistry()
-    settings = _settings(kafka_bootstrap, topics, max_events=300)
+    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=300)
     assert run_scorer(settings, registry).verdicts == 300
     assert registry.get_sample_value("fraudstream_model_updates_total") == 0
 
@@ -168,7 +169,7 @@ def test_delayed_labels_on_the_labels_topic_are_learned(
 
 
 def test_labels_join_decision_time_records_in_one_process(
-    kafka_bootstrap: str, topics: dict[str, str]
+    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str]
 ) -> None:
     events = _events(200, seed=9)
     tx_values, label_values = [], []
@@ -180,7 +181,7 @@ def test_labels_join_decision_time_records_in_one_process(
             "is_fraud": label, "timestamp": event["timestamp"]})))
     _produce(kafka_bootstrap, topics["input_topic"], tx_values)
     registry = CollectorRegistry()
-    settings = _settings(kafka_bootstrap, topics, idle_exit_s=4.0)
+    settings = _settings(kafka_bootstrap, topics, kafka_client, idle_exit_s=4.0)
     # Labels arrive while the scorer runs, after their transactions were scored.
     import threading
 
@@ -210,11 +211,12 @@ def _free_port() -> int:
 
 
 def test_cli_max_events_commits_exits_zero_and_serves_metrics(
-    kafka_bootstrap: str, topics: dict[str, str]
+    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str]
 ) -> None:
     port = _free_port()
     group = f"cli-{uuid.uuid4().hex[:8]}"
-    args = [sys.executable, "-m", "stream", "--bootstrap-servers", kafka_bootstrap, "run",
+    args = [sys.executable, "-m", "stream", "--bootstrap-servers", kafka_bootstrap,
+            "--kafka-client", kafka_client, "run",
             "--max-events", "120", "--metrics-port", str(port), "--group-id", group,
             "--input-topic", topics["input_topic"], "--output-topic", topics["output_topic"],
             "--labels-topic", topics["labels_topic"], "--dlq-topic", topics["dlq_topic"],
@@ -251,8 +253,10 @@ def test_cli_max_events_commits_exits_zero_and_serves_metrics(
     assert committed == 120
 
 
-def test_cli_missing_topic_is_one_line_and_nonzero(kafka_bootstrap: str) -> None:
-    args = [sys.executable, "-m", "stream", "--bootstrap-servers", kafka_bootstrap, "run",
+def test_cli_missing_topic_is_one_line_and_nonzero(kafka_bootstrap: str,
+                                                   kafka_client: str) -> None:
+    args = [sys.executable, "-m", "stream", "--bootstrap-servers", kafka_bootstrap,
+            "--kafka-client", kafka_client, "run",
             "--max-events", "1", "--input-topic", f"absent-{uuid.uuid4().hex[:6]}"]
     proc = subprocess.run(args, capture_output=True, timeout=60)
     assert proc.returncode != 0

@@ -1,4 +1,5 @@
-"""`apply_topics` against a real broker: creates, is idempotent, and reports drift."""
+"""`apply_topics` against a real broker, on both client adapters: creates, is idempotent, and
+reports drift. The `admin` fixture (kafka-python's own client) only inspects the result."""
 
 from __future__ import annotations
 
@@ -9,13 +10,8 @@ from typing import Any
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from stream.contracts.topics import (
-    ROLES,
-    TopicSpec,
-    apply_topics,
-    load_specs,
-    missing_topics,
-)
+from stream.contracts.topics import ROLES, TopicSpec, load_specs
+from stream.kafka.admin import apply_topics, missing_topics
 
 
 @pytest.fixture
@@ -30,8 +26,10 @@ def specs(admin: Any) -> Iterator[dict[str, TopicSpec]]:
         admin.delete_topics(names, raise_errors=False)
 
 
-def test_apply_creates_every_topic_as_specified(admin: Any, specs: dict[str, TopicSpec]) -> None:
-    report = apply_topics(admin, specs.values())
+def test_apply_creates_every_topic_as_specified(
+    admin: Any, clients: Any, specs: dict[str, TopicSpec]
+) -> None:
+    report = apply_topics(clients.admin(), specs.values())
     assert sorted(report.created) == sorted(s.name for s in specs.values())
     assert report.unchanged == [] and report.drifted == {} and report.ok
     assert len(report.lines()) == len(ROLES)
@@ -47,20 +45,20 @@ def test_apply_creates_every_topic_as_specified(admin: Any, specs: dict[str, Top
     assert configs[specs["transactions.changelog"].name]["cleanup.policy"]["value"] == "compact"
 
 
-def test_second_apply_creates_nothing(admin: Any, specs: dict[str, TopicSpec]) -> None:
-    apply_topics(admin, specs.values())
-    again = apply_topics(admin, specs.values())
+def test_second_apply_creates_nothing(clients: Any, specs: dict[str, TopicSpec]) -> None:
+    apply_topics(clients.admin(), specs.values())
+    again = apply_topics(clients.admin(), specs.values())
     assert again.created == [] and again.drifted == {}
     assert sorted(again.unchanged) == sorted(s.name for s in specs.values())
     assert all(line.startswith("unchanged") for line in again.lines())
 
 
 def test_wrong_partition_count_is_reported_not_changed(
-    admin: Any, new_topic: Callable[..., str]
+    admin: Any, clients: Any, new_topic: Callable[..., str]
 ) -> None:
     name = new_topic(partitions=1, prefix="drift")
     spec = load_specs()["transactions"].renamed(name)
-    report = apply_topics(admin, [spec])
+    report = apply_topics(clients.admin(), [spec])
     assert report.created == [] and report.unchanged == []
     assert "1 partitions, spec says 4" in report.drifted[name]
     assert not report.ok and any("DRIFT" in line for line in report.lines())
@@ -68,18 +66,20 @@ def test_wrong_partition_count_is_reported_not_changed(
     assert len(described["partitions"]) == 1  # reported, never altered
 
 
-def test_wrong_config_is_reported(admin: Any, specs: dict[str, TopicSpec]) -> None:
+def test_wrong_config_is_reported(
+    admin: Any, clients: Any, specs: dict[str, TopicSpec]
+) -> None:
     spec = specs["transactions.changelog"]
     admin.create_topics({spec.name: {"num_partitions": spec.partitions, "replication_factor": 1,
                                      "configs": {"cleanup.policy": "delete"}}},
                         wait_for_metadata=True)
-    report = apply_topics(admin, [spec])
+    report = apply_topics(clients.admin(), [spec])
     assert "cleanup.policy=delete, spec says compact" in report.drifted[spec.name]
 
 
 def test_missing_topics_lists_only_absent_ones(
-    admin: Any, new_topic: Callable[..., str]
+    clients: Any, new_topic: Callable[..., str]
 ) -> None:
     present = new_topic()
     absent = f"absent-{uuid.uuid4().hex[:8]}"
-    assert missing_topics(admin, [present, absent]) == [absent]
+    assert missing_topics(clients.admin(), [present, absent]) == [absent]

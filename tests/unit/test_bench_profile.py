@@ -6,7 +6,7 @@ from benchmarks.bench.profile import JOIN, categorise
 
 LOOP = "ScorerLoop.run (stream/serving/loop.py:120)"
 POLL = "ScorerLoop._poll_once (stream/serving/loop.py:190)"
-HANDLE = "RecordHandlers._handle_transaction (stream/serving/handlers.py:55)"
+HANDLE = "RecordHandler.transaction (stream/serving/handlers.py:55)"
 
 
 def _stack(*frames: str, n: int) -> str:
@@ -19,22 +19,22 @@ def test_innermost_matching_frame_decides_and_only_loop_stacks_count() -> None:
                "_produce (stream/kafka/delivery.py:60)", n=7),
         _stack(POLL, HANDLE, "Pipeline.score (stream/core/pipeline.py:200)",
                "learn_one (stream/core/scoring/model.py:60)", n=5),
-        _stack(POLL, "next_batch (stream/kafka/rdkafka.py:140)", n=4),
+        _stack(POLL, "RdkafkaGroupConsumer.poll (stream/kafka/rdkafka_consumer.py:99)", n=4),
         _stack(POLL, HANDLE, n=2),
-        _stack("ScorerLoop._checkpoint (stream/serving/loop.py:230)",
+        _stack("Checkpointer.commit (stream/serving/checkpoint.py:50)",
                "AtLeastOnce.commit (stream/kafka/delivery.py:100)", n=3),
-        _stack(POLL, "next_batch (stream/kafka/rdkafka.py:140)",
-               "<lambda> (stream/serving/loop.py:111)",
-               "ScorerLoop.on_assigned (stream/serving/loop.py:340)",
-               "ScorerLoop._restore (stream/serving/loop.py:300)", n=9),
+        _stack(POLL, "RdkafkaGroupConsumer.poll (stream/kafka/rdkafka_consumer.py:99)",
+               "<lambda> (stream/kafka/rdkafka_consumer.py:93)",
+               "Rebalance.on_assigned (stream/serving/rebalance.py:70)",
+               "Recovery.restore (stream/serving/recovery.py:110)", n=9),
         "Thread._bootstrap (threading.py:1002);"
         "BrokerProbe._run (stream/observability/lag.py:85) 50",
     ])
     counts, total = categorise(collapsed)
     assert total == 30  # the probe thread is not the loop
-    assert counts["produce (librdkafka enqueue)"] == 7
+    assert counts["produce (client enqueue)"] == 7
     assert counts["model learn"] == 5
     assert counts["consume (fetched batch + wait)"] == 4
-    assert counts["handler other (Verdict, bookkeeping)"] == 2
+    assert counts["handler other (bookkeeping)"] == 2
     assert counts["checkpoint: commit (acks, offsets or transaction)"] == 3
     assert counts[JOIN] == 9

@@ -15,6 +15,8 @@ import stream
 from stream.cli import app as cli_app
 from stream.cli import main
 from stream.errors import FraudStreamError
+from stream.kafka.classify import ClientError
+from stream.kafka.testing import MemoryProducer
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -47,27 +49,25 @@ def test_a_file_of_unknown_format_is_one_error_line(
     assert "Traceback" not in err
 
 
-class _Future:
-    def add_errback(self, callback: Any) -> _Future:
-        callback(RuntimeError("MessageSizeTooLarge"))  # the broker refused every send
-        return self
+class _Refusing(MemoryProducer):
+    """The broker refuses every record (e.g. too large for it)."""
+
+    def ack(self, n: int | None = None, error: ClientError | None = None) -> int:
+        return super().ack(n, ClientError("Broker: Message size too large", kind="too_large"))
 
 
-class _RefusingProducer:
-    def send(self, topic: str, value: Any = None, key: Any = None) -> _Future:
-        return _Future()
+class _Clients:
+    def __init__(self, producer: MemoryProducer) -> None:
+        self._producer = producer
 
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-    def close(self, timeout: float | None = None) -> None:
-        pass
+    def producer(self, transactional_id: str | None = None, linger_ms: float = 2.0) -> Any:
+        return self._producer
 
 
 def test_failed_sends_are_one_error_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli_app, "make_producer", lambda settings: _RefusingProducer())
+    monkeypatch.setattr(cli_app, "connect", lambda settings: _Clients(_Refusing()))
     code, err = _run(["produce", "--count", "5", "--no-progress"], capsys)
     assert code == 1
     assert err.startswith("error: ") and "could not be delivered" in err
@@ -78,6 +78,6 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(settings: Any) -> Any:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(cli_app, "make_producer", broken)
+    monkeypatch.setattr(cli_app, "connect", broken)
     with pytest.raises(ZeroDivisionError):
         main(["produce", "--count", "1", "--no-progress"])

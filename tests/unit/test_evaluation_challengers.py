@@ -41,7 +41,7 @@ def test_agreement_score_difference_and_deltas_match_a_batch_recomputation() -> 
     cc = ChampionChallengers("champ", ["a", "b"], POLICY, window=800)
     rows = _feed(cc, 2000, {"champ": 0.8, "a": 0.9, "b": 0.5}, seed=3)
     last = rows[-800:]
-    snap = cc.snapshot()
+    snap = cc.summary()
     y = [r[0] for r in last]
     champ = np.array([r[1] for r in last])
     for name in ("a", "b"):
@@ -72,7 +72,7 @@ def test_identical_models_agree_fully_and_never_promote() -> None:
         score = _scores(rng, y, 0.8)
         cc.update_decision(score, {"twin": score})
         cc.update_label(y, score, {"twin": score})
-    snap = cc.snapshot()["twin"]
+    snap = cc.summary()["twin"]
     assert snap.agreement == 1.0 and snap.mean_abs_diff == 0.0 and snap.max_abs_diff == 0.0
     assert all(delta == 0.0 for delta in snap.deltas.values())
     # margin 0 with equal metrics: gain 0 >= 0 would promote a twin; the rule must not swap
@@ -97,7 +97,7 @@ def test_promotion_fires_only_past_the_margin() -> None:
     cc = ChampionChallengers("champ", ["slightly"], POLICY, window=4000,
                              rule=PromotionRule("roc_auc", margin=0.05, min_labels=100))
     _feed(cc, 4000, {"champ": 0.80, "slightly": 0.82}, seed=8)
-    delta = cc.snapshot()["slightly"].deltas["roc_auc"]
+    delta = cc.summary()["slightly"].deltas["roc_auc"]
     assert 0 < delta < 0.05
     assert cc.promotion() is None
     looser = ChampionChallengers("champ", ["slightly"], POLICY, window=4000,
@@ -116,8 +116,8 @@ def test_the_best_challenger_wins_and_a_swap_resets_the_count() -> None:
     assert cc.champion == "best" and sorted(cc.challengers) == ["champ", "good"]
     assert cc.labels_since_swap == 0 and cc.promotion() is None
     # The old champion keeps its own evaluation, now in the challenger slot.
-    assert cc.snapshot()["champ"].metrics.labels == 2000
-    assert math.isnan(cc.snapshot()["champ"].agreement)  # shadow stats restart with roles
+    assert cc.summary()["champ"].metrics.labels == 2000
+    assert math.isnan(cc.summary()["champ"].agreement)  # shadow stats restart with roles
     _feed(cc, 600, {"champ": 0.5, "good": 0.8, "best": 0.95}, seed=10)
     assert cc.promotion() is None  # nobody beats the new champion
     with pytest.raises(KeyError):

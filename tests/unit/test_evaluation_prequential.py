@@ -67,7 +67,7 @@ def test_rolling_metrics_equal_a_batch_recomputation_of_the_window(ties: bool) -
             last = pairs[max(0, i + 1 - window):i + 1]
             ys = [p[0] for p in last]
             ss = [p[1] for p in last]
-            snap = ev.snapshot()
+            snap = ev.summary()
             assert snap.window_labels == len(last)
             assert snap.roc_auc == pytest.approx(sk.roc_auc_score(ys, ss), abs=1e-12)
             assert snap.pr_auc == pytest.approx(sk.average_precision_score(ys, ss), abs=1e-12)
@@ -81,8 +81,8 @@ def test_rolling_metrics_equal_a_batch_recomputation_of_the_window(ties: bool) -
                     sk.precision_score(ys, alerts, zero_division=np.nan), nan_ok=True)
                 assert rates.recall == pytest.approx(sk.recall_score(ys, alerts), nan_ok=True)
                 assert rates.f1 == pytest.approx(sk.f1_score(ys, alerts), nan_ok=True)
-    assert ev.snapshot().labels == len(pairs)
-    assert ev.snapshot().positives == sum(p[0] for p in pairs)
+    assert ev.summary().labels == len(pairs)
+    assert ev.summary().positives == sum(p[0] for p in pairs)
 
 
 def test_alert_rate_label_rate_and_label_delay() -> None:
@@ -96,7 +96,7 @@ def test_alert_rate_label_rate_and_label_delay() -> None:
             delay = rng.expovariate(1 / 86400.0)
             delays.append(delay)
             ev.update(i % 8 == 0, score, decided_at=1000.0 + i, labelled_at=1000.0 + i + delay)
-    snap = ev.snapshot()
+    snap = ev.summary()
     assert snap.decisions == 1000 and snap.labels == 250
     assert snap.alert_rate == pytest.approx(np.mean([s >= 0.3 for s in scores[-200:]]))
     assert snap.label_rate == pytest.approx(0.25)
@@ -107,7 +107,7 @@ def test_alert_rate_label_rate_and_label_delay() -> None:
 
 
 def test_an_empty_evaluation_reports_nan() -> None:
-    snap = Prequential(window=50).snapshot()
+    snap = Prequential(window=50).summary()
     assert snap.labels == 0 and snap.decisions == 0
     for value in (snap.roc_auc, snap.log_loss, snap.pr_auc, snap.alert_rate, snap.label_rate,
                   snap.label_delay_mean_s, snap.rates("review").precision,
@@ -120,4 +120,4 @@ def test_reads_have_no_side_effects() -> None:
     for y, score in _stream(300, seed=2):
         ev.observe_decision(score)
         ev.update(y, score)
-    assert ev.snapshot() == ev.snapshot()
+    assert ev.summary() == ev.summary()

@@ -5,71 +5,38 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
 
 import orjson
-import pytest
-from confluent_kafka import KafkaError
 
 from stream.contracts.codec import DecodeError
-from stream.errors import InfrastructureError
+from stream.kafka.records import Polled, Record, Source
+from stream.kafka.testing import MemoryConsumer
 from stream.serving.intake import Intake
 
 
-class Msg:
-    """The part of confluent_kafka.Message the intake reads (its fields are methods)."""
-
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None = None,
-                 error: KafkaError | None = None) -> None:
-        self._t, self._p, self._o, self._v, self._e = topic, partition, offset, value, error
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def value(self) -> bytes | None:
-        return self._v
-
-    def error(self) -> KafkaError | None:
-        return self._e
+def batch(*items: Record | Source) -> Polled:
+    """One poll: records, then the partitions found at their end (a Source in the list)."""
+    return Polled([i for i in items if isinstance(i, Record)],
+                  [i for i in items if not isinstance(i, Record)])
 
 
-def eof(topic: str, partition: int) -> Msg:
-    return Msg(topic, partition, -1, error=KafkaError(KafkaError._PARTITION_EOF))
+def eof(topic: str, partition: int) -> Source:
+    return (topic, partition)
 
 
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.paused: set[tuple[str, int]] = set()
-        self.calls: list[tuple[str, list[tuple[str, int]]]] = []
-
-    def pause(self, tps: list[Any]) -> None:
-        self.calls.append(("pause", [(tp.topic, tp.partition) for tp in tps]))
-        self.paused |= {(tp.topic, tp.partition) for tp in tps}
-
-    def resume(self, tps: list[Any]) -> None:
-        self.calls.append(("resume", [(tp.topic, tp.partition) for tp in tps]))
-        self.paused -= {(tp.topic, tp.partition) for tp in tps}
-
-
-def tx(i: int, ms: int, partition: int) -> Msg:
+def tx(i: int, ms: int, partition: int) -> Record:
     body = {"transaction_id": f"t{i}", "card_id": "c", "merchant_id": "m", "amount": 1.0,
             "timestamp": ms}
-    return Msg("tx", partition, i, orjson.dumps(body))
+    return Record("tx", partition, i, b"c", orjson.dumps(body))
 
 
-def label(i: int, ms: int, partition: int) -> Msg:
+def label(i: int, ms: int, partition: int) -> Record:
     body = {"transaction_id": f"t{i}", "card_id": "c", "is_fraud": False, "timestamp": ms}
-    return Msg("labels", partition, i, orjson.dumps(body))
+    return Record("labels", partition, i, b"c", orjson.dumps(body))
 
 
-def make(consumer: Any = None, pause_above: int = 10_000) -> Intake:
-    intake = Intake(consumer or FakeConsumer(), "tx", "labels", max_wait_s=1e9,
+def make(consumer: MemoryConsumer | None = None, pause_above: int = 10_000) -> Intake:
+    intake = Intake(consumer or MemoryConsumer(), "tx", "labels", max_wait_s=1e9,
                     pause_above=pause_above, clock=lambda: 0.0)
     intake.track([("tx", 0), ("tx", 1), ("labels", 0), ("labels", 1)])
     return intake
@@ -81,7 +48,7 @@ def test_a_backlog_leaves_in_event_time_order_whatever_the_fetch_order() -> None
     week = 7 * 86_400_000
     for seed in range(10):
         rng = random.Random(seed)
-        sources: dict[tuple[str, int], list[Msg]] = {}
+        sources: dict[tuple[str, int], list[Record]] = {}
         for p in (0, 1):
             times = sorted(rng.randrange(0, 3 * week) for _ in range(200))
             sources[("tx", p)] = [tx(i, ms, p) for i, ms in enumerate(times)]
@@ -92,11 +59,12 @@ def test_a_backlog_leaves_in_event_time_order_whatever_the_fetch_order() -> None
         while any(cursor[s] < len(sources[s]) for s in sources):
             source = rng.choice([s for s in sources if cursor[s] < len(sources[s])])
             take = rng.randint(1, 60)
-            chunk = sources[source][cursor[source]:cursor[source] + take]
+            chunk: list[Record | Source] = list(sources[source][cursor[source]:
+                                                               cursor[source] + take])
             cursor[source] += len(chunk)
             if cursor[source] == len(sources[source]):
                 chunk.append(eof(*source))  # the fetch that reached the end says so
-            intake.take(chunk)
+            intake.take(batch(*chunk))
             out.extend(intake.release())
         assert len(intake) == 0
         times = [a.time for a in out]
@@ -106,34 +74,35 @@ def test_a_backlog_leaves_in_event_time_order_whatever_the_fetch_order() -> None
 
 def test_equal_times_leave_transactions_first_then_by_partition() -> None:
     intake = make()
-    intake.take([label(0, 5000, 1), label(1, 5000, 0), tx(2, 5000, 1), tx(3, 5000, 0),
-                 eof("tx", 0), eof("tx", 1), eof("labels", 0), eof("labels", 1)])
-    order = [(a.record.topic(), a.record.partition()) for a in intake.release()]
+    intake.take(batch(label(0, 5000, 1), label(1, 5000, 0), tx(2, 5000, 1), tx(3, 5000, 0),
+                 eof("tx", 0), eof("tx", 1), eof("labels", 0), eof("labels", 1)))
+    order = [(a.record.topic, a.record.partition) for a in intake.release()]
     assert order == [("tx", 0), ("tx", 1), ("labels", 0), ("labels", 1)]
 
 
 def test_an_empty_partition_not_at_its_end_holds_later_records_back() -> None:
     intake = make()
-    intake.take([tx(0, 1000, 0), eof("tx", 1), eof("labels", 0)])
+    intake.take(batch(tx(0, 1000, 0), eof("tx", 1), eof("labels", 0)))
     assert intake.release() == []  # labels[1] may still bring something earlier
-    intake.take([eof("labels", 1)])
+    intake.take(batch(eof("labels", 1)))
     assert [a.time for a in intake.release()] == [1.0]
 
 
 def test_a_source_is_caught_up_only_until_its_next_record() -> None:
     intake = make()
-    intake.take([eof("tx", 0), eof("tx", 1), eof("labels", 0), eof("labels", 1)])
-    intake.take([label(0, 9000, 0)])
+    intake.take(batch(eof("tx", 0), eof("tx", 1), eof("labels", 0), eof("labels", 1)))
+    intake.take(batch(label(0, 9000, 0)))
     assert [a.time for a in intake.release()] == [9.0]  # labels[0] drained, others at end
-    intake.take([tx(1, 2000, 1)])
+    intake.take(batch(tx(1, 2000, 1)))
     # labels[0] delivered a record since its end-of-partition event: it is waited for again
     assert intake.release() == []
 
 
 def test_undecodable_records_leave_as_soon_as_they_head_their_partition() -> None:
     intake = make()
-    intake.take([tx(0, 1000, 0), Msg("tx", 0, 1, b"{not json"), Msg("labels", 0, 0, None),
-                 eof("tx", 0), eof("tx", 1), eof("labels", 0), eof("labels", 1)])
+    intake.take(batch(tx(0, 1000, 0), Record("tx", 0, 1, None, b"{not json"),
+                      Record("labels", 0, 0, None, None),
+                 eof("tx", 0), eof("tx", 1), eof("labels", 0), eof("labels", 1)))
     out = intake.release()
     kinds = [type(a.item).__name__ for a in out]
     # Offset order within a partition is kept: tx[0]'s bad record waits behind its good one.
@@ -144,35 +113,28 @@ def test_undecodable_records_leave_as_soon_as_they_head_their_partition() -> Non
 
 
 def test_a_partition_far_ahead_is_paused_and_resumed_once_drained() -> None:
-    consumer = FakeConsumer()
+    consumer = MemoryConsumer()
     intake = make(consumer, pause_above=10)
-    intake.take([label(i, 100_000 + i, 0) for i in range(12)])
+    intake.take(batch(*[label(i, 100_000 + i, 0) for i in range(12)]))
     assert consumer.paused == {("labels", 0)}
-    intake.take([tx(i, 200_000 + i, 0) for i in range(5)])
-    intake.take([eof("tx", 1), eof("labels", 1)])
+    intake.take(batch(*[tx(i, 200_000 + i, 0) for i in range(5)]))
+    intake.take(batch(eof("tx", 1), eof("labels", 1)))
     # tx[0] holds 200 s: the 12 labels (100 s) leave, and labels[0] is resumed
     assert len(intake.release()) == 12 and consumer.paused == set()
 
 
 def test_revoked_partitions_lose_what_they_held() -> None:
     intake = make()
-    intake.take([tx(0, 1000, 0), tx(1, 2000, 1)])
+    intake.take(batch(tx(0, 1000, 0), tx(1, 2000, 1)))
     intake.revoke([("tx", 0), ("labels", 0)])
-    intake.take([eof("tx", 1), eof("labels", 1)])
-    assert [a.record.partition() for a in intake.release()] == [1]
+    intake.take(batch(eof("tx", 1), eof("labels", 1)))
+    assert [a.record.partition for a in intake.release()] == [1]
 
 
 def test_a_rewind_clears_everything_and_lifts_pauses() -> None:
-    consumer = FakeConsumer()
+    consumer = MemoryConsumer()
     intake = make(consumer, pause_above=2)
-    intake.take([tx(i, 1000 + i, 0) for i in range(5)])
+    intake.take(batch(*[tx(i, 1000 + i, 0) for i in range(5)]))
     assert consumer.paused == {("tx", 0)}
     intake.clear()
     assert len(intake) == 0 and consumer.paused == set()
-
-
-def test_a_fatal_client_error_is_an_infrastructure_failure() -> None:
-    intake = make()
-    intake.take([Msg("tx", 0, 0, error=KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))])
-    with pytest.raises(InfrastructureError, match="consumer failed"):
-        intake.take([Msg("tx", 0, 0, error=KafkaError(KafkaError._FATAL, fatal=True))])

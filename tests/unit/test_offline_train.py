@@ -33,7 +33,7 @@ def test_train_equals_feeding_the_live_pipeline_by_hand(tmp_path: Path) -> None:
     for event in events:
         by_hand.score(decode_transaction(orjson.dumps(event)), 0)
     assert result.stats.transactions == len(events) and result.stats.invalid_total == 0
-    assert result.evaluation == by_hand.snapshot()
+    assert result.evaluation == by_hand.summary()
     assert 0 < result.stats.learned < len(events)  # the last day's labels are not due yet
     snap = load_snapshot(tmp_path / "m.snapshot")
     assert snap.model_name == "test-model" and snap.events == len(events)

@@ -56,7 +56,7 @@ def test_unlabelled_events_wait_for_a_label_on_the_topic() -> None:
     assert pipe.partitions[0].model["LogisticRegression"].weights != before
     assert pipe.learn_label(Label("t0", "c1", True, 1_700_000_100.0)) == "held"
     assert pipe.learn_label(Label("never-seen", "c1", True, 1.0)) == "held"
-    snap = pipe.snapshot()
+    snap = pipe.summary()
     assert snap.labels == 1 and snap.positives == 1
 
 
@@ -86,7 +86,7 @@ def test_evaluation_uses_decision_time_scores() -> None:
         amount = 900.0 if fraud else 20.0
         scores.append((pipe.score(_tx(i, fraud=fraud, amount=amount, ts=i * 60.0), 0).score,
                        fraud))
-    snap = pipe.snapshot()
+    snap = pipe.summary()
     assert snap.labels == 200 and snap.positives == 20
     assert 0.0 <= snap.roc_auc <= 1.0 and math.isfinite(snap.log_loss)
 
@@ -114,7 +114,7 @@ def test_a_label_that_overtakes_its_transaction_is_applied_after_scoring() -> No
     assert pipe.learn_label(Label("t0", "c1", True, 1_700_000_000.0)) == "held"
     scored = pipe.score(_tx(0), 0)
     assert scored.score == 0.5 and scored.learned == 1
-    assert pipe.snapshot().labels == 1 and pipe.state_sizes()["early_labels"] == 0
+    assert pipe.summary().labels == 1 and pipe.state_sizes()["early_labels"] == 0
 
 
 def test_held_labels_are_bounded_and_expire() -> None:

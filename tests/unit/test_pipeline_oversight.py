@@ -119,16 +119,16 @@ def test_unlabelled_transactions_can_be_assumed_legitimate_after_n_days() -> Non
         if expected:
             # Everything older than two days at the last eviction, except the chargeback.
             assert 60 <= assumed <= 72 and "u49" not in pipe.pending
-            assert pipe.snapshot().labels == assumed + 1
+            assert pipe.summary().labels == assumed + 1
         else:
-            assert assumed == 0 and pipe.snapshot().labels == 1
+            assert assumed == 0 and pipe.summary().labels == 1
 
 
 def test_label_delay_and_alert_rate_reach_the_evaluation() -> None:
     pipe = Pipeline(PipelineConfig(label_delay_s=3 * 86400.0))
     for tx in _traffic(6000, seed=7):  # 6000 minutes: about four days
         pipe.score(tx, 0)
-    snap = pipe.snapshot()
+    snap = pipe.summary()
     assert snap.decisions == 6000 and 0 < snap.labels < 6000
     assert snap.label_delay_mean_s == pytest.approx(3 * 86400.0)
     assert 0.0 <= snap.alert_rate <= 1.0 and not math.isnan(snap.label_rate)
@@ -142,10 +142,10 @@ def test_a_delayed_label_is_never_used_before_its_transaction_is_scored() -> Non
     for tx in events:
         assert pipe.learn_label(Label(tx.transaction_id, tx.card_id, bool(tx.is_fraud),
                                       tx.timestamp)) == "held"
-    learned_before = pipe.snapshot().labels
+    learned_before = pipe.summary().labels
     assert learned_before == 0
     for i, tx in enumerate(events):
         unlabelled = Transaction(tx.transaction_id, tx.card_id, tx.merchant_id, tx.amount,
                                  tx.timestamp)
         scored = pipe.score(unlabelled, 0)
-        assert scored.learned == 1 and pipe.snapshot().labels == i + 1
+        assert scored.learned == 1 and pipe.summary().labels == i + 1

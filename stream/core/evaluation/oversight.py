@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from stream.core.evaluation.drift import DriftEvent, LossDrift, ScorePSI
-from stream.core.evaluation.prequential import Prequential, Snapshot
+from stream.core.evaluation.prequential import Prequential, Summary
 from stream.core.evaluation.shadow import (
-    ChallengerSnapshot,
+    ChallengerSummary,
     ChampionChallengers,
     Promotion,
     PromotionRule,
@@ -51,7 +51,7 @@ class Oversight:
     >>> o.decided(0, at=0.0, score=0.7, challengers={})
     >>> o.labelled(0, True, 0.7, None, decided_at=0.0, labelled_at=3600.0)
     (None, None)
-    >>> o.snapshot().labels, o.drain_label_delays()
+    >>> o.summary().labels, o.drain_label_delays()
     (1, [3600.0])
     """
 
@@ -135,11 +135,11 @@ class Oversight:
         self._psi.pop(partition, None)
 
     # -- reading -----------------------------------------------------------------------------
-    def snapshot(self) -> Snapshot:
-        return self.evaluation.snapshot()
+    def summary(self) -> Summary:
+        return self.evaluation.summary()
 
-    def challengers(self) -> dict[str, ChallengerSnapshot]:
-        return self.comparison.snapshot() if self.comparison is not None else {}
+    def challengers(self) -> dict[str, ChallengerSummary]:
+        return self.comparison.summary() if self.comparison is not None else {}
 
     def psi(self) -> dict[int, float]:
         """The score PSI per partition (NaN while a reference is being built)."""

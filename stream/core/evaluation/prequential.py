@@ -36,7 +36,7 @@ _NO_RATES = ThresholdRates(math.nan, math.nan, math.nan, math.nan)
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class Summary:
     """Plain values for metrics and the terminal summary; NaN until there is enough data.
 
     `labels` and `positives` count every label since start; rates are over the window.
@@ -94,7 +94,7 @@ class Prequential:
     >>> for score, y in [(0.9, True), (0.2, False), (0.7, True), (0.4, False)]:
     ...     ev.observe_decision(score)
     ...     ev.update(y, score, decided_at=0.0, labelled_at=60.0)
-    >>> snap = ev.snapshot()
+    >>> snap = ev.summary()
     >>> snap.roc_auc, snap.pr_auc, snap.rates("decline").recall, snap.label_delay_mean_s
     (1.0, 1.0, 1.0, 60.0)
     """
@@ -149,13 +149,13 @@ class Prequential:
     def labels(self) -> int:
         return self._labels
 
-    def snapshot(self) -> Snapshot:
+    def summary(self) -> Summary:
         """Read every metric; cheap enough for a once-a-second gauge refresh."""
         n = len(self._pairs)
         rank = curves.ranking(self._pairs)
         loss = float(self._log_loss.get()) if self._labels else math.nan  # type: ignore[operator]
         delays = sorted(self._delays)
-        return Snapshot(
+        return Summary(
             labels=self._labels,
             positives=self._positives,
             roc_auc=curves.roc_auc(rank),

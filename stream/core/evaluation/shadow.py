@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from stream.core.evaluation.prequential import Prequential, Snapshot
+from stream.core.evaluation.prequential import Prequential, Summary
 from stream.core.scoring.policy import Policy
 
 Metric = Literal["roc_auc", "pr_auc", "log_loss"]
@@ -59,7 +59,7 @@ class Promotion:
 
 
 @dataclass(frozen=True, slots=True)
-class ChallengerSnapshot:
+class ChallengerSummary:
     """One challenger against the champion, over the last `window` decisions and labels."""
 
     name: str
@@ -67,7 +67,7 @@ class ChallengerSnapshot:
     agreement: float
     mean_abs_diff: float
     max_abs_diff: float
-    metrics: Snapshot
+    metrics: Summary
     deltas: dict[str, float] = field(default_factory=dict)
 
 
@@ -104,7 +104,7 @@ class ChampionChallengers:
     ...                        (0.6, 0.2, False)]:
     ...     cc.update_decision(champ, {"chal": chal})
     ...     cc.update_label(y, champ, {"chal": chal})
-    >>> cc.snapshot()["chal"].agreement, cc.promotion()
+    >>> cc.summary()["chal"].agreement, cc.promotion()
     (0.0, Promotion(challenger='chal', champion='champ', metric='roc_auc', champion_value=0.125, \
 challenger_value=1.0, labels=4))
     """
@@ -155,14 +155,14 @@ challenger_value=1.0, labels=4))
     def labels_since_swap(self) -> int:
         return self._labels_since_swap
 
-    def snapshot(self) -> dict[str, ChallengerSnapshot]:
+    def summary(self) -> dict[str, ChallengerSummary]:
         """Every challenger's comparison with the champion, as plain values."""
-        champion = self._evaluations[self.champion].snapshot()
-        out: dict[str, ChallengerSnapshot] = {}
+        champion = self._evaluations[self.champion].summary()
+        out: dict[str, ChallengerSummary] = {}
         for name, shadow in self._shadows.items():
-            mine = self._evaluations[name].snapshot()
+            mine = self._evaluations[name].summary()
             n = len(shadow.recent)
-            out[name] = ChallengerSnapshot(
+            out[name] = ChallengerSummary(
                 name=name,
                 decisions=shadow.decisions,
                 agreement=shadow.agree / n if n else math.nan,
@@ -178,11 +178,11 @@ challenger_value=1.0, labels=4))
         rule = self.rule
         if rule is None or self._labels_since_swap < rule.min_labels:
             return None
-        champion_value = getattr(self._evaluations[self.champion].snapshot(), rule.metric)
+        champion_value = getattr(self._evaluations[self.champion].summary(), rule.metric)
         best: Promotion | None = None
         best_gain = 0.0
         for name in self._shadows:
-            value = getattr(self._evaluations[name].snapshot(), rule.metric)
+            value = getattr(self._evaluations[name].summary(), rule.metric)
             gain = rule.gain(champion_value, value)
             # Strictly better (a twin never takes over) and past the margin; comparisons
             # with NaN are False, so an undefined metric is no evidence either way.

@@ -1,5 +1,8 @@
 """Per-card and per-merchant features, computed from state as it was BEFORE each transaction.
 
+(Over 300 lines on purpose: the hot path computes every feature in one function over flat
+arrays, the layout and the math explained once here.)
+
 Honest online learning: ``transform_one`` reads state only, and ``extract`` computes the
 features first and only then adds the transaction, so a transaction never sees itself. Event
 time is the transaction's ``timestamp`` alone, never the wall clock, so a replay of history

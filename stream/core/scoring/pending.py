@@ -39,7 +39,7 @@ class PendingBuffer:
 
     >>> buf = PendingBuffer(max_size=2, ttl_s=10.0)
     >>> for i in range(3):
-    ...     buf.put(f"t{i}", Decided(0, "m", float(i), 0.1, array("d")))
+    ...     _ = buf.put(f"t{i}", Decided(0, "m", float(i), 0.1, array("d")))
     >>> buf.pop("t0") is None, buf.dropped_full
     (True, 1)
     """

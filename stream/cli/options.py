@@ -1,0 +1,82 @@
+"""The `stream` command's global options: the root callback, how they reach Settings, and the
+note every command's help carries.
+
+The global options are the root callback's parameters and nothing else: `stream.cli.argv`
+reads them from the built Click command to let them come before or after the command name, so
+an option added here is accepted anywhere without a second list to keep in step.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from stream.config import Settings, load_settings
+
+Opt = typer.Option
+KafkaClient = Literal["librdkafka", "kafka-python"]
+
+GLOBAL_NOTE = ("Global options (--bootstrap-servers, --config, --kafka-client, --log-level, ...: "
+               "see `stream --help`) are accepted before or after the command.")
+
+
+def global_options(
+    ctx: typer.Context,
+    bootstrap_servers: Annotated[str | None, Opt(help="Kafka bootstrap servers.")] = None,
+    config: Annotated[Path | None, Opt(help="TOML config file.")] = None,
+    security_protocol: Annotated[str | None, Opt(help="PLAINTEXT, SSL, SASL_*.")] = None,
+    sasl_mechanism: Annotated[str | None, Opt()] = None,
+    sasl_username: Annotated[str | None, Opt()] = None,
+    sasl_password: Annotated[
+        str | None, Opt(help="Prefer env FRAUDSTREAM_SASL_PLAIN_PASSWORD.")] = None,
+    ssl_cafile: Annotated[str | None, Opt()] = None,
+    kafka_client: Annotated[KafkaClient | None, Opt(
+        metavar="CLIENT", help="librdkafka (confluent-kafka, the default) or kafka-python."
+    )] = None,
+    log_level: Annotated[str, Opt(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+) -> None:
+    """Accepted before or after the command (`stream.cli.argv` moves them in front)."""
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # kafka-python logs every failed reconnect at ERROR; our own lines say what matters.
+    if log_level.upper() != "DEBUG":
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    ctx.obj = {
+        "config_file": config,
+        "log_level": log_level.upper(),
+        "flags": {
+            "bootstrap_servers": bootstrap_servers,
+            "security_protocol": security_protocol,
+            "sasl_mechanism": sasl_mechanism,
+            "sasl_plain_username": sasl_username,
+            "sasl_plain_password": sasl_password,
+            "ssl_cafile": ssl_cafile,
+            "kafka_client": kafka_client,
+        },
+    }
+
+
+def settings_from(ctx: typer.Context, **flags: Any) -> Settings:
+    """Global flags + this command's flags over env, TOML and defaults."""
+    obj = ctx.find_root().obj or {}
+    merged = {**obj.get("flags", {}), **flags}
+    return load_settings(obj.get("config_file"), **merged)
+
+
+def note_global_options(app: typer.Typer) -> None:
+    """Add GLOBAL_NOTE to the help of every command and command group of `app`, recursively,
+    so `stream run --help` says that `--bootstrap-servers` may follow `run`."""
+    for command in app.registered_commands:
+        if not command.epilog:
+            command.epilog = GLOBAL_NOTE
+    for group in app.registered_groups:
+        if not group.epilog:
+            group.epilog = GLOBAL_NOTE
+        if group.typer_instance is not None:
+            note_global_options(group.typer_instance)

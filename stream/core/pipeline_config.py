@@ -1,0 +1,33 @@
+"""The core's configuration, as plain values (built from Settings by the serving wiring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream.core.evaluation.oversight import OversightConfig
+from stream.core.scoring.model import ModelSpec
+from stream.core.scoring.policy import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """Everything the core needs, as plain values (built from Settings by the CLI)."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    policy: Policy = field(default_factory=Policy)
+    horizons_s: tuple[float, ...] = (3600.0, 86400.0, 604800.0, 2592000.0)
+    card_ttl_s: float = 30 * 86400.0
+    merchant_ttl_s: float = 90 * 86400.0
+    merchant_prior: tuple[float, float] = (1.0, 99.0)
+    evict_every: int = 10_000
+    label_delay_s: float = 0.0
+    pending_ttl_s: float = 120 * 86400.0
+    pending_max: int = 1_000_000
+    metrics_window: int = 10_000
+    explain_top_k: int = 3
+    early_label_max: int = 100_000
+    early_label_ttl_s: float = 86400.0
+    # Record what changed between checkpoints (for the changelog); off when nothing drains it.
+    track_changes: bool = False
+    # Challengers, promotion, drift, "no chargeback within N days" (all off by default).
+    oversight: OversightConfig = field(default_factory=OversightConfig)

@@ -1,0 +1,287 @@
+"""The kafka-python group member, and what both kafka-python consumers share.
+
+`poll` returns what kafka-python has fetched (up to `max_records`), waiting up to the timeout
+only when nothing is, and reports the partitions whose position reached the end a
+read_committed consumer can see. kafka-python 3.0 has no end-of-partition event and does not
+keep the last stable offset (LSO) of a fetch response (its Fetcher stores only the high
+watermark, TopicPartitionState.highwater). So a partition is at its end when its position
+reached the cached high watermark (a topic without open transactions), or, when it sits below
+it without moving (an open transaction holds the LSO back), when it reached the LSO asked with
+ListOffsets, which kafka-python sends with the consumer's isolation level. That question is
+asked only for a partition stuck for `_STUCK_S`, at most once per `_ASK_S`: a busy partition
+never costs a round trip, an idle one at most one a second.
+
+Pause keeps what is prefetched: kafka-python 3 parks a paused partition's fetched data and
+hands it out on resume (KAFKA-7548, dpkp/kafka-python#2981), and positions only move past
+records `poll` returned, so after pause/resume the next record is the one after the last one
+returned, as the protocol requires.
+
+kafka-python internals used (3.0.x): the subscription state (`_subscription.assignment`:
+positions, high watermarks and pauses without the broker round trip `position()` may make),
+the cluster metadata refresh with a timeout (`_cluster`, `_manager`, `_net`: `topics()` and
+`partitions_for_topic()` wait without one), and the coordinator (`_coordinator`: a rebalance
+under way is finished before polling, see `_poll`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka import errors as kerr
+
+from stream.kafka.classify import ClientError
+from stream.kafka.clients import RebalanceListener
+from stream.kafka.kafkapython_errors import client_error
+from stream.kafka.kafkapython_rebalance import CallbackError, CallerThread
+from stream.kafka.records import BEGINNING, Polled, Record, Source
+
+log = logging.getLogger("stream.kafka")
+_END = -1  # Kafka's OFFSET_END
+_STUCK_S = 0.5  # a partition below its high watermark this long may be held by a transaction
+_ASK_S = 1.0  # ... and its last stable offset is asked at most this often
+_SLACK_S = 0.5  # a poll waits this much past its timeout for kafka-python's poll to return
+
+
+def topic_partition(source: Source) -> TopicPartition:
+    return TopicPartition(source[0], source[1])
+
+
+def _sources(tps: Any) -> list[Source]:
+    return sorted((tp.topic, tp.partition) for tp in tps)
+
+
+def to_records(batch: Mapping[Any, list[Any]]) -> list[Record]:
+    """ConsumerRecords as Records, each partition's in offset order."""
+    out: list[Record] = []
+    append = out.append
+    for tp, records in batch.items():
+        topic, partition = tp.topic, tp.partition
+        for r in records:
+            append(Record(topic, partition, r.offset, r.key, r.value, r.timestamp,
+                          tuple(r.headers) if r.headers else ()))
+    return out
+
+
+State = tuple[TopicPartition, int | None, int | None, bool]
+
+
+def partition_states(consumer: KafkaConsumer) -> list[State]:
+    """(partition, position, high watermark, paused) per assigned partition, from the
+    consumer's own state: no broker round trip."""
+    out = []
+    for tp, state in list(consumer._subscription.assignment.items()):
+        position = state.position
+        out.append((tp, None if position is None else position.offset, state.highwater,
+                    state.paused))
+    return out
+
+
+def seek_to(consumer: KafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    try:
+        if offset == BEGINNING:
+            consumer.seek_to_beginning(tp)
+        elif offset == _END:
+            consumer.seek_to_end(tp)
+        else:
+            consumer.seek(tp, offset)
+    except ValueError as exc:  # not assigned (any more), as librdkafka's _STATE
+        raise ClientError(f"seek: {exc}", kind="group_moved") from None
+
+
+def refresh_metadata(consumer: KafkaConsumer, timeout_s: float) -> Any:
+    """Every topic's metadata, waiting at most `timeout_s` (KafkaConsumer.topics() waits
+    forever when no broker answers); returns kafka-python's cluster metadata."""
+    cluster, net, manager = consumer._cluster, consumer._net, consumer._manager
+    timeout_ms = max(1, int(timeout_s * 1000))
+    try:
+        if cluster.metadata_refresh_in_progress:  # a partial refresh: let it finish first
+            net.run(manager.wait_for, cluster.request_update(), timeout_ms)
+        stash = cluster.need_all_topic_metadata
+        cluster.need_all_topic_metadata = True
+        try:
+            net.run(manager.wait_for, cluster.request_update(), timeout_ms)
+        finally:
+            cluster.need_all_topic_metadata = stash
+    except kerr.KafkaError as exc:
+        raise client_error(exc, what="metadata") from None
+    return cluster
+
+
+def _topic_partitions(consumer: KafkaConsumer, timeout_s: float) -> dict[str, int]:
+    cluster = refresh_metadata(consumer, timeout_s)
+    return {topic: len(cluster.partitions_for_topic(topic) or ())
+            for topic in cluster.topics(exclude_internal_topics=False)}
+
+
+def new_consumer(options: dict[str, Any]) -> KafkaConsumer:
+    try:
+        return KafkaConsumer(**options)
+    except kerr.KafkaError as exc:
+        raise client_error(exc, what="cannot create a kafka-python consumer") from None
+
+
+def _commit_done(offsets: Any, response: Any) -> None:
+    """Result of an asynchronous offset commit (at-least-once checkpoints). A failure loses
+    nothing: the next checkpoint commits later offsets, and a rebalance commits synchronously."""
+    if isinstance(response, BaseException):
+        log.warning("offset commit failed: %s", response)
+
+
+class KafkaPythonGroupConsumer:
+    """The scorer's group member: explicit commits only, read_committed, range assignor."""
+
+    def __init__(self, options: dict[str, Any], timeout_s: float) -> None:
+        self._consumer = new_consumer(options)
+        self._timeout_s = timeout_s
+        self._bridge = CallerThread(self._consumer._net)
+        # partition -> [position, unchanged since, last stable offset, asked at]
+        self._stuck: dict[TopicPartition, list[Any]] = {}
+
+    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        """Subscribe, then wait for the topics' metadata: kafka-python may otherwise join
+        before it knows their partitions, get an empty assignment ("No partition metadata
+        for topic") and rebalance again once the metadata arrives."""
+        self._bridge.listener = listener
+        self._consumer.subscribe(topics, listener=self._bridge.kafka_listener())
+        try:
+            refresh_metadata(self._consumer, min(self._timeout_s, 5.0))
+        except ClientError as exc:  # the first poll joins anyway, a rebalance later
+            log.debug("subscribe: %s", exc)
+
+    def poll(self, max_records: int, timeout_s: float) -> Polled:
+        """Records from kafka-python's poll, run on the bridge's worker (callbacks here). A
+        poll still joining the group when `timeout_s` (plus a little) is up returns nothing;
+        the next one goes on with it and returns its records (at most `max_records`: the
+        rest are given back)."""
+        timeout_ms = max(0, int(timeout_s * 1000))
+        failed: CallbackError | None = None
+        try:
+            _, batch = self._bridge.run(lambda: self._poll(timeout_ms, max_records),
+                                        wait_s=timeout_s + _SLACK_S, resume=True)
+        except CallbackError as exc:
+            failed = exc
+        except kerr.KafkaError as exc:
+            raise client_error(exc, what="poll") from None
+        if failed is not None:  # the callback's error; its records handed out next time
+            self._give_back(to_records(failed.result or {}))
+            raise failed.error
+        records = to_records(batch) if batch else []
+        if len(records) > max_records:  # from a poll started with a larger max_records
+            self._give_back(records[max_records:])
+            records = records[:max_records]
+        return Polled(records, self._at_end({r.source for r in records}, timeout_s))
+
+    def _give_back(self, records: list[Record]) -> None:
+        """Rewind to the first of these records per partition: the next poll returns them."""
+        first: dict[Source, int] = {}
+        for r in records:
+            first.setdefault(r.source, r.offset)
+        for source, offset in first.items():
+            try:
+                self._consumer.seek(topic_partition(source), offset)
+            except ValueError:  # not ours any more
+                pass
+
+    def _poll(self, timeout_ms: int, max_records: int) -> Any:
+        """On the bridge's worker. A rebalance under way is finished first, without the
+        poll's short timeout (this job may outlive the poll that started it; the next poll
+        resumes it): kafka-python 3.0.12 drops a JoinGroup/SyncGroup result that arrives
+        after a poll gave up waiting for it and joins again (join_group_async starts a new
+        join when `_join_task` is done instead of taking its result); with every member
+        polling every 100 ms that became a rebalance storm in the contract suite."""
+        coordinator = self._consumer._coordinator
+        if coordinator.need_rejoin():
+            coordinator.ensure_active_group(timeout_ms=int(self._timeout_s * 1000))
+        return self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+
+    def _at_end(self, returned: set[Source], timeout_s: float) -> list[Source]:
+        """Partitions at the end read_committed sees (module docstring)."""
+        now, stuck, out, ask = time.monotonic(), self._stuck, [], []
+        states = partition_states(self._consumer)
+        for tp in set(stuck) - {tp for tp, *_ in states}:
+            del stuck[tp]  # revoked
+        for tp, position, high, paused in states:
+            if paused or position is None or high is None:
+                continue
+            if position >= high:
+                out.append(tp)
+                stuck.pop(tp, None)
+                continue
+            seen = stuck.get(tp)
+            if (tp.topic, tp.partition) in returned or seen is None or seen[0] != position:
+                stuck[tp] = [position, now, None, 0.0]  # moving: not held back
+            elif now - seen[1] >= _STUCK_S and now - seen[3] >= _ASK_S:
+                ask.append(tp)
+            elif seen[2] is not None and position >= seen[2]:
+                out.append(tp)
+        if ask:
+            try:
+                stable = self._consumer.end_offsets(
+                    ask, timeout_ms=int(1000 * max(0.1, min(timeout_s, 1.0))))
+            except kerr.KafkaError as exc:
+                log.debug("last stable offsets: %s", exc)
+                stable = {}
+            for tp, lso in stable.items():
+                stuck[tp][2:] = [lso, now]
+                if stuck[tp][0] >= lso:
+                    out.append(tp)
+        return [(tp.topic, tp.partition) for tp in out]
+
+    def assignment(self) -> list[Source]:
+        return _sources(self._consumer.assignment())
+
+    def pause(self, sources: list[Source]) -> None:
+        assigned = self._consumer.assignment()
+        self._consumer.pause(*[tp for tp in map(topic_partition, sources) if tp in assigned])
+
+    def resume(self, sources: list[Source]) -> None:
+        assigned = self._consumer.assignment()
+        self._consumer.resume(*[tp for tp in map(topic_partition, sources) if tp in assigned])
+
+    def seek(self, source: Source, offset: int) -> None:
+        seek_to(self._consumer, topic_partition(source), offset)
+
+    def commit(self, offsets: Mapping[Source, int], asynchronous: bool) -> None:
+        if not offsets:
+            return
+        data = {topic_partition(s): OffsetAndMetadata(o, "", -1) for s, o in offsets.items()}
+        try:
+            if asynchronous:
+                self._consumer.commit_async(data, callback=_commit_done)
+            else:  # bounded: kafka-python retries a synchronous commit forever without one
+                self._consumer.commit(data, timeout_ms=int(self._timeout_s * 1000))
+        except kerr.KafkaError as exc:
+            raise client_error(exc, what="offset commit") from None
+
+    def group_metadata(self) -> object:
+        return self._consumer.group_metadata()
+
+    def lag(self, positions: Mapping[Source, int]) -> dict[Source, int]:
+        out: dict[Source, int] = {}
+        for tp, position, high, _paused in partition_states(self._consumer):
+            source = (tp.topic, tp.partition)
+            at = positions.get(source, position)
+            if high is not None and at is not None and at >= 0:
+                out[source] = max(0, high - at)
+        return out
+
+    def topic_partitions(self, timeout_s: float) -> dict[str, int]:
+        return _topic_partitions(self._consumer, timeout_s)
+
+    def close(self) -> None:
+        """Leave the group; `on_revoked` runs here, on the caller's thread, first."""
+        failed: CallbackError | None = None
+        try:
+            self._bridge.run(lambda: self._consumer.close(autocommit=False))
+        except CallbackError as exc:
+            failed = exc
+        except kerr.KafkaError as exc:
+            raise client_error(exc, what="close") from None
+        finally:
+            self._bridge.stop()
+        if failed is not None:
+            raise failed.error

@@ -1,0 +1,88 @@
+"""What the scorer does when the consumer group moves partitions (callbacks run inside the
+consumer's poll, on the loop's thread).
+
+State follows its partition: an arriving partition is restored from its changelog before it is
+processed (`/readyz` says so meanwhile); a departing one is checkpointed first and forgotten
+only once the new assignment shows it went to someone else. With eager rebalancing every
+partition is revoked and most come straight back: dropping their state at revocation would
+throw away what was learned.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from stream.config import Settings
+from stream.core.pipeline import Pipeline
+from stream.errors import FencedError, GroupMovedError, InfrastructureError
+from stream.kafka.records import Source
+from stream.observability.health import Health
+from stream.observability.lag import forget_partition
+from stream.observability.metrics import Metrics
+from stream.observability.quality import QualityGauges
+from stream.serving.checkpoint import Checkpointer
+from stream.serving.intake import Intake
+from stream.serving.recovery import RecoverableError, Recovery
+
+log = logging.getLogger("stream.serving")
+
+
+def _fmt(sources: list[Source]) -> str:
+    return ", ".join(f"{topic}[{partition}]" for topic, partition in sorted(sources)) or "none"
+
+
+class Rebalance:
+    """The loop's rebalance listener (stream.kafka.clients.RebalanceListener)."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, intake: Intake,
+                 checkpoints: Checkpointer, recovery: Recovery, health: Health,
+                 metrics: Metrics, quality: QualityGauges) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.intake = intake
+        self.checkpoints = checkpoints
+        self.recovery = recovery
+        self.health = health
+        self.metrics = metrics
+        self.quality = quality
+        self.fenced: FencedError | None = None
+
+    def on_revoked(self, sources: list[Source]) -> None:
+        """Checkpoint finished work; what the intake held for them is fetched again later."""
+        self.intake.revoke(sources)
+        if not self.recovery.broken:
+            try:
+                self.checkpoints.commit()
+            except FencedError as exc:
+                self.fenced = exc
+            except RecoverableError as exc:
+                self.recovery.failed(exc)
+        log.info("partitions revoked: %s", _fmt(sources))
+
+    def on_lost(self, sources: list[Source]) -> None:
+        """Our membership expired (a pause longer than the session timeout): the partitions
+        already belong to someone else, so nothing since the last checkpoint may be committed.
+        Recovery aborts it and rewinds; the group gives us partitions again on rejoin."""
+        log.warning("partitions lost: %s", _fmt(sources))
+        self.intake.revoke(sources)
+        self.recovery.failed(GroupMovedError("partitions lost: the group moved on without us"))
+
+    def on_assigned(self, sources: list[Source]) -> None:
+        self.intake.track(sources)
+        input_topic = self.settings.input_topic
+        mine = {partition for topic, partition in sources if topic == input_topic}
+        for partition in list(self.pipeline.partitions):
+            if partition not in mine:
+                self.pipeline.revoke(partition)
+                forget_partition(self.metrics, (input_topic, partition))
+                self.quality.forget_partition(partition)
+        arriving = sorted(mine - set(self.pipeline.partitions))
+        self.health.set_partitions(len(mine), restoring=bool(arriving))
+        try:
+            for partition in arriving:
+                self.recovery.restore(partition)
+        except InfrastructureError as exc:
+            self.recovery.failed(InfrastructureError(f"restore failed: {exc}"))
+        self.metrics.assigned.set(len(self.pipeline.partitions))
+        self.health.set_partitions(len(self.pipeline.partitions))
+        log.info("partitions assigned: %s", _fmt(sources))

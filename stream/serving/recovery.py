@@ -1,0 +1,136 @@
+"""Recovery: after a failed checkpoint, back off, start a new producer, and rewind every owned
+partition to its last committed checkpoint (state from the changelog, position from the
+committed offset); and restoring a partition's state on assignment.
+
+Infrastructure errors (broker gone, a failed commit) do not crash the scorer: they are noted
+here, and the loop asks this object to recover before it polls again. Only an outage longer
+than `max_outage_s` ends the process, with one clear line, for its orchestrator to act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from stream.config import Settings
+from stream.core.pipeline import Pipeline
+from stream.errors import GroupMovedError, InfrastructureError
+from stream.kafka.clients import Clients, GroupConsumer
+from stream.kafka.records import BEGINNING
+from stream.kafka.restore import read_partition
+from stream.observability.metrics import Metrics
+from stream.serving.checkpoint import Delivery
+from stream.serving.intake import Intake
+from stream.serving.ledger import Ledger
+from stream.state.changelog import summarize
+
+log = logging.getLogger("stream.serving")
+
+
+class Recovery:
+    """Failure bookkeeping, rewind and restore."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, clients: Clients,
+                 consumer: GroupConsumer, delivery: Delivery, ledger: Ledger, intake: Intake,
+                 metrics: Metrics, stop: threading.Event) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.clients = clients
+        self.consumer = consumer
+        self.delivery = delivery
+        self.ledger = ledger
+        self.intake = intake
+        self.metrics = metrics
+        self._stop = stop
+        self.broken_since: float | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self.broken_since is not None
+
+    def failed(self, exc: Exception) -> None:
+        """Note a failure; the loop then backs off and rewinds to the last checkpoint."""
+        now = time.monotonic()
+        if self.broken_since is None:
+            self.broken_since = now
+        self.metrics.commits.labels("failed").inc()
+        self.metrics.broker_up.set(0)
+        reason = "group_moved" if isinstance(exc, GroupMovedError) else "infrastructure"
+        self.metrics.recoveries.labels(reason).inc()
+        log.warning("checkpoint failed (%s): %s; rewinding to the last checkpoint", reason, exc)
+        if now - self.broken_since > self.settings.max_outage_s:
+            raise InfrastructureError(
+                f"Kafka unavailable for more than {self.settings.max_outage_s:.0f}s: {exc}"
+            ) from exc
+
+    def recover(self) -> bool:
+        """New producer, state and positions back to the last committed checkpoint; False
+        (and the failure noted) when that failed too."""
+        assert self.broken_since is not None
+        waited = time.monotonic() - self.broken_since
+        self._stop.wait(min(5.0, 0.2 + waited / 4))
+        try:
+            self.delivery.reset()
+            self.rewind()
+        except (InfrastructureError, GroupMovedError) as exc:
+            self.failed(exc)
+            return False
+        log.info("recovered after %.1fs", time.monotonic() - self.broken_since)
+        self.broken_since = None
+        self.ledger.result.recoveries += 1
+        self.metrics.broker_up.set(1)
+        return True
+
+    def rewind(self) -> None:
+        """Forget uncommitted work: reload owned partitions and seek to committed offsets."""
+        self.ledger.rewound()
+        self.intake.clear()
+        before = dict(self.ledger.durable_events)
+        for partition in list(self.pipeline.partitions):
+            self.restore(partition)
+        if self.delivery.transactional:  # at-least-once state may run ahead of its offsets
+            extra = self.ledger.count_in_doubt(before)
+            if extra:
+                log.info("the last checkpoint committed after all: %d events counted", extra)
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return
+        # A fresh client reads the committed offsets: after a broker restart the loop's own
+        # consumer can keep timing out on a coordinator it cached before the outage.
+        committed = self.clients.committed(assigned, self.settings.request_timeout_ms / 1000.0)
+        for source in assigned:
+            # No committed offset yet: start over, as auto.offset.reset=earliest does.
+            offset = committed.get(source)
+            self.consumer.seek(source, BEGINNING if offset is None else offset)
+
+    def restore(self, partition: int) -> None:
+        """Rebuild one partition's state from its changelog partition."""
+        s = self.settings
+        if not s.changelog:
+            self.pipeline.revoke(partition)
+            self.pipeline.assign(partition)
+            return
+        started = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            self.metrics.restore_records.labels(str(partition)).set(done)
+            if total > 10_000:
+                log.info("restoring %s[%d]: %d/%d records", s.changelog_topic, partition,
+                         done, total)
+
+        reader = self.clients.reader(bulk=True)
+        try:
+            restored = read_partition(reader, s.changelog_topic, partition, progress)
+        finally:
+            reader.close()
+        self.pipeline.restore_from_changelog(partition, restored)
+        self.ledger.durable_events[partition] = self.pipeline.partitions[partition].events
+        elapsed = time.perf_counter() - started
+        self.metrics.restore_seconds.observe(elapsed)
+        log.info("restored %s[%d] in %.2fs: %s", s.changelog_topic, partition, elapsed,
+                 dict(summarize(restored)))
+
+
+RecoverableError = (InfrastructureError, GroupMovedError)
+"""What the loop recovers from by rewinding; any other deliberate error ends the run."""

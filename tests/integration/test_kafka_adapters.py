@@ -1,0 +1,250 @@
+"""The Kafka edge's contract (stream.kafka.clients), consumer side: group members, rebalance
+callbacks, readers and admin, checked on both adapters against one broker (the producer side
+is in test_kafka_adapters_producer.py; fixtures in kafka_adapters_support.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kafka_adapters_support import (  # noqa: F401 - fixtures, used by name
+    Recorder,
+    T,
+    clients_fixture,
+    drain,
+    make_clients_fixture,
+    offsets,
+    produce,
+    subscribed_fixture,
+)
+
+from stream.contracts.partitioning import partition_for
+from stream.kafka.clients import Clients, GroupConsumer
+from stream.kafka.records import BEGINNING, Record, Source
+
+
+def test_keyed_records_come_back_in_offset_order_where_murmur2_puts_them(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
+    topic = new_topic(partitions=3, prefix="order")
+    before = int(time.time() * 1000)
+    produce(clients, topic, 60)
+    after = int(time.time() * 1000)
+    consumer, _ = subscribed([topic])
+    sources = {(topic, p) for p in range(3)}
+    records, at_end = drain(consumer, 60, until_at_end=sources)
+    assert len(records) == 60 and at_end == sources
+    for record in records:
+        i = int(record.value.decode()[1:])  # type: ignore[union-attr]
+        assert record.key == f"k{i}".encode()
+        assert record.partition == partition_for(record.key, 3)
+        assert record.headers == (("i", str(i).encode()),)
+        assert before - 1000 <= record.timestamp_ms <= after + 1000
+    for source in sources:
+        got = offsets(records, source)
+        assert got == list(range(len(got)))
+        values = [int(r.value.decode()[1:]) for r in records if r.source == source]  # type: ignore[union-attr]
+        assert values == sorted(values)  # produce order kept within a partition
+
+
+def test_at_end_where_an_open_transaction_holds_the_last_stable_offset(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
+    topic = new_topic(prefix="open")
+    produce(clients, topic, 3)
+    producer = clients.producer(transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
+    producer.init_transactions(T)
+    producer.begin_transaction()
+    producer.send(topic, b"k", b"open")
+    producer.flush(T)  # on the log, past what read_committed may see
+    try:
+        consumer, _ = subscribed([topic])
+        records, _ = drain(consumer, 3, until_at_end={(topic, 0)})
+        assert offsets(records, (topic, 0)) == [0, 1, 2]
+    finally:
+        producer.abort_transaction(T)
+        producer.close(T)
+
+
+def test_pause_resume_loses_and_duplicates_nothing(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
+    topic = new_topic(prefix="pause")
+    source = (topic, 0)
+    produce(clients, topic, 300)
+    consumer, _ = subscribed([topic])
+    records, _ = drain(consumer, 1, max_records=7)  # the fetch brought far more than 7
+    consumer.pause([source])
+    for _ in range(5):
+        assert consumer.poll(7, 0.2).records == []
+    consumer.resume([source])
+    started = time.monotonic()
+    first = consumer.poll(7, 10.0).records  # records are there: no waiting for the timeout
+    assert first and time.monotonic() - started < 2.0
+    more, _ = drain(consumer, 300 - len(records) - len(first), max_records=7)
+    assert offsets(records + first + more, source) == list(range(300))
+
+
+def test_seek_to_an_offset_and_to_the_beginning(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
+    topic = new_topic(prefix="seek")
+    source = (topic, 0)
+    produce(clients, topic, 20)
+    consumer, _ = subscribed([topic])
+    drain(consumer, 20)
+    consumer.seek(source, 12)
+    records, _ = drain(consumer, 8)
+    assert offsets(records, source) == list(range(12, 20))
+    consumer.seek(source, BEGINNING)
+    records, _ = drain(consumer, 20)
+    assert offsets(records, source) == list(range(20))
+
+
+def test_commit_is_seen_by_a_fresh_client_and_lag_from_cached_values(
+        make_clients: Callable[..., Clients], subscribed: Any,
+        new_topic: Callable[..., str]) -> None:
+    clients = make_clients()
+    topic = new_topic(partitions=2, prefix="commit")
+    produce(clients, topic, 10, partition=0)
+    consumer, _ = subscribed([topic])
+    drain(consumer, 10, until_at_end={(topic, 0), (topic, 1)})  # 1 is empty: at its end
+    consumer.commit({(topic, 0): 7}, asynchronous=False)
+    assert make_clients().committed([(topic, 0), (topic, 1)], T) == {(topic, 0): 7,
+                                                                      (topic, 1): None}
+    consumer.commit({(topic, 0): 9}, asynchronous=True)
+    deadline = time.monotonic() + T
+    while make_clients().committed([(topic, 0)], T) != {(topic, 0): 9}:
+        assert time.monotonic() < deadline
+        consumer.poll(10, 0.1)  # asynchronous commits complete inside poll
+    assert consumer.lag({})[(topic, 0)] == 0
+    assert consumer.lag({(topic, 0): 4})[(topic, 0)] == 6
+    assert consumer.topic_partitions(T)[topic] == 2
+
+
+def test_callbacks_run_on_the_polling_thread_with_both_topics(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
+    a, b = new_topic(partitions=2, prefix="ta"), new_topic(partitions=2, prefix="tb")
+    committed: list[Source] = []
+    holder: dict[str, GroupConsumer] = {}
+
+    def checkpoint(sources: list[Source]) -> None:  # what the loop does: commit, synchronously
+        holder["c"].commit({s: 0 for s in sources if s[0] == a}, asynchronous=False)
+        committed.extend(sources)
+    first, recorder = subscribed([a, b], Recorder(on_revoked=checkpoint))
+    holder["c"] = first
+    every = sorted((t, p) for t in (a, b) for p in range(2))
+    deadline = time.monotonic() + T
+    while not recorder.events:
+        assert time.monotonic() < deadline
+        first.poll(10, 0.2)
+    assert recorder.events[0][:2] == ("assigned", every)
+    assert sorted(first.assignment()) == every
+
+    second, other = subscribed([a, b])  # range assignor: partition N of both topics together
+    # Until both members hold their share (one member's new assignment can be seen before
+    # the other's has been delivered to it).
+    while len(first.assignment()) != 2 or len(second.assignment()) != 2:
+        assert time.monotonic() < deadline
+        first.poll(10, 0.1)
+        second.poll(10, 0.1)
+    assert ("revoked", every) in [e[:2] for e in recorder.events]
+    mine, theirs = sorted(first.assignment()), sorted(second.assignment())
+    assert {p for _, p in mine} | {p for _, p in theirs} == {0, 1}
+    assert len({p for _, p in mine}) == 1 and len(mine) == 2 and len(theirs) == 2
+    assert {thread for *_, thread in recorder.events + other.events} == {threading.get_ident()}
+    first.close()
+    assert recorder.events[-1][:2] == ("revoked", mine)
+    assert sorted(committed) == sorted(every + mine)
+
+
+def test_a_failing_callback_surfaces_from_poll_and_loses_no_record(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
+    topic = new_topic(prefix="cbfail")
+    produce(clients, topic, 5)
+
+    class Boom(Recorder):
+        def on_assigned(self, sources: list[Source]) -> None:
+            super().on_assigned(sources)
+            if len(self.events) == 1:
+                raise RuntimeError("restore failed")
+    consumer, recorder = subscribed([topic], Boom())
+    records: list[Record] = []
+    deadline = time.monotonic() + T
+    with pytest.raises(RuntimeError, match="restore failed"):
+        while True:
+            assert time.monotonic() < deadline
+            records.extend(consumer.poll(10, 0.2).records)
+    more, _ = drain(consumer, 5 - len(records), timeout_s=10.0)
+    assert offsets(records + more, (topic, 0)) == list(range(5))
+
+
+def test_reader_watermarks_times_and_reading_to_the_end(
+        clients: Clients, new_topic: Callable[..., str]) -> None:
+    topic = new_topic(partitions=2, prefix="read")
+    produce(clients, topic, 6, partition=0)
+    produce(clients, topic, 4, partition=1)
+    time.sleep(0.05)
+    middle = int(time.time() * 1000)
+    time.sleep(0.05)
+    produce(clients, topic, 3, start=6, partition=0)
+    reader = clients.reader(bulk=True)
+    try:
+        assert reader.partitions(topic) == [0, 1] and reader.partitions(f"no-{topic}") == []
+        assert reader.watermarks((topic, 0), T) == (0, 9)
+        assert reader.offsets_for_time([(topic, 0), (topic, 1)], middle) == {
+            (topic, 0): 6, (topic, 1): None}
+        reader.assign({(topic, 0): BEGINNING, (topic, 1): 2})
+        sources = {(topic, 0), (topic, 1)}
+        records, at_end = drain(reader, 11, until_at_end=sources)
+        assert offsets(records, (topic, 0)) == list(range(9))
+        assert offsets(records, (topic, 1)) == [2, 3]
+    finally:
+        reader.close()
+
+
+def test_reader_end_is_the_last_stable_offset(clients: Clients,
+                                              new_topic: Callable[..., str]) -> None:
+    topic = new_topic(prefix="lso")
+    produce(clients, topic, 4)
+    producer = clients.producer(transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
+    producer.init_transactions(T)
+    producer.begin_transaction()
+    producer.send(topic, b"k", b"open")
+    producer.flush(T)  # on the log, past the high watermark read_committed may see
+    reader = clients.reader()
+    try:
+        low, end = reader.watermarks((topic, 0), T)  # the protocol allows the high watermark
+        assert low == 0 and end in (4, 5)
+        if clients.name == "kafka-python":
+            assert end == 4  # ListOffsets under read_committed: the last stable offset
+        reader.assign({(topic, 0): BEGINNING})
+        records, _ = drain(reader, 4, until_at_end={(topic, 0)})
+        assert offsets(records, (topic, 0)) == [0, 1, 2, 3]
+    finally:
+        reader.close()
+        producer.abort_transaction(T)
+        producer.close(T)
+
+
+def test_admin_creates_lists_describes_and_reports_existing(clients: Clients) -> None:
+    admin = clients.admin()
+    name = f"adm-{uuid.uuid4().hex[:10]}"
+    try:
+        assert admin.create_topics({name: (3, 1, {"retention.ms": "123456"})}) == {name: None}
+        again = admin.create_topics({name: (3, 1, {})})[name]
+        assert again is not None and "already exists" in again
+        bad = admin.create_topics({f"bad-{name}": (1, 1, {"cleanup.policy": "bogus"})})
+        assert bad[f"bad-{name}"] and "already exists" not in bad[f"bad-{name}"]
+        assert admin.topics()[name] == 3
+        config = admin.topic_configs([name])[name]
+        assert config["retention.ms"] == "123456" and config["cleanup.policy"] == "delete"
+        assert admin.replication_factors([name, f"no-{name}"]) == {name: 1}
+        admin.delete_topics([name, f"no-{name}"])
+        deadline = time.monotonic() + T
+        while name in admin.topics():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        admin.close()
