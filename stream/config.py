@@ -20,8 +20,6 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -151,22 +149,6 @@ class Settings(BaseSettings):
 
     # "No chargeback within N days": learn unlabelled decisions as legitimate (off: None).
     unlabelled_as_legit_days: float | None = Field(None, gt=0)
-
-    @field_validator("challengers", mode="after")
-    @classmethod
-    def _canonical_challengers(
-        cls, value: tuple[str, ...], info: ValidationInfo
-    ) -> tuple[str, ...]:
-        from stream.core.scoring.model import ModelSpec
-        from stream.core.scoring.zoo import ChallengerSpecError, challenger_names
-
-        data = info.data
-        champion = ModelSpec(data.get("learning_rate", 0.02), data.get("l2", 0.0),
-                             data.get("fraud_weight", 5.0)).name
-        try:
-            return tuple(challenger_names(value, champion))
-        except ChallengerSpecError as exc:
-            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:

@@ -28,11 +28,11 @@ import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
 from benchmarks.bench.harness import Prefilled, Topics
+from stream.assembly import model_version, pipeline_config
 from stream.contracts.codec import decode_transaction
 from stream.core.pipeline import Pipeline
 from stream.kafka.clients import connect
 from stream.kafka.delivery import AtLeastOnce
-from stream.serving.wiring import model_version, pipeline_config
 
 
 class _Clock(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -181,12 +181,12 @@ def stage_breakdown(prefilled: Prefilled, limit: int = 50_000) -> dict[str, Any]
 
 
 def _stages(values: list[bytes], partitions: list[int]) -> dict[str, float]:
+    from stream.assembly import model_version, pipeline_config
     from stream.config import load_settings
     from stream.contracts.codec import decode_transaction, encode_verdict, format_time
     from stream.contracts.messages import Verdict
     from stream.core.pipeline import Pipeline
     from stream.core.scoring.model import learn_one, score_one, top_contributions
-    from stream.serving.wiring import model_version, pipeline_config
 
     settings = load_settings()
     pipeline = Pipeline(pipeline_config(settings), model_version(settings))

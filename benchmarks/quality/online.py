@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.quality.dataset import Dataset
+from stream.assembly import model_version, pipeline_config
 from stream.config import load_settings
 from stream.contracts.messages import Transaction
 from stream.contracts.partitioning import consumed_order
 from stream.core.pipeline import Pipeline
-from stream.serving.wiring import model_version, pipeline_config
 
 # Every challenger family of the model zoo, with the parameters the README suggests.
 CHALLENGERS = ("logreg-adam-lr0.01", "logreg-lr0.05-w10", "alma", "hoeffding-g100", "hat",

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from stream.cli.options import settings_from
 from stream.config import Settings
 from stream.errors import ConfigError
 from stream.state.snapshot import PartitionSnapshot, load_snapshot
@@ -34,14 +35,12 @@ ToTimeOpt = Annotated[str | None, Opt(help="End before this record time (RFC 333
 
 
 def _settings(ctx: typer.Context, **flags: Any) -> Settings:
-    from stream.cli.app import settings_from
-
     return settings_from(ctx, **flags)
 
 
 def _config(settings: Settings, init: PartitionSnapshot | None) -> tuple[Any, str]:
     """The core's config, and the model version (the snapshot's model when starting from one)."""
-    from stream.serving.wiring import model_version, pipeline_config
+    from stream.assembly import model_version, pipeline_config
 
     version = init.model_name if init is not None and init.model_name else \
         model_version(settings)

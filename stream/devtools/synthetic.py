@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from stream.devtools.traffic.config import DEFAULT_START, TrafficConfig
 from stream.devtools.traffic.engine import Day, Simulation, stamps
 from stream.devtools.traffic.labels import LabelModel
 from stream.devtools.traffic.registry import DEFAULT_SCENARIOS, PATTERNS, SCENARIOS, parse_scenarios
 from stream.devtools.traffic.scenarios import Scenario
+from stream.devtools.traffic.traffic_config import DEFAULT_START, TrafficConfig
 
 __all__ = [
     "DEFAULT_SCENARIOS", "DEFAULT_START", "PATTERNS", "SCENARIOS", "LabelModel", "Scenario",

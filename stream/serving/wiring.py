@@ -17,13 +17,9 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-import stream
+from stream.assembly import challengers, model_version, pipeline_config
 from stream.config import Settings
-from stream.core.evaluation.oversight import OversightConfig
-from stream.core.evaluation.shadow import PromotionRule
-from stream.core.pipeline import Pipeline, PipelineConfig
-from stream.core.scoring.model import ModelSpec
-from stream.core.scoring.policy import Policy
+from stream.core.pipeline import Pipeline
 from stream.errors import ConfigError, InfrastructureError
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import Clients, GroupConsumer, connect
@@ -36,48 +32,6 @@ from stream.serving.loop import ScorerLoop
 from stream.state.snapshot import load_snapshot
 
 log = logging.getLogger("stream.serving.wiring")
-
-
-def pipeline_config(settings: Settings) -> PipelineConfig:
-    """The core's view of the settings: plain values only."""
-    return PipelineConfig(
-        model=ModelSpec(settings.learning_rate, settings.l2, settings.fraud_weight),
-        policy=Policy(settings.review_threshold, settings.decline_threshold),
-        horizons_s=settings.horizons_s,
-        card_ttl_s=settings.card_ttl_s,
-        merchant_ttl_s=settings.merchant_ttl_s,
-        merchant_prior=settings.merchant_prior,
-        evict_every=settings.evict_every,
-        label_delay_s=settings.label_delay_s,
-        pending_ttl_s=settings.pending_ttl_s,
-        pending_max=settings.pending_max,
-        metrics_window=settings.metrics_window,
-        track_changes=settings.changelog,
-        oversight=oversight_config(settings),
-    )
-
-
-def oversight_config(settings: Settings) -> OversightConfig:
-    """Challengers, promotion, drift and the unlabelled-as-legitimate rule."""
-    metric = settings.promotion_metric
-    rule = None if metric is None else PromotionRule(
-        metric, settings.promotion_margin, settings.promotion_min_labels)
-    days = settings.unlabelled_as_legit_days
-    return OversightConfig(
-        challengers=settings.challengers,
-        promotion=rule,
-        drift_delta=settings.drift_delta,
-        psi_reference=settings.psi_reference,
-        psi_window=settings.psi_window,
-        psi_threshold=settings.psi_threshold,
-        psi_warmup=settings.psi_warmup,
-        unlabelled_as_legit_s=None if days is None else days * 86400.0,
-    )
-
-
-def model_version(settings: Settings) -> str:
-    return f"{ModelSpec(settings.learning_rate, settings.l2, settings.fraud_weight).name}" \
-        f"@{stream.__version__}"
 
 
 def check_topics(consumer: GroupConsumer, settings: Settings) -> dict[str, int]:
@@ -155,7 +109,7 @@ def build_scorer(
     init = load_snapshot(settings.init_from) if settings.init_from is not None else None
     version = init.model_name if init is not None and init.model_name else \
         model_version(settings)
-    if version in settings.challengers:
+    if version in challengers(settings):
         consumer.close()
         raise ConfigError(f"challenger {version!r} is the champion the scorer starts from")
     pipeline = Pipeline(pipeline_config(settings), version, init_from=init)

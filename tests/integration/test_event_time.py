@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from durability_support import make_topics, new_group, read_committed
 
+from stream.assembly import model_version, pipeline_config
 from stream.config import load_settings
 from stream.contracts.codec import decode_label, decode_transaction
 from stream.contracts.messages import Label, Transaction
@@ -24,7 +25,6 @@ from stream.contracts.partitioning import consumed_order
 from stream.core.pipeline import Pipeline
 from stream.devtools.producer import produce_events
 from stream.devtools.synthetic import TrafficConfig, generate
-from stream.serving.wiring import model_version, pipeline_config
 
 WEEK_S = 7 * 86400.0
 COUNT = 12_000

@@ -13,6 +13,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from stream.assembly import pipeline_config
 from stream.batch.compare import compare_live
 from stream.batch.train import train_file
 from stream.cli.app import app, main
@@ -23,7 +24,7 @@ from stream.core.pipeline import Pipeline
 from stream.devtools.files import write_jsonl
 from stream.devtools.synthetic import TrafficConfig, generate
 from stream.kafka.ranges import RangeSpec
-from stream.serving.wiring import pipeline_config, run_scorer
+from stream.serving.wiring import run_scorer
 from stream.state.snapshot import load_snapshot
 
 if not any(command.name == "train" for command in app.registered_commands):

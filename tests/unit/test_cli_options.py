@@ -16,6 +16,7 @@ import typer
 
 from stream.cli import app as cli_app
 from stream.cli import argv as cli_argv
+from stream.cli import batch as cli_batch
 from stream.cli import main
 from stream.cli.argv import Shape, clashes, normalise_argv, shape_of
 from stream.cli.options import GLOBAL_NOTE
@@ -59,6 +60,7 @@ def probe(monkeypatch: pytest.MonkeyPatch) -> None:
             raise Captured(("broker", port, data_dir))
 
     monkeypatch.setattr(cli_app, "settings_from", settings_from)
+    monkeypatch.setattr(cli_batch, "settings_from", settings_from)
     monkeypatch.setattr(cli_app, "LocalBroker", Broker)
     for name in ("FRAUDSTREAM_GROUP_ID", "FRAUDSTREAM_KAFKA_CLIENT", "KAFKA_BOOTSTRAP_SERVERS",
                  "FRAUDSTREAM_BOOTSTRAP_SERVERS"):

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from stream.assembly import pipeline_config
 from stream.config import load_settings
 from stream.errors import ConfigError
 
@@ -57,13 +58,12 @@ def test_missing_file_and_bad_env() -> None:
         load_settings(environ={"FRAUDSTREAM_MAX_POLL_RECORDS": "-3"})
 
 
-def test_challenger_names_are_validated_and_canonical() -> None:
+def test_challenger_names_are_validated_and_canonical_when_the_core_is_built() -> None:
     settings = load_settings(environ={}, challengers=("Logreg-Adam-lr0.010", "gnb"))
-    assert settings.challengers == ("logreg-adam-lr0.01", "gnb")
-    assert load_settings(environ={}).challengers == ()  # off by default
-    with pytest.raises(ConfigError, match="unknown challenger family"):
-        load_settings(environ={}, challengers=("forest",))
-    with pytest.raises(ConfigError, match="champion model itself"):
-        load_settings(environ={}, challengers=("logreg-lr0.02-w5",))
-    with pytest.raises(ConfigError, match="listed twice"):
-        load_settings(environ={}, challengers=("gnb", "gnb"))
+    assert pipeline_config(settings).oversight.challengers == ("logreg-adam-lr0.01", "gnb")
+    assert pipeline_config(load_settings(environ={})).oversight.challengers == ()  # off
+    for names, message in [(("forest",), "unknown challenger family"),
+                           (("logreg-lr0.02-w5",), "champion model itself"),
+                           (("gnb", "gnb"), "listed twice")]:
+        with pytest.raises(ConfigError, match=message):
+            pipeline_config(load_settings(environ={}, challengers=names))

@@ -5,5 +5,5 @@
 - `scenarios`, `bursts`: the fraud scenarios (frozen dataclasses) and what they inject;
 - `registry`: the scenario names, the default mix and `parse_scenarios`;
 - `labels`: when a transaction's outcome becomes known (`LabelModel`);
-- `config`: `TrafficConfig`; `engine`: the day-by-day simulation and the merged output.
+- `traffic_config`: `TrafficConfig`; `engine`: the day-by-day simulation and the merged output.
 """

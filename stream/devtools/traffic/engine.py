@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.random import PCG64, Generator, SeedSequence
 
-from stream.devtools.traffic.config import TrafficConfig
 from stream.devtools.traffic.legit import Batch, LegitTraffic
+from stream.devtools.traffic.traffic_config import TrafficConfig
 from stream.devtools.traffic.world import (
     CHANNELS,
     COUNTRY_CODES,
