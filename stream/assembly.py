@@ -12,6 +12,7 @@ from stream.core.evaluation.shadow import PromotionRule
 from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import ModelSpec
 from stream.core.scoring.policy import Policy
+from stream.core.scoring.warmup import Warmup
 from stream.core.scoring.zoo import challenger_names
 from stream.errors import ConfigError
 
@@ -24,7 +25,7 @@ def model_version(settings: Settings) -> str:
     """The champion's name and the package version, as verdicts carry it.
 
     >>> from stream.config import load_settings
-    >>> model_version(load_settings(environ={})).startswith("logreg-lr0.02-w5@")
+    >>> model_version(load_settings(environ={})).startswith("logreg-lr0.005-w5@")
     True
     """
     return f"{model_spec(settings).name}@{stream.__version__}"
@@ -50,6 +51,8 @@ def oversight_config(settings: Settings) -> OversightConfig:
         challengers=challengers(settings),
         promotion=rule,
         drift_delta=settings.drift_delta,
+        drift_min_labels=settings.drift_min_labels,
+        drift_log_interval_s=settings.drift_log_interval_s,
         psi_reference=settings.psi_reference,
         psi_window=settings.psi_window,
         psi_threshold=settings.psi_threshold,
@@ -64,10 +67,14 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         return PipelineConfig(
             model=model_spec(settings),
             policy=Policy(settings.review_threshold, settings.decline_threshold),
+            warmup=Warmup(settings.warmup_labels, settings.warmup_review_amount,
+                          settings.warmup_decline_amount),
             horizons_s=settings.horizons_s,
             card_ttl_s=settings.card_ttl_s,
             merchant_ttl_s=settings.merchant_ttl_s,
             merchant_prior=settings.merchant_prior,
+            merchant_delta_s=settings.merchant_delta_s,
+            merchant_lateness_s=settings.merchant_lateness_s,
             evict_every=settings.evict_every,
             label_delay_s=settings.label_delay_s,
             pending_ttl_s=settings.pending_ttl_s,

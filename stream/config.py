@@ -9,6 +9,7 @@ except the bootstrap address, which also honours the usual `KAFKA_BOOTSTRAP_SERV
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -47,6 +48,12 @@ class _EnvSource(EnvSettingsSource):
 
 Guarantee = Literal["at-least-once", "exactly-once"]
 
+# What an application id may hold: Kafka's legal topic characters, short enough that every
+# internal topic name stays under Kafka's 249 characters.
+_APPLICATION_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+CHANGELOG = "changelog"
+"""The state changelog's internal-topic name: `<application_id>.changelog`."""
+
 
 
 class Settings(BaseSettings):
@@ -82,8 +89,17 @@ class Settings(BaseSettings):
     output_topic: str = "verdicts"
     labels_topic: str = "labels"
     dlq_topic: str = "transactions.dlq"
-    changelog_topic: str = "transactions.changelog"
+    # "" (the default): this application's own, `<application_id>.changelog`. Pointing two
+    # applications at one changelog is refused on restore unless `adopt_state_from` says so.
+    changelog_topic: str = ""
     group_id: str = "fraud-stream"
+    # The application (Kafka Streams' application.id): its internal topics are named after it
+    # (`internal_topic`) and every changelog record it writes carries it, so two deployments
+    # never restore each other's state. "" (the default): the group id.
+    application_id: str = ""
+    # Take over the state another application wrote to this changelog (blue/green), once: the
+    # takeover is recorded in the changelog, later starts need not repeat it.
+    adopt_state_from: str | None = None
     topics_dir: Path | None = None
 
     # The loop, checkpoints and delivery.
@@ -110,18 +126,28 @@ class Settings(BaseSettings):
     stuck_after_s: float = Field(60.0, gt=0)
 
     # Features.
-    horizons_s: tuple[float, ...] = (3600.0, 86400.0, 604800.0, 2592000.0)
+    horizons_s: tuple[float, ...] = (600.0, 3600.0, 86400.0, 604800.0, 2592000.0)
     card_ttl_s: float = Field(30 * 86400.0, gt=0)
     merchant_ttl_s: float = Field(90 * 86400.0, gt=0)
     merchant_prior: tuple[float, float] = (1.0, 99.0)
+    # The shared merchant table: reads lag the transaction by merchant_delta_s of event time;
+    # input later than merchant_lateness_s (<= delta) counts as arriving at the limit.
+    merchant_delta_s: float = Field(60.0, ge=0)
+    merchant_lateness_s: float = Field(30.0, ge=0)
     evict_every: int = Field(10_000, gt=0)
 
     # Model and policy.
-    learning_rate: float = Field(0.02, gt=0)
+    learning_rate: float = Field(0.005, gt=0)
     l2: float = Field(0.0, ge=0)
     fraud_weight: float = Field(5.0, gt=0)
     review_threshold: float = Field(0.2, ge=0, le=1)
     decline_threshold: float = Field(0.6, ge=0, le=1)
+    # The cold start (README "Cold start"): until a partition's model has learned from
+    # `warmup_labels` labels, decisions follow these amount rules (none set: approve), not the
+    # score. A partition restored from the changelog or a snapshot keeps its label count.
+    warmup_labels: int = Field(500, ge=0)
+    warmup_review_amount: float | None = Field(None, ge=0)
+    warmup_decline_amount: float | None = Field(None, ge=0)
     label_delay_s: float = Field(0.0, ge=0)
     pending_ttl_s: float = Field(120 * 86400.0, gt=0)
     pending_max: int = Field(1_000_000, gt=0)
@@ -140,8 +166,13 @@ class Settings(BaseSettings):
     promotion_margin: float = Field(0.02, ge=0)
     promotion_min_labels: int = Field(5000, ge=1)
 
-    # Drift: ADWIN on the champion's loss; PSI of its scores against a reference window.
-    drift_delta: float = Field(0.002, gt=0, lt=1)
+    # Drift (stream/core/evaluation/drift.py): ADWIN (confidence drift_delta) on the log loss
+    # of fraud labels, tested from drift_min_labels of them on; PSI of the last psi_window
+    # scores against the psi_reference before them. A drift is logged at most once per kind
+    # and partition per drift_log_interval_s of event time.
+    drift_delta: float = Field(1e-4, gt=0, lt=1)
+    drift_min_labels: int = Field(30, ge=1)
+    drift_log_interval_s: float = Field(3600.0, ge=0)
     psi_reference: int = Field(5000, gt=0)
     psi_window: int = Field(5000, gt=0)
     psi_threshold: float = Field(0.25, gt=0)
@@ -154,6 +185,31 @@ class Settings(BaseSettings):
     def _thresholds_ordered(self) -> Settings:
         if self.review_threshold > self.decline_threshold:
             raise ValueError("review_threshold must not exceed decline_threshold")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_amounts_ordered(self) -> Settings:
+        review, decline = self.warmup_review_amount, self.warmup_decline_amount
+        if review is not None and decline is not None and review > decline:
+            raise ValueError("warmup_review_amount must not exceed warmup_decline_amount")
+        return self
+
+    @model_validator(mode="after")
+    def _name_internal_topics(self) -> Settings:
+        # Derived once, when the settings are read (they are frozen afterwards): the
+        # application id from the group id, the changelog's name from the application id.
+        application = self.application_id or self.group_id
+        if not _APPLICATION_ID.fullmatch(application):
+            given = "application_id" if self.application_id else "group_id (the default " \
+                "application_id)"
+            raise ValueError(
+                f"{given} {application!r} cannot name internal topics: use at most 200 "
+                "letters, digits, '.', '_' or '-' (set application_id)")
+        if self.adopt_state_from is not None and self.adopt_state_from == application:
+            raise ValueError(f"adopt_state_from names this application itself ({application!r})")
+        object.__setattr__(self, "application_id", application)
+        if not self.changelog_topic:
+            object.__setattr__(self, "changelog_topic", self.internal_topic(CHANGELOG))
         return self
 
     @classmethod
@@ -169,8 +225,18 @@ class Settings(BaseSettings):
         # below the environment, which is why it is not a source here.
         return (init_settings, _EnvSource(settings_cls))
 
+    def internal_topic(self, name: str) -> str:
+        """The name of this application's internal topic `name`: the one place internal
+        topics (the changelog, and those to come) are named.
+
+        >>> load_settings(environ={}, group_id="staging").internal_topic("changelog")
+        'staging.changelog'
+        """
+        return f"{self.application_id}.{name}"
+
     def topic_names(self) -> dict[str, str]:
-        """The one map from topic role (topics/<role>.toml) to the configured topic name."""
+        """The one map from topic role (topics/<role>.toml) to the configured topic name; the
+        changelog's role keeps its file's name, its topic is the application's."""
         return {"transactions": self.input_topic, "labels": self.labels_topic,
                 "verdicts": self.output_topic, "transactions.dlq": self.dlq_topic,
                 "transactions.changelog": self.changelog_topic}

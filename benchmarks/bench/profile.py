@@ -200,19 +200,22 @@ def _stages(values: list[bytes], partitions: list[int]) -> dict[str, float]:
         features = state.features.extract(tx)
         t2 = clock()
         score = score_one(state.model, features)
-        decision = pipeline.config.policy.decide(score)
+        decision, model_state = pipeline.config.warmup.decide(
+            pipeline.config.policy, score, tx.amount, state.learned)
         t3 = clock()
         contributions = top_contributions(state.model, features, pipeline.config.explain_top_k)
         t4 = clock()
         if tx.is_fraud is not None:
             learn_one(state.model, features, tx.is_fraud)
             state.features.learn_label(tx.merchant_id, tx.is_fraud, tx.timestamp)
+            state.learned += 1  # as the pipeline counts it: the warm-up ends as it would live
         t5 = clock()
         pipeline.evaluation.update(bool(tx.is_fraud), score)
         t6 = clock()
         now = time.time()
         verdict = Verdict(tx.transaction_id, tx.card_id, score, decision,
-                          pipeline.model_version, format_time(now), 1.0, contributions)
+                          pipeline.model_version, format_time(now), 1.0, contributions,
+                          model_state=model_state)
         t7 = clock()
         encode_verdict(verdict)
         t8 = clock()

@@ -3,7 +3,9 @@
 One realistic stream (fraud scenarios that come and go, labels days to weeks late), one test
 week at its end, and every system side by side on that week: the champion online model at 1,
 4 and 16 partitions, every challenger, weekly batch baselines and a constant floor, plus one
-Kafka-backed run at 4 partitions through `stream run`. See docs/quality.md for the protocol.
+Kafka-backed run at 4 partitions through `stream run`; then the drift alarms (`drift.py`: false
+alarms on a stationary month, detection delays of injected changes, under "drift"). See
+docs/quality.md for the protocol.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import numpy as np
 
 from benchmarks.quality.batch import Protocol, run_batch
 from benchmarks.quality.dataset import Dataset, build
+from benchmarks.quality.drift import DriftProtocol, run_drift
+from benchmarks.quality.drift import table as drift_table
 from benchmarks.quality.metrics import figures
 from benchmarks.quality.online import CHALLENGERS, OnlineRun, run_online
 from stream.config import load_settings
@@ -53,29 +57,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--partitions", default="1,4,16")
     p.add_argument("--challengers", default=",".join(CHALLENGERS),
                    help="comma-separated challenger names ('' for none)")
+    p.add_argument("--shared", default="1,4,16",
+                   help="partition counts also run with one merchant table over all partitions "
+                        "(shared_pN); empty for none")
     p.add_argument("--no-kafka", action="store_true", help="skip the Kafka-backed check")
+    p.add_argument("--no-drift", action="store_true",
+                   help="skip the drift alarms (false alarms, detection delays: drift.py)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--out", type=Path, default=None,
                    help="JSON output (default $QUALITY_OUT, else quality-results.json)")
     return p.parse_args(argv)
 
 
-def _online_task(task: tuple[int, tuple[str, ...], bool]) -> OnlineRun:
+def _online_task(task: tuple[int, tuple[str, ...], bool, bool]) -> OnlineRun:
     assert _DATA is not None
-    partitions, challengers, keep_features = task
-    return run_online(_DATA, partitions, challengers, keep_features)
+    partitions, challengers, keep_features, shared = task
+    return run_online(_DATA, partitions, challengers, keep_features, shared)
 
 
 def run_online_systems(data: Dataset, partitions: list[int], challengers: tuple[str, ...],
-                       workers: int) -> list[OnlineRun]:
-    """Every online pass, in parallel processes that share the dataset by fork."""
+                       workers: int, shared: list[int] | None = None) -> list[OnlineRun]:
+    """Every online pass, in parallel processes that share the dataset by fork.
+
+    ``shared``: partition counts also run with one merchant table over all partitions.
+    """
     global _DATA
     _DATA = data
-    tasks: list[tuple[int, tuple[str, ...], bool]] = [(p, (), p == 1) for p in partitions]
+    tasks: list[tuple[int, tuple[str, ...], bool, bool]] = [
+        (p, (), p == 1, False) for p in partitions]
+    tasks += [(p, (), False, True) for p in shared or ()]
     # Shadows never change the champion: they get passes of their own, two groups so that
     # the slow trees (Hoeffding, HAT) run in parallel with each other.
     groups = [challengers[0::2], challengers[1::2]]
-    tasks += [(1, group, False) for group in groups if group]
+    tasks += [(1, group, False, False) for group in groups if group]
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [_online_task(t) for t in tasks]
     with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -87,23 +101,29 @@ def _iso(ts: float) -> str:
 
 
 def evaluate(data: Dataset, runs: list[OnlineRun], protocol: Protocol, k: int, seed: int,
-             kafka: Callable[[Dataset], tuple[np.ndarray, dict[str, float]]] | None
+             kafka: Callable[[Dataset], tuple[np.ndarray, np.ndarray, dict[str, float]]] | None
              ) -> dict[str, Any]:
     """Figures of every system on the test week, as the JSON report."""
     review = load_settings(environ={}).review_threshold
     test_from, test_to = protocol.test_window(data)
     idx, holdout = data.holdout(test_from, test_to)
     systems: dict[str, dict[str, float]] = {}
-    extra: dict[str, Any] = {"seconds": {}}
+    extra: dict[str, Any] = {"seconds": {}, "warming_decisions": {}}
 
-    def add(name: str, scores: np.ndarray) -> None:
-        systems[name] = figures(holdout, scores[idx], k, review).as_dict()
+    def add(name: str, scores: np.ndarray, alerts: np.ndarray | None = None) -> None:
+        # Systems that publish decisions (the online champion) alert by their decisions, the
+        # cold-start fallback included; the others by their scores at the review threshold.
+        systems[name] = figures(holdout, scores[idx], k, review,
+                                None if alerts is None else alerts[idx]).as_dict()
 
     features = None
     for run in runs:
         if not run.challengers:
-            add(f"online_p{run.partitions}", run.scores)
-            extra["seconds"][f"online_p{run.partitions}"] = round(run.seconds, 1)
+            name = f"{'shared' if run.shared else 'online'}_p{run.partitions}"
+            add(name, run.scores, run.alerts)
+            extra["seconds"][name] = round(run.seconds, 1)
+            extra["warming_decisions"][name] = {"stream": int(run.warming.sum()),
+                                                "test": int(run.warming[idx].sum())}
         for name, scores in run.challengers.items():
             add(f"challenger:{name}", scores)
         if run.features is not None:
@@ -121,8 +141,8 @@ def evaluate(data: Dataset, runs: list[OnlineRun], protocol: Protocol, k: int, s
     prior = float(data.fraud[known].mean())
     add("constant", np.full(len(data.transactions), prior))
     if kafka is not None:
-        scores, timings = kafka(data)
-        add("kafka_p4", scores)
+        scores, alerts, timings = kafka(data)
+        add("kafka_p4", scores, alerts)
         extra["kafka_p4"] = timings
         diff = abs(systems["kafka_p4"]["roc_auc"] - systems["online_p4"]["roc_auc"])
         extra["kafka_p4_vs_online_p4"] = {
@@ -148,7 +168,8 @@ def evaluate(data: Dataset, runs: list[OnlineRun], protocol: Protocol, k: int, s
 
 
 def runs_scores(runs: list[OnlineRun], partitions: int) -> np.ndarray:
-    return next(r.scores for r in runs if r.partitions == partitions and not r.challengers)
+    return next(r.scores for r in runs
+                if r.partitions == partitions and not r.challengers and not r.shared)
 
 
 def table(report: dict[str, Any]) -> str:
@@ -181,18 +202,21 @@ def main(argv: list[str] | None = None) -> int:
     if 1 not in partitions:
         partitions.insert(0, 1)
     challengers = tuple(c for c in args.challengers.split(",") if c.strip())
-    runs = run_online_systems(data, partitions, challengers, args.workers)
+    shared = [int(p) for p in args.shared.split(",") if p.strip()]
+    runs = run_online_systems(data, partitions, challengers, args.workers, shared)
     kafka = None
     if not args.no_kafka:
         from benchmarks.bench.harness import bench_broker
         from benchmarks.quality.kafka_check import run_kafka_check
 
-        def kafka(d: Dataset) -> tuple[np.ndarray, dict[str, float]]:
+        def kafka(d: Dataset) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
             with bench_broker() as (bootstrap, _):
                 return run_kafka_check(bootstrap, d)
 
     protocol = Protocol(args.train_days, args.delay_days, args.test_days)
     report = evaluate(data, runs, protocol, args.k, args.seed, kafka)
+    if not args.no_drift:
+        report["drift"] = run_drift(DriftProtocol(seed=args.seed), args.workers)
     report["seed"] = args.seed
     report["command"] = "python -m benchmarks.quality " + " ".join(argv or sys.argv[1:])
     report["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -200,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(os.environ.get("QUALITY_OUT", "quality-results.json"))
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
+    if "drift" in report:
+        print(drift_table(report["drift"]))
     print(f"wrote {out}")
     check = report.get("kafka_p4_vs_online_p4")
     if check is not None and not check["agrees"]:

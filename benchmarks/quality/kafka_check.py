@@ -52,10 +52,11 @@ def _produce(topics: Topics, data: Dataset) -> float:
 
 
 def _read_verdicts(topics: Topics, output: str, expected: int,
-                   timeout_s: float) -> dict[str, float]:
+                   timeout_s: float) -> dict[str, tuple[float, bool]]:
+    """Score and "not approved" per transaction id, as the verdicts topic has them."""
     reader = connect(topics.settings()).reader(bulk=True)
     reader.assign({(output, p): BEGINNING for p in range(PARTITIONS)})
-    scores: dict[str, float] = {}
+    scores: dict[str, tuple[float, bool]] = {}
     at_end: set[tuple[str, int]] = set()
     deadline = time.monotonic() + timeout_s
     try:
@@ -63,7 +64,7 @@ def _read_verdicts(topics: Topics, output: str, expected: int,
             polled = reader.poll(10_000, 0.5)
             for record in polled.records:
                 body = decode_verdict(record.value or b"{}")
-                scores[body["transaction_id"]] = body["score"]
+                scores[body["transaction_id"]] = (body["score"], body["decision"] != "approve")
                 at_end.discard(record.source)
             at_end.update(polled.at_end)
             if len(scores) >= expected and len(at_end) == PARTITIONS:
@@ -74,8 +75,9 @@ def _read_verdicts(topics: Topics, output: str, expected: int,
 
 
 def run_kafka_check(bootstrap: str, data: Dataset, timeout_s: float = 1800.0) -> tuple[
-        np.ndarray, dict[str, float]]:
-    """Scores per transaction (dataset order) from `stream run` on a real broker."""
+        np.ndarray, np.ndarray, dict[str, float]]:
+    """Scores and alerts (decisions other than approve) per transaction, in dataset order,
+    from `stream run` on a real broker."""
     topics = Topics(bootstrap)
     try:
         topics.create_base()
@@ -98,7 +100,9 @@ def run_kafka_check(bootstrap: str, data: Dataset, timeout_s: float = 1800.0) ->
     finally:
         topics.delete_all()
     scores = np.full(n, np.nan)
-    for tx_id, score in verdicts.items():
+    alerts = np.zeros(n, dtype=bool)
+    for tx_id, (score, alert) in verdicts.items():
         scores[data.index[tx_id]] = score
-    return scores, {"produce_s": round(produce_s, 1), "run_s": round(run_s, 1),
-                    "verdicts": float(len(verdicts))}
+        alerts[data.index[tx_id]] = alert
+    return scores, alerts, {"produce_s": round(produce_s, 1), "run_s": round(run_s, 1),
+                            "verdicts": float(len(verdicts))}

@@ -98,8 +98,22 @@ def card_precision_at_k(test: Holdout, scores: np.ndarray, k: int) -> float:
     return float(np.mean(daily)) if daily else math.nan
 
 
-def figures(test: Holdout, scores: np.ndarray, k: int, review_threshold: float) -> Figures:
-    """Every figure of one system on the test set."""
+def figures(test: Holdout, scores: np.ndarray, k: int, review_threshold: float,
+            alerts: np.ndarray | None = None) -> Figures:
+    """Every figure of one system on the test set.
+
+    The alert rate is the share of the published decisions that were not `approve` when the
+    system publishes decisions (`alerts`: the online champion, whose cold-start fallback
+    decides without the score), else the share of scores at or above `review_threshold`.
+
+    >>> t = Holdout(times=np.zeros(4), cards=np.arange(4), fraud=np.array([True, False,
+    ...             False, False]), known_compromised=np.full(4, math.inf), start=0.0, days=1)
+    >>> scores = np.full(4, 0.5)  # a model that has learned nothing
+    >>> approved = np.zeros(4, dtype=bool)  # ... and the warm-up approved everything
+    >>> figures(t, scores, 1, 0.2).alert_rate, figures(t, scores, 1, 0.2, approved).alert_rate
+    (1.0, 0.0)
+    """
     auc, ap = ranking(test.fraud, scores)
-    alert = float(np.mean(scores >= review_threshold)) if len(scores) else math.nan
+    flagged = scores >= review_threshold if alerts is None else alerts
+    alert = float(np.mean(flagged)) if len(scores) else math.nan
     return Figures(auc, ap, card_precision_at_k(test, scores, k), alert)

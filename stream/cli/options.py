@@ -37,6 +37,12 @@ def global_options(
     kafka_client: Annotated[KafkaClient | None, Opt(
         metavar="CLIENT", help="librdkafka (confluent-kafka, the default) or kafka-python."
     )] = None,
+    application_id: Annotated[str | None, Opt(
+        metavar="ID", help="The application: names its internal topics, such as the state "
+        "changelog <ID>.changelog (default: the group id).")] = None,
+    adopt_state_from: Annotated[str | None, Opt(
+        metavar="ID", help="Take over the state application ID wrote to the changelog "
+        "(blue/green); recorded, so needed once.")] = None,
     log_level: Annotated[str, Opt(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
 ) -> None:
     """Accepted before or after the command (`stream.cli.argv` moves them in front)."""
@@ -58,6 +64,8 @@ def global_options(
             "sasl_plain_password": sasl_password,
             "ssl_cafile": ssl_cafile,
             "kafka_client": kafka_client,
+            "application_id": application_id,
+            "adopt_state_from": adopt_state_from,
         },
     }
 

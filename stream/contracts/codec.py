@@ -162,6 +162,7 @@ def encode_verdict(verdict: Verdict) -> bytes:
         "model_version": verdict.model_version,
         "scored_at": verdict.scored_at,
         "latency_ms": verdict.latency_ms,
+        "model_state": verdict.model_state,
     }
     if verdict.contributions is not None:
         body["contributions"] = verdict.contributions

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Decision = Literal["approve", "review", "decline"]
+# "warming": the partition's model had not learned enough labels yet, so the decision followed
+# the cold-start fallback rules rather than the score (stream/core/scoring/warmup.py).
+ModelState = Literal["warming", "ready"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,11 @@ class Label:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The decision published for one transaction; field names follow the contract."""
+    """The decision published for one transaction; field names follow the contract.
+
+    `model_state` is "warming" while the decision follows the cold-start fallback rules
+    instead of the score (the score is still the model's), "ready" after.
+    """
 
     transaction_id: str
     card_id: str
@@ -54,6 +61,7 @@ class Verdict:
     latency_ms: float
     contributions: dict[str, float] | None = None
     challengers: dict[str, float] | None = None
+    model_state: ModelState = "ready"
 
 
 @dataclass(frozen=True, slots=True)

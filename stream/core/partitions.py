@@ -15,7 +15,7 @@ from typing import Any
 
 from river import compose
 
-from stream.core.features.extractor import FeatureExtractor
+from stream.core.features.extractor import FeatureExtractor, MerchantView
 from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import make_model
 from stream.core.scoring.pending import Decided, DueLabels, PendingBuffer
@@ -27,14 +27,19 @@ from stream.state.snapshot import PartitionSnapshot, decode_snapshot, encode_sna
 class PartitionState:
     """One input partition's features, model and label replay queue."""
 
-    def __init__(self, partition: int, config: PipelineConfig) -> None:
+    def __init__(self, partition: int, config: PipelineConfig,
+                 merchants: MerchantView | None = None) -> None:
         self.partition = partition
+        # `merchants`: the partition's view on the shared merchant table; None keeps the
+        # merchants in this partition's own state (the traffic of this partition only).
+        self.merchants = merchants
         self.features = FeatureExtractor(
             horizons_s=config.horizons_s,
             card_ttl_s=config.card_ttl_s,
             merchant_ttl_s=config.merchant_ttl_s,
             merchant_prior=config.merchant_prior,
             track_changes=config.track_changes,
+            merchants=merchants,
         )
         self.model: compose.Pipeline = make_model(config.model)
         # Shadow models: same features, same labels, never decide (see scoring/zoo.py).

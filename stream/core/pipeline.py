@@ -6,7 +6,7 @@ its own feature state and model (the unit of parallelism and of state, as in Kaf
 Streams), which is what lets a partition move between instances with its state (that state
 and its snapshots are in partitions.py).
 
-A little over 300 lines on purpose: scoring, the label joins (in-event, delayed, early, from
+About 400 lines on purpose: scoring, the label joins (in-event, delayed, early, from
 the labels topic, assumed legitimate) and learning share the decision-time records and the
 change tracking, and split apart each half would reach into the other's.
 """
@@ -18,15 +18,15 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
-from stream.contracts.messages import Decision, Label, Transaction
+from stream.contracts.messages import Decision, Label, ModelState, Transaction
 from stream.core.evaluation.drift import DriftEvent
 from stream.core.evaluation.oversight import Oversight
 from stream.core.evaluation.prequential import Summary
 from stream.core.evaluation.shadow import Promotion
+from stream.core.features.merchant_table import MerchantTable, TableView
 from stream.core.partitions import (
     PartitionState,
     apply_restored,
@@ -60,6 +60,8 @@ class Scored:
     # The features the decision was made on (read them, never change them): batch tools and
     # the quality benchmark train other models on exactly what the online model saw.
     features: Mapping[str, float] = field(default_factory=lambda: NO_SCORES)
+    # "warming": the decision followed the cold-start fallback, not the score (warmup.py).
+    model_state: ModelState = "ready"
 
 
 class Pipeline:
@@ -71,9 +73,16 @@ class Pipeline:
 
     def __init__(
         self, config: PipelineConfig, model_version: str | None = None,
-        init_from: PartitionSnapshot | None = None,
+        init_from: PartitionSnapshot | None = None, merchant_partitions: int | None = None,
     ) -> None:
         self.config = config
+        # One merchant table over all `merchant_partitions` input partitions (see
+        # features/merchant_table.py); None keeps merchant state per partition.
+        self.merchants: MerchantTable | None = None
+        if merchant_partitions is not None:
+            self.merchants = MerchantTable(merchant_partitions, config.merchant_prior,
+                                           config.merchant_delta_s, config.merchant_ttl_s)
+        self._views: dict[int, TableView] = {}
         # A trained snapshot (`stream train`) that every newly assigned partition starts from.
         self.init_from = init_from
         self.model_version = model_version or config.model.name
@@ -98,11 +107,31 @@ class Pipeline:
     def assign(self, partition: int) -> PartitionState:
         state = self._partitions.get(partition)
         if state is None:
-            state = self._partitions[partition] = PartitionState(partition, self.config)
+            state = self._partitions[partition] = self._new_state(partition)
             if self.init_from is not None:
                 load_snapshot(state, self.init_from, self.model_version, None)
                 self._advance_clock(state)
         return state
+
+    def _new_state(self, partition: int) -> PartitionState:
+        view = None
+        if self.merchants is not None:
+            view = self._views.get(partition)
+            if view is None:
+                view = self._views[partition] = TableView(
+                    self.merchants, partition, self.config.merchant_lateness_s)
+        return PartitionState(partition, self.config, view)
+
+    def lookahead(self, partition: int, head: float) -> None:
+        """The earliest event time still queued for ``partition`` (``inf``: none, ever): lets
+        the shared merchant table fold the other partitions' events without waiting for this
+        one's next event. A no-op when merchant state is per partition."""
+        if self.merchants is not None:
+            view = self._views.get(partition)
+            if view is None:
+                self.assign(partition)
+                view = self._views[partition]
+            view.lookahead(head)
 
     def export_partition(self, partition: int, with_features: bool = True) -> PartitionSnapshot:
         """Everything the partition has learned, as a snapshot (see state/snapshot.py)."""
@@ -113,7 +142,7 @@ class Pipeline:
         """Replace a partition's state with a snapshot's (on assignment, after a restart)."""
         target = snapshot.partition if partition is None else partition
         self.revoke(target)
-        state = self._partitions[target] = PartitionState(target, self.config)
+        state = self._partitions[target] = self._new_state(target)
         load_snapshot(state, snapshot, self.model_version, self.pending)
         self._advance_clock(state)
 
@@ -138,7 +167,8 @@ class Pipeline:
         state = self._partitions.get(partition) or self.assign(partition)
         features = state.features.extract(tx)
         score = score_one(state.model, features)
-        decision = self.config.policy.decide(score)
+        decision, model_state = self.config.warmup.decide(
+            self.config.policy, score, tx.amount, state.learned)
         if state.challengers:
             shadow: Mapping[str, float] = {
                 name: score_one(model, features) for name, model in state.challengers.items()}
@@ -146,7 +176,7 @@ class Pipeline:
             shadow = NO_SCORES
         drift = self.oversight.decided(partition, tx.timestamp, score, shadow)
         if drift is not None:
-            _log_drift(drift)
+            _log_drift(self.oversight, drift)
         # Explanations are for the analyst who reviews or declines; approvals (~95% of
         # traffic) skip them, which saves a fifth of the per-event cost.
         contributions = (
@@ -154,7 +184,7 @@ class Pipeline:
             if decision != "approve" else NO_CONTRIBUTIONS
         )
         learned = self._after_scoring(state, tx, features, score, shadow)
-        return Scored(score, decision, contributions, learned, shadow, features)
+        return Scored(score, decision, contributions, learned, shadow, features, model_state)
 
     def _after_scoring(
         self, state: PartitionState, tx: Transaction, features: dict[str, float], score: float,
@@ -174,7 +204,7 @@ class Pipeline:
         scores = self._all_scores(score, shadow) if shadow else ()
         if label is not None and immediate:
             self._learn(state, features, tx.merchant_id, score, label, label_ts, tx.timestamp,
-                        scores)
+                        scores, card_id=tx.card_id)
             learned += 1
         else:
             names = state.features.feature_names
@@ -191,6 +221,8 @@ class Pipeline:
                 self.unmatched_labels += 1  # its record was evicted before the label was due
         if state.events % self.config.evict_every == 0:
             state.features.evict(state.clock)
+            if self.merchants is not None:
+                self._tidy_merchants()
             assume_after = self.config.oversight.unlabelled_as_legit_s
             if assume_after is not None:
                 learned += self._assume_legit(state.clock, assume_after)
@@ -198,6 +230,16 @@ class Pipeline:
                 self._track_pending(old.partition, tx_id, None)
             self._expire_early()
         return learned
+
+    def _tidy_merchants(self) -> None:
+        """Evict idle merchants; drop state copies no partition can read any more (a read's
+        cutoff is never before its partition's stream time - lateness - delta)."""
+        table = self.merchants
+        assert table is not None
+        table.evict(self.clock)
+        lowest = min((v.stream_time - v.lateness_s for v in self._views.values()),
+                     default=float("-inf"))
+        table.release(lowest - table.delta_s)
 
     def _all_scores(self, score: float, shadow: Mapping[str, float]) -> tuple[float, ...]:
         """Every model's decision-time score, in the fixed `_names` order."""
@@ -230,7 +272,8 @@ class Pipeline:
     def learn_label(self, label: Label) -> LabelOutcome:
         """A label from the labels topic: learn from the decision-time record if it is held;
         a label that overtook its transaction is held until that transaction is scored."""
-        if self._learn_pending(label.transaction_id, label.is_fraud, label.timestamp):
+        if self._learn_pending(label.transaction_id, label.is_fraud, label.timestamp,
+                               label.card_id):
             return "learned"
         self._early[label.transaction_id] = (label.is_fraud, label.timestamp)
         if len(self._early) > self.config.early_label_max:
@@ -252,7 +295,8 @@ class Pipeline:
         self._pending_changes.setdefault(partition, {})[tx_id] = row
         self.dirty.add(partition)
 
-    def _learn_pending(self, tx_id: str, is_fraud: bool, timestamp: float) -> bool:
+    def _learn_pending(self, tx_id: str, is_fraud: bool, timestamp: float,
+                       card_id: str | None = None) -> bool:
         decided = self.pending.pop(tx_id)
         state = self._partitions.get(decided.partition) if decided else None
         if decided is None or state is None:
@@ -261,7 +305,7 @@ class Pipeline:
         names = state.features.feature_names
         features = dict(zip(names, decided.features, strict=True))
         self._learn(state, features, decided.merchant_id, decided.score, is_fraud, timestamp,
-                    decided.timestamp, decided.shadow)
+                    decided.timestamp, decided.shadow, card_id=card_id)
         return True
 
     def _learn(
@@ -275,11 +319,12 @@ class Pipeline:
         decided_at: float,
         scores: tuple[float, ...] = (),
         assumed: bool = False,
+        card_id: str | None = None,
     ) -> None:
         learn_one(state.model, features, is_fraud)
         for model in state.challengers.values():
             learn_one(model, features, is_fraud)
-        state.features.learn_label(merchant_id, is_fraud, timestamp)
+        state.features.learn_label(merchant_id, is_fraud, timestamp, card_id)
         # Challengers are compared only on decisions whose every score was kept (not on
         # records restored from a changelog, which hold the deciding score alone).
         shadow = None
@@ -292,7 +337,7 @@ class Pipeline:
         state.learned += 1
         self.dirty.add(state.partition)
         if drift is not None:
-            _log_drift(drift)
+            _log_drift(self.oversight, drift)
         if promotion is not None:
             self._promote(promotion)
 
@@ -332,21 +377,16 @@ class Pipeline:
 
     def state_sizes(self) -> dict[str, Any]:
         cards = sum(s.features.n_cards for s in self._partitions.values())
-        merchants = sum(s.features.n_merchants for s in self._partitions.values())
+        merchants = (len(self.merchants) if self.merchants is not None
+                     else sum(s.features.n_merchants for s in self._partitions.values()))
         return {"cards": cards, "merchants": merchants, "pending_labels": len(self.pending),
                 "early_labels": len(self._early)}
 
 
-def _log_drift(drift: DriftEvent) -> None:
-    # A loss going down is good news (the model adapted): worth a line, not a warning.
-    level = logging.INFO if drift.direction == "down" else logging.WARNING
-    log.log(level, "drift detected (%s, %s) on partition %d at event time %s: %.4g "
-            "(reference %.4g, after %d observations)", drift.kind, drift.direction,
-            drift.partition, _iso(drift.at), drift.value, drift.reference, drift.observations)
+def _log_drift(oversight: Oversight, drift: DriftEvent) -> None:
+    # At most one line per kind and partition per drift_log_interval_s of event time, with
+    # the count of those not logged (evaluation/alarms.py); the metric counts every one.
+    line = oversight.alarms.line(drift)
+    if line is not None:
+        log.log(line.level, "%s", line.message)
 
-
-def _iso(ts: float) -> str:
-    try:
-        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-    except (OverflowError, OSError, ValueError):
-        return str(ts)

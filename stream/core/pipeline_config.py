@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from stream.core.evaluation.oversight import OversightConfig
 from stream.core.scoring.model import ModelSpec
 from stream.core.scoring.policy import Policy
+from stream.core.scoring.warmup import Warmup
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,10 +16,16 @@ class PipelineConfig:
 
     model: ModelSpec = field(default_factory=ModelSpec)
     policy: Policy = field(default_factory=Policy)
-    horizons_s: tuple[float, ...] = (3600.0, 86400.0, 604800.0, 2592000.0)
+    # The cold start: decisions by fallback rules until a partition has learned enough labels.
+    warmup: Warmup = field(default_factory=Warmup)
+    horizons_s: tuple[float, ...] = (600.0, 3600.0, 86400.0, 604800.0, 2592000.0)
     card_ttl_s: float = 30 * 86400.0
     merchant_ttl_s: float = 90 * 86400.0
     merchant_prior: tuple[float, float] = (1.0, 99.0)
+    # The shared merchant table (features/merchant_table.py): a read lags its transaction by
+    # `merchant_delta_s` of event time; input later than `merchant_lateness_s` counts late.
+    merchant_delta_s: float = 60.0
+    merchant_lateness_s: float = 30.0
     evict_every: int = 10_000
     label_delay_s: float = 0.0
     pending_ttl_s: float = 120 * 86400.0
@@ -31,3 +38,8 @@ class PipelineConfig:
     track_changes: bool = False
     # Challengers, promotion, drift, "no chargeback within N days" (all off by default).
     oversight: OversightConfig = field(default_factory=OversightConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.merchant_lateness_s <= self.merchant_delta_s:
+            raise ValueError("need 0 <= merchant_lateness_s <= merchant_delta_s: a read must "
+                             "not wait for input that may still be late")

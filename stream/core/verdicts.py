@@ -15,8 +15,11 @@ def to_verdict(tx: Transaction, scored: Scored, model_version: str, now_s: float
     >>> from stream.core.pipeline import Scored
     >>> tx = Transaction("t1", "c1", "m1", 12.5, 1_767_225_600.0)
     >>> v = to_verdict(tx, Scored(0.7, "decline", {"amount_log": 1.2}, 0), "lr@1", 1.7e9, 3.0)
-    >>> v.decision, v.contributions, v.challengers, v.scored_at
-    ('decline', {'amount_log': 1.2}, None, '2023-11-14T22:13:20.000Z')
+    >>> v.decision, v.contributions, v.challengers, v.scored_at, v.model_state
+    ('decline', {'amount_log': 1.2}, None, '2023-11-14T22:13:20.000Z', 'ready')
+    >>> warming = Scored(0.5, "approve", {}, 0, model_state="warming")
+    >>> to_verdict(tx, warming, "lr@1", 1.7e9, 3.0).model_state
+    'warming'
     """
     return Verdict(
         transaction_id=tx.transaction_id,
@@ -28,4 +31,5 @@ def to_verdict(tx: Transaction, scored: Scored, model_version: str, now_s: float
         latency_ms=round(latency_ms, 3),
         contributions=scored.contributions or None,
         challengers=dict(scored.challengers) if scored.challengers else None,
+        model_state=scored.model_state,
     )

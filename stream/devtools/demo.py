@@ -1,10 +1,11 @@
 """`stream demo`: everything at once on one machine, with a live terminal summary.
 
 Starts the local broker when nothing answers at the configured address, applies the
-topics (under the configured names), runs the synthetic producer in a thread and the scorer in
-another, and renders a summary (demo_screen.py) from the same Prometheus registry the /metrics
-endpoint serves, so the terminal and Grafana can never disagree. Log lines scroll above the
-summary, which stays put (demo_screen.py says why).
+topics (under the configured names; the state changelog is the application's own,
+`<application_id>.changelog`, as for `stream run`), runs the synthetic producer in a thread
+and the scorer in another, and renders a summary (demo_screen.py) from the same Prometheus
+registry the /metrics endpoint serves, so the terminal and Grafana can never disagree. Log
+lines scroll above the summary, which stays put (demo_screen.py says why).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@ in stream/state/changelog.py).
 
 A partition's state is its changelog partition read from the start to its end and folded key
 by key, the last value winning, as Kafka Streams restores a store. The reader is read_committed,
-so a checkpoint that was aborted, or is still open, is never restored.
+so a checkpoint that was aborted, or is still open, is never restored. Each record's writer
+(its `application_id` header) is counted on the way, for the ownership check
+(`stream.state.changelog.check_ownership`, applied by stream/serving/recovery.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from stream.errors import InfrastructureError
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import Reader
 from stream.kafka.records import BEGINNING
-from stream.state.changelog import RestoredState, fold
+from stream.state.changelog import RestoredState, fold, writer_of
 
 Progress = Callable[[int, int], None]
 
@@ -53,7 +55,8 @@ def _read_to_end(reader: Reader, state: RestoredState, source: tuple[str, int], 
             raise InfrastructureError(f"changelog read failed: {exc}") from None
         now = time.monotonic()
         for record in polled.records:
-            fold(state, record.key or b"", record.value)
+            fold(state, record.key or b"", record.value,
+                 writer_of(record.headers) if record.headers else None)
             done = record.next_offset - low
             last_progress = now
         if source in polled.at_end or low + done >= high:

@@ -41,6 +41,11 @@ class Metrics:
         self.verdicts = Counter(
             f"{PREFIX}_verdicts", "Verdicts published, by decision.", ["decision"], registry=r
         )
+        self.warming_decisions = Counter(
+            f"{PREFIX}_warming_decisions",
+            "Verdicts decided by the cold-start fallback rules (model still warming), by "
+            "decision; a subset of the verdicts.", ["decision"], registry=r,
+        )
         self.dead_letters = Counter(
             f"{PREFIX}_dead_letters", "Records sent to the dead-letter topic.", ["reason"],
             registry=r,
@@ -204,6 +209,7 @@ class Metrics:
             self.events.labels(outcome)
         for decision in ("approve", "review", "decline"):
             self.verdicts.labels(decision)
+            self.warming_decisions.labels(decision)
         for result in ("ok", "failed"):
             self.commits.labels(result)
         for reason in ("infrastructure", "group_moved"):

@@ -16,7 +16,7 @@ from stream.core.pipeline import Pipeline
 from stream.kafka.delivery import AtLeastOnce, ExactlyOnce
 from stream.observability.metrics import Metrics
 from stream.serving.ledger import Ledger
-from stream.state.changelog import encode_changes
+from stream.state.changelog import encode_changes, stamp
 
 Delivery = AtLeastOnce | ExactlyOnce
 
@@ -32,6 +32,7 @@ class Checkpointer:
         self.ledger = ledger
         self.metrics = metrics
         self._last = time.monotonic()
+        self._stamp = stamp(settings.application_id)  # on every changelog record
 
     def due(self) -> bool:
         s, since = self.settings, self.ledger.since_checkpoint
@@ -52,7 +53,8 @@ class Checkpointer:
             written = 0
             for partition in sorted(pipeline.dirty & set(pipeline.partitions)):
                 for key, value in encode_changes(pipeline.drain_changes(partition)):
-                    self.delivery.send(s.changelog_topic, key, value, partition=partition)
+                    self.delivery.send(s.changelog_topic, key, value, partition=partition,
+                                       headers=self._stamp)
                     written += 1
             self.metrics.changelog_records.inc(written)
         self.delivery.commit(dict(ledger.done), wait=wait)

@@ -43,6 +43,8 @@ class HotMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.scored = metrics.events.labels("scored")
         self.verdicts = {d: metrics.verdicts.labels(d) for d in ("approve", "review", "decline")}
+        self.warming = {d: metrics.warming_decisions.labels(d)
+                        for d in ("approve", "review", "decline")}
         self.event_labels = metrics.labels.labels("event", "received")
         self.learned = metrics.learned
         self.processing = metrics.processing
@@ -91,6 +93,8 @@ class RecordHandler:
         hot = self._hot
         hot.scored.inc()
         hot.verdicts[scored.decision].inc()
+        if scored.model_state == "warming":
+            hot.warming[scored.decision].inc()
         if tx.is_fraud is not None:
             hot.event_labels.inc()
         if scored.learned:

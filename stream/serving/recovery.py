@@ -1,6 +1,7 @@
 """Recovery: after a failed checkpoint, back off, start a new producer, and rewind every owned
 partition to its last committed checkpoint (state from the changelog, position from the
-committed offset); and restoring a partition's state on assignment.
+committed offset); and restoring a partition's state on assignment, once the changelog shows
+that state is this application's (stream/state/changelog.py: `check_ownership`).
 
 Infrastructure errors (broker gone, a failed commit) do not crash the scorer: they are noted
 here, and the loop asks this object to recover before it polls again. Only an outage longer
@@ -23,7 +24,13 @@ from stream.observability.metrics import Metrics
 from stream.serving.checkpoint import Delivery
 from stream.serving.intake import Intake
 from stream.serving.ledger import Ledger
-from stream.state.changelog import summarize
+from stream.state.changelog import (
+    Ownership,
+    check_ownership,
+    owner_record,
+    stamp,
+    summarize,
+)
 
 log = logging.getLogger("stream.serving")
 
@@ -44,6 +51,7 @@ class Recovery:
         self.metrics = metrics
         self._stop = stop
         self.broken_since: float | None = None
+        self._legacy_noted = False
 
     @property
     def broken(self) -> bool:
@@ -105,7 +113,8 @@ class Recovery:
             self.consumer.seek(source, BEGINNING if offset is None else offset)
 
     def restore(self, partition: int) -> None:
-        """Rebuild one partition's state from its changelog partition."""
+        """Rebuild one partition's state from its changelog partition; state written by another
+        application is refused (ForeignStateError) unless `adopt_state_from` takes it over."""
         s = self.settings
         if not s.changelog:
             self.pipeline.revoke(partition)
@@ -124,12 +133,35 @@ class Recovery:
             restored = read_partition(reader, s.changelog_topic, partition, progress)
         finally:
             reader.close()
+        ownership = check_ownership(restored, s.application_id, s.adopt_state_from,
+                                    f"changelog {s.changelog_topic}[{partition}]")
         self.pipeline.restore_from_changelog(partition, restored)
+        self._note(partition, ownership)
         self.ledger.durable_events[partition] = self.pipeline.partitions[partition].events
         elapsed = time.perf_counter() - started
         self.metrics.restore_seconds.observe(elapsed)
         log.info("restored %s[%d] in %.2fs: %s", s.changelog_topic, partition, elapsed,
                  dict(summarize(restored)))
+
+    def _note(self, partition: int, ownership: Ownership) -> None:
+        """Log rows from before the stamp (once), and record a takeover in the partition,
+        committed by the next checkpoint, so that later restores accept the adopted rows
+        without being told again."""
+        s = self.settings
+        if ownership.legacy and not self._legacy_noted:
+            self._legacy_noted = True
+            log.info("%s[%d] holds %d records without an application stamp (written before "
+                     "application ids): legacy state, accepted as application %r's own "
+                     "(logged once)",
+                     s.changelog_topic, partition, ownership.legacy, s.application_id)
+        if ownership.adopting is not None:
+            key, value = owner_record(s.application_id, ownership.adopted)
+            self.delivery.send(s.changelog_topic, key, value, partition=partition,
+                               headers=stamp(s.application_id))
+            self.pipeline.dirty.add(partition)  # a checkpoint is due: it commits the record
+            log.warning("%s[%d]: application %r takes over the state of application %r "
+                        "(adopt_state_from); recorded with the next checkpoint",
+                        s.changelog_topic, partition, s.application_id, ownership.adopting)
 
 
 RecoverableError = (InfrastructureError, GroupMovedError)

@@ -49,9 +49,14 @@ def check_topics(consumer: GroupConsumer, settings: Settings) -> dict[str, int]:
         wanted.append(settings.changelog_topic)
     missing = [t for t in wanted if t not in existing]
     if missing:
-        raise InfrastructureError(
-            f"topic(s) missing: {', '.join(missing)}; create them with `stream topics apply`"
-        )
+        how = "`stream topics apply`"
+        if settings.changelog_topic in missing and "changelog_topic" not in \
+                settings.model_fields_set:
+            # Named after the application: `topics apply` must be told the same one.
+            app = settings.application_id
+            how += (f" (the changelog is named after the application, {app!r}: "
+                    f"`stream topics apply --application-id {app}`)")
+        raise InfrastructureError(f"topic(s) missing: {', '.join(missing)}; create them with {how}")
     return existing
 
 
@@ -113,6 +118,11 @@ def build_scorer(
         consumer.close()
         raise ConfigError(f"challenger {version!r} is the champion the scorer starts from")
     pipeline = Pipeline(pipeline_config(settings), version, init_from=init)
+    if settings.changelog:
+        log.info("application %r (group %r): state in %s%s", settings.application_id,
+                 settings.group_id, settings.changelog_topic,
+                 f", adopting application {settings.adopt_state_from!r}'s (adopt_state_from)"
+                 if settings.adopt_state_from else "")
     health = health if health is not None else Health(stuck_after_s=settings.stuck_after_s)
     loop = ScorerLoop(settings, pipeline, metrics, clients, consumer, delivery, health,
                       topic_partitions=partitions)

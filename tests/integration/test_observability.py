@@ -200,6 +200,14 @@ RULE_TESTS: list[dict[str, Any]] = [
     {"alert": "FraudStreamDrift", "eval": "40m",
      "series": [{"series": f'fraudstream_score_psi{{{_S},partition="0"}}', "values": "0.05x60"}],
      "labels": None},
+    # Warming for 7 hours fires; a warm-up that ended after 2 hours (the counter stops) does not.
+    {"alert": "FraudStreamStillWarming", "eval": "7h",
+     "series": [{"series": f'fraudstream_warming_decisions_total{{{_S},decision="approve"}}',
+                 "values": "0+60x480"}],
+     "labels": {"severity": "warning", "job": JOB}},
+    {"alert": "FraudStreamStillWarming", "eval": "7h",
+     "series": [{"series": f'fraudstream_warming_decisions_total{{{_S},decision="approve"}}',
+                 "values": "0+60x120 7200x360"}], "labels": None},
 ]
 
 

@@ -20,11 +20,12 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 
 from stream.config import Settings, load_settings
+from stream.contracts.topics import schema_validator
 from stream.devtools.synthetic import TrafficConfig, generate
 from stream.serving.wiring import run_scorer
 
 VERDICT_FIELDS = {"transaction_id", "card_id", "score", "decision", "model_version", "scored_at",
-                  "latency_ms"}
+                  "latency_ms", "model_state"}
 MALFORMED: list[tuple[bytes, str]] = [
     (b"{not json", "invalid_json"),
     (b"\x00\xff\xfe binary", "invalid_json"),
@@ -264,3 +265,95 @@ def test_cli_missing_topic_is_one_line_and_nonzero(kafka_bootstrap: str,
     assert stderr.strip().splitlines()[-1].startswith("error: topic(s) missing")
     assert "Traceback" not in stderr
 
+
+def _by_partition(records: list[Any]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        out.setdefault(record.partition, []).append(orjson.loads(record.value))
+    return out
+
+
+def test_cold_start_approves_while_warming_and_a_restart_keeps_the_label_count(
+    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str]
+) -> None:
+    """README "Cold start" on the real broker. A fresh scorer with no labels scores everything
+    0.5, which the thresholds would send to review: it approves all of it and says `warming`.
+    Labels then end each partition's warm-up after exactly `warmup_labels` of them, and a
+    restarted scorer restores that count from the changelog and is ready at once."""
+    events = _events(950, seed=13)
+    unlabelled = [{k: v for k, v in e.items() if k != "is_fraud"} for e in events]
+    _produce(kafka_bootstrap, topics["input_topic"],
+             [(e["card_id"].encode(), orjson.dumps(e)) for e in unlabelled[:300]])
+    registry = CollectorRegistry()
+    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=300)
+    assert settings.warmup_labels == 500 and settings.review_threshold <= 0.5
+    assert run_scorer(settings, registry).verdicts == 300
+    records = _read_all(kafka_bootstrap, topics["output_topic"], 300)
+    bodies = [orjson.loads(r.value) for r in records]
+    assert len(bodies) == 300
+    assert {(b["score"], b["decision"], b["model_state"]) for b in bodies} == {
+        (0.5, "approve", "warming")}
+    validator = schema_validator("verdicts")
+    assert all(validator.is_valid(b) for b in bodies)
+    sample = registry.get_sample_value
+    assert sample("fraudstream_warming_decisions_total", {"decision": "approve"}) == 300
+    assert sample("fraudstream_verdicts_total", {"decision": "review"}) == 0
+    assert sample("fraudstream_verdicts_total", {"decision": "decline"}) == 0
+
+    # The same group, labels inside the next 600 events and a warm-up of 100 labels: each
+    # partition's first 100 verdicts are warming (scored before their own label is learned),
+    # every later one is ready and decided by its score.
+    _produce(kafka_bootstrap, topics["input_topic"],
+             [(e["card_id"].encode(), orjson.dumps(e)) for e in events[300:900]])
+    labelled = settings.model_copy(update={"max_events": 600, "warmup_labels": 100})
+    registry = CollectorRegistry()
+    assert run_scorer(labelled, registry).verdicts == 600
+    seen = {p: len(v) for p, v in _by_partition(records).items()}
+    records = _read_all(kafka_bootstrap, topics["output_topic"], 900)
+    phase2 = {p: v[seen.get(p, 0):] for p, v in _by_partition(records).items()}
+    assert sum(len(v) for v in phase2.values()) == 600
+    for verdicts in phase2.values():
+        assert len(verdicts) > 100
+        assert [v["model_state"] for v in verdicts] == ["warming"] * 100 + ["ready"] * (
+            len(verdicts) - 100)
+    assert registry.get_sample_value("fraudstream_warming_decisions_total",
+                                     {"decision": "approve"}) == 100 * len(phase2)
+
+    # Restarted (same group): the label count comes back from the changelog.
+    _produce(kafka_bootstrap, topics["input_topic"],
+             [(e["card_id"].encode(), orjson.dumps(e)) for e in unlabelled[900:]])
+    restarted = labelled.model_copy(update={"max_events": 50})
+    registry = CollectorRegistry()
+    assert run_scorer(restarted, registry).verdicts == 50
+    seen = {p: len(v) for p, v in _by_partition(records).items()}
+    records = _read_all(kafka_bootstrap, topics["output_topic"], 950)
+    phase3 = [b for p, v in _by_partition(records).items() for b in v[seen.get(p, 0):]]
+    assert len(phase3) == 50 and {b["model_state"] for b in phase3} == {"ready"}
+    assert sum(registry.get_sample_value("fraudstream_warming_decisions_total",
+                                         {"decision": d}) or 0
+               for d in ("approve", "review", "decline")) == 0
+
+
+def test_partitions_paused_for_running_ahead_are_read_again_after_resume(
+    kafka_bootstrap: str, kafka_client: str, new_topic: Callable[..., str]
+) -> None:
+    """The intake pauses a partition that holds more than `buffered_records_per_partition`
+    records and resumes it once drained. kafka-python 3.0 never fetched again a partition
+    whose parsed records it had parked while another's were parked too (the adapter drops
+    them on resume): `stream run` stalled for good at 179,102 of 200,000 events in make bench.
+    A tiny threshold makes every partition pause and resume many times."""
+    topics = {
+        "input_topic": new_topic(partitions=4, prefix="tx"),
+        "labels_topic": new_topic(partitions=4, prefix="labels"),
+        "output_topic": new_topic(partitions=4, prefix="verdicts"),
+        "dlq_topic": new_topic(partitions=1, prefix="dlq"),
+        "changelog_topic": new_topic(partitions=4, prefix="changelog"),
+    }
+    events = list(generate(TrafficConfig(count=12_000, fraud_rate=0.02, seed=5, n_cards=400)))
+    _produce(kafka_bootstrap, topics["input_topic"],
+             [(e["card_id"].encode(), orjson.dumps(e)) for e in events])
+    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=len(events),
+                         buffered_records_per_partition=40, max_poll_records=500,
+                         idle_exit_s=15.0)
+    result = run_scorer(settings, CollectorRegistry())
+    assert (result.transactions, result.verdicts) == (12_000, 12_000)  # a stall ends it short

@@ -3,6 +3,7 @@ reports drift. The `admin` fixture (kafka-python's own client) only inspects the
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +27,18 @@ def specs(admin: Any) -> Iterator[dict[str, TopicSpec]]:
         admin.delete_topics(names, raise_errors=False)
 
 
+def _described(admin: Any, names: list[str], timeout_s: float = 10.0) -> dict[str, Any]:
+    """kafka-python's describe, once every topic shows its partitions: a topic just created
+    can be described from a broker's metadata cache that has not caught up (0 partitions)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = {t["name"]: t for t in admin.describe_topics(names)}
+        if all(described.get(n, {}).get("partitions") for n in names) or (
+                time.monotonic() > deadline):
+            return described
+        time.sleep(0.2)
+
+
 def test_apply_creates_every_topic_as_specified(
     admin: Any, clients: Any, specs: dict[str, TopicSpec]
 ) -> None:
@@ -34,7 +47,7 @@ def test_apply_creates_every_topic_as_specified(
     assert report.unchanged == [] and report.drifted == {} and report.ok
     assert len(report.lines()) == len(ROLES)
 
-    described = {t["name"]: t for t in admin.describe_topics([s.name for s in specs.values()])}
+    described = _described(admin, [s.name for s in specs.values()])
     resources = [ConfigResource(ConfigResourceType.TOPIC, s.name, list(s.config))
                  for s in specs.values()]
     configs = admin.describe_configs(resources, config_filter="all")["topic"]

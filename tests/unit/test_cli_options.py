@@ -37,7 +37,7 @@ COMMANDS: dict[tuple[str, ...], list[str]] = {
 }
 GLOBAL_NAMES = {"--bootstrap-servers", "--config", "--security-protocol", "--sasl-mechanism",
                 "--sasl-username", "--sasl-password", "--ssl-cafile", "--kafka-client",
-                "--log-level"}
+                "--application-id", "--adopt-state-from", "--log-level"}
 
 
 class Captured(Exception):
@@ -79,6 +79,7 @@ def _globals(config: Path, equals: bool = False) -> list[str]:
              ("--security-protocol", "SASL_SSL"), ("--sasl-mechanism", "PLAIN"),
              ("--sasl-username", "alice"), ("--sasl-password", "s3cret"),
              ("--ssl-cafile", "/etc/ca.pem"), ("--kafka-client", "kafka-python"),
+             ("--application-id", "green"), ("--adopt-state-from", "blue"),
              ("--log-level", "warning")]
     if equals:
         return [f"{name}={value}" for name, value in pairs]
@@ -178,6 +179,8 @@ def test_every_command_runs_with_the_same_settings_either_way(path: tuple[str, .
     assert settings.sasl_plain_password.get_secret_value() == "s3cret"
     assert settings.ssl_cafile == "/etc/ca.pem"
     assert settings.kafka_client == "kafka-python"
+    assert (settings.application_id, settings.adopt_state_from) == ("green", "blue")
+    assert settings.changelog_topic == "green.changelog"
     assert first.obj["log_level"] == "WARNING"
 
 

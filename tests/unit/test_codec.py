@@ -128,6 +128,10 @@ def test_verdict_round_trip_follows_the_contract() -> None:
     jsonschema.validate(body, schema)
     assert body["scored_at"] == "1970-01-01T00:00:00.000Z"
     assert "challengers" not in body
+    assert body["model_state"] == "ready"
+    warming = orjson.loads(encode_verdict(Verdict("t", "c", 0.5, "approve", "v1", "x", 1.0,
+                                                  model_state="warming")))
+    assert warming["model_state"] == "warming"
 
 
 @pytest.mark.parametrize("payload", [b"not json", b"\xff\xfe\x00binary"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+import zlib
 from collections import defaultdict
 
 import orjson
@@ -21,7 +22,13 @@ from stream.core.features.extractor import (
 from stream.core.features.timeofday import calendar_features
 
 T0 = 1.7e9
-LABELS = ("1h", "1d", "7d", "30d")
+LABELS = ("10m", "1h", "1d", "7d", "30d")
+DAY = 86400.0
+
+
+def _bit(merchant: str) -> int:
+    """The card's merchant sketch: one of 52 bits per merchant, by CRC-32 of its id."""
+    return 1 << (zlib.crc32(merchant.encode()) % 52)
 
 
 def _close(a: float, b: float) -> bool:
@@ -55,6 +62,7 @@ def _batch_expected(txs: list[Transaction]) -> list[dict[str, float]]:
     so effective times are the running maximum per entity.
     """
     card_hist: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    card_merchants: dict[str, int] = defaultdict(int)
     merch_hist: dict[str, list[float]] = defaultdict(list)
     expected = []
     for tx in txs:
@@ -78,8 +86,14 @@ def _batch_expected(txs: list[Transaction]) -> list[dict[str, float]]:
                 z = (tx.amount - statistics.fmean(amounts)) / statistics.stdev(amounts)
                 z = max(-ZSCORE_CLIP, min(ZSCORE_CLIP, z))
             e["card_amount_zscore"] = z
+            seen = card_merchants[tx.card_id] & _bit(tx.merchant_id)
+            e["card_merchant_new"] = 0.0 if seen else 1.0
+            e["card_recent_vs_long"] = ((e["card_mean_amount_1d"] + 1.0)
+                                        / (e["card_mean_amount_30d"] + 1.0))
         else:
             tref = tx.timestamp
+            e["card_merchant_new"] = 1.0
+            e["card_recent_vs_long"] = 1.0
             for lab in LABELS:
                 e[f"card_count_{lab}"] = 0.0
                 e[f"card_mean_amount_{lab}"] = 0.0
@@ -89,9 +103,13 @@ def _batch_expected(txs: list[Transaction]) -> list[dict[str, float]]:
         e["card_amount_ratio_30d"] = tx.amount / (e["card_mean_amount_30d"] + 1.0)
         mprev = merch_hist[tx.merchant_id]
         mref = max([tx.timestamp, *mprev])
-        e["merchant_count_1d"] = sum(math.exp(-(mref - ti) / 86400.0) for ti in mprev)
+        e["merchant_count_1d"] = sum(math.exp(-(mref - ti) / DAY) for ti in mprev)
+        e["merchant_count_7d"] = sum(math.exp(-(mref - ti) / (7 * DAY)) for ti in mprev)
+        e["merchant_activity_ratio"] = e["merchant_count_1d"] / (e["merchant_count_7d"] / 7 + 1)
+        e["card_frauds_7d"] = 0.0
         expected.append(e)
         prev.append((tref, tx.amount))
+        card_merchants[tx.card_id] |= _bit(tx.merchant_id)
         mprev.append(mref)
     return expected
 
@@ -203,6 +221,61 @@ def test_merchant_risk_matches_batch_of_earlier_labels() -> None:
             assert _close(f["merchant_labelled_log"], math.log1p(n))
 
 
+def test_merchant_fraud_rate_windows_match_batch_of_earlier_labels() -> None:
+    """Windows over label time: each delivered label weighs exp(-age / h), shrunk to the
+    prior; a label delivered after the decision is never in it."""
+    rng = random.Random(18)
+    fx = FeatureExtractor()
+    delivered: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    t = T0
+    for i in range(4000):
+        t += rng.expovariate(1.0 / rng.choice([60.0, 3600.0, DAY]))
+        m = f"m{rng.randrange(6)}"
+        if rng.random() < 0.4:
+            fraud = rng.random() < 0.2
+            fx.learn_label(m, fraud, t)
+            delivered[m].append((t, fraud))
+            continue
+        f = fx.extract(Transaction(f"t{i}", f"c{i % 40}", m, 5.0, t))
+        frauds7 = 0.0
+        for h, name in ((DAY, "1d"), (7 * DAY, "7d"), (30 * DAY, "30d")):
+            w = [(math.exp(-(t - tl) / h), fr) for tl, fr in delivered[m]]
+            frauds = sum(wi for wi, fr in w if fr)
+            labels = sum(wi for wi, _ in w)
+            want = (frauds + 1.0) / (labels + 100.0)
+            got = f[f"merchant_fraud_rate_{name}"]
+            assert math.isclose(got, want, rel_tol=1e-9), (i, name, got, want)
+            if name == "7d":
+                frauds7 = frauds
+        assert math.isclose(f["merchant_frauds_7d_log"], math.log1p(frauds7), rel_tol=1e-9,
+                            abs_tol=1e-12)
+
+
+def test_card_frauds_count_delivered_fraud_labels_of_the_card_only() -> None:
+    fx = FeatureExtractor()
+    fx.extract(Transaction("t1", "c1", "m1", 10.0, T0))
+    fx.learn_label("m1", True, T0 + DAY, card_id="c1")
+    fx.learn_label("m1", False, T0 + DAY, card_id="c1")  # legitimate: not counted
+    fx.learn_label("m1", True, T0 + DAY, card_id=None)  # card unknown: merchant only
+    f = fx.extract(Transaction("t2", "c1", "m1", 10.0, T0 + 8 * DAY))
+    assert math.isclose(f["card_frauds_7d"], math.exp(-1.0))
+    assert f["card_seconds_since_prev_log"] == math.log1p(8 * DAY)  # the label is not a tx
+    assert fx.extract(Transaction("t3", "c2", "m1", 10.0, T0 + 8 * DAY))["card_frauds_7d"] == 0
+    # A label can come before the card's first transaction on this partition.
+    fx.learn_label("m9", True, T0, card_id="c3")
+    g = fx.extract(Transaction("t4", "c3", "m9", 10.0, T0 + 7 * DAY))
+    assert g["card_is_first_seen"] == 1.0 and math.isclose(g["card_frauds_7d"], math.exp(-1.0))
+
+
+def test_card_merchant_new_follows_the_cards_own_merchants() -> None:
+    fx = FeatureExtractor()
+    assert fx.extract(Transaction("t1", "c1", "m1", 1.0, T0))["card_merchant_new"] == 1.0
+    assert fx.extract(Transaction("t2", "c1", "m1", 1.0, T0 + 1))["card_merchant_new"] == 0.0
+    other = next(f"m{i}" for i in range(2, 100) if _bit(f"m{i}") != _bit("m1"))
+    assert fx.extract(Transaction("t3", "c1", other, 1.0, T0 + 2))["card_merchant_new"] == 1.0
+    assert fx.extract(Transaction("t4", "c2", "m1", 1.0, T0 + 3))["card_merchant_new"] == 1.0
+
+
 def test_idle_cards_and_merchants_are_evicted_and_memory_stays_bounded() -> None:
     day = 86400.0
     fx = FeatureExtractor(card_ttl_s=day, merchant_ttl_s=2 * day)
@@ -286,12 +359,21 @@ def test_feature_names_are_stable_and_complete() -> None:
         expected += (f"card_count_{lab}", f"card_mean_amount_{lab}")
     expected += (
         "card_amount_ratio_30d",
+        "card_recent_vs_long",
         "card_amount_zscore",
         "card_seconds_since_prev_log",
         "card_is_first_seen",
+        "card_merchant_new",
+        "card_frauds_7d",
         "merchant_risk",
         "merchant_labelled_log",
         "merchant_count_1d",
+        "merchant_count_7d",
+        "merchant_activity_ratio",
+        "merchant_fraud_rate_1d",
+        "merchant_fraud_rate_7d",
+        "merchant_fraud_rate_30d",
+        "merchant_frauds_7d_log",
         "hour_sin",
         "hour_cos",
         "is_weekend",

@@ -11,6 +11,7 @@ from stream.contracts.messages import Label, Transaction
 from stream.core.evaluation.oversight import OversightConfig
 from stream.core.pipeline import Pipeline, PipelineConfig
 from stream.core.scoring.model import score_one
+from stream.core.scoring.warmup import Warmup
 from stream.state.changelog import RestoredState, encode_changes, fold
 from stream.state.snapshot import (
     SnapshotError,
@@ -102,7 +103,7 @@ def test_partitions_have_independent_models() -> None:
 
 
 def test_verdict_mix_follows_the_policy() -> None:
-    pipe = Pipeline(PipelineConfig())
+    pipe = Pipeline(PipelineConfig(warmup=Warmup(labels=0)))
     for i in range(300):
         scored = pipe.score(_tx(i, fraud=i % 7 == 0, card=f"c{i % 13}"), 0)
         expected = pipe.config.policy.decide(scored.score)
@@ -225,3 +226,110 @@ def test_challengers_survive_export_and_restore(via: str) -> None:
     assert [dict(resumed.score(tx, 0).challengers) for tx in events[180:]] == expected[180:]
     fresh = Pipeline(config)
     assert dict(fresh.score(events[180], 0).challengers) != expected[180]
+
+
+# -- the cold start (stream/core/scoring/warmup.py) ---------------------------------------------
+def test_a_fresh_pipeline_approves_while_warming_and_still_scores() -> None:
+    """No labels yet: every score is 0.5, which the policy would send to review; the warm-up
+    approves instead, and says so."""
+    pipe = Pipeline(PipelineConfig())
+    results = [pipe.score(_tx(i, card=f"c{i % 7}", amount=5.0 + i), i % 2) for i in range(200)]
+    assert {r.score for r in results} == {0.5}
+    assert pipe.config.policy.decide(0.5) == "review"
+    assert {(r.decision, r.model_state) for r in results} == {("approve", "warming")}
+    assert all(not r.contributions for r in results)
+
+
+def test_fallback_rules_decide_by_amount_while_warming() -> None:
+    pipe = Pipeline(PipelineConfig(warmup=Warmup(500, review_amount=100.0,
+                                                 decline_amount=1000.0)))
+    decided = [pipe.score(_tx(i, amount=amount), 0)
+               for i, amount in enumerate((5.0, 100.0, 999.0, 1000.0, 20.0))]
+    assert [d.decision for d in decided] == ["approve", "review", "review", "decline",
+                                             "approve"]
+    assert {d.model_state for d in decided} == {"warming"}
+    assert decided[1].contributions and decided[3].contributions  # kept for the analyst
+
+
+def test_ready_after_the_configured_labels_then_the_score_decides() -> None:
+    events = [_tx(i, fraud=i % 4 == 0, card=f"c{i % 5}", amount=900.0 if i % 4 == 0 else 15.0)
+              for i in range(120)]
+    warm = Pipeline(PipelineConfig(warmup=Warmup(labels=40)))
+    cold = Pipeline(PipelineConfig(warmup=Warmup(labels=0)))
+    ran = [(warm.score(tx, 0), cold.score(tx, 0)) for tx in events]
+    # The warm-up changes decisions only: the model scored and learned exactly the same.
+    assert [w.score for w, _ in ran] == [c.score for _, c in ran]
+    assert warm.partitions[0].learned == cold.partitions[0].learned == 120
+    # Event i is scored after i in-event labels were learned: 40 warming, then ready.
+    assert [w.model_state for w, _ in ran] == ["warming"] * 40 + ["ready"] * 80
+    assert {w.decision for w, _ in ran[:40]} == {"approve"}
+    assert [w.decision for w, _ in ran[40:]] == [c.decision for _, c in ran[40:]] == [
+        warm.config.policy.decide(w.score) for w, _ in ran[40:]]
+    assert {c.decision for _, c in ran[40:]} != {"approve"}  # the score really decides now
+
+
+def test_labels_from_the_topic_end_the_warm_up_of_their_partition_only() -> None:
+    pipe = Pipeline(PipelineConfig(warmup=Warmup(labels=3)))
+    for i in range(3):
+        assert pipe.score(_tx(i, card="a"), 0).model_state == "warming"
+    for i in range(3):
+        assert pipe.learn_label(Label(f"t{i}", "a", i == 0, 1_700_000_100.0)) == "learned"
+    assert pipe.score(_tx(10, card="a"), 0).model_state == "ready"
+    assert pipe.score(_tx(11, card="b"), 1).model_state == "warming"
+
+
+def _trained(labels: int) -> Pipeline:
+    pipe = Pipeline(PipelineConfig(label_delay_s=300.0, track_changes=True))
+    for i in range(labels):
+        pipe.score(_tx(i, fraud=i % 5 == 0, card=f"c{i % 9}", ts=i * 61.0,
+                       amount=800.0 if i % 5 == 0 else 12.0), 0)
+    # Push the clock past the label delay so every label is learned.
+    pipe.score(_tx(labels, card="late", ts=labels * 61.0 + 301.0), 0)
+    assert pipe.partitions[0].learned == labels
+    return pipe
+
+
+def test_a_pipeline_started_from_a_trained_snapshot_is_ready_at_once() -> None:
+    snap = _trained(600).export_partition(0)
+    served = Pipeline(PipelineConfig(), init_from=snap)
+    first = served.score(_tx(5000, card="new", ts=1e6), 2)
+    assert first.model_state == "ready"
+    assert first.decision == served.config.policy.decide(first.score)
+    # A snapshot that learned from fewer labels continues its warm-up from its count.
+    short = Pipeline(PipelineConfig(warmup=Warmup(labels=610)), init_from=snap)
+    states = [short.score(_tx(6000 + i, fraud=False, ts=1e6 + i), 2).model_state
+              for i in range(12)]
+    assert states == ["warming"] * 10 + ["ready"] * 2
+
+
+@pytest.mark.parametrize("via", ["snapshot", "changelog"])
+def test_a_restarted_scorer_that_had_learned_enough_is_ready_at_once(via: str) -> None:
+    """The learned-label count travels with the partition's state: a restart (changelog) or a
+    restore (snapshot) that had learned enough decides by score at once; one that had not
+    continues counting where it stopped."""
+    config = PipelineConfig(label_delay_s=300.0, track_changes=True, warmup=Warmup(labels=500))
+
+    def restarted(live: Pipeline) -> Pipeline:
+        resumed = Pipeline(config)
+        if via == "snapshot":
+            resumed.restore_partition(decode_snapshot(encode_snapshot(live.export_partition(0))))
+        else:
+            restored = RestoredState()
+            for key, value in encode_changes(live.drain_changes(0)):
+                fold(restored, key, value)
+            resumed.restore_from_changelog(0, restored)
+        return resumed
+
+    probe = _tx(9000, card="c1", ts=1e6)
+    assert Pipeline(config).score(probe, 0).model_state == "warming"
+    assert restarted(_trained(520)).score(probe, 0).model_state == "ready"
+    resumed = restarted(_trained(495))
+    assert resumed.partitions[0].learned == 495
+    # Five more in-event labels end its warm-up, once the 300 s label delay has passed; an
+    # event is decided before the labels its own clock releases are learned.
+    for i in range(5):
+        tx = _tx(9000 + i, fraud=False, card="c1", ts=1e6 + i)
+        assert resumed.score(tx, 0).model_state == "warming"
+    assert resumed.score(_tx(9100, card="c1", ts=1e6 + 400.0), 0).model_state == "warming"
+    assert resumed.partitions[0].learned == 500
+    assert resumed.score(_tx(9101, card="c1", ts=1e6 + 401.0), 0).model_state == "ready"

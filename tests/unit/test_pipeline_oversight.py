@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from stream.contracts.messages import Label, Transaction
 from stream.core.evaluation.oversight import OversightConfig
@@ -14,6 +16,8 @@ from stream.core.evaluation.shadow import PromotionRule
 from stream.core.pipeline import Pipeline, PipelineConfig
 from stream.core.scoring.model import ModelSpec, learn_one, score_one
 from stream.core.scoring.zoo import make_challenger, parse_challenger
+from stream.observability.metrics import Metrics
+from stream.observability.quality import QualityGauges
 
 T0 = 1_700_000_000.0
 
@@ -46,7 +50,7 @@ def test_challengers_score_in_shadow_and_learn_from_the_same_labels() -> None:
     for tx in events:
         x = features.extract(tx)
         learn_one(twin, x, bool(tx.is_fraud))
-        features.learn_label(tx.merchant_id, bool(tx.is_fraud), tx.timestamp)
+        features.learn_label(tx.merchant_id, bool(tx.is_fraud), tx.timestamp, tx.card_id)
     probe = features.extract(Transaction("p", "c1", "m1", 500.0, T0 + 1e6))
     assert score_one(twin, probe) == score_one(
         pipe.partitions[0].challengers["logreg-adam-lr0.01"], probe)
@@ -101,6 +105,33 @@ def test_drift_is_detected_and_recorded_with_partition_and_event_time() -> None:
     psi = next(d for d in drifts if d.kind == "psi")  # the first one: none before the shift
     assert psi.partition == 2 and psi.at >= T0 + 1200 * 60.0
     assert pipe.oversight.drift_counts[("psi", "up")] >= 1
+
+
+def test_drifts_are_logged_once_per_kind_and_partition_per_interval_and_all_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    config = PipelineConfig(oversight=OversightConfig(
+        psi_reference=200, psi_window=200, psi_warmup=600, drift_log_interval_s=86400.0))
+    pipe = Pipeline(config)
+    rng = random.Random(5)
+    caplog.set_level(logging.INFO, logger="stream.core.pipeline")
+    for i in range(6000):  # one every 10 s (17 hours); amounts x30 in every other 600 events
+        fraud = rng.random() < 0.05
+        amount = rng.uniform(300, 900) if fraud else rng.uniform(5, 80)
+        if (i // 600) % 2 == 1 and i >= 1200:
+            amount *= 30
+        pipe.score(Transaction(f"t{i}", f"c{rng.randrange(40)}", f"m{rng.randrange(10)}",
+                               amount, T0 + i * 10.0, fraud), 2)
+    counts = pipe.oversight.drift_counts
+    assert counts[("psi", "up")] >= 3  # the traffic flipped, and flipped back, several times
+    lines = [r.getMessage() for r in caplog.records if "drift detected" in r.getMessage()]
+    kinds = {kind for kind, _ in counts}
+    assert len(lines) == len(kinds)  # one line per kind on this partition in the interval
+    assert all("on partition 2" in line for line in lines)
+    assert pipe.oversight.alarms.suppressed_total == sum(counts.values()) - len(kinds)
+    metrics = Metrics(CollectorRegistry())
+    QualityGauges(metrics).refresh(pipe.oversight, pipe.model_version)
+    for (kind, direction), total in counts.items():
+        assert metrics.drift_detected.labels(kind, direction)._value.get() == total
 
 
 def test_unlabelled_transactions_can_be_assumed_legitimate_after_n_days() -> None:

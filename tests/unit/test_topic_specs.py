@@ -106,6 +106,8 @@ GOOD = [
     ("labels", {"timestamp": "2025-01-22T08:00:00Z"}),
     ("verdicts", {"challengers": _DROP, "contributions": _DROP}),
     ("verdicts", {"score": 1.0, "decision": "decline"}),
+    ("verdicts", {"model_state": "warming", "score": 0.5, "decision": "approve"}),
+    ("verdicts", {"model_state": _DROP}),  # verdicts written before the field: read as ready
     ("transactions.dlq", {"payload": _DROP, "payload_b64": "/wA="}),
     ("transactions.dlq", {"payload": None, "key": _DROP, "headers": _DROP}),
 ]
@@ -136,6 +138,7 @@ BAD = [
     ("verdicts", {"latency_ms": -3}),
     ("verdicts", {"model_version": _DROP}),
     ("verdicts", {"challengers": {"m": "high"}}),
+    ("verdicts", {"model_state": "cold"}),
     ("transactions.dlq", {"reason": _DROP}),
     ("transactions.dlq", {"reason": "Not A Code"}),
     ("transactions.dlq", {"payload": _DROP}),

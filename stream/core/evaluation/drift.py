@@ -1,16 +1,25 @@
-"""Has the world changed? Two complementary signals, both returned as plain DriftEvent values.
+"""Has the world changed? Two complementary alarms, both returned as plain DriftEvent values.
 
-- The champion's loss (needs labels): River's ADWIN keeps an adaptive window of per-label
-  log losses and cuts it when its two halves differ more than chance allows (Bifet &
-  Gavaldà, 2007). It says "the model got worse (or better)", but only once labels arrive,
-  which for chargebacks is days late.
-- The score distribution (needs no labels): the population stability index of the last
-  `window` scores against a reference window, on decile bins of the reference. It moves
-  the moment traffic changes, before a single label is known. Rule of thumb from credit
-  risk: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 significant shift.
+An alarm that always rings is ignored, so both are built to stay quiet on a stationary stream
+whose fraud comes and goes in incidents, whose labels arrive days late and whose model keeps
+learning (measured by `make quality`, see docs/quality.md "Drift alarms"):
 
-Neither acts on anything: the pipeline logs the event with the partition and event time,
-and counts it in a metric; an operator (or an alert) decides.
+- Fraud getting through (needs labels), `LossDrift`: River's ADWIN on the log loss of each
+  fraud label's decision-time score. It asks "is the model missing fraud it used
+  to catch?", the question a fraud team cares about, and only fraud labels answer it:
+  legitimate labels outnumber them a hundred to one, so on the mean loss of every label a
+  change in how much fraud there is, or the weekly rhythm of legitimate traffic, looks like a
+  change in the model. One-sided: a model getting better is not an alarm.
+- The decision mix moved (needs no labels), `ScorePSI`: the population stability index of
+  the last `window` scores against the `reference_size` scores just before them, on bins at
+  the policy's thresholds (approve / review / decline, the approve band split at halvings of
+  the review threshold, where a shift shows first). It moves the moment traffic changes,
+  days before a label is known. The reference rolls, so an online model that adapts, or a
+  slow trend, is not a drift; the bins are where decisions change, so the model's constant
+  re-calibration of scores far below any threshold is not one either.
+
+Neither acts on anything: the pipeline logs the event (rate-limited, `alarms.py`) with the
+partition and event time, and counts it in a metric; an operator (or an alert) decides.
 """
 
 from __future__ import annotations
@@ -43,90 +52,128 @@ class DriftEvent:
 
 
 class LossDrift:
-    """ADWIN on the per-label log loss of decision-time scores.
+    """ADWIN (River) on the capped log loss of each fraud label's decision-time score.
 
-    Losses are capped (`loss_cap`, ~ a score of 1e-4 for the true class) so one confident
-    mistake cannot look like a regime change on its own.
+    ADWIN keeps an adaptive window of the fraud labels' losses (`-ln(score)`, capped at
+    `loss_cap`, so one confident miss is not a regime on its own) and cuts it when its older
+    and newer parts differ more than chance allows at confidence `delta` (Bifet & Gavalda,
+    2007). A cut where the loss rose is a detection; a cut where it fell (the model caught up)
+    only moves the window on. No test before `min_labels` fraud labels (ADWIN's grace period).
+    Legitimate labels are counted but not tested (see the module docstring).
+
+    The event's `value` is the mean loss of the last `min_labels` fraud labels, its
+    `reference` the mean of the older part of the window that ADWIN dropped (the level before
+    the change), `observations` the labels seen.
 
     >>> import random
-    >>> rng, detector = random.Random(1), LossDrift()
-    >>> for i in range(4000):
-    ...     y = rng.random() < 0.5
-    ...     right = rng.random() < (0.95 if i < 2000 else 0.7)  # worse from i = 2000
-    ...     detector.update(y, 0.8 if y == right else 0.2, at=float(i))
-    ...     if detector.detected:
-    ...         break
-    >>> detector.detected.kind, detector.detected.direction, 2000 <= detector.detected.at < 2300
-    ('loss', 'up', True)
+    >>> rng, detector, fired = random.Random(1), LossDrift(partition=2), []
+    >>> for i in range(40_000):  # 5% fraud; from i = 20,000 the model misses most of it
+    ...     fraud = rng.random() < 0.05
+    ...     caught = rng.random() < (0.8 if i < 20_000 else 0.2)
+    ...     score = rng.uniform(0.2, 0.9) if caught else rng.uniform(0.001, 0.1)
+    ...     detector.update(fraud, score, at=float(i))
+    ...     fired += [detector.detected] if detector.detected else []
+    >>> [(e.kind, e.direction, e.partition) for e in fired]  # once, and only after the change
+    [('loss', 'up', 2)]
+    >>> 20_000 < fired[0].at < 24_000, round(fired[0].reference, 1), round(fired[0].value, 1)
+    (True, 1.2, 2.6)
     """
 
-    def __init__(self, delta: float = 0.002, loss_cap: float = 10.0, partition: int = 0) -> None:
+    def __init__(self, delta: float = 1e-4, min_labels: int = 30, loss_cap: float = 10.0,
+                 partition: int = 0) -> None:
         self.delta = delta
+        self.min_labels = min_labels
         self.loss_cap = loss_cap
         self.partition = partition
-        self._adwin = drift.ADWIN(delta=delta)
-        self._seen = 0
+        self.labels = 0
+        self.fraud_labels = 0
         self.detected: DriftEvent | None = None
+        self._adwin = drift.ADWIN(delta=delta, clock=1, grace_period=min_labels)
+        self._recent: deque[float] = deque(maxlen=min_labels)
 
     def update(self, y_true: bool, score: float, at: float) -> None:
-        """One labelled decision; `detected` says whether this update found a change."""
-        p = min(max(score, 1e-15), 1.0 - 1e-15)
-        loss = min(-math.log(p if y_true else 1.0 - p), self.loss_cap)
-        before = self._adwin.estimation
-        self._adwin.update(loss)
-        self._seen += 1
+        """One labelled decision; `detected` says whether this update found a rise."""
+        self.labels += 1
         self.detected = None
-        if self._adwin.drift_detected:
-            self.detected = DriftEvent("loss", self.partition, at, self._adwin.estimation,
-                                       before, self._seen)
+        if not y_true:
+            return
+        self.fraud_labels += 1
+        loss = min(-math.log(min(max(score, 1e-15), 1.0)), self.loss_cap)
+        self._recent.append(loss)
+        adwin = self._adwin
+        width, total = adwin.width, adwin.total
+        adwin.update(loss)
+        dropped = width + 1 - adwin.width
+        if not adwin.drift_detected or dropped < 1:
+            return
+        # ADWIN drops the older part of its window: a rise if that part was the lower, and
+        # the latest losses are above it too.
+        before = (total + loss - adwin.total) / dropped
+        recent = sum(self._recent) / len(self._recent)
+        if before < adwin.estimation and before < recent:
+            self.detected = DriftEvent("loss", self.partition, at, recent, before, self.labels)
 
     @property
     def mean_loss(self) -> float:
-        """Mean loss over ADWIN's current (post-change) window."""
-        return float(self._adwin.estimation) if self._seen else math.nan
+        """Mean fraud-label loss over ADWIN's window (NaN before any fraud label)."""
+        return float(self._adwin.estimation) if self._adwin.width else math.nan
+
+
+def decision_edges(review: float, decline: float) -> tuple[float, ...]:
+    """Bin edges for the score PSI: the policy's thresholds, and the approve band split at
+    halvings of the review threshold.
+
+    >>> decision_edges(0.2, 0.6)
+    (0.025, 0.05, 0.1, 0.2, 0.6)
+    """
+    return tuple(sorted({review / 8, review / 4, review / 2, review, decline}))
 
 
 class ScorePSI:
-    """Population stability index of recent scores against a reference window.
+    """Population stability index of the last `window` scores against the `reference_size`
+    scores just before them, on fixed bins (`edges`).
 
-    The first `warmup` scores are skipped (a cold model's scores say nothing about
-    traffic), the next `reference_size` fix the reference and its decile edges, then the
-    index is checked every `check_every` scores once `window` recent scores are held. A
-    detection fires when the index crosses `threshold` upwards, and re-arms once it falls
-    back below, so a lasting shift is reported once (the gauge keeps showing it).
+    The first `warmup` scores are skipped (a cold model's scores say nothing about traffic);
+    once both windows are full the index is checked every `check_every` scores. A detection
+    fires when it crosses `threshold` upwards and re-arms once it falls back below, so one
+    shift is reported once: as the reference rolls forward into the new regime the index
+    falls back by itself. Rule of thumb from credit risk: < 0.1 stable, 0.1-0.25 moderate
+    shift, > 0.25 significant shift.
 
     >>> import random
     >>> rng = random.Random(2)
     >>> psi = ScorePSI(reference_size=1000, window=1000, check_every=50)
     >>> for i in range(3000):
-    ...     psi.update(rng.betavariate(2, 8), at=float(i))
+    ...     psi.update(rng.betavariate(1, 30), at=float(i))
     >>> psi.value < 0.1
     True
     >>> fired = []
-    >>> for i in range(3000, 5000):
-    ...     psi.update(rng.betavariate(4, 4), at=float(i))
+    >>> for i in range(3000, 6000):
+    ...     psi.update(rng.betavariate(1, 8), at=float(i))  # the scores shift up at i = 3000
     ...     fired += [psi.detected] if psi.detected else []
-    >>> len(fired), fired[0].kind, fired[0].value > 0.25
-    (1, 'psi', True)
+    >>> len(fired), fired[0].kind, fired[0].value > 0.25, psi.value < 0.1  # reported once
+    (1, 'psi', True, True)
     """
 
     def __init__(
-        self, reference_size: int = 5000, window: int = 5000, bins: int = 10,
-        threshold: float = 0.25, warmup: int = 0, check_every: int = 100, partition: int = 0,
+        self, reference_size: int = 5000, window: int = 5000,
+        edges: tuple[float, ...] = decision_edges(0.2, 0.6), threshold: float = 0.25,
+        warmup: int = 0, check_every: int = 100, partition: int = 0,
     ) -> None:
+        if reference_size < 1 or window < 1 or check_every < 1:
+            raise ValueError("reference_size, window and check_every must be >= 1")
         self.reference_size = reference_size
         self.window = window
-        self.bins = bins
+        self.edges = tuple(sorted(edges))
         self.threshold = threshold
         self.warmup = warmup
         self.check_every = check_every
         self.partition = partition
         self._seen = 0
-        self._reference: list[float] = []
-        self._edges: list[float] | None = None
-        self._expected: list[float] = []
+        self._reference: deque[int] = deque()
         self._recent: deque[int] = deque()
-        self._counts: list[int] = []
+        self._expected = [0] * (len(self.edges) + 1)
+        self._actual = [0] * (len(self.edges) + 1)
         self._above = False
         self.detected: DriftEvent | None = None
 
@@ -136,61 +183,48 @@ class ScorePSI:
         self.detected = None
         if self._seen <= self.warmup:
             return
-        if self._edges is None:
-            self._reference.append(score)
-            if len(self._reference) >= self.reference_size:
-                self._fix_reference()
-            return
-        index = bisect_right(self._edges, score)
-        recent = self._recent
-        if len(recent) == self.window:
-            self._counts[recent.popleft()] -= 1
+        index = bisect_right(self.edges, score)
+        recent, reference = self._recent, self._reference
         recent.append(index)
-        self._counts[index] += 1
-        if len(recent) == self.window and self._seen % self.check_every == 0:
+        self._actual[index] += 1
+        if len(recent) > self.window:
+            moved = recent.popleft()
+            self._actual[moved] -= 1
+            reference.append(moved)
+            self._expected[moved] += 1
+            if len(reference) > self.reference_size:
+                self._expected[reference.popleft()] -= 1
+        if self.ready and self._seen % self.check_every == 0:
             value = self.value
             if value > self.threshold and not self._above:
                 self.detected = DriftEvent("psi", self.partition, at, value, self.threshold,
                                            self._seen)
             self._above = value > self.threshold
 
-    def _fix_reference(self) -> None:
-        ordered = sorted(self._reference)
-        n = len(ordered)
-        cuts = {ordered[min(n - 1, (n * i) // self.bins)] for i in range(1, self.bins)}
-        self._edges = sorted(cuts)
-        counts = [0] * (len(self._edges) + 1)
-        for score in ordered:
-            counts[bisect_right(self._edges, score)] += 1
-        self._expected = [c / n for c in counts]
-        self._counts = [0] * len(counts)
-        self._reference = []
-
     def rebase(self) -> None:
-        """Start a new reference from the next scores (after a deliberate model change)."""
-        # Only bin indexes of recent scores are kept, so the new reference is built from the
-        # next `reference_size` scores, with no further warm-up.
-        self._edges = None
-        self._reference = []
+        """Forget both windows (after a deliberate model change): the index restarts from the
+        next scores, with no further warm-up."""
+        self._reference.clear()
         self._recent.clear()
-        self._counts = []
+        self._expected = [0] * len(self._expected)
+        self._actual = [0] * len(self._actual)
         self._above = False
         self.warmup = self._seen
 
     @property
     def ready(self) -> bool:
-        return self._edges is not None and len(self._recent) == self.window
+        return (len(self._reference) == self.reference_size
+                and len(self._recent) == self.window)
 
     @property
     def value(self) -> float:
-        """The index now; NaN until the reference and a full recent window exist."""
+        """The index now; NaN until both windows are full."""
         if not self.ready:
             return math.nan
-        n = len(self._recent)
+        n_ref, n_recent = len(self._reference), len(self._recent)
         total = 0.0
-        for expected, count in zip(self._expected, self._counts, strict=True):
-            e = max(expected, 1e-4)
-            a = max(count / n, 1e-4)
+        for expected, actual in zip(self._expected, self._actual, strict=True):
+            e = max(expected / n_ref, 1e-4)
+            a = max(actual / n_recent, 1e-4)
             total += (a - e) * math.log(a / e)
         return total
-

@@ -14,7 +14,8 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from stream.core.evaluation.drift import DriftEvent, LossDrift, ScorePSI
+from stream.core.evaluation.alarms import DriftAlarms
+from stream.core.evaluation.drift import DriftEvent, LossDrift, ScorePSI, decision_edges
 from stream.core.evaluation.prequential import Prequential, Summary
 from stream.core.evaluation.shadow import (
     ChallengerSummary,
@@ -34,10 +35,17 @@ class OversightConfig:
     challengers: tuple[str, ...] = ()
     promotion: PromotionRule | None = None
     promotion_check_every: int = 500
-    drift_delta: float = 0.002
+    # Fraud getting through: ADWIN (confidence drift_delta) on each fraud label's log loss,
+    # tested from drift_min_labels fraud labels on (drift.LossDrift).
+    drift_delta: float = 1e-4
+    drift_min_labels: int = 30
+    # At most one log line per kind and partition per this much event time (alarms.py).
+    drift_log_interval_s: float = 3600.0
+    # The decision mix: PSI of the last window vs the reference just before it, on bins at
+    # `psi_edges` (None: the policy's thresholds, see drift.decision_edges).
     psi_reference: int = 5000
     psi_window: int = 5000
-    psi_bins: int = 10
+    psi_edges: tuple[float, ...] | None = None
     psi_threshold: float = 0.25
     psi_warmup: int = 2000
     # None: an unlabelled transaction is never assumed legitimate (the default).
@@ -66,8 +74,12 @@ class Oversight:
                            if config.challengers else None)
         self._loss: dict[int, LossDrift] = {}
         self._psi: dict[int, ScorePSI] = {}
+        self._edges = (config.psi_edges if config.psi_edges is not None
+                       else decision_edges(policy.review_threshold, policy.decline_threshold))
+        # Every detection is counted (the metric); the log lines are rate-limited.
         self.drift_counts: Counter[tuple[str, str]] = Counter()
         self.recent_drift: deque[DriftEvent] = deque(maxlen=100)
+        self.alarms = DriftAlarms(config.drift_log_interval_s)
         self.promotions: list[Promotion] = []
         self.assumed_legit = 0
         self._delays: list[float] = []
@@ -86,7 +98,7 @@ class Oversight:
         psi = self._psi.get(partition)
         if psi is None:
             c = self.config
-            psi = self._psi[partition] = ScorePSI(c.psi_reference, c.psi_window, c.psi_bins,
+            psi = self._psi[partition] = ScorePSI(c.psi_reference, c.psi_window, self._edges,
                                                   c.psi_threshold, c.psi_warmup,
                                                   partition=partition)
         psi.update(score, at)
@@ -104,7 +116,9 @@ class Oversight:
             self._delays.append(max(0.0, labelled_at - decided_at))
         loss = self._loss.get(partition)
         if loss is None:
-            loss = self._loss[partition] = LossDrift(self.config.drift_delta, partition=partition)
+            c = self.config
+            loss = self._loss[partition] = LossDrift(c.drift_delta, c.drift_min_labels,
+                                                     partition=partition)
         loss.update(y, score, labelled_at)
         promotion = None
         comparison = self.comparison
@@ -133,6 +147,7 @@ class Oversight:
         """A revoked partition's drift detectors go with it."""
         self._loss.pop(partition, None)
         self._psi.pop(partition, None)
+        self.alarms.forget(partition)
 
     # -- reading -----------------------------------------------------------------------------
     def summary(self) -> Summary:

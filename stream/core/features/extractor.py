@@ -17,9 +17,19 @@ transaction from the card's last-update time. That is O(1) memory per horizon, w
 
 State layout (one ``array('d')`` per key, slot 0 = last-access event time, see ``store.py``):
 
-- card: ``[last_t, n, mean, m2, count_h0, sum_h0, count_h1, sum_h1, ...]`` where ``n, mean,
-  m2`` are Welford moments of the amount over the card's whole history;
-- merchant: ``[last_seen, last_tx_t, count_1d, n_fraud, n_labelled]``.
+- card: ``[last_t, n, mean, m2, merchants, fraud_t, frauds_7d, count_h0, sum_h0, count_h1,
+  sum_h1, ...]`` where ``n, mean, m2`` are Welford moments of the amount over the card's whole
+  history, ``merchants`` is a 52-bit set of the merchants the card has used (one bit per
+  merchant, by CRC-32 of its id: exact in a double, O(1), a few false "seen before" for a card
+  with many merchants), and ``frauds_7d`` counts the fraud labels delivered for the card
+  (decayed over 7 days from ``fraud_t``);
+- merchant: see ``merchant.py`` (activity and fraud-rate windows by label time).
+
+Card spending against its own habit: ``card_recent_vs_long`` is the mean amount of the last
+day against the card's long mean (a compromised card spends several times its usual amount
+for days), the shortest horizon's count is the burst (card testing), and
+``card_merchant_new`` says the card never used this merchant before (a stolen card spends
+where its owner never shops).
 
 Amounts are heavy-tailed: ``amount_log``, ``card_seconds_since_prev_log`` and
 ``merchant_labelled_log`` are log1p-scaled; the decayed means and the ratio keep the formulas
@@ -32,9 +42,11 @@ import math
 from array import array
 from collections.abc import Mapping
 from math import cos, exp, isfinite, log1p, sin, sqrt
-from typing import Any
+from typing import Any, Protocol
+from zlib import crc32
 
 from stream.contracts.messages import Transaction
+from stream.core.features import merchant as merchant_state
 from stream.core.features.store import StateStore
 from stream.core.features.timeofday import DAY_S, NIGHT_END_S, RADIANS_PER_S
 
@@ -42,14 +54,12 @@ __all__ = [
     "DEFAULT_HORIZONS_S",
     "FIRST_SEEN_GAP_S",
     "MAX_AMOUNT",
-    "MERCHANT_ACTIVITY_HORIZON_S",
     "ZSCORE_CLIP",
     "FeatureExtractor",
     "horizon_label",
 ]
 
-DEFAULT_HORIZONS_S: tuple[float, ...] = (3600.0, 86400.0, 604800.0, 2592000.0)
-MERCHANT_ACTIVITY_HORIZON_S = 86400.0
+DEFAULT_HORIZONS_S: tuple[float, ...] = (600.0, 3600.0, 86400.0, 604800.0, 2592000.0)
 FIRST_SEEN_GAP_S = 365 * 86400.0
 """Stand-in gap for a card never seen: longer than any TTL, so "new" reads as "long idle"."""
 ZSCORE_CLIP = 50.0
@@ -57,10 +67,23 @@ ZSCORE_CLIP = 50.0
 thousands, which would dominate a linear model's scaling for no extra information."""
 MAX_AMOUNT = 1e15
 """Amounts are clamped to [0, MAX_AMOUNT] in the features so squares stay finite (Welford)."""
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 
-_CARD_FIXED = 4  # last_t, n, mean, m2
-_MERCHANT_WIDTH = 5
+_CARD_FIXED = 7  # last_t, n, mean, m2, merchants, fraud_t, frauds_7d
+_MERCHANT_WIDTH = merchant_state.WIDTH
+_MERCHANT_BITS = 52  # a double holds integers up to 2**53 exactly
+_INV_WEEK = 1.0 / (7 * 86400.0)
+
+
+class MerchantView(Protocol):
+    """Where merchant features come from when they are not this extractor's own: the shared
+    merchant table (``merchant_table.TableView``), which sees every partition's traffic."""
+
+    def read(self, merchant: str, t: float, out: dict[str, float]) -> None: ...
+
+    def transaction(self, merchant: str, t: float) -> None: ...
+
+    def label(self, merchant: str, is_fraud: bool, t: float) -> None: ...
 
 
 def horizon_label(seconds: float) -> str:
@@ -121,6 +144,7 @@ class FeatureExtractor:
         merchant_prior: tuple[float, float] = (1.0, 99.0),
         *,
         track_changes: bool = True,
+        merchants: MerchantView | None = None,
     ) -> None:
         horizons = tuple(float(h) for h in horizons_s)
         if not horizons or not all(h > 0.0 and math.isfinite(h) for h in horizons):
@@ -136,28 +160,34 @@ class FeatureExtractor:
         self.merchant_ttl_s = float(merchant_ttl_s)
         self.merchant_prior = (prior_a, prior_b)
         self.track_changes = track_changes
+        # None: merchants are this extractor's own (the traffic of one partition).
+        self.merchants = merchants
 
         self._prior_num = prior_a
         self._prior_den = prior_a + prior_b
-        self._inv_merchant_h = 1.0 / MERCHANT_ACTIVITY_HORIZON_S
         self._hz = tuple(
             (1.0 / h, f"card_count_{lab}", f"card_mean_amount_{lab}")
             for h, lab in zip(horizons, labels, strict=True)
         )
         longest = max(range(len(horizons)), key=horizons.__getitem__)
+        # "Recent" is the last day when it is a horizon, else the shortest one.
+        recent = horizons.index(86400.0) if 86400.0 in horizons else min(
+            range(len(horizons)), key=horizons.__getitem__)
         self._long_mean_name = self._hz[longest][2]
+        self._recent_mean_name = self._hz[recent][2]
         self._ratio_name = f"card_amount_ratio_{labels[longest]}"
         names = ["amount_log"]
         for _, cname, mname in self._hz:
             names += (cname, mname)
         names += [
             self._ratio_name,
+            "card_recent_vs_long",
             "card_amount_zscore",
             "card_seconds_since_prev_log",
             "card_is_first_seen",
-            "merchant_risk",
-            "merchant_labelled_log",
-            "merchant_count_1d",
+            "card_merchant_new",
+            "card_frauds_7d",
+            *merchant_state.FEATURE_NAMES,
             "hour_sin",
             "hour_cos",
             "is_weekend",
@@ -170,9 +200,12 @@ class FeatureExtractor:
             first[cname] = 0.0
             first[mname] = 0.0
         first[self._ratio_name] = 0.0
+        first["card_recent_vs_long"] = 1.0
         first["card_amount_zscore"] = 0.0
         first["card_seconds_since_prev_log"] = math.log1p(FIRST_SEEN_GAP_S)
         first["card_is_first_seen"] = 1.0
+        first["card_merchant_new"] = 1.0
+        first["card_frauds_7d"] = 0.0
         self._first_seen = first
 
         self._card_width = _CARD_FIXED + 2 * len(horizons)
@@ -201,6 +234,7 @@ class FeatureExtractor:
         out = {"amount_log": log1p(a)}
 
         # Card windows, ratio, z-score, recency (state before this transaction).
+        bit = 1 << (crc32(tx.merchant_id.encode()) % _MERCHANT_BITS)
         n = card[1]
         if n > 0.0:
             last = card[0]
@@ -218,7 +252,9 @@ class FeatureExtractor:
                     card[i] = c + 1.0
                     card[i + 1] = s0 * f + a
                 i += 2
-            out[self._ratio_name] = a / (out[self._long_mean_name] + 1.0)
+            long_mean = out[self._long_mean_name]
+            out[self._ratio_name] = a / (long_mean + 1.0)
+            out["card_recent_vs_long"] = (out[self._recent_mean_name] + 1.0) / (long_mean + 1.0)
             mean = card[2]
             z = 0.0
             if n > 1.0:
@@ -232,6 +268,14 @@ class FeatureExtractor:
             out["card_amount_zscore"] = z
             out["card_seconds_since_prev_log"] = log1p(dt)
             out["card_is_first_seen"] = 0.0
+            seen = int(card[4])
+            out["card_merchant_new"] = 0.0 if seen & bit else 1.0
+            frauds = card[6]
+            if frauds > 0.0:
+                df = t - card[5]
+                if df > 0.0:
+                    frauds *= exp(-df * _INV_WEEK)
+            out["card_frauds_7d"] = frauds
             if write:
                 n += 1.0
                 delta = a - mean
@@ -239,36 +283,38 @@ class FeatureExtractor:
                 card[1] = n
                 card[2] = mean
                 card[3] += delta * (a - mean)
+                card[4] = float(seen | bit)
                 if t > last:
                     card[0] = t
         else:
             out.update(self._first_seen)
             out[self._ratio_name] = a  # a / (0 + 1)
+            frauds = card[6]  # labels can precede a card's first transaction on a partition
+            if frauds > 0.0:
+                df = t - card[5]
+                if df > 0.0:
+                    frauds *= exp(-df * _INV_WEEK)
+                out["card_frauds_7d"] = frauds
             if write:
                 card[0] = t
                 card[1] = 1.0
                 card[2] = a
                 card[3] = 0.0
+                card[4] = float(bit)
                 for i in range(_CARD_FIXED, self._card_width, 2):
                     card[i] = 1.0
                     card[i + 1] = a
 
-        # Merchant: risk from labels delivered so far; activity from transactions.
-        cm = merch[2]
-        if cm > 0.0:
-            dtm = t - merch[1]
-            if dtm > 0.0:
-                cm *= exp(-dtm * self._inv_merchant_h)
-        labelled = merch[4]
-        out["merchant_risk"] = (merch[3] + self._prior_num) / (labelled + self._prior_den)
-        out["merchant_labelled_log"] = log1p(labelled)
-        out["merchant_count_1d"] = cm
-        if write:
-            if merch[2] == 0.0 or t > merch[1]:
-                merch[1] = t
-            merch[2] = cm + 1.0
-            if t > merch[0]:
-                merch[0] = t
+        # Merchant: activity from transactions, fraud rates from labels delivered so far.
+        view = self.merchants
+        if view is None:
+            merchant_state.features(merch, t, self.merchant_prior, out)
+            if write:
+                merchant_state.add_transaction(merch, t)
+        else:
+            view.read(tx.merchant_id, t, out)
+            if write:
+                view.transaction(tx.merchant_id, t)
 
         # Calendar, inlined from timeofday.calendar_features (tested equal) for the hot path.
         day, sod = divmod(t, DAY_S)
@@ -284,7 +330,7 @@ class FeatureExtractor:
         if not isfinite(tx.timestamp):
             raise ValueError(f"transaction {tx.transaction_id!r} has a non-finite timestamp")
         card = self._cards.peek(tx.card_id)
-        merch = self._merchants.peek(tx.merchant_id)
+        merch = None if self.merchants is not None else self._merchants.peek(tx.merchant_id)
         return self._compute(
             tx,
             self._card_zero if card is None else card,
@@ -300,20 +346,34 @@ class FeatureExtractor:
         """``transform_one`` then ``learn_one`` in one pass over the state (the hot path)."""
         if not isfinite(tx.timestamp):  # before any state is touched
             raise ValueError(f"transaction {tx.transaction_id!r} has a non-finite timestamp")
-        return self._compute(
-            tx, self._cards.touch(tx.card_id), self._merchants.touch(tx.merchant_id), True
-        )
+        merch = (self._merchant_zero if self.merchants is not None
+                 else self._merchants.touch(tx.merchant_id))
+        return self._compute(tx, self._cards.touch(tx.card_id), merch, True)
 
-    def learn_label(self, merchant_id: str, is_fraud: bool, timestamp: float) -> None:
-        """Count a delivered label in its merchant's risk (affects later transactions only)."""
+    def learn_label(self, merchant_id: str, is_fraud: bool, timestamp: float,
+                    card_id: str | None = None) -> None:
+        """Count a delivered label in its merchant's windows and, when the card is known and
+        the label is fraud, in the card's (affects later transactions only)."""
         if not isfinite(timestamp):
             raise ValueError(f"label for merchant {merchant_id!r} has a non-finite timestamp")
-        merch = self._merchants.touch(merchant_id)
-        if is_fraud:
-            merch[3] += 1.0
-        merch[4] += 1.0
-        if timestamp > merch[0]:
-            merch[0] = timestamp
+        if self.merchants is None:
+            merchant_state.add_label(self._merchants.touch(merchant_id), is_fraud, timestamp)
+        else:
+            self.merchants.label(merchant_id, is_fraud, timestamp)
+        if is_fraud and card_id is not None:
+            card = self._cards.touch(card_id)
+            frauds = card[6]
+            if frauds > 0.0:
+                df = timestamp - card[5]
+                if df > 0.0:
+                    frauds *= exp(-df * _INV_WEEK)
+            if frauds == 0.0 or timestamp > card[5]:
+                card[5] = timestamp
+            card[6] = frauds + 1.0
+            if card[1] == 0.0 and timestamp > card[0]:
+                # Slot 0 is the last transaction's time (the windows decay from it); only a
+                # card with no transaction yet takes the label's, so the store can age it.
+                card[0] = timestamp
 
     # ------------------------------------------------------------------ memory and state
 

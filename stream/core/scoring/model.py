@@ -1,14 +1,49 @@
-"""The River model: feature scaling followed by online logistic regression.
+"""The River model: heavy tails compressed, features scaled, then online logistic regression.
 
 One factory builds every model (champion, challengers, one-off training), so serving and
 training cannot drift apart in how the model is put together.
+
+Why the compression and the gradient clip: counts, decayed amounts and ratios are heavy-tailed
+(a popular merchant's daily count is in the thousands, a card's fraud count is almost always
+0). Standardised, one rare value is tens of standard deviations out, and one SGD step on it
+throws the weights far off; on the quality benchmark's stream the mean log loss then sat
+near 9 for days. log1p of those features and a per-coordinate gradient clip of 1 keep every
+step bounded: test-week ROC AUC 0.80 -> 0.88 and average precision 0.19 -> 0.39 at one
+partition (docs/quality.md has the runs).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import log1p
 
 from river import compose, linear_model, optim, preprocessing
+
+HEAVY_PREFIXES = ("card_count_", "card_mean_amount_", "card_amount_ratio_", "merchant_count_")
+HEAVY_NAMES = frozenset({"card_recent_vs_long", "merchant_activity_ratio", "card_frauds_7d"})
+_heavy: dict[str, bool] = {}
+
+
+def _is_heavy(name: str) -> bool:
+    heavy = _heavy.get(name)
+    if heavy is None:
+        heavy = _heavy[name] = name.startswith(HEAVY_PREFIXES) or name in HEAVY_NAMES
+    return heavy
+
+
+def compress(features: dict[str, float]) -> dict[str, float]:
+    """log1p of the heavy-tailed features (counts, amounts, ratios; all >= 0), others as is.
+
+    >>> compress({"card_count_1d": 3.0, "amount_log": 3.0, "merchant_activity_ratio": 0.0})
+    {'card_count_1d': 1.3862943611198906, 'amount_log': 3.0, 'merchant_activity_ratio': 0.0}
+    """
+    return {name: (log1p(value) if value > 0.0 else 0.0) if _is_heavy(name) else value
+            for name, value in features.items()}
+
+
+def preprocessing_steps() -> list[compose.FuncTransformer | preprocessing.StandardScaler]:
+    """What every model of the zoo sees its features through (same input, fair comparison)."""
+    return [compose.FuncTransformer(compress), preprocessing.StandardScaler()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +54,11 @@ class ModelSpec:
     unweighted SGD learner spends most updates on legitimate traffic and ranks fraud late.
     """
 
-    learning_rate: float = 0.02
+    learning_rate: float = 0.005
     l2: float = 0.0
     fraud_weight: float = 5.0
     intercept_lr: float = 0.01
+    clip_gradient: float = 1.0
 
     @property
     def name(self) -> str:
@@ -30,7 +66,7 @@ class ModelSpec:
 
 
 def make_model(spec: ModelSpec) -> compose.Pipeline:
-    """Build an untrained scaler + logistic regression pipeline.
+    """Build an untrained compress + scaler + logistic regression pipeline.
 
     >>> model = make_model(ModelSpec())
     >>> model.predict_proba_one({"amount_log": 1.0})[True]
@@ -41,8 +77,9 @@ def make_model(spec: ModelSpec) -> compose.Pipeline:
         loss=optim.losses.Log(weight_pos=spec.fraud_weight),
         l2=spec.l2,
         intercept_lr=spec.intercept_lr,
+        clip_gradient=spec.clip_gradient,
     )
-    return compose.Pipeline(preprocessing.StandardScaler(), regression)
+    return compose.Pipeline(*preprocessing_steps(), regression)
 
 
 def score_one(model: compose.Pipeline, features: dict[str, float]) -> float:
@@ -61,8 +98,10 @@ def top_contributions(
     """The k features that pushed the log-odds most, signed, for the analyst reading a verdict."""
     if k <= 0:
         return {}
-    scaler, regression = model.steps.values()
-    scaled = scaler.transform_one(features)
+    *preprocess, regression = model.steps.values()
+    scaled = features
+    for step in preprocess:
+        scaled = step.transform_one(scaled)
     weights = regression.weights
     terms = {name: weights.get(name, 0.0) * value for name, value in scaled.items()}
     ranked = sorted(terms.items(), key=lambda item: abs(item[1]), reverse=True)[:k]

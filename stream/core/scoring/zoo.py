@@ -5,7 +5,7 @@ model's identity everywhere (metrics label, verdict `challengers` field, log lin
 
 - `logreg[-<optimiser>][-lr<float>][-w<float>][-l2<float>]`: logistic regression, like the
   champion, with another optimiser (`sgd`, `adam`, `adagrad`, `rmsprop`), learning rate,
-  fraud class weight or L2 penalty. `logreg-lr0.02-w5` is exactly the default champion.
+  fraud class weight or L2 penalty. `logreg-lr0.005-w5` is exactly the default champion.
 - `alma`: River's approximate large-margin classifier (a different linear learner).
 - `hoeffding[-g<int>]`: a Hoeffding tree (non-linear, grace period g); `hat[-g<int>]`, its
   adaptive variant that replaces branches when the data drifts.
@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from river import base, compose, linear_model, naive_bayes, optim, preprocessing, tree
+from river import base, compose, linear_model, naive_bayes, optim, tree
 
-from stream.core.scoring.model import ModelSpec, make_model
+from stream.core.scoring.model import ModelSpec, make_model, preprocessing_steps
 from stream.errors import ConfigError
 
 FAMILIES = ("logreg", "alma", "hoeffding", "hat", "gnb")
@@ -104,7 +104,7 @@ def make_challenger(spec: ChallengerSpec) -> compose.Pipeline:
 
     >>> model = make_challenger(parse_challenger("gnb"))
     >>> list(model.steps)
-    ['StandardScaler', 'GaussianNB']
+    ['compress', 'StandardScaler', 'GaussianNB']
     """
     p = spec.params
     if spec.family == "logreg":
@@ -116,8 +116,9 @@ def make_challenger(spec: ChallengerSpec) -> compose.Pipeline:
             return make_model(ModelSpec(lr, l2, w))
         regression = linear_model.LogisticRegression(
             optimizer=_optimiser(opt, lr), loss=optim.losses.Log(weight_pos=w), l2=l2,
-            intercept_lr=_LOGREG_DEFAULTS.intercept_lr)
-        return compose.Pipeline(preprocessing.StandardScaler(), regression)
+            intercept_lr=_LOGREG_DEFAULTS.intercept_lr,
+            clip_gradient=_LOGREG_DEFAULTS.clip_gradient)
+        return compose.Pipeline(*preprocessing_steps(), regression)
     estimator: base.Classifier
     if spec.family == "alma":
         estimator = linear_model.ALMAClassifier()
@@ -127,7 +128,7 @@ def make_challenger(spec: ChallengerSpec) -> compose.Pipeline:
                      else tree.HoeffdingAdaptiveTreeClassifier(grace_period=grace, seed=0))
     else:
         estimator = naive_bayes.GaussianNB()
-    return compose.Pipeline(preprocessing.StandardScaler(), estimator)
+    return compose.Pipeline(*preprocessing_steps(), estimator)
 
 
 def challenger_names(texts: Sequence[str], champion: str) -> list[str]:

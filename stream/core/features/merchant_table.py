@@ -1,0 +1,270 @@
+"""One merchant table over every partition's traffic, read as of event time.
+
+Why: partitions are keyed by card, so a merchant's transactions and labels are spread over
+all of them; a merchant state kept per partition sees 1/P of its traffic, and detection falls
+as the deployment scales out. This table folds the merchant events of *every* partition
+(transactions and delivered labels) into one state per merchant, and answers "what did
+merchant m look like at event time c" the same way however the partitions are spread over
+instances, because what it answers depends only on the events, never on arrival order.
+
+The rules (see docs/architecture.md, "Merchant state"):
+
+- Each partition task emits merchant events with an *effective time*
+  ``eff = max(event time, floor)``, where ``floor = stream time - lateness``: input later than
+  the allowed lateness counts as arriving at the floor.
+- A partition's *watermark* promises that none of its future events has ``eff`` below it.
+- The table folds events in the canonical order ``(eff, partition, seq)`` up to the
+  *frontier*, the smallest watermark over all partitions; later events wait in a heap.
+- A transaction at ``t`` reads its merchant as of ``cutoff = eff - delta``: exactly the events
+  with ``eff < cutoff``. ``delta >= lateness`` makes that cutoff at or behind every partition's
+  watermark when partitions keep pace, so the read is exact; a read past the frontier (a
+  partition lagging) is served from what is folded and counted as ``stale``.
+- Reads behind the frontier are exact too: folding an event first keeps a copy of the
+  merchant's state before it, for as long as a reader can still ask for a cutoff before it
+  (``release``).
+
+Memory is O(1) per merchant (``merchant.WIDTH`` floats) plus the copies inside the reader
+horizon, and idle merchants are evicted after ``ttl_s`` of event time.
+
+>>> table = MerchantTable(partitions=2, prior=(1.0, 99.0), delta_s=60.0)
+>>> table.add(0, seq=1, eff=100.0, merchant="m1", kind=TX, value=10.0)
+>>> table.add(1, seq=1, eff=130.0, merchant="m1", kind=LABEL, value=1.0)
+>>> table.watermark(0, 200.0); table.watermark(1, 150.0)
+>>> table.frontier
+150.0
+>>> out: dict[str, float] = {}
+>>> table.read("m1", cutoff=120.0, t=180.0, out=out)  # the label (eff 130) is not yet in
+True
+>>> out["merchant_labelled_log"], round(out["merchant_count_1d"], 4)
+(0.0, 0.9991)
+>>> table.read("m1", cutoff=140.0, t=200.0, out=out), round(out["merchant_risk"], 4)
+(True, 0.0198)
+>>> table.read("m1", cutoff=160.0, t=220.0, out=out)  # past the frontier: stale
+False
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from array import array
+from collections import OrderedDict
+
+from stream.core.features import merchant as merchant_state
+
+__all__ = ["LABEL", "TX", "MerchantTable", "TableView"]
+
+TX = 0
+LABEL = 1
+_NEVER = math.inf
+
+
+class MerchantTable:
+    """Merchant events from ``partitions`` partitions, folded in event-time order.
+
+    Parameters
+    ----------
+    partitions
+        How many input partitions feed the table; the frontier waits for each of them.
+    prior
+        Beta prior ``(a, b)`` of the merchant fraud rates (see ``merchant.py``).
+    delta_s
+        Reads lag the transaction by this much event time (documentation; the caller passes
+        the cutoff).
+    ttl_s
+        A merchant idle this long in event time is forgotten.
+    """
+
+    def __init__(self, partitions: int, prior: tuple[float, float] = (1.0, 99.0),
+                 delta_s: float = 60.0, ttl_s: float = 90 * 86400.0) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.partitions = partitions
+        self.prior = prior
+        self.delta_s = float(delta_s)
+        self.ttl_s = float(ttl_s)
+        self._marks = [-_NEVER] * partitions
+        self._frontier = -_NEVER
+        self._heap: list[tuple[float, int, int, int, str, float]] = []
+        # Current state (as of the frontier), in last-write order for eviction.
+        self._state: OrderedDict[str, array[float]] = OrderedDict()
+        # Per merchant: (eff of a folded event, copy of the state just before it), oldest
+        # first; kept while a reader may still ask for a cutoff at or before that eff.
+        self._before: dict[str, list[tuple[float, array[float]]]] = {}
+        self._horizon = -_NEVER
+        self._zero = array("d", [0.0] * merchant_state.WIDTH)
+        self.stale_reads = 0
+        self.folded = 0
+
+    # -- writers ---------------------------------------------------------------------------
+    def add(self, partition: int, seq: int, eff: float, merchant: str, kind: int,
+            value: float) -> None:
+        """Queue one merchant event; it is folded once every partition's watermark passes it."""
+        heapq.heappush(self._heap, (eff, partition, seq, kind, merchant, value))
+
+    def watermark(self, partition: int, mark: float) -> None:
+        """Partition ``partition`` will emit no event with ``eff < mark`` (never goes back)."""
+        marks = self._marks
+        if mark > marks[partition]:
+            old = marks[partition]
+            marks[partition] = mark
+            if old == self._frontier:
+                self._advance(min(marks))
+
+    @property
+    def frontier(self) -> float:
+        return self._frontier
+
+    @property
+    def waiting(self) -> int:
+        """Events queued behind the frontier."""
+        return len(self._heap)
+
+    def _advance(self, frontier: float) -> None:
+        if frontier <= self._frontier:
+            return
+        self._frontier = frontier
+        heap, state, before = self._heap, self._state, self._before
+        keep_copies = self._horizon
+        while heap and heap[0][0] < frontier:
+            eff, _, _, kind, merchant, value = heapq.heappop(heap)
+            m = state.get(merchant)
+            if m is None:
+                m = state[merchant] = array("d", self._zero)
+            else:
+                state.move_to_end(merchant)
+            if eff >= keep_copies:
+                copies = before.get(merchant)
+                if copies is None:
+                    before[merchant] = [(eff, array("d", m))]
+                else:
+                    copies.append((eff, array("d", m)))
+            if kind == TX:
+                merchant_state.add_transaction(m, eff)
+            else:
+                merchant_state.add_label(m, value != 0.0, eff)
+            self.folded += 1
+
+    # -- readers ---------------------------------------------------------------------------
+    def read(self, merchant: str, cutoff: float, t: float, out: dict[str, float]) -> bool:
+        """The merchant's features from its events with ``eff < cutoff``, decayed to ``t``.
+
+        Returns False when ``cutoff`` is past the frontier: some partition has not yet
+        promised it is done with that time, so the answer may still change (counted).
+        """
+        m = self._state.get(merchant)
+        copies = self._before.get(merchant)
+        if copies is not None and cutoff <= copies[-1][0]:
+            for eff, copy in copies:
+                if cutoff <= eff:
+                    m = copy
+                    break
+        merchant_state.features(self._zero if m is None else m, t, self.prior, out)
+        if cutoff > self._frontier:
+            self.stale_reads += 1
+            return False
+        return True
+
+    def release(self, horizon: float) -> None:
+        """No reader will ask for a cutoff before ``horizon`` any more: drop older copies."""
+        if horizon <= self._horizon:
+            return
+        self._horizon = horizon
+        before = self._before
+        for merchant in [m for m, c in before.items() if c[-1][0] < horizon]:
+            del before[merchant]
+        for copies in before.values():
+            if copies[0][0] < horizon:
+                copies[:] = [c for c in copies if c[0] >= horizon]
+
+    def evict(self, now: float) -> int:
+        """Forget merchants idle since ``now - ttl_s`` (slot 0 is each one's last event)."""
+        state, limit, evicted = self._state, now - self.ttl_s, 0
+        while state:
+            merchant, m = next(iter(state.items()))
+            if m[0] >= limit:
+                break
+            del state[merchant]
+            self._before.pop(merchant, None)
+            evicted += 1
+        return evicted
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    @property
+    def copies(self) -> int:
+        """State copies kept for reads behind the frontier (memory watch)."""
+        return sum(len(c) for c in self._before.values())
+
+
+class TableView:
+    """One partition's window on the shared table: it turns the partition's events into table
+    events (effective time, sequence number) and its reads into cutoffs, and keeps the
+    partition's watermark.
+
+    ``lateness_s`` is the allowed lateness: an event more than that behind the partition's
+    stream time (the latest transaction or label time it processed) counts at
+    ``stream time - lateness``. The partition's watermark is ``max(stream time, head) -
+    lateness``, where ``head`` is the earliest time still queued for the partition (its
+    next transaction or label, when the caller knows it; see ``lookahead``).
+
+    >>> table = MerchantTable(partitions=1, delta_s=60.0)
+    >>> view = TableView(table, partition=0, lateness_s=30.0)
+    >>> view.transaction("m1", 1000.0)
+    >>> out: dict[str, float] = {}
+    >>> view.read("m1", 1080.0, out)  # cutoff 1020 <= frontier 1080 - 30: exact
+    >>> round(out["merchant_count_1d"], 4), table.frontier
+    (0.9991, 1050.0)
+    """
+
+    __slots__ = ("head", "lateness_s", "partition", "seq", "stream_time", "table")
+
+    def __init__(self, table: MerchantTable, partition: int, lateness_s: float = 30.0) -> None:
+        if not 0.0 <= lateness_s <= table.delta_s:
+            raise ValueError(f"lateness_s must be in [0, delta_s={table.delta_s}], "
+                             f"got {lateness_s}")
+        self.table = table
+        self.partition = partition
+        self.lateness_s = lateness_s
+        self.stream_time = -_NEVER
+        self.head = -_NEVER
+        self.seq = 0
+
+    def effective(self, t: float) -> float:
+        floor = self.stream_time - self.lateness_s
+        return t if t > floor else floor
+
+    def read(self, merchant: str, t: float, out: dict[str, float]) -> None:
+        """Features as of ``effective(t) - delta``. The partition is processing ``t`` now, so
+        its own watermark moves to ``t - lateness`` first: a partition never waits for itself.
+        """
+        cutoff = self.effective(t) - self.table.delta_s
+        self.seen(t)
+        self.table.read(merchant, cutoff, t, out)
+
+    def transaction(self, merchant: str, t: float) -> None:
+        self._emit(merchant, t, TX, 0.0)
+
+    def label(self, merchant: str, is_fraud: bool, t: float) -> None:
+        self._emit(merchant, t, LABEL, 1.0 if is_fraud else 0.0)
+
+    def seen(self, t: float) -> None:
+        """The partition processed an event at ``t`` (one with no merchant part, too)."""
+        if t > self.stream_time:
+            self.stream_time = t
+            self._mark()
+
+    def lookahead(self, head: float) -> None:
+        """The earliest event time still queued for this partition (``inf``: none, ever)."""
+        self.head = head
+        self._mark()
+
+    def _emit(self, merchant: str, t: float, kind: int, value: float) -> None:
+        self.seq += 1
+        self.table.add(self.partition, self.seq, self.effective(t), merchant, kind, value)
+        self.seen(t)
+
+    def _mark(self) -> None:
+        s, h = self.stream_time, self.head
+        self.table.watermark(self.partition, (s if s > h else h) - self.lateness_s)
