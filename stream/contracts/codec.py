@@ -24,6 +24,12 @@ _TX_KNOWN = frozenset((*_TX_STRINGS, "amount", "timestamp", "is_fraud", "currenc
 _MAX_EPOCH_MS = 253_402_300_799_999
 
 
+# Every reason code a dead letter can carry (README "Topics"): the metrics start each one at
+# zero, so an alert on the first dead letter of a kind has a series to compare against.
+REASONS = ("invalid_json", "not_an_object", "missing_field", "invalid_type", "invalid_amount",
+           "invalid_timestamp", "invalid_label", "processing_error")
+
+
 class DecodeError(FraudStreamError, ValueError):
     """A record that breaks the contract; `reason` is the short code put on the dead letter."""
 
