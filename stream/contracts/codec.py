@@ -9,6 +9,7 @@ good and bad messages, so the two cannot drift apart silently.
 from __future__ import annotations
 
 import base64
+import json
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -38,13 +39,46 @@ class DecodeError(FraudStreamError, ValueError):
         self.reason = reason
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range for a double")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load_big_numbers(raw: bytes, orjson_error: orjson.JSONDecodeError) -> Any:
+    """The standard json module, for a value orjson refused for a number alone.
+
+    orjson reads integers into 64 bits or a double, and refuses one beyond a double's range,
+    although JSON (and the schema, for extra fields) allows any integer. Python's own parser
+    reads it exactly, up to its 4,300-digit limit for integers (`sys.int_info`). It is held to
+    orjson's rules otherwise: UTF-8 only, no NaN or Infinity, non-integer numbers must fit a
+    double, and no lone surrogates (orjson could not write such text back).
+    """
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_float=_finite_float,
+                         parse_constant=_reject_constant)
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
+        reason = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise DecodeError("invalid_json", f"value is not valid JSON: {orjson_error}; "
+                                          f"read with the json module: {reason}") from None
+    return obj
+
+
 def _load_object(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         raise DecodeError("invalid_json", "record has no value (null payload)")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError("invalid_json", f"value is not valid JSON: {exc}") from None
+        if "number" not in str(exc):
+            raise DecodeError("invalid_json", f"value is not valid JSON: {exc}") from None
+        obj = _load_big_numbers(raw, exc)
     if not isinstance(obj, dict):
         raise DecodeError("not_an_object", f"value is JSON {type(obj).__name__}, not an object")
     return obj
@@ -105,7 +139,10 @@ def _amount(obj: dict[str, Any]) -> float:
     value = obj["amount"]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DecodeError("invalid_type", f"'amount' must be a number, got {type(value).__name__}")
-    amount = float(value)
+    try:
+        amount = float(value)
+    except OverflowError:  # an integer beyond a double's range
+        amount = math.inf
     if not math.isfinite(amount) or amount < 0:
         raise DecodeError("invalid_amount", f"'amount' must be finite and >= 0, got {value!r}")
     return amount

@@ -33,6 +33,9 @@ GOOD = {
 }
 
 
+GOOD_BYTES = orjson.dumps(GOOD)
+
+
 def _with(**changes: object) -> bytes:
     event = {**GOOD, **changes}
     return orjson.dumps({k: v for k, v in event.items() if v is not _DROP})
@@ -156,3 +159,43 @@ def test_cached_format_time_matches_datetime_everywhere() -> None:
     for t in samples:
         expected = datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")
         assert format_time(t) == expected.replace("+00:00", "Z"), t
+
+
+# orjson reads numbers as 64-bit integers or doubles: a valid integer beyond a double's range
+# used to make the whole record `invalid_json`, although the schema allows any extra field.
+HUGE = int("9" * 400)
+
+
+def test_a_huge_integer_in_an_extra_field_is_accepted_exactly() -> None:
+    raw = GOOD_BYTES[:-1] + b',"loyalty_points":' + str(HUGE).encode() + b"}"
+    tx = decode_transaction(raw)
+    assert tx.extras == {"loyalty_points": HUGE} and tx.amount == 12.5
+    schema = json.loads((TOPICS / "transactions.schema.json").read_text())
+    assert jsonschema.Draft202012Validator(schema).is_valid(json.loads(raw))
+
+
+def test_a_huge_integer_in_a_label_extra_is_accepted() -> None:
+    raw = (b'{"transaction_id":"t","card_id":"c","is_fraud":0,"timestamp":5,"case":'
+           + str(HUGE).encode() + b"}")
+    assert decode_label(raw).is_fraud is False
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    # Known fields keep their own reasons when the number is huge.
+    (json.dumps({**GOOD, 'amount': HUGE}).encode(), "invalid_amount"),
+    (json.dumps({**GOOD, 'timestamp': HUGE}).encode(), "invalid_timestamp"),
+    (json.dumps({**GOOD, 'is_fraud': HUGE}).encode(), "invalid_label"),
+    # A number that is not an integer still has to fit a double.
+    (GOOD_BYTES[:-1] + b',"x":1e999}', "invalid_json"),
+    # The fallback parser is no more lenient than orjson about anything else.
+    (GOOD_BYTES[:-1] + b',"x":' + str(HUGE).encode() + b',"y":"\\ud800"}', "invalid_json"),
+    (GOOD_BYTES[:-1] + b',"x":' + str(HUGE).encode() + b',"y":NaN}', "invalid_json"),
+    (GOOD_BYTES[:-1] + b',"x":' + str(HUGE).encode() + b',"y":' + b"[" * 5000 + b"}",
+     "invalid_json"),
+    # The documented limit: integers of more than 4300 digits (Python's int-from-text limit).
+    (GOOD_BYTES[:-1] + b',"x":' + b"9" * 4301 + b"}", "invalid_json"),
+])
+def test_huge_numbers_keep_the_contract(raw: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_transaction(raw)
+    assert info.value.reason == reason, info.value
