@@ -225,3 +225,23 @@ def test_challengers_survive_export_and_restore(via: str) -> None:
     assert [dict(resumed.score(tx, 0).challengers) for tx in events[180:]] == expected[180:]
     fresh = Pipeline(config)
     assert dict(fresh.score(events[180], 0).challengers) != expected[180]
+
+
+def test_a_restored_clock_beyond_the_bound_is_moved_back() -> None:
+    """State written before event times were bounded can carry a year-9999 clock: a restore
+    brings it back to the wall clock plus the allowed skew (the caller's), so eviction and
+    TTLs run on real time again."""
+    config = PipelineConfig(track_changes=True)
+    poisoned = Pipeline(config)
+    poisoned.score(Transaction("t1", "c1", "m1", 10.0, 1.7e9), 0)
+    # What an unbounded intake let through:
+    poisoned.score(Transaction("t2", "c1", "m1", 10.0, 253_402_300_799.0), 0)
+    snapshot = decode_snapshot(encode_snapshot(poisoned.export_partition(0)))
+    restored = Pipeline(config)
+    restored.restore_partition(snapshot)
+    assert restored.clock == restored.partitions[0].clock == 253_402_300_799.0
+    latest = 1.7e9 + 7 * 86400.0
+    assert restored.limit_clock(0, latest) is True
+    assert restored.clock == restored.partitions[0].clock == latest
+    assert restored.limit_clock(0, latest) is False
+    assert restored.limit_clock(5, latest) is False  # not owned: nothing to do
