@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
 
@@ -69,9 +70,13 @@ def test_the_clients_loggers_go_through_the_limiter(caplog: pytest.LogCaptureFix
     limiter = limit_client_logs()
     assert limit_client_logs() is limiter  # idempotent
     caplog.set_level(logging.WARNING)
+    for name in CLIENT_LOGGERS:  # the CLI mutes kafka-python unless --log-level DEBUG
+        caplog.set_level(logging.WARNING, logger=name)
+    unique = uuid.uuid4().hex  # the limiter is process-wide: a text no other test logged
     for name in ("kafka.conn", "rdkafka", "stream.kafka"):
         for attempt in range(200):
-            logging.getLogger(name).error("connect to 127.0.0.1:1 failed (attempt %d)", attempt)
+            logging.getLogger(name).error("connect to 127.0.0.1:1 failed (attempt %d) %s",
+                                          attempt, unique)
     lines = [r for r in caplog.records if r.name in ("kafka.conn", "rdkafka", "stream.kafka")]
     assert len(lines) == 3
     assert all(not logging.getLogger(name).propagate for name in CLIENT_LOGGERS)
