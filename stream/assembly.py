@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import stream
 from stream.config import Settings
+from stream.contracts.codec import TimeBounds
 from stream.core.evaluation.oversight import OversightConfig
 from stream.core.evaluation.shadow import PromotionRule
 from stream.core.pipeline_config import PipelineConfig
@@ -87,3 +88,13 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"invalid settings: {exc}") from None
+
+
+def time_bounds(settings: Settings) -> TimeBounds:
+    """Where an event time may lie (the live intake and the batch sources check alike).
+
+    >>> from stream.config import load_settings
+    >>> time_bounds(load_settings(environ={}, max_timestamp_ahead_s=3600.0))
+    TimeBounds(ahead_s=3600.0, behind_s=315360000.0)
+    """
+    return TimeBounds(settings.max_timestamp_ahead_s, settings.max_timestamp_behind_s)

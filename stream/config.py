@@ -125,6 +125,16 @@ class Settings(BaseSettings):
     idle_exit_s: float | None = Field(None, gt=0)
     stuck_after_s: float = Field(60.0, gt=0)
 
+    # Event time is bounded (README "Event time"): a record whose `timestamp` is more than
+    # `max_timestamp_ahead_s` after its Kafka record timestamp (or the wall clock, whichever
+    # is earlier), or more than `max_timestamp_behind_s` before its Kafka record timestamp,
+    # is dead-lettered as `timestamp_out_of_range`, and so is epoch seconds sent as epoch ms.
+    # The past bound is relative to the record timestamp, never the wall clock, so a backlog
+    # or a replay of old records keeps its old event times; files have no record timestamp
+    # and no past bound.
+    max_timestamp_ahead_s: float = Field(7 * 86400.0, gt=0)
+    max_timestamp_behind_s: float = Field(3650 * 86400.0, gt=0)
+
     # Features.
     horizons_s: tuple[float, ...] = (600.0, 3600.0, 86400.0, 604800.0, 2592000.0)
     card_ttl_s: float = Field(30 * 86400.0, gt=0)

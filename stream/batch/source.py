@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from stream.contracts.codec import DecodeError, decode_label, decode_transaction
+from stream.contracts.codec import DecodeError, TimeBounds, decode_label, decode_transaction
 from stream.contracts.messages import Label, Transaction
 from stream.core.pipeline import Pipeline, Scored
 from stream.devtools.files import read_events
@@ -42,10 +43,16 @@ def _as_bytes(event: dict[str, Any] | bytes) -> bytes:
     return event if isinstance(event, bytes) else orjson.dumps(event)
 
 
-def decode_as(kind: str, raw: bytes | None) -> Item:
-    """Decode one value as a transaction or a label; a contract breach becomes `Invalid`."""
+def decode_as(kind: str, raw: bytes | None, bounds: TimeBounds | None = None,
+              record_ms: int = 0) -> Item:
+    """Decode one value as a transaction or a label; a contract breach becomes `Invalid`.
+    With `bounds`, an event time out of bounds too (as the live intake checks it: against
+    the Kafka record timestamp `record_ms`, 0 for none, and the wall clock)."""
+    now = time.time() if bounds is not None else 0.0
     try:
-        return decode_transaction(raw) if kind == "transaction" else decode_label(raw)
+        if kind == "transaction":
+            return decode_transaction(raw, bounds, record_ms, now)
+        return decode_label(raw, bounds, record_ms, now)
     except DecodeError as exc:
         return Invalid(exc.reason, str(exc))
 
@@ -54,16 +61,19 @@ def _timestamp(item: Item) -> float:
     return -math.inf if isinstance(item, Invalid) else item.timestamp
 
 
-def file_items(path: Path, labels: Path | None = None) -> Iterator[Sourced]:
+def file_items(path: Path, labels: Path | None = None,
+               bounds: TimeBounds | None = None) -> Iterator[Sourced]:
     """Transactions from a CSV / JSON Lines file, merged by event time with an optional labels
     file (one label per line: transaction_id, card_id, is_fraud, timestamp), partition 0.
 
     Both files are expected in event-time order, as history exports are; the merge then
-    applies each label at the moment it became known, never before its transaction.
+    applies each label at the moment it became known, never before its transaction. With
+    `bounds`, event times too far after the wall clock are invalid (a file has no record
+    timestamp, so history of any age is fine), as are epoch seconds sent as milliseconds.
     """
     def read(file: Path, kind: str) -> Iterator[Item]:
         for event in read_events(file):
-            yield decode_as(kind, _as_bytes(event))
+            yield decode_as(kind, _as_bytes(event), bounds)
 
     streams = [read(path, "transaction")]
     if labels is not None:

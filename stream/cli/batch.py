@@ -47,6 +47,13 @@ def _config(settings: Settings, init: PartitionSnapshot | None) -> tuple[Any, st
     return pipeline_config(settings), version
 
 
+def _bounds(settings: Settings) -> Any:
+    """The event-time bounds the live scorer applies, for files too (settings' skews)."""
+    from stream.assembly import time_bounds
+
+    return time_bounds(settings)
+
+
 def _existing(path: Path | None, what: str) -> Path | None:
     if path is not None and not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
@@ -104,7 +111,7 @@ def train_command(
     settings = _settings(ctx, label_delay_s=label_delay)
     init = _load(init_from)
     config, version = _config(settings, init)
-    items = file_items(file, labels) if file is not None else \
+    items = file_items(file, labels, _bounds(settings)) if file is not None else \
         synthetic_items(synthetic or 0, seed, fraud_rate, scenario=scenario,
                         delayed_labels=realistic_labels)
     result = train(items, config, version, init, progress, total=synthetic)
@@ -172,7 +179,8 @@ def replay_command(
             target = to_topic or ""
             factory = (lambda p: VerdictWriter(producer, target, p)) if producer else None
             pipeline, stats, sent, seconds = replay_items(
-                file_items(file, labels), config, version, init, factory, None, progress)
+                file_items(file, labels, _bounds(settings)), config, version, init, factory,
+                None, progress)
         finally:
             if producer is not None:
                 producer.close(10.0)
@@ -254,8 +262,8 @@ def compare_command(
         _existing(labels, "labels file")
         a, b = (load_snapshot(p) for p in snapshots)
         config, _ = _config(settings, a)
-        comparison = compare_snapshots(a, b, file_items(file, labels), config,
-                                       (snapshots[0].name, snapshots[1].name))
+        comparison = compare_snapshots(a, b, file_items(file, labels, _bounds(settings)),
+                                       config, (snapshots[0].name, snapshots[1].name))
     typer.echo(text_report(comparison))
     if html is not None:
         html.write_text(html_report(comparison), encoding="utf-8")

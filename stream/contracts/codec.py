@@ -9,7 +9,9 @@ good and bad messages, so the two cannot drift apart silently.
 from __future__ import annotations
 
 import base64
+import json
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +26,15 @@ _TX_KNOWN = frozenset((*_TX_STRINGS, "amount", "timestamp", "is_fraud", "currenc
 _MAX_EPOCH_MS = 253_402_300_799_999
 
 
+# Every reason code a dead letter can carry (README "Topics"): the metrics start each one at
+# zero, so an alert on the first dead letter of a kind has a series to compare against.
+REASONS = ("invalid_json", "not_an_object", "missing_field", "invalid_type", "invalid_amount",
+           "invalid_timestamp", "timestamp_out_of_range", "invalid_label", "processing_error")
+# Epoch milliseconds below this are before 1973-03-03: read as seconds, the same digits are a
+# date of this century, so such a number is epoch seconds sent where milliseconds belong.
+_SECONDS_AS_MS_BELOW = 100_000_000_000
+
+
 class DecodeError(FraudStreamError, ValueError):
     """A record that breaks the contract; `reason` is the short code put on the dead letter."""
 
@@ -32,13 +43,46 @@ class DecodeError(FraudStreamError, ValueError):
         self.reason = reason
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range for a double")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load_big_numbers(raw: bytes, orjson_error: orjson.JSONDecodeError) -> Any:
+    """The standard json module, for a value orjson refused for a number alone.
+
+    orjson reads integers into 64 bits or a double, and refuses one beyond a double's range,
+    although JSON (and the schema, for extra fields) allows any integer. Python's own parser
+    reads it exactly, up to its 4,300-digit limit for integers (`sys.int_info`). It is held to
+    orjson's rules otherwise: UTF-8 only, no NaN or Infinity, non-integer numbers must fit a
+    double, and no lone surrogates (orjson could not write such text back).
+    """
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_float=_finite_float,
+                         parse_constant=_reject_constant)
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
+        reason = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise DecodeError("invalid_json", f"value is not valid JSON: {orjson_error}; "
+                                          f"read with the json module: {reason}") from None
+    return obj
+
+
 def _load_object(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         raise DecodeError("invalid_json", "record has no value (null payload)")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError("invalid_json", f"value is not valid JSON: {exc}") from None
+        if "number" not in str(exc):
+            raise DecodeError("invalid_json", f"value is not valid JSON: {exc}") from None
+        obj = _load_big_numbers(raw, exc)
     if not isinstance(obj, dict):
         raise DecodeError("not_an_object", f"value is JSON {type(obj).__name__}, not an object")
     return obj
@@ -77,10 +121,91 @@ def parse_timestamp(value: Any) -> float:
     )
 
 
-def _timestamp(obj: dict[str, Any]) -> float:
+def _timestamp(obj: dict[str, Any], bounds: TimeBounds | None, record_ms: int,
+               now_s: float) -> float:
     if "timestamp" not in obj:
         raise DecodeError("missing_field", "required field 'timestamp' is missing")
-    return parse_timestamp(obj["timestamp"])
+    value = obj["timestamp"]
+    ts = parse_timestamp(value)
+    if bounds is not None:
+        bounds.check(value, ts, record_ms, now_s)
+    return ts
+
+
+def _iso(epoch_s: float) -> str:
+    try:
+        return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"{epoch_s:.0f}s"
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """Where an event time may lie, relative to the Kafka record timestamp.
+
+    One event far in the future would move its partition's clock (eviction, label delays,
+    TTLs) there for good; a date in year 1, or in 1970 because seconds were sent as
+    milliseconds, means nothing either. The reference is the record's Kafka timestamp, or the
+    wall clock when there is none (files); a reference later than the wall clock is taken as
+    the wall clock, so a producer's clock cannot move the bound. An event time is accepted
+    from `behind_s` before the reference (not checked without a Kafka timestamp: backlogs,
+    replays and history files legitimately carry old times) to `ahead_s` after it.
+
+    >>> bounds = TimeBounds(ahead_s=7 * 86400, behind_s=3650 * 86400)
+    >>> record_ms, now = 1_795_687_200_000, 1_795_687_260.0  # produced a minute ago
+    >>> bounds.check(1_795_687_200_250, 1_795_687_200.25, record_ms, now)  # fine: no error
+    >>> def why(value: Any, ts: float) -> str:
+    ...     try:
+    ...         bounds.check(value, ts, record_ms, now)
+    ...     except DecodeError as exc:
+    ...         return f"{exc.reason}: {exc}"
+    ...     return "accepted"
+    >>> print(why("9999-12-31T23:59:59Z", 253_402_300_799.0))  # doctest: +NORMALIZE_WHITESPACE
+    timestamp_out_of_range: timestamp 9999-12-31T23:59:59+00:00 is more than 7 days after the
+    record's Kafka timestamp 2026-11-26T10:00:00+00:00 (max_timestamp_ahead_s)
+    >>> seconds_sent_as_ms = 1_795_687_200
+    >>> print(why(seconds_sent_as_ms, 1_795_687.2))  # doctest: +NORMALIZE_WHITESPACE
+    timestamp_out_of_range: timestamp 1795687200 read as epoch milliseconds is
+    1970-01-21T18:48:07+00:00, but read as epoch seconds it is 2026-11-26T10:00:00+00:00: the
+    producer sends seconds where the contract wants epoch milliseconds (or RFC 3339 text)
+    >>> why("2020-01-01T00:00:00Z", 1_577_836_800.0)  # years before its record: history
+    'accepted'
+    >>> why("0001-01-01T00:00:00Z", -62_135_596_800.0)[:60]
+    'timestamp_out_of_range: timestamp 0001-01-01T00:00:00+00:00 '
+    """
+
+    ahead_s: float
+    behind_s: float
+
+    def check(self, value: Any, ts: float, record_ms: int, now_s: float) -> None:
+        """Raise `timestamp_out_of_range` unless `ts` (parsed from `value`) is in bounds;
+        `record_ms` <= 0 means the record has no Kafka timestamp."""
+        has_record_time = record_ms > 0
+        reference = min(record_ms / 1000.0, now_s) if has_record_time else now_s
+        latest = reference + self.ahead_s
+        earliest = reference - self.behind_s
+        if (type(value) is int and value < _SECONDS_AS_MS_BELOW
+                and earliest <= value <= latest):
+            raise DecodeError(
+                "timestamp_out_of_range",
+                f"timestamp {value} read as epoch milliseconds is {_iso(ts)}, but read as "
+                f"epoch seconds it is {_iso(value)}: the producer sends seconds where the "
+                "contract wants epoch milliseconds (or RFC 3339 text)")
+        against = "the record's Kafka timestamp" if has_record_time else "the wall clock"
+        if ts > latest:
+            raise DecodeError(
+                "timestamp_out_of_range",
+                f"timestamp {_iso(ts)} is more than {_span(self.ahead_s)} after {against} "
+                f"{_iso(reference)} (max_timestamp_ahead_s)")
+        if has_record_time and ts < earliest:
+            raise DecodeError(
+                "timestamp_out_of_range",
+                f"timestamp {_iso(ts)} is more than {_span(self.behind_s)} before {against} "
+                f"{_iso(reference)} (max_timestamp_behind_s)")
 
 
 def _label_value(value: Any, required: bool) -> bool | None:
@@ -99,18 +224,24 @@ def _amount(obj: dict[str, Any]) -> float:
     value = obj["amount"]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DecodeError("invalid_type", f"'amount' must be a number, got {type(value).__name__}")
-    amount = float(value)
+    try:
+        amount = float(value)
+    except OverflowError:  # an integer beyond a double's range
+        amount = math.inf
     if not math.isfinite(amount) or amount < 0:
         raise DecodeError("invalid_amount", f"'amount' must be finite and >= 0, got {value!r}")
     return amount
 
 
-def decode_transaction(raw: bytes | None) -> Transaction:
-    """Validate one `transactions` value; raise DecodeError with a reason code on any breach."""
+def decode_transaction(raw: bytes | None, bounds: TimeBounds | None = None, record_ms: int = 0,
+                       now_s: float = 0.0) -> Transaction:
+    """Validate one `transactions` value; raise DecodeError with a reason code on any breach.
+    With `bounds`, the event time is also checked against the record's Kafka timestamp
+    (`record_ms`, 0 when none) and the wall clock (`now_s`): see TimeBounds."""
     obj = _load_object(raw)
     tx_id, card, merchant = (_required_string(obj, name) for name in _TX_STRINGS)
     amount = _amount(obj)
-    ts = _timestamp(obj)
+    ts = _timestamp(obj, bounds, record_ms, now_s)
     label = _label_value(obj.get("is_fraud"), required=False)
     currency = obj.get("currency")
     if currency is not None and not isinstance(currency, str):
@@ -119,8 +250,9 @@ def decode_transaction(raw: bytes | None) -> Transaction:
     return Transaction(tx_id, card, merchant, amount, ts, label, currency, extras)
 
 
-def decode_label(raw: bytes | None) -> Label:
-    """Validate one `labels` value."""
+def decode_label(raw: bytes | None, bounds: TimeBounds | None = None, record_ms: int = 0,
+                 now_s: float = 0.0) -> Label:
+    """Validate one `labels` value (`bounds` as for decode_transaction)."""
     obj = _load_object(raw)
     tx_id = _required_string(obj, "transaction_id")
     card = _required_string(obj, "card_id")
@@ -128,7 +260,7 @@ def decode_label(raw: bytes | None) -> Label:
         raise DecodeError("missing_field", "required field 'is_fraud' is missing")
     label = _label_value(obj["is_fraud"], required=True)
     assert label is not None
-    return Label(tx_id, card, label, _timestamp(obj))
+    return Label(tx_id, card, label, _timestamp(obj, bounds, record_ms, now_s))
 
 
 _second_cache: list[Any] = [None, ""]

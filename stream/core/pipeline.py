@@ -146,6 +146,19 @@ class Pipeline:
         load_snapshot(state, snapshot, self.model_version, self.pending)
         self._advance_clock(state)
 
+    def limit_clock(self, partition: int, latest: float) -> bool:
+        """Bring a restored partition's clock back to `latest` (the caller's wall clock plus
+        the allowed skew: the core reads no clock). State written before event times were
+        bounded can hold a clock in year 9999, which would keep eviction and TTLs there.
+        True when the clock was moved."""
+        state = self._partitions.get(partition)
+        if state is None or state.clock <= latest:
+            return False
+        state.clock = latest
+        self.clock = min(self.clock, latest)
+        self.dirty.add(partition)
+        return True
+
     def _advance_clock(self, state: PartitionState) -> None:
         if state.clock > self.clock:
             self.clock = state.clock

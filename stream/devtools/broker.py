@@ -107,7 +107,8 @@ def ensure_kafka_libs(cache_dir: Path | None = None) -> Path:
     if not pom.is_file():
         raise BrokerError(f"{pom} not found: the local broker needs the repository checkout")
     _require_java()
-    root = (cache_dir or default_cache_dir()) / f"kafka-{KAFKA_VERSION}"
+    # Absolute, like the data directory: the classpath is used from inside that directory.
+    root = (cache_dir or default_cache_dir()).expanduser().absolute() / f"kafka-{KAFKA_VERSION}"
     libs = root / "libs"
     marker = root / _MARKER
     digest = hashlib.sha256(pom.read_bytes()).hexdigest()
@@ -239,7 +240,10 @@ class LocalBroker:
         self.port = port
         self.controller_port = controller_port if controller_port is not None else port + 1
         self.cache_dir = cache_dir
-        self.data_dir = Path(data_dir) if data_dir else default_cache_dir() / f"broker-{port}"
+        # Absolute: the JVM runs with the data directory as its working directory, so a
+        # relative path handed to it would be resolved a second time, from inside itself.
+        chosen = Path(data_dir).expanduser() if data_dir else default_cache_dir() / f"broker-{port}"
+        self.data_dir = chosen.absolute()
         self.heap = heap
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offsets = (0, 0)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from stream.errors import ConfigError
 from stream.kafka.classify import ClientError
+from stream.kafka.logs import limit_client_logs
 from stream.kafka.records import Headers, Polled, Source
 
 if TYPE_CHECKING:
@@ -183,7 +184,9 @@ class Clients(Protocol):
 
 
 def connect(settings: Settings) -> Clients:
-    """The adapter the `kafka_client` setting names (imported only when chosen)."""
+    """The adapter the `kafka_client` setting names (imported only when chosen); the
+    clients' own log lines are rate-limited from here on (logs.py)."""
+    limit_client_logs()
     if settings.kafka_client == "librdkafka":
         from stream.kafka.rdkafka import RdkafkaClients
 

@@ -2,8 +2,11 @@
 
 Liveness means the loop is turning: it beats on every poll, and a loop that has not beaten
 for `stuck_after_s` (a hung broker call, a deadlock) is reported dead so Kubernetes
-restarts it. Readiness means partitions are assigned and their state restored, so traffic
-and scale-out decisions only count instances that are actually scoring.
+restarts it. Readiness means partitions are assigned, their state restored and the broker
+reachable, so traffic and scale-out decisions only count instances that are actually
+scoring. A broker outage makes an instance unready but not dead: the clients reconnect by
+themselves and a restart would not bring the broker back (the loop gives up after
+`max_outage_s`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ class Health:
     (True, 'loop beat 0.0s ago')
     >>> health.ready()
     (False, 'no partitions assigned')
+    >>> health.set_partitions(2); health.ready()
+    (True, '2 partition(s) assigned')
+    >>> health.set_broker_reachable(False); health.ready()
+    (False, 'Kafka unreachable for 0.0s')
     """
 
     def __init__(self, stuck_after_s: float = 60.0, clock: Any = time.monotonic) -> None:
@@ -34,6 +41,7 @@ class Health:
         self._partitions = 0
         self._restoring = False
         self._stopped = False
+        self._broker_down_since: float | None = None
 
     def beat(self) -> None:
         with self._lock:
@@ -43,6 +51,15 @@ class Health:
         with self._lock:
             self._partitions = count
             self._restoring = restoring
+
+    def set_broker_reachable(self, reachable: bool) -> None:
+        """From the broker probe: not ready from the first failed connect to the next
+        successful one."""
+        with self._lock:
+            if reachable:
+                self._broker_down_since = None
+            elif self._broker_down_since is None:
+                self._broker_down_since = self._clock()
 
     def set_stopped(self) -> None:
         with self._lock:
@@ -63,8 +80,11 @@ class Health:
         alive, why = self.alive()
         with self._lock:
             partitions, restoring = self._partitions, self._restoring
+            down_since = self._broker_down_since
         if not alive:
             return False, why
+        if down_since is not None:
+            return False, f"Kafka unreachable for {self._clock() - down_since:.1f}s"
         if partitions == 0:
             return False, "no partitions assigned"
         if restoring:

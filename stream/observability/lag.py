@@ -9,6 +9,7 @@ import time
 from stream.core.pipeline import Pipeline
 from stream.kafka.clients import GroupConsumer
 from stream.kafka.records import Source
+from stream.observability.health import Health
 from stream.observability.metrics import Metrics
 
 
@@ -35,16 +36,19 @@ def forget_partition(metrics: Metrics, source: Source) -> None:
 
 
 class BrokerProbe:
-    """Sets `fraudstream_broker_up` from a TCP connect to the bootstrap servers every few
-    seconds, in a daemon thread.
+    """Sets `fraudstream_broker_up` (and readiness, given a Health) from a TCP connect to the
+    bootstrap servers every few seconds, in a daemon thread.
 
     The Kafka client retries a broker outage inside its calls (a commit just takes longer), so
-    the loop itself may never see an error; operators still need to see the outage.
+    the loop itself may never see an error; operators still need to see the outage, and an
+    orchestrator must not count the instance as serving meanwhile.
     """
 
-    def __init__(self, metrics: Metrics, bootstrap_servers: str, every_s: float = 2.0) -> None:
+    def __init__(self, metrics: Metrics, bootstrap_servers: str, every_s: float = 2.0,
+                 health: Health | None = None) -> None:
         self.metrics = metrics
         self.every_s = every_s
+        self.health = health
         self._targets = [_host_port(s) for s in bootstrap_servers.split(",") if s.strip()]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="broker-probe", daemon=True)
@@ -75,6 +79,8 @@ class BrokerProbe:
         while not self._stop.is_set():
             up = self.reachable()
             self.metrics.broker_up.set(1 if up else 0)
+            if self.health is not None:
+                self.health.set_broker_reachable(up)
             if up:
                 self._down_since = None
             elif self._down_since is None:

@@ -12,12 +12,17 @@ from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from stream.contracts.codec import REASONS
+
 PREFIX = "fraudstream"
 # Per-event work is tens of microseconds; end-to-end includes broker round trips.
 PROCESSING_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 # Labels arrive from minutes (analyst review) to months (chargebacks) after the decision.
+# The (source, outcome) pairs of fraudstream_labels_total: in-event labels are counted as
+# received; labels from the labels topic are learned or held (see Pipeline.learn_label).
+LABEL_OUTCOMES = (("event", "received"), ("topic", "learned"), ("topic", "held"))
 LABEL_DELAY_BUCKETS = (60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400,
                        30 * 86400, 60 * 86400, 120 * 86400)
 
@@ -205,6 +210,12 @@ class Metrics:
             "confluent_kafka": _version("confluent-kafka"),
             "librdkafka": _librdkafka_version(),
         })
+        # Every label value a dashboard or an alert queries exists at zero from the start:
+        # `increase(x[5m]) > 0` misses a first increment whose series did not exist before it.
+        for reason in REASONS:
+            self.dead_letters.labels(reason)
+        for source, outcome in LABEL_OUTCOMES:
+            self.labels.labels(source, outcome)
         for outcome in ("scored", "dead_lettered"):
             self.events.labels(outcome)
         for decision in ("approve", "review", "decline"):

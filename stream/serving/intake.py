@@ -11,9 +11,12 @@ This is Kafka Streams' record buffer with `max.task.idle.ms`: a source is held b
 another source is empty, not known to be at its end, and has been waited for less than
 `max_wait_s`. Event time is the record's own `timestamp` field (the one the features use), not
 the Kafka record timestamp, which producers stamp with the wall clock. Records that cannot be
-decoded have no event time and leave first, to the dead-letter topic. Equal times leave in a
-fixed order (transactions before labels, then by partition), so a backlog gives the same order
-however it was polled: `stream run` and an in-process replay of the same data agree exactly.
+decoded have no event time and leave first, to the dead-letter topic; so do records whose
+event time is out of bounds (`TimeBounds`: too far after their Kafka record timestamp or the
+wall clock, too far before the record timestamp, or epoch seconds sent as milliseconds).
+Equal times leave in a fixed order (transactions before labels, then by partition), so a
+backlog gives the same order however it was polled: `stream run` and an in-process replay of
+the same data agree exactly.
 
 A source that runs far ahead (more than `pause_above` records held) is paused at the client,
 which drops its prefetched records and fetches them again from the next undelivered offset on
@@ -28,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from stream.contracts.codec import DecodeError, decode_label, decode_transaction
+from stream.contracts.codec import DecodeError, TimeBounds, decode_label, decode_transaction
 from stream.contracts.messages import Label, Transaction
 from stream.core.ordering import TimeAligner
 from stream.kafka.clients import GroupConsumer
@@ -71,11 +74,16 @@ class Intake:
     def __init__(
         self, consumer: GroupConsumer, input_topic: str, labels_topic: str, max_wait_s: float,
         pause_above: int = 20_000, clock: Callable[[], float] = time.monotonic,
+        bounds: TimeBounds | None = None, wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.consumer = consumer
         self.input_topic = input_topic
         self.labels_topic = labels_topic
         self.pause_above = pause_above
+        # Event times outside these bounds are dead letters (`timestamp_out_of_range`), so no
+        # partition clock ever moves past the wall clock plus `bounds.ahead_s`.
+        self.bounds = bounds
+        self._wall_clock = wall_clock
         self._aligner: TimeAligner[Arrival] = TimeAligner(
             _time, max_wait_s=max_wait_s, max_buffered=2**62, clock=clock, rank=self._rank)
         self._at_end: set[Source] = set()
@@ -118,9 +126,10 @@ class Intake:
         poll found at their end."""
         by_source: dict[Source, list[Arrival]] = {}
         at_end = self._at_end
+        now = self._wall_clock() if self.bounds is not None and polled.records else 0.0
         for record in polled.records:
             source = record.source
-            arrival = self._decode(record, source[0])
+            arrival = self._decode(record, source[0], now)
             bucket = by_source.get(source)
             if bucket is None:
                 by_source[source] = [arrival]
@@ -148,14 +157,14 @@ class Intake:
         self.consumer.resume(sources)
         self._paused.difference_update(sources)
 
-    def _decode(self, record: Record, topic: str) -> Arrival:
+    def _decode(self, record: Record, topic: str, now: float) -> Arrival:
         started = time.perf_counter()
         item: Transaction | Label | DecodeError
         try:
             if topic == self.input_topic:
-                item = decode_transaction(record.value)
+                item = decode_transaction(record.value, self.bounds, record.timestamp_ms, now)
             else:
-                item = decode_label(record.value)
+                item = decode_label(record.value, self.bounds, record.timestamp_ms, now)
             at = item.timestamp
         except DecodeError as exc:
             item, at = exc, -math.inf

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from stream.assembly import time_bounds
 from stream.config import Settings
 from stream.core.pipeline import Pipeline
 from stream.errors import InfrastructureError
@@ -53,7 +54,8 @@ class ScorerLoop:
         self.quality = QualityGauges(metrics)
         self.intake = Intake(consumer, settings.input_topic, settings.labels_topic,
                              settings.max_task_idle_ms / 1000.0,
-                             settings.buffered_records_per_partition)
+                             settings.buffered_records_per_partition,
+                             bounds=time_bounds(settings))
         self._stop = threading.Event()
         self.handle = RecordHandler(settings, pipeline, metrics, delivery, self.ledger,
                                     same_partitions(topic_partitions or {}, settings))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 
 from stream.config import Settings
 from stream.core.pipeline import Pipeline
@@ -113,8 +114,19 @@ class Recovery:
             self.consumer.seek(source, BEGINNING if offset is None else offset)
 
     def restore(self, partition: int) -> None:
-        """Rebuild one partition's state from its changelog partition; state written by another
-        application is refused (ForeignStateError) unless `adopt_state_from` takes it over."""
+        """Rebuild one partition's state from its changelog partition (or start it afresh),
+        its clock no later than the wall clock plus `max_timestamp_ahead_s`; state written by
+        another application is refused (ForeignStateError) unless `adopt_state_from` takes
+        it over."""
+        self._restore(partition)
+        latest = time.time() + self.settings.max_timestamp_ahead_s
+        clock = self.pipeline.partitions[partition].clock
+        if self.pipeline.limit_clock(partition, latest):
+            log.warning("partition %d: restored event-time clock %s is beyond the wall clock "
+                        "plus max_timestamp_ahead_s; moved back to %s", partition,
+                        _iso(clock), _iso(latest))
+
+    def _restore(self, partition: int) -> None:
         s = self.settings
         if not s.changelog:
             self.pipeline.revoke(partition)
@@ -162,6 +174,13 @@ class Recovery:
             log.warning("%s[%d]: application %r takes over the state of application %r "
                         "(adopt_state_from); recorded with the next checkpoint",
                         s.changelog_topic, partition, s.application_id, ownership.adopting)
+
+
+def _iso(epoch_s: float) -> str:
+    try:
+        return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"{epoch_s:.0f}s"
 
 
 RecoverableError = (InfrastructureError, GroupMovedError)

@@ -178,7 +178,7 @@ def run_scorer(settings: Settings, registry: CollectorRegistry | None = None) ->
         if server is not None:
             server.shutdown()
         raise
-    probe = BrokerProbe(scorer.metrics, settings.bootstrap_servers).start()
+    probe = BrokerProbe(scorer.metrics, settings.bootstrap_servers, health=health).start()
     scorer.loop.probe = probe
     try:
         with stop_on_signals(scorer.loop):

@@ -151,8 +151,8 @@ def test_delayed_labels_on_the_labels_topic_are_learned(
     labels = [(e["card_id"].encode(), orjson.dumps({
         "transaction_id": e["transaction_id"], "card_id": e["card_id"],
         "is_fraud": e["label"], "timestamp": e["timestamp"]})) for e in events[:250]]
-    labels.append((b"c", b'{"transaction_id":"unknown","card_id":"c","is_fraud":true,'
-                         b'"timestamp":1}'))
+    labels.append((b"c", orjson.dumps({"transaction_id": "unknown", "card_id": "c",
+                                       "is_fraud": True, "timestamp": events[0]["timestamp"]})))
     labels.append((b"c", b"not a label"))
     _produce(kafka_bootstrap, topics["labels_topic"], labels)
     # Same group: resumes after the 300 transactions and now only sees labels.

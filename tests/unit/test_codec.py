@@ -14,6 +14,7 @@ import pytest
 
 from stream.contracts.codec import (
     DecodeError,
+    TimeBounds,
     decode_label,
     decode_transaction,
     encode_dead_letter,
@@ -31,6 +32,9 @@ GOOD = {
     "amount": 12.5,
     "timestamp": "2026-11-26T10:00:00.250Z",
 }
+
+
+GOOD_BYTES = orjson.dumps(GOOD)
 
 
 def _with(**changes: object) -> bytes:
@@ -160,3 +164,113 @@ def test_cached_format_time_matches_datetime_everywhere() -> None:
     for t in samples:
         expected = datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")
         assert format_time(t) == expected.replace("+00:00", "Z"), t
+
+
+# orjson reads numbers as 64-bit integers or doubles: a valid integer beyond a double's range
+# used to make the whole record `invalid_json`, although the schema allows any extra field.
+HUGE = int("9" * 400)
+
+
+def test_a_huge_integer_in_an_extra_field_is_accepted_exactly() -> None:
+    raw = GOOD_BYTES[:-1] + b',"loyalty_points":' + str(HUGE).encode() + b"}"
+    tx = decode_transaction(raw)
+    assert tx.extras == {"loyalty_points": HUGE} and tx.amount == 12.5
+    schema = json.loads((TOPICS / "transactions.schema.json").read_text())
+    assert jsonschema.Draft202012Validator(schema).is_valid(json.loads(raw))
+
+
+def test_a_huge_integer_in_a_label_extra_is_accepted() -> None:
+    raw = (b'{"transaction_id":"t","card_id":"c","is_fraud":0,"timestamp":5,"case":'
+           + str(HUGE).encode() + b"}")
+    assert decode_label(raw).is_fraud is False
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    # Known fields keep their own reasons when the number is huge.
+    (json.dumps({**GOOD, 'amount': HUGE}).encode(), "invalid_amount"),
+    (json.dumps({**GOOD, 'timestamp': HUGE}).encode(), "invalid_timestamp"),
+    (json.dumps({**GOOD, 'is_fraud': HUGE}).encode(), "invalid_label"),
+    # A number that is not an integer still has to fit a double.
+    (GOOD_BYTES[:-1] + b',"x":1e999}', "invalid_json"),
+    # The fallback parser is no more lenient than orjson about anything else.
+    (GOOD_BYTES[:-1] + b',"x":' + str(HUGE).encode() + b',"y":"\\ud800"}', "invalid_json"),
+    (GOOD_BYTES[:-1] + b',"x":' + str(HUGE).encode() + b',"y":NaN}', "invalid_json"),
+    (GOOD_BYTES[:-1] + b',"x":' + str(HUGE).encode() + b',"y":' + b"[" * 5000 + b"}",
+     "invalid_json"),
+    # The documented limit: integers of more than 4300 digits (Python's int-from-text limit).
+    (GOOD_BYTES[:-1] + b',"x":' + b"9" * 4301 + b"}", "invalid_json"),
+])
+def test_huge_numbers_keep_the_contract(raw: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_transaction(raw)
+    assert info.value.reason == reason, info.value
+
+
+# -- event time is bounded (issue 13, item 4) -------------------------------------------------
+BOUNDS = TimeBounds(ahead_s=7 * 86400.0, behind_s=3650 * 86400.0)
+NOW = 1_795_687_260.0  # 2026-11-26T10:01:00Z
+RECORD_MS = 1_795_687_200_000  # produced a minute before it is consumed
+
+
+def _bounded(timestamp: object, record_ms: int = RECORD_MS, now: float = NOW) -> str:
+    """The reason the event is refused, or "ok"."""
+    try:
+        decode_transaction(_with(timestamp=timestamp), BOUNDS, record_ms, now)
+        label = json.dumps({"transaction_id": "t", "card_id": "c", "is_fraud": True,
+                            "timestamp": timestamp}).encode()
+        decode_label(label, BOUNDS, record_ms, now)
+    except DecodeError as exc:
+        return exc.reason
+    return "ok"
+
+
+@pytest.mark.parametrize(("timestamp", "reason"), [
+    ("9999-12-31T23:59:59Z", "timestamp_out_of_range"),
+    (253_402_300_799_999, "timestamp_out_of_range"),  # the same, in epoch milliseconds
+    ("2026-12-04T10:00:00Z", "timestamp_out_of_range"),  # 8 days ahead
+    ("0001-01-01T00:00:00Z", "timestamp_out_of_range"),
+    ("1970-01-01T00:00:00Z", "timestamp_out_of_range"),
+    (0, "timestamp_out_of_range"),
+    (1_795_687_200, "timestamp_out_of_range"),  # epoch seconds sent as milliseconds
+    ("2026-12-02T10:00:00Z", "ok"),  # 6 days ahead: clocks and time zones disagree
+    ("2026-11-26T09:59:59.999Z", "ok"),
+    (1_795_687_200_250, "ok"),
+    ("2019-01-01T00:00:00Z", "ok"),  # old, but a record can carry history
+])
+def test_event_time_is_bounded_by_the_record_timestamp(timestamp: object, reason: str) -> None:
+    assert _bounded(timestamp) == reason
+
+
+def test_a_backlog_keeps_its_old_event_times() -> None:
+    """Records produced two years ago and consumed today: the past bound follows the record
+    timestamp, not the wall clock, and so does the future bound."""
+    two_years_ago_ms = RECORD_MS - 2 * 365 * 86_400_000
+    assert _bounded(two_years_ago_ms + 5, record_ms=two_years_ago_ms) == "ok"
+    assert _bounded(two_years_ago_ms + 30 * 86_400_000,
+                    record_ms=two_years_ago_ms) == "timestamp_out_of_range"
+
+
+def test_without_a_record_timestamp_only_the_wall_clock_bounds_the_future() -> None:
+    """Files have no record timestamp: history of any age is fine, the future is not."""
+    assert _bounded("1999-01-01T00:00:00Z", record_ms=0) == "ok"
+    assert _bounded(1000, record_ms=0) == "ok"  # small test times: 1970, and not seconds
+    assert _bounded("9999-12-31T23:59:59Z", record_ms=0) == "timestamp_out_of_range"
+    assert _bounded(1_795_687_200, record_ms=0) == "timestamp_out_of_range"
+
+
+def test_a_record_timestamp_in_the_future_does_not_move_the_bound() -> None:
+    year_2100_ms = 4_102_444_800_000
+    assert _bounded("2099-12-31T00:00:00Z", record_ms=year_2100_ms) == "timestamp_out_of_range"
+    assert _bounded(1_795_687_200_250, record_ms=year_2100_ms) == "ok"
+
+
+def test_out_of_range_messages_say_what_is_wrong() -> None:
+    with pytest.raises(DecodeError, match="sends seconds where the contract wants epoch milli"):
+        decode_transaction(_with(timestamp=1_795_687_200), BOUNDS, RECORD_MS, NOW)
+    with pytest.raises(DecodeError, match=r"9999-12-31T23:59:59\+00:00 is more than 7 days after "
+                                          r"the record's Kafka timestamp"):
+        decode_transaction(_with(timestamp="9999-12-31T23:59:59Z"), BOUNDS, RECORD_MS, NOW)
+
+
+def test_without_bounds_decoding_is_unchanged() -> None:
+    assert decode_transaction(_with(timestamp="9999-12-31T23:59:59Z")).timestamp > 2e11

@@ -180,3 +180,53 @@ def test_query_strings_are_ignored(server: HealthServer) -> None:
 def test_unknown_paths_are_404(server: HealthServer, path: str) -> None:
     status, body, _ = get(server.port, path)
     assert status == 404 and "not found" in body
+
+
+def test_an_unreachable_broker_is_alive_but_not_ready(
+    server: HealthServer, health: Health, clock: FakeClock
+) -> None:
+    """A broker outage: the loop keeps beating (the clients retry inside it), and a restart
+    would not help, so /healthz stays 200; but the instance is not scoring, so /readyz is
+    503 until the broker answers again."""
+    health.beat()
+    health.set_partitions(4)
+    health.set_broker_reachable(False)
+    clock.now += 3.0
+    health.beat()
+    health.set_broker_reachable(False)  # still down: the outage keeps its start
+    assert get(server.port, "/healthz")[0] == 200
+    status, body, _ = get(server.port, "/readyz")
+    assert status == 503 and "Kafka unreachable for 3.0s" in body
+    health.set_broker_reachable(True)
+    assert get(server.port, "/readyz")[0] == 200
+
+
+def test_the_broker_probe_drives_readiness() -> None:
+    """The probe's TCP connect, against a port that refuses and then accepts."""
+    import socket
+    import time
+
+    from stream.devtools.broker import find_free_port
+    from stream.observability.lag import BrokerProbe
+
+    port = find_free_port()
+    health = Health(stuck_after_s=60.0)
+    health.beat()
+    health.set_partitions(1)
+    registry = CollectorRegistry()
+    probe = BrokerProbe(Metrics(registry), f"127.0.0.1:{port}", every_s=0.05,
+                        health=health).start()
+    try:
+        deadline = time.monotonic() + 5
+        while health.ready()[0] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert health.ready()[0] is False and "Kafka unreachable" in health.ready()[1]
+        assert registry.get_sample_value("fraudstream_broker_up") == 0
+        with socket.create_server(("127.0.0.1", port)) as listener:
+            listener.listen()
+            deadline = time.monotonic() + 5
+            while not health.ready()[0] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert health.ready() == (True, "1 partition(s) assigned")
+    finally:
+        probe.stop()

@@ -138,3 +138,45 @@ def test_a_rewind_clears_everything_and_lifts_pauses() -> None:
     assert consumer.paused == {("tx", 0)}
     intake.clear()
     assert len(intake) == 0 and consumer.paused == set()
+
+
+def test_event_times_out_of_bounds_are_dead_letters_and_move_no_clock() -> None:
+    """A year-9999 event used to move its partition's clock there for good (eviction then
+    wiped the card state) and was approved; seconds sent as milliseconds landed in 1970."""
+    from stream.contracts.codec import TimeBounds
+    from stream.core.pipeline import Pipeline, PipelineConfig
+
+    now, record_ms, week = 1_795_687_260.0, 1_795_687_200_000, 7 * 86400.0
+    intake = Intake(MemoryConsumer(), "tx", "labels", max_wait_s=0.0, clock=lambda: 0.0,
+                    bounds=TimeBounds(week, 3650 * 86400.0), wall_clock=lambda: now)
+    intake.track([("tx", 0)])
+
+    def at(i: int, timestamp: object) -> Record:
+        body = {"transaction_id": f"t{i}", "card_id": f"c{i % 3}", "merchant_id": "m",
+                "amount": 10.0, "timestamp": timestamp}
+        return Record("tx", 0, i, b"c", orjson.dumps(body), record_ms)
+
+    records = [at(i, record_ms + i * 1000) for i in range(6)]
+    records[2] = at(2, "9999-12-31T23:59:59Z")
+    records[3] = at(3, 1_795_687_200)  # epoch seconds
+    records[4] = at(4, "0001-01-01T00:00:00Z")
+    intake.take(Polled(records, at_end=[("tx", 0)]))
+    out = intake.release()
+    refused = {a.record.offset: a.item.reason for a in out if isinstance(a.item, DecodeError)}
+    assert refused == {2: "timestamp_out_of_range", 3: "timestamp_out_of_range",
+                       4: "timestamp_out_of_range"}
+    assert all(a.time == -math.inf for a in out if a.record.offset in refused)
+
+    pipeline = Pipeline(PipelineConfig(evict_every=1))
+    for arrival in out:
+        if not isinstance(arrival.item, DecodeError):
+            pipeline.score(arrival.item, 0)
+    assert pipeline.clock <= now + week and pipeline.partitions[0].clock <= now + week
+    assert pipeline.partitions[0].features.n_cards == 3  # nothing evicted
+
+
+def test_without_bounds_the_intake_checks_no_event_time() -> None:
+    intake = make()
+    intake.take(batch(tx(0, 253_402_300_799_999, 0), eof("tx", 0), eof("tx", 1),
+                      eof("labels", 0), eof("labels", 1)))
+    assert [a.time for a in intake.release()] == [253_402_300_799.999]

@@ -96,3 +96,25 @@ def test_user_errors_are_config_errors(tmp_path: Path) -> None:
     bad.write_text("x")
     with pytest.raises(ConfigError, match="cannot tell the format"):
         list(file_items(bad))
+
+
+def test_training_files_are_held_to_the_live_event_time_bounds(tmp_path: Path) -> None:
+    """A year-9999 event in a history file would move the trained snapshot's clock there,
+    and every scorer started from it (`--init-from`) with it; files have no Kafka record
+    timestamp, so old history stays fine while the future and epoch seconds do not."""
+    from stream.assembly import time_bounds
+    from stream.config import load_settings
+
+    events = list(generate(TrafficConfig(200, fraud_rate=0.05, seed=4)))
+    events[50] = {**events[50], "timestamp": "9999-12-31T23:59:59Z"}
+    events[60] = {**events[60], "timestamp": 1_795_687_200}  # seconds, sent as milliseconds
+    events[70] = {**events[70], "timestamp": "2001-01-01T00:00:00Z"}  # old history: fine
+    path = tmp_path / "history.jsonl"
+    write_jsonl(events, path)
+    bounds = time_bounds(load_settings(environ={}))
+    items = list(file_items(path, None, bounds))
+    invalid = [item for _, item, _ in items if isinstance(item, Invalid)]
+    assert [i.reason for i in invalid] == ["timestamp_out_of_range"] * 2
+    result = train(iter(items), PipelineConfig(), "m", None, False)
+    assert result.stats.invalid["timestamp_out_of_range"] == 2
+    assert result.snapshot.clock < 2e9

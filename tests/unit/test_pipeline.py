@@ -333,3 +333,22 @@ def test_a_restarted_scorer_that_had_learned_enough_is_ready_at_once(via: str) -
     assert resumed.score(_tx(9100, card="c1", ts=1e6 + 400.0), 0).model_state == "warming"
     assert resumed.partitions[0].learned == 500
     assert resumed.score(_tx(9101, card="c1", ts=1e6 + 401.0), 0).model_state == "ready"
+
+def test_a_restored_clock_beyond_the_bound_is_moved_back() -> None:
+    """State written before event times were bounded can carry a year-9999 clock: a restore
+    brings it back to the wall clock plus the allowed skew (the caller's), so eviction and
+    TTLs run on real time again."""
+    config = PipelineConfig(track_changes=True)
+    poisoned = Pipeline(config)
+    poisoned.score(Transaction("t1", "c1", "m1", 10.0, 1.7e9), 0)
+    # What an unbounded intake let through:
+    poisoned.score(Transaction("t2", "c1", "m1", 10.0, 253_402_300_799.0), 0)
+    snapshot = decode_snapshot(encode_snapshot(poisoned.export_partition(0)))
+    restored = Pipeline(config)
+    restored.restore_partition(snapshot)
+    assert restored.clock == restored.partitions[0].clock == 253_402_300_799.0
+    latest = 1.7e9 + 7 * 86400.0
+    assert restored.limit_clock(0, latest) is True
+    assert restored.clock == restored.partitions[0].clock == latest
+    assert restored.limit_clock(0, latest) is False
+    assert restored.limit_clock(5, latest) is False  # not owned: nothing to do

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
+from stream.contracts.messages import Transaction
 from stream.contracts.topics import (
     ROLES,
     TOPICS_DIR,
@@ -18,6 +20,10 @@ from stream.contracts.topics import (
     rename_specs,
     schema_validator,
 )
+from stream.core.pipeline import Pipeline, PipelineConfig
+from stream.state.changelog import CARD, MERCHANT, MODEL_KEY, PENDING, encode_changes
+from stream.state.snapshot import MAGIC as SNAPSHOT_MAGIC
+from stream.state.snapshot import read_header
 
 
 def example(role: str) -> dict[str, Any]:
@@ -145,8 +151,6 @@ BAD = [
     ("transactions.dlq", {"payload_b64": "AAAA"}),  # both payload and payload_b64
     ("transactions.dlq", {"source": {"topic": "transactions", "partition": 0}}),
     ("transactions.dlq", {"source": {"topic": "t", "partition": -1, "offset": 3}}),
-    ("transactions.changelog", {"partition": _DROP}),
-    ("transactions.changelog", {"written_at": "2025-01-15"}),
 ]
 
 
@@ -161,7 +165,80 @@ def test_schema_rejects_bad_values(role: str, changes: dict[str, Any]) -> None:
     assert not schema_validator(role).is_valid(_with(role, **changes))
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", [r for r in ROLES if r != "transactions.changelog"])
 def test_schema_rejects_non_objects(role: str) -> None:
     for value in ([], "x", 1, None):
         assert not schema_validator(role).is_valid(value)
+
+
+# -- the changelog: values are rows whose kind the record key gives (stream/state/changelog.py)
+
+def _changelog_validator(kind: str) -> Draft202012Validator:
+    """The schema's definition of one kind of value (`card`, `merchant`, `pending`,
+    `snapshot_header`), as a validator."""
+    schema = load_schema("transactions.changelog")
+    return Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{kind}"})
+
+
+def _changelog_records() -> list[tuple[bytes, bytes | None]]:
+    """What checkpoints write for a partition that scored, deferred labels and evicted: the
+    real encoder's output, every key kind and tombstones included."""
+    config = PipelineConfig(label_delay_s=600.0, track_changes=True, card_ttl_s=2000.0,
+                            evict_every=25)
+    pipeline = Pipeline(config)
+    records: list[tuple[bytes, bytes | None]] = []
+    for i in range(200):
+        card = f"c{i % 17}" if i < 100 else f"d{i % 5}"
+        pipeline.score(Transaction(f"t{i}", card, f"m{i % 7}", 3.0 + i % 40, 1.767e9 + i * 53.0,
+                                   i % 11 == 0), 0)
+        if i % 40 == 39:
+            records += encode_changes(pipeline.drain_changes(0))
+    return records
+
+
+def test_the_changelog_schema_describes_every_record_the_code_writes() -> None:
+    kinds = {CARD: "card", MERCHANT: "merchant", PENDING: "pending"}
+    whole = schema_validator("transactions.changelog")
+    seen: set[str] = set()
+    for key, value in _changelog_records():
+        if key == MODEL_KEY:
+            assert value is not None and value.startswith(SNAPSHOT_MAGIC)
+            errors = list(_changelog_validator("snapshot_header").iter_errors(read_header(value)))
+            seen.add("model")
+        elif value is None:
+            assert key[:2] in kinds  # tombstones delete rows, never the model
+            seen.add("tombstone")
+            continue
+        else:
+            kind = kinds[key[:2]]
+            document = json.loads(value)
+            errors = list(_changelog_validator(kind).iter_errors(document))
+            errors += list(whole.iter_errors(document))
+            seen.add(kind)
+        assert not errors, (key, [e.message for e in errors])
+    assert seen == {"model", "tombstone", "card", "merchant", "pending"}
+
+
+@pytest.mark.parametrize(("kind", "value"), [
+    ("card", [1.767e9, 1.0, 5.0, 0.0, 4096.0, 0.0, 0.0, 1.0, 5.0]),
+    ("merchant", [1.767e9, 1.767e9, 0.5, 0.9, 1.767e9, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]),
+    ("pending", ["m1", 1.767e9, 0.12, [0.1, 2.0]]),
+])
+def test_the_changelog_schema_accepts_each_kind(kind: str, value: Any) -> None:
+    assert _changelog_validator(kind).is_valid(value)
+    assert schema_validator("transactions.changelog").is_valid(value)
+
+
+@pytest.mark.parametrize("value", [
+    {"kind": "card", "partition": 2, "written_at": "2025-01-15T12:35:00.000Z"},  # no envelope
+    [],
+    [1.0, 2.0],  # too short for a card, not a merchant
+    [1.767e9, 1.0, "5", 0.0, 1.0, 5.0],
+    [1.767e9, 1.767e9, 0.5, 0.0, 1.0, 9.0, 9.0, 9.0, "x"],
+    ["m1", 1.767e9, 1.5, [0.1]],  # score outside [0, 1]
+    ["", 1.767e9, 0.5, [0.1]],
+    ["m1", 1.767e9, 0.5, [0.1], "extra"],
+    "x", 1, None,
+])
+def test_the_changelog_schema_rejects_other_values(value: Any) -> None:
+    assert not schema_validator("transactions.changelog").is_valid(value)
