@@ -27,6 +27,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from stream.config import Settings
 from stream.kafka.classify import ClientError, Kind
 from stream.kafka.records import Source
+from stream.kafka.redact import reveal
 
 log = logging.getLogger("stream.kafka")
 _client_log = logging.getLogger("rdkafka")
@@ -105,7 +106,7 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     }
     config.update({k: v for k, v in optional.items() if v is not None})
     if settings.sasl_plain_password is not None:
-        config["sasl.password"] = settings.sasl_plain_password.get_secret_value()
+        config["sasl.password"] = reveal(settings.sasl_plain_password)
     return config
 
 
