@@ -105,7 +105,10 @@ class Settings(BaseSettings):
     max_task_idle_ms: float = Field(2000.0, ge=0)
     buffered_records_per_partition: int = Field(20_000, gt=0)
     metrics_port: int | None = Field(None, ge=0, le=65535)
-    metrics_host: str = "0.0.0.0"
+    # Loopback unless told otherwise: /metrics tells anyone who can reach it the topics, the
+    # traffic and the model's quality. Containers set 0.0.0.0 (deploy/Dockerfile, the k8s
+    # ConfigMap), where the network namespace and the Service decide who reaches it.
+    metrics_host: str = "127.0.0.1"
     idle_exit_s: float | None = Field(None, gt=0)
     stuck_after_s: float = Field(60.0, gt=0)
 
