@@ -15,7 +15,7 @@ import typer
 
 from stream.cli.argv import normalise_argv, shape_of
 from stream.cli.batch import register as register_offline
-from stream.cli.options import global_options, note_global_options, settings_from
+from stream.cli.options import global_options, note_global_options, quiet_clients, settings_from
 from stream.devtools.broker import LocalBroker
 from stream.errors import ConfigError, FraudStreamError
 from stream.kafka.clients import connect
@@ -273,3 +273,5 @@ def main(argv: list[str] | None = None) -> None:
     except FraudStreamError as exc:  # every deliberate error; anything else is a bug
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    finally:
+        quiet_clients(False)  # leave the process's logging as found (tests call main)
