@@ -159,6 +159,21 @@ class Settings(BaseSettings):
             raise ValueError("review_threshold must not exceed decline_threshold")
         return self
 
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Settings:
+        """A SASL protocol needs a mechanism (the clients would each guess another one), and
+        PLAIN or SCRAM need a user name and a password."""
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism "
+                             "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        mechanism = (self.sasl_mechanism or "").upper()
+        if self.security_protocol.startswith("SASL") and (
+                mechanism == "PLAIN" or mechanism.startswith("SCRAM")) and (
+                not self.sasl_plain_username or self.sasl_plain_password is None):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_plain_username "
+                             "and sasl_plain_password (FRAUDSTREAM_SASL_PLAIN_PASSWORD)")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -22,6 +22,7 @@ Semantics every adapter keeps (tests/integration/test_kafka_adapters.py checks t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -182,8 +183,20 @@ class Clients(Protocol):
         """The group's committed offsets, from a fresh client (None: nothing committed)."""
 
 
+def _check_tls_files(settings: Settings) -> None:
+    """A CA, certificate or key file that is not there fails now, in one line, rather than
+    as a client's error deep in a connection attempt."""
+    if not settings.security_protocol.endswith("SSL"):
+        return
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(settings, name)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{name} {path}: no such file")
+
+
 def connect(settings: Settings) -> Clients:
     """The adapter the `kafka_client` setting names (imported only when chosen)."""
+    _check_tls_files(settings)
     if settings.kafka_client == "librdkafka":
         from stream.kafka.rdkafka import RdkafkaClients
 
