@@ -121,7 +121,10 @@ class Settings(BaseSettings):
     max_task_idle_ms: float = Field(2000.0, ge=0)
     buffered_records_per_partition: int = Field(20_000, gt=0)
     metrics_port: int | None = Field(None, ge=0, le=65535)
-    metrics_host: str = "0.0.0.0"
+    # Loopback unless told otherwise: /metrics tells anyone who can reach it the topics, the
+    # traffic and the model's quality. Containers set 0.0.0.0 (deploy/Dockerfile, the k8s
+    # ConfigMap), where the network namespace and the Service decide who reaches it.
+    metrics_host: str = "127.0.0.1"
     idle_exit_s: float | None = Field(None, gt=0)
     stuck_after_s: float = Field(60.0, gt=0)
 
@@ -220,6 +223,21 @@ class Settings(BaseSettings):
         object.__setattr__(self, "application_id", application)
         if not self.changelog_topic:
             object.__setattr__(self, "changelog_topic", self.internal_topic(CHANGELOG))
+        return self
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Settings:
+        """A SASL protocol needs a mechanism (the clients would each guess another one), and
+        PLAIN or SCRAM need a user name and a password."""
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism "
+                             "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        mechanism = (self.sasl_mechanism or "").upper()
+        if self.security_protocol.startswith("SASL") and (
+                mechanism == "PLAIN" or mechanism.startswith("SCRAM")) and (
+                not self.sasl_plain_username or self.sasl_plain_password is None):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_plain_username "
+                             "and sasl_plain_password (FRAUDSTREAM_SASL_PLAIN_PASSWORD)")
         return self
 
     @classmethod

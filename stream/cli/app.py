@@ -15,7 +15,7 @@ import typer
 
 from stream.cli.argv import normalise_argv, shape_of
 from stream.cli.batch import register as register_offline
-from stream.cli.options import global_options, note_global_options, settings_from
+from stream.cli.options import global_options, note_global_options, quiet_clients, settings_from
 from stream.devtools.broker import LocalBroker
 from stream.errors import ConfigError, FraudStreamError
 from stream.kafka.clients import connect
@@ -180,6 +180,9 @@ def run(
     max_events: Annotated[int | None, Opt(min=0, help="Process N input records, commit, exit 0.")]
     = None,
     metrics_port: Annotated[int | None, Opt(min=0, max=65535, help="Prometheus port.")] = None,
+    metrics_host: Annotated[str | None, Opt(help="Address the metrics port binds (default "
+                                        "127.0.0.1; 0.0.0.0 in the container image).")]
+    = None,
     input_topic: Annotated[str | None, Opt()] = None,
     output_topic: Annotated[str | None, Opt()] = None,
     labels_topic: Annotated[str | None, Opt()] = None,
@@ -211,7 +214,8 @@ def run(
     from stream.serving.wiring import run_scorer
 
     settings = settings_from(
-        ctx, max_events=max_events, metrics_port=metrics_port, input_topic=input_topic,
+        ctx, max_events=max_events, metrics_port=metrics_port, metrics_host=metrics_host,
+        input_topic=input_topic,
         output_topic=output_topic, labels_topic=labels_topic, dlq_topic=dlq_topic,
         changelog_topic=changelog_topic, group_id=group_id, guarantee=guarantee,
         checkpoint_interval_ms=checkpoint_interval_ms, checkpoint_events=checkpoint_events,
@@ -269,3 +273,5 @@ def main(argv: list[str] | None = None) -> None:
     except FraudStreamError as exc:  # every deliberate error; anything else is a bug
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    finally:
+        quiet_clients(False)  # leave the process's logging as found (tests call main)

@@ -50,9 +50,7 @@ def global_options(
         level=log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # kafka-python logs every failed reconnect at ERROR; our own lines say what matters.
-    if log_level.upper() != "DEBUG":
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    quiet_clients(log_level.upper() != "DEBUG")
     ctx.obj = {
         "config_file": config,
         "log_level": log_level.upper(),
@@ -68,6 +66,31 @@ def global_options(
             "adopt_state_from": adopt_state_from,
         },
     }
+
+
+class _ClientLines(logging.Filter):
+    """Drops the Kafka clients' own lines below CRITICAL. Both log every failed reconnect
+    and every refused login, again and again (kafka-python at ERROR, librdkafka's "FAIL"
+    lines); our own lines and the one `error:` line say what matters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        client = name in ("kafka", "rdkafka") or name.startswith("kafka.")
+        return not client or record.levelno >= logging.CRITICAL
+
+
+_CLIENT_LINES = _ClientLines()
+
+
+def quiet_clients(quiet: bool) -> None:
+    """Keep the clients' lines out of the log (unless `--log-level DEBUG`). At the handlers,
+    not by raising the clients' loggers' level: the kafka-python adapter hears refused logins
+    from those records (stream.kafka.kafkapython_errors), so they must still be made."""
+    for handler in logging.getLogger().handlers:
+        if quiet:
+            handler.addFilter(_CLIENT_LINES)
+        else:
+            handler.removeFilter(_CLIENT_LINES)
 
 
 def settings_from(ctx: typer.Context, **flags: Any) -> Settings:

@@ -5,6 +5,8 @@ No Docker engine is needed: the official `org.apache.kafka:kafka_2.13` jars are 
 from Maven Central with `mvn` into a cache directory (see `deploy/kafka/`), the storage is
 formatted once per data dir, and the broker runs detached so `stream kafka up` can return while
 it keeps serving. `stop()` ends the whole process group, so no orphan JVM is left behind.
+With `security=BrokerSecurity(...)` (broker_security.py) it also opens SSL, SASL_PLAINTEXT
+and SASL_SSL listeners, for the TLS and SASL tests; `bootstrap_for(protocol)` names them.
 
 Over 300 lines on purpose: resolving the jars, formatting, starting, probing and stopping one
 broker are one lifecycle whose steps share its paths, locks and process handling.
@@ -25,11 +27,12 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from stream.devtools.broker_security import BrokerSecurity
 from stream.errors import FraudStreamError
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ _PID_FILE = "kafka.pid"
 _PORTS_FILE = "ports.json"
 _OUT_FILE = "broker.out"
 _SERVER_LOG = "server.log"
+_USERS_FILE = "sasl-users.json"
 
 
 class BrokerError(FraudStreamError):
@@ -183,6 +187,17 @@ def find_free_port(host: str = "127.0.0.1") -> int:
     raise BrokerError("no free pair of ports found")
 
 
+def _free_port_besides(taken: set[int]) -> int:
+    """A free port on 127.0.0.1 that is none of `taken`."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
+    raise BrokerError("no free port found")
+
+
 def _pid_alive(pid: int) -> bool:
     """Alive and not a zombie; reaps the pid if it is our own exited child."""
     with contextlib.suppress(ChildProcessError, OSError):
@@ -236,7 +251,10 @@ class LocalBroker:
 
     def __init__(self, port: int = 9092, data_dir: Path | None = None,
                  cache_dir: Path | None = None, heap: str = "768m",
-                 controller_port: int | None = None) -> None:
+                 controller_port: int | None = None, security: BrokerSecurity | None = None,
+                 secure_ports: Mapping[str, int] | None = None) -> None:
+        """`security`: SSL and SASL listeners beside the PLAINTEXT one (BrokerSecurity), on
+        `secure_ports` (protocol -> port) or on free ports picked now."""
         self.port = port
         self.controller_port = controller_port if controller_port is not None else port + 1
         self.cache_dir = cache_dir
@@ -245,12 +263,28 @@ class LocalBroker:
         chosen = Path(data_dir).expanduser() if data_dir else default_cache_dir() / f"broker-{port}"
         self.data_dir = chosen.absolute()
         self.heap = heap
+        self.security = security
+        self.secure_ports = dict(secure_ports or {})
+        taken = {port, self.controller_port, *self.secure_ports.values()}
+        for protocol in security.protocols() if security is not None else ():
+            if protocol not in self.secure_ports:
+                self.secure_ports[protocol] = _free_port_besides(taken)
+                taken.add(self.secure_ports[protocol])
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offsets = (0, 0)
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def bootstrap_for(self, protocol: str) -> str:
+        """The address of the listener for `protocol` (PLAINTEXT, SSL, SASL_PLAINTEXT,
+        SASL_SSL), as the `security_protocol` setting names it."""
+        if protocol == "PLAINTEXT":
+            return self.bootstrap
+        if protocol not in self.secure_ports:
+            raise BrokerError(f"this broker has no {protocol} listener (see BrokerSecurity)")
+        return f"127.0.0.1:{self.secure_ports[protocol]}"
 
     @property
     def log_dir(self) -> Path:
@@ -349,25 +383,59 @@ class LocalBroker:
             if old != ports:
                 raise BrokerError(f"{self.data_dir} was formatted for ports {old}; reuse them or "
                                   "choose another --data-dir")
+        secure = BrokerSecurity() if self.security is None else self.security
         template = Template((DEPLOY_DIR / "server.properties").read_text())
         text = template.substitute(port=self.port, controller_port=self.controller_port,
-                                   log_dir=self.log_dir)
+                                   log_dir=self.log_dir,
+                                   **secure.properties(self.secure_ports, self._keystore()))
         path = self.data_dir / "server.properties"
         path.write_text(text)
         ports_file.write_text(json.dumps(ports) + "\n")
         return path
 
+    def _keystore(self) -> Path | None:
+        """The broker's PEM keystore (private key, then the chain), or None without TLS."""
+        security = self.security
+        if security is None or security.certfile is None or security.keyfile is None:
+            return None
+        path = self.data_dir / "broker-keystore.pem"
+        try:
+            key, chain = security.keyfile.read_text(), security.certfile.read_text()
+        except OSError as exc:
+            raise BrokerError(f"cannot read the broker's certificate or key: {exc}") from None
+        if "ENCRYPTED" in key:
+            raise BrokerError(f"{security.keyfile}: the local broker needs an unencrypted key")
+        path.write_text(key.rstrip() + "\n" + chain.rstrip() + "\n")
+        path.chmod(0o600)
+        return path
+
     def _formatted(self) -> bool:
         return (self.log_dir / "meta.properties").is_file()
 
+    def _check_users(self) -> None:
+        """SCRAM users are written at format time: a formatted data dir must have been
+        formatted for the users asked for now."""
+        wanted = (self.security or BrokerSecurity()).users_digest()
+        users_file = self.data_dir / _USERS_FILE
+        if self._formatted():
+            had = users_file.read_text().strip() if users_file.is_file() else \
+                BrokerSecurity().users_digest()
+            if had != wanted:
+                raise BrokerError(f"{self.data_dir} was formatted for other SASL users; "
+                                  "choose another --data-dir")
+            return
+        users_file.write_text(wanted + "\n")
+
     def _format_once(self, java: str, classpath: str, props: Path) -> None:
+        self._check_users()
         if self._formatted():
             return
+        scram = self.security.scram_arguments() if self.security is not None else []
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
                f"-Dkafka.logs.dir={self.data_dir}", "-cp", classpath,
                "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}",
-               "-c", str(props)]
+               "-c", str(props), *scram]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise BrokerError(f"formatting {self.log_dir} failed (exit {proc.returncode}):\n"

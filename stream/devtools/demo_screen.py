@@ -125,13 +125,17 @@ def logs_above(console: Console) -> Iterator[None]:
     """Route every log record through `console` while the demo runs (see the module's doc).
 
     The root logger's handlers are swapped, not added to, so nothing also writes to the raw
-    terminal; they are put back on exit. Levels are untouched: `--log-level` still decides.
+    terminal; they are put back on exit. Levels are untouched: `--log-level` still decides,
+    and the swapped handlers' filters carry over (the CLI's quieting of the Kafka clients).
     """
     root = logging.getLogger()
     handler = RichHandler(console=console, show_path=False, log_time_format="%H:%M:%S",
                           markup=False, rich_tracebacks=False)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     saved = root.handlers[:]
+    for replaced in saved:
+        for kept in replaced.filters:
+            handler.addFilter(kept)
     root.handlers = [handler]
     try:
         yield

@@ -14,12 +14,21 @@ and the loop decide on kinds only, so the same recovery logic runs on both clien
 - `too_large`: the broker or the client refuses a record for its size: a data problem of that
   one record, never a reason to retry.
 - `queue_full`: the client's local send queue is full: serve delivery reports and retry.
-- `auth`: authentication or authorisation failed: retrying will not help.
+- `auth`: authentication (a SASL login, a TLS handshake) or authorisation failed: the
+  configuration must change, retrying will not help.
 - `other`: anything else (connection refused, coordinator not available, ...).
+
+Neither client raises a refused login: both retry it until the call's own timeout, and the
+call then fails as a timeout ("Unable to bootstrap") or a transport failure. What happened
+reaches us beside the call (librdkafka's error callback, kafka-python's connection log), and
+a `FailureWatch` keeps it, so the adapter can say "authentication failed" (or "TLS handshake
+failed") instead of "cannot reach Kafka".
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Literal
 
 from stream.errors import (
@@ -64,3 +73,55 @@ def classify(error: ClientError, what: str) -> FraudStreamError:
     if error.kind == "group_moved":
         return GroupMovedError(f"{what}: {error}")
     return InfrastructureError(f"{what}: {error}")
+
+
+class FailureWatch:
+    """The last refused login and the last failed TLS handshake one client (or, for
+    kafka-python, the process) reported on the side, to explain a call that then timed out.
+
+    >>> watch = FailureWatch()
+    >>> timeout = ClientError("Failed to get metadata: Local: Broker transport failure")
+    >>> watch.explain(timeout) is timeout
+    True
+    >>> watch.saw_auth_failure("SASL authentication error: Authentication failed")
+    >>> e = watch.explain(timeout)
+    >>> e.kind, str(e)
+    ('auth', 'authentication failed: SASL authentication error: Authentication failed')
+    >>> watch.explain(timeout, since=time.monotonic() + 1) is timeout  # seen before the call
+    True
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._auth: tuple[float, str] | None = None
+        self._tls: tuple[float, str] | None = None
+
+    def saw_auth_failure(self, message: str) -> None:
+        with self._lock:
+            self._auth = (time.monotonic(), message)
+
+    def saw_tls_failure(self, message: str) -> None:
+        with self._lock:
+            self._tls = (time.monotonic(), message)
+
+    def auth_failure(self, since: float | None = None) -> str | None:
+        """The refused login seen (after `since`, a time.monotonic() value), if any."""
+        with self._lock:
+            seen = self._auth
+        return seen[1] if seen is not None and (since is None or seen[0] >= since) else None
+
+    def explain(self, error: ClientError, since: float | None = None) -> ClientError:
+        """`error` as what really happened: a timeout or transport failure that followed a
+        refused login or a failed TLS handshake (after `since`) is that failure, of kind
+        `auth`. Any other error is returned as it is."""
+        if error.kind not in ("timed_out", "other"):
+            return error
+        with self._lock:
+            auth, tls = self._auth, self._tls
+        if auth is not None and (since is None or auth[0] >= since):
+            return ClientError(f"authentication failed: {auth[1]}", kind="auth", code=error.code)
+        if tls is not None and (since is None or tls[0] >= since):
+            return ClientError(f"TLS handshake failed: {tls[1]} (is ssl_cafile the CA that "
+                               "signed the broker's certificate?)", kind="auth",
+                               code=error.code)
+        return error

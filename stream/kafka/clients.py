@@ -22,6 +22,7 @@ Semantics every adapter keeps (tests/integration/test_kafka_adapters.py checks t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -183,9 +184,21 @@ class Clients(Protocol):
         """The group's committed offsets, from a fresh client (None: nothing committed)."""
 
 
+def _check_tls_files(settings: Settings) -> None:
+    """A CA, certificate or key file that is not there fails now, in one line, rather than
+    as a client's error deep in a connection attempt."""
+    if not settings.security_protocol.endswith("SSL"):
+        return
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(settings, name)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{name} {path}: no such file")
+
+
 def connect(settings: Settings) -> Clients:
     """The adapter the `kafka_client` setting names (imported only when chosen); the
     clients' own log lines are rate-limited from here on (logs.py)."""
+    _check_tls_files(settings)
     limit_client_logs()
     if settings.kafka_client == "librdkafka":
         from stream.kafka.rdkafka import RdkafkaClients

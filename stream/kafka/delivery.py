@@ -111,12 +111,16 @@ class AtLeastOnce:
         epoch, self._epoch = self._epoch, _Epoch()
         epoch.offsets = offsets
         self._closed.append(epoch)
-        if wait:
-            left = self.producer.flush(self.timeout_s)
-            if left:
-                raise InfrastructureError(f"flush timed out with {left} records unacknowledged")
-        else:
-            self.producer.poll(0)  # serve the delivery reports that are in
+        try:
+            if wait:
+                left = self.producer.flush(self.timeout_s)
+                if left:
+                    raise InfrastructureError(
+                        f"flush timed out with {left} records unacknowledged")
+            else:
+                self.producer.poll(0)  # serve the delivery reports that are in
+        except ClientError as exc:  # a refused login: stop, as everywhere (classify)
+            raise classify(exc, "delivery failed") from exc
         self._commit_acknowledged(asynchronous=not wait)
 
     def _commit_acknowledged(self, asynchronous: bool) -> None:

@@ -33,11 +33,14 @@ from stream.kafka.kafkapython_errors import client_error
 from stream.kafka.kafkapython_producer import KafkaPythonProducer
 from stream.kafka.kafkapython_reader import KafkaPythonReader
 from stream.kafka.records import Source
+from stream.kafka.redact import reveal
 
 
 class Redacted(str):
     """A secret kafka-python needs as a str, shown masked: KafkaAdminClient logs its whole
-    configuration at DEBUG ("Starting KafkaAdminClient with configuration: ...")."""
+    configuration at DEBUG ("Starting KafkaAdminClient with configuration: ..."). The lines
+    that show the secret otherwise (the SASL/PLAIN request dump) are masked by
+    stream.kafka.redact, which `reveal` registers the secret with."""
 
     __slots__ = ()
 
@@ -80,8 +83,7 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     }
     options.update({k: v for k, v in optional.items() if v is not None})
     if settings.sasl_plain_password is not None:
-        options["sasl_plain_password"] = Redacted(
-            settings.sasl_plain_password.get_secret_value())
+        options["sasl_plain_password"] = Redacted(reveal(settings.sasl_plain_password))
     return options
 
 

@@ -7,6 +7,7 @@ on metadata): the caller can use a topic as soon as `create_topics` returns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +15,7 @@ from kafka import KafkaAdminClient
 from kafka import errors as kerr
 from kafka.admin import ConfigResource
 
-from stream.kafka.kafkapython_errors import client_error
+from stream.kafka.kafkapython_errors import WATCH, client_error
 
 _EXISTS = kerr.TopicAlreadyExistsError.errno
 
@@ -25,10 +26,12 @@ class KafkaPythonAdmin:
     def __init__(self, options: dict[str, Any], timeout_s: float) -> None:
         self._timeout_ms = max(1, int(timeout_s * 1000))
         admin_options = {k: v for k, v in options.items() if k != "metrics_enabled"}
+        started = time.monotonic()
         try:
             self._client = KafkaAdminClient(**admin_options)
         except kerr.KafkaError as exc:
-            raise client_error(exc, what="cannot create a kafka-python admin client") from None
+            error = client_error(exc, what="cannot create a kafka-python admin client")
+            raise WATCH.explain(error, since=started) from None
 
     def _describe(self, names: list[str] | None) -> list[dict[str, Any]]:
         try:

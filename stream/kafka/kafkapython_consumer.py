@@ -35,7 +35,7 @@ from kafka import errors as kerr
 
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import RebalanceListener
-from stream.kafka.kafkapython_errors import client_error
+from stream.kafka.kafkapython_errors import WATCH, client_error
 from stream.kafka.kafkapython_rebalance import CallbackError, CallerThread
 from stream.kafka.records import BEGINNING, Polled, Record, Source
 
@@ -117,6 +117,7 @@ def refresh_metadata(consumer: KafkaConsumer, timeout_s: float) -> Any:
     forever when no broker answers); returns kafka-python's cluster metadata."""
     cluster, net, manager = consumer._cluster, consumer._net, consumer._manager
     timeout_ms = max(1, int(timeout_s * 1000))
+    started = time.monotonic()
     try:
         if cluster.metadata_refresh_in_progress:  # a partial refresh: let it finish first
             net.run(manager.wait_for, cluster.request_update(), timeout_ms)
@@ -127,7 +128,7 @@ def refresh_metadata(consumer: KafkaConsumer, timeout_s: float) -> Any:
         finally:
             cluster.need_all_topic_metadata = stash
     except kerr.KafkaError as exc:
-        raise client_error(exc, what="metadata") from None
+        raise WATCH.explain(client_error(exc, what="metadata"), since=started) from None
     return cluster
 
 
@@ -138,10 +139,12 @@ def _topic_partitions(consumer: KafkaConsumer, timeout_s: float) -> dict[str, in
 
 
 def new_consumer(options: dict[str, Any]) -> KafkaConsumer:
+    started = time.monotonic()
     try:
         return KafkaConsumer(**options)
     except kerr.KafkaError as exc:
-        raise client_error(exc, what="cannot create a kafka-python consumer") from None
+        error = client_error(exc, what="cannot create a kafka-python consumer")
+        raise WATCH.explain(error, since=started) from None
 
 
 def _commit_done(offsets: Any, response: Any) -> None:

@@ -18,14 +18,23 @@ Decisions, and why:
   transactional one, KIP-447) whose generation or member id the group no longer knows.
 - FencedInstanceIdError is `group_moved` as in the librdkafka adapter (a static member that
   lost its instance id to another process: the group moved on without us).
+- A refused login is `auth`, even though kafka-python (3.0.12) never raises it: its
+  bootstrap retries the SaslAuthenticationFailedError until its timeout and raises
+  "KafkaTimeoutError: Unable to bootstrap". It does log the refusal, with the exception as
+  an argument, from its connection manager and connections; `WATCH` hears those records (a
+  logging filter on these two loggers that drops nothing), and the clients' constructors
+  explain their timeout with it. Those loggers must stay enabled at WARNING (the default;
+  the CLI quiets the clients at its handler, not at their loggers).
 """
 
 from __future__ import annotations
 
+import logging
+
 from kafka import errors as kerr
 from kafka.consumer.fetcher import RecordTooLargeError
 
-from stream.kafka.classify import ClientError, Kind
+from stream.kafka.classify import ClientError, FailureWatch, Kind
 
 _KINDS: tuple[tuple[tuple[type[BaseException], ...], Kind], ...] = (
     ((kerr.ProducerFencedError, kerr.InvalidProducerEpochError), "fenced"),
@@ -98,3 +107,54 @@ def client_error(exc: BaseException, fatal: bool | None = None,
     code = getattr(cause, "errno", None) if isinstance(cause, kerr.BrokerResponseError) else None
     return ClientError(message, kind=kind_of(exc), retriable=retriable and not fatal,
                        fatal=fatal, code=code if code is not None else type(cause).__name__)
+
+
+# Refused logins and failed TLS handshakes of every kafka-python client of this process.
+WATCH = FailureWatch()
+_REFUSED = (kerr.SaslAuthenticationFailedError, kerr.UnsupportedSaslMechanismError,
+            kerr.IllegalSaslStateError)
+
+
+class _Hearing(logging.Filter):
+    """Keeps the refusals kafka-python only logs (module docstring); drops nothing.
+
+    >>> record = logging.LogRecord("kafka.net.manager", logging.WARNING, "", 0,
+    ...     "Bootstrap connection to %s failed: %s", ("bootstrap-0",
+    ...     kerr.SaslAuthenticationFailedError("Invalid username or password")), None)
+    >>> watch = FailureWatch()
+    >>> _Hearing(watch).filter(record), watch.auth_failure()
+    (True, 'SaslAuthenticationFailedError: Invalid username or password')
+    """
+
+    def __init__(self, watch: FailureWatch) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for arg in record.args if isinstance(record.args, tuple) else ():
+            if isinstance(arg, _REFUSED):
+                self.watch.saw_auth_failure(_broker_message(arg))
+            elif isinstance(arg, kerr.KafkaConnectionError) and "andshake" in str(arg):
+                self.watch.saw_tls_failure(str(arg))
+        return True
+
+
+def _broker_message(exc: BaseException) -> str:
+    """What the broker said, without kafka-python's repeated class names.
+
+    >>> _broker_message(kerr.SaslAuthenticationFailedError(
+    ...     "SaslAuthenticationFailedError: Invalid username or password"))
+    'SaslAuthenticationFailedError: Invalid username or password'
+    >>> _broker_message(kerr.SaslAuthenticationFailedError())
+    'SaslAuthenticationFailedError'
+    """
+    name = type(exc).__name__
+    said = str(exc.args[0]) if exc.args else ""
+    if said.startswith(f"{name}: "):
+        said = said[len(name) + 2:]
+    return f"{name}: {said}" if said else name
+
+
+_HEARING = _Hearing(WATCH)
+for _name in ("kafka.net.manager", "kafka.net.connection"):
+    logging.getLogger(_name).addFilter(_HEARING)

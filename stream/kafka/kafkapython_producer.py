@@ -41,7 +41,7 @@ from kafka import errors as kerr
 
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import DeliveryCallback
-from stream.kafka.kafkapython_errors import client_error
+from stream.kafka.kafkapython_errors import WATCH, client_error
 from stream.kafka.records import Headers, Source
 
 log = logging.getLogger("stream.kafka")
@@ -54,10 +54,12 @@ class KafkaPythonProducer:
 
     def __init__(self, options: dict[str, Any], metadata_timeout_s: float,
                  max_queued: int = MAX_QUEUED) -> None:
+        started = time.monotonic()
         try:
             self._producer = KafkaProducer(**options)
         except kerr.KafkaError as exc:
-            raise client_error(exc, what="cannot create a kafka-python producer") from None
+            error = client_error(exc, what="cannot create a kafka-python producer")
+            raise WATCH.explain(error, since=started) from None
         self._tm: Any = self._producer._transaction_manager
         self._metadata_timeout_s = metadata_timeout_s
         self.max_queued = max_queued

@@ -25,8 +25,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from stream.config import Settings
-from stream.kafka.classify import ClientError, Kind
+from stream.kafka.classify import ClientError, FailureWatch, Kind
 from stream.kafka.records import Source
+from stream.kafka.redact import reveal
 
 log = logging.getLogger("stream.kafka")
 _client_log = logging.getLogger("rdkafka")
@@ -73,9 +74,10 @@ def _tp(source: Source, offset: int | None = None) -> TopicPartition:
     return TopicPartition(source[0], source[1], offset)
 
 
-def connection_config(settings: Settings) -> dict[str, Any]:
+def connection_config(settings: Settings, watch: FailureWatch | None = None) -> dict[str, Any]:
     """The librdkafka names of the connection settings every client shares (the one
-    translation of Settings for this client).
+    translation of Settings for this client); `watch` hears the client's refused logins and
+    failed TLS handshakes (FailureWatch), which librdkafka reports only to its error callback.
 
     >>> from stream.config import load_settings
     >>> c = connection_config(load_settings(environ={}, request_timeout_ms=5000))
@@ -94,7 +96,7 @@ def connection_config(settings: Settings) -> dict[str, Any]:
         # librdkafka reconnects by itself; its per-attempt warnings during an outage would
         # flood the log (the loop and /metrics report outages once).
         "log_level": 3,
-        "error_cb": _error_cb,
+        "error_cb": _error_callback(watch if watch is not None else FailureWatch()),
     }
     optional = {
         "sasl.mechanism": settings.sasl_mechanism,
@@ -105,14 +107,36 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     }
     config.update({k: v for k, v in optional.items() if v is not None})
     if settings.sasl_plain_password is not None:
-        config["sasl.password"] = settings.sasl_plain_password.get_secret_value()
+        config["sasl.password"] = reveal(settings.sasl_plain_password)
     return config
 
 
-def _error_cb(error: KafkaError) -> None:
+_AUTH_FAILED = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
+
+
+def _error_callback(watch: FailureWatch) -> Any:
     """Client-wide errors (a broker down, a failed connection) are retried by librdkafka;
-    the loop notices real trouble on commit and the broker probe reports outages."""
-    log.debug("kafka client: %s", error)
+    the loop notices real trouble on commit and the broker probe reports outages. A refused
+    login or a failed TLS handshake is kept in `watch`, to explain the timeout that follows."""
+    def on_error(error: KafkaError) -> None:
+        log.debug("kafka client: %s", error)
+        if error.code() in _AUTH_FAILED:
+            watch.saw_auth_failure(error.str())
+        elif error.code() == KafkaError._SSL:
+            watch.saw_tls_failure(error.str())
+    return on_error
+
+
+def explained(error: ClientError, watch: FailureWatch, serve: Any = None) -> ClientError:
+    """`error`, explained by what the client's error callback heard (FailureWatch.explain).
+    librdkafka runs that callback only inside poll: `serve()` runs one (poll(0)) first, where
+    that is safe (an admin client, a producer, a consumer with nothing assigned)."""
+    if error.kind in ("timed_out", "other") and serve is not None:
+        try:
+            serve()
+        except Exception:  # noqa: BLE001 - only to hear the callbacks; the error stands
+            pass
+    return watch.explain(error)
 
 
 def _without(config: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -125,13 +149,18 @@ class RdkafkaAdmin:
 
     def __init__(self, settings: Settings) -> None:
         self._timeout_s = settings.bootstrap_timeout_ms / 1000.0
-        self._client = AdminClient(_without(connection_config(settings), "request.timeout.ms"))
+        self._watch = FailureWatch()
+        self._client = AdminClient(_without(connection_config(settings, self._watch),
+                                            "request.timeout.ms"))
+
+    def _failed(self, exc: KafkaException) -> ClientError:
+        return explained(client_error(exc), self._watch, lambda: self._client.poll(0))
 
     def topics(self) -> dict[str, int]:
         try:
             metadata = self._client.list_topics(timeout=self._timeout_s)
         except KafkaException as exc:
-            raise client_error(exc) from None
+            raise self._failed(exc) from None
         return {name: len(t.partitions) for name, t in metadata.topics.items()
                 if t.error is None}
 
@@ -168,7 +197,7 @@ class RdkafkaAdmin:
                 error = client_error(exc)
                 if error.code == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     continue  # a missing topic is left out
-                raise error from None
+                raise self._failed(exc) from None
             out[resource.name] = {k: v.value for k, v in entries.items() if v.value is not None}
         return out
 
@@ -176,7 +205,7 @@ class RdkafkaAdmin:
         try:
             metadata = self._client.list_topics(timeout=self._timeout_s)
         except KafkaException as exc:
-            raise client_error(exc) from None
+            raise self._failed(exc) from None
         return {name: max((len(p.replicas) for p in t.partitions.values()), default=0)
                 for name, t in metadata.topics.items() if name in names and t.error is None}
 
@@ -225,15 +254,16 @@ class RdkafkaClients:
         """From a consumer of the group that never joins it (OffsetFetch from a fresh
         coordinator lookup): after a broker restart, the loop's own consumer can keep timing
         out on a coordinator it cached (confluentinc/librdkafka#5511)."""
+        watch = FailureWatch()
         consumer = Consumer({
-            **connection_config(self.settings), "group.id": self.settings.group_id,
+            **connection_config(self.settings, watch), "group.id": self.settings.group_id,
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
         })
         try:
             found = consumer.committed([_tp(s) for s in sources], timeout=timeout_s)
         except KafkaException as exc:
-            raise client_error(exc) from None
+            raise explained(client_error(exc), watch, lambda: consumer.poll(0)) from None
         finally:
             consumer.close()
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)

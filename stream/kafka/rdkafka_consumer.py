@@ -15,8 +15,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
 
 from stream.config import Settings
+from stream.kafka.classify import ClientError, FailureWatch
 from stream.kafka.clients import RebalanceListener
-from stream.kafka.rdkafka import _tp, client_error, connection_config
+from stream.kafka.rdkafka import _tp, client_error, connection_config, explained
 from stream.kafka.records import BEGINNING, Polled, Record, Source
 
 log = logging.getLogger("stream.kafka")
@@ -71,8 +72,10 @@ class RdkafkaGroupConsumer:
     """The scorer's group member: explicit commits only, read_committed, range assignor."""
 
     def __init__(self, settings: Settings) -> None:
+        self._watch = FailureWatch()
+        self._subscribed = False
         self._consumer = Consumer({
-            **connection_config(settings),
+            **connection_config(settings, self._watch),
             "group.id": settings.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -91,7 +94,14 @@ class RdkafkaGroupConsumer:
         })
         self._failed: BaseException | None = None
 
+    def _explained(self, exc: KafkaException) -> ClientError:
+        """The error, explained; the error callback is heard by a poll only while nothing is
+        subscribed (a poll of a member could return a record, which would be lost)."""
+        serve = None if self._subscribed else (lambda: self._consumer.poll(0))
+        return explained(client_error(exc), self._watch, serve)
+
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        self._subscribed = True
         self._consumer.subscribe(
             topics,
             on_assign=lambda _c, tps: self._callback(listener.on_assigned, tps),
@@ -187,7 +197,7 @@ class RdkafkaGroupConsumer:
         try:
             metadata = self._consumer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
-            raise client_error(exc) from None
+            raise self._explained(exc) from None
         return {name: len(t.partitions) for name, t in metadata.topics.items()
                 if t.error is None}
 
@@ -200,8 +210,9 @@ class RdkafkaReader:
     explicitly, read_committed, end-of-partition events on, never commits."""
 
     def __init__(self, settings: Settings, bulk: bool = False) -> None:
+        self._watch = FailureWatch()
         config: dict[str, Any] = {
-            **connection_config(settings),
+            **connection_config(settings, self._watch),
             "group.id": f"{settings.group_id}-reader",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -213,14 +224,20 @@ class RdkafkaReader:
             config["fetch.max.bytes"] = 64 * 1024 * 1024
             config["max.partition.fetch.bytes"] = 16 * 1024 * 1024
         self._settings = settings
+        self._assigned = False
         self._consumer = Consumer(config)
+
+    def _explained(self, exc: KafkaException) -> ClientError:
+        """The error, explained (a poll hears the error callback while nothing is assigned)."""
+        serve = None if self._assigned else (lambda: self._consumer.poll(0))
+        return explained(client_error(exc), self._watch, serve)
 
     def partitions(self, topic: str) -> list[int]:
         try:
             metadata = self._consumer.list_topics(
                 topic, timeout=self._settings.bootstrap_timeout_ms / 1000.0)
         except KafkaException as exc:
-            raise client_error(exc) from None
+            raise self._explained(exc) from None
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             return []
@@ -232,7 +249,7 @@ class RdkafkaReader:
         try:
             low, high = self._consumer.get_watermark_offsets(_tp(source), timeout=timeout_s)
         except KafkaException as exc:
-            raise client_error(exc) from None
+            raise self._explained(exc) from None
         return int(low), int(high)
 
     def offsets_for_time(self, sources: list[Source], at_ms: int) -> dict[Source, int | None]:
@@ -246,6 +263,7 @@ class RdkafkaReader:
                 for tp in found}
 
     def assign(self, starts: Mapping[Source, int]) -> None:
+        self._assigned = True
         self._consumer.assign([_tp(s, OFFSET_BEGINNING if o == BEGINNING else o)
                                for s, o in starts.items()])
 

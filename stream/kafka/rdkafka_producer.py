@@ -6,6 +6,7 @@ its callbacks; each one gets a ClientError or None, never a client-specific obje
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,9 +14,9 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as _Producer
 
 from stream.config import Settings
-from stream.kafka.classify import ClientError
+from stream.kafka.classify import ClientError, FailureWatch
 from stream.kafka.clients import DeliveryCallback
-from stream.kafka.rdkafka import _tp, client_error, connection_config
+from stream.kafka.rdkafka import _tp, client_error, connection_config, explained
 from stream.kafka.records import Headers, Source
 
 
@@ -30,8 +31,9 @@ class RdkafkaProducer:
 
     def __init__(self, settings: Settings, transactional_id: str | None = None,
                  linger_ms: float = 2.0, max_queued: int = 100_000) -> None:
+        self._watch = FailureWatch()
         config: dict[str, Any] = {
-            **connection_config(settings),
+            **connection_config(settings, self._watch),
             "acks": "all",
             "enable.idempotence": True,
             # Batches leave after 2 ms: latency; at full load batches fill before that anyway.
@@ -69,17 +71,34 @@ class RdkafkaProducer:
         except KafkaException as exc:
             raise client_error(exc) from None
 
+    def _refused(self) -> None:
+        """librdkafka retries a refused login until each record's delivery timeout (minutes):
+        stop at once instead, as the Java client does (its callback ran in poll or flush)."""
+        failure = self._watch.auth_failure()
+        if failure is not None:
+            raise ClientError(f"authentication failed: {failure}", kind="auth")
+
     def poll(self, timeout_s: float) -> None:
         self._producer.poll(timeout_s)
+        self._refused()
 
     def flush(self, timeout_s: float) -> int:
-        return int(self._producer.flush(timeout_s))
+        """Waits in slices, so a refused login (heard by the flush itself) ends it early."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = int(self._producer.flush(max(0.0, min(0.5, deadline - time.monotonic()))))
+            if not left:
+                return 0
+            self._refused()
+            if time.monotonic() >= deadline:
+                return left
 
     def init_transactions(self, timeout_s: float) -> None:
         try:
             self._producer.init_transactions(timeout_s)
         except KafkaException as exc:
-            raise client_error(exc) from None
+            raise explained(client_error(exc), self._watch,
+                            lambda: self._producer.poll(0)) from None
 
     def begin_transaction(self) -> None:
         try:

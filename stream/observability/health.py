@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from stream.observability.httpserver import BoundedHTTPServer
 
 
 class Health:
@@ -118,16 +120,18 @@ def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPReques
 
 
 class HealthServer:
-    """A small threaded HTTP server; `port` is the bound port (useful with port 0)."""
+    """/metrics, /healthz and /readyz on a BoundedHTTPServer (httpserver.py): a few worker
+    threads, whatever the clients do; `port` is the bound port (useful with port 0)."""
 
-    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int) -> None:
-        self._server = ThreadingHTTPServer((host, port), _handler(registry, health))
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
-                                        daemon=True)
-        self._thread.start()
+    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int,
+                 **limits: Any) -> None:
+        """`limits`: BoundedHTTPServer's keyword arguments (workers, backlog, timeouts)."""
+        self._server = BoundedHTTPServer((host, port), _handler(registry, health), **limits)
+        self.port = self._server.port
+        self._server.start()
+
+    def open_connections(self) -> int:
+        return self._server.open_connections()
 
     def shutdown(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from stream.assembly import challengers, model_version, pipeline_config
 from stream.config import Settings
 from stream.core.pipeline import Pipeline
-from stream.errors import ConfigError, InfrastructureError
+from stream.errors import AuthenticationError, ConfigError, FraudStreamError, InfrastructureError
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import Clients, GroupConsumer, connect
 from stream.kafka.delivery import AtLeastOnce, ExactlyOnce
@@ -34,15 +34,26 @@ from stream.state.snapshot import load_snapshot
 log = logging.getLogger("stream.serving.wiring")
 
 
+def not_connected(exc: ClientError, settings: Settings) -> FraudStreamError:
+    """Why the first contact with Kafka failed, with the fix: refused credentials or an
+    untrusted certificate, or no broker answering."""
+    if exc.kind == "auth":
+        return AuthenticationError(
+            f"cannot connect to Kafka at {settings.bootstrap_servers}: {exc}; check the "
+            "security settings (security_protocol, ssl_cafile, sasl_mechanism, the SASL user "
+            "name and password)")
+    return InfrastructureError(
+        f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); is the broker up? "
+        "(`stream kafka up` starts a local one)")
+
+
 def check_topics(consumer: GroupConsumer, settings: Settings) -> dict[str, int]:
     """Fail fast with the fix in the message, instead of waiting on a topic that never comes.
     Returns the partition count of every topic."""
     try:
         existing = consumer.topic_partitions(settings.bootstrap_timeout_ms / 1000.0)
     except ClientError as exc:
-        raise InfrastructureError(
-            f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); is the broker up? "
-            "(`stream kafka up` starts a local one)") from None
+        raise not_connected(exc, settings) from None
     wanted = [settings.input_topic, settings.labels_topic, settings.output_topic,
               settings.dlq_topic]
     if settings.changelog:
@@ -104,7 +115,10 @@ def build_scorer(
     """Connect, check topics, and assemble the loop; raises InfrastructureError with a fix."""
     metrics = Metrics(registry if registry is not None else REGISTRY)
     clients = connect(settings)
-    consumer = clients.group_consumer()
+    try:
+        consumer = clients.group_consumer()  # kafka-python connects here already
+    except ClientError as exc:
+        raise not_connected(exc, settings) from None
     try:
         partitions = check_topics(consumer, settings)
         delivery = make_delivery(settings, clients, consumer)

@@ -108,7 +108,8 @@ def test_deployments_name_the_changelog_after_their_application(tmp_path: Path) 
     configmap = yaml.safe_load((ROOT / "deploy" / "k8s" / "configmap.yaml").read_text())
     path = tmp_path / "config.toml"
     path.write_text(configmap["data"]["config.toml"])
-    k8s = load_settings(path, environ={})
+    # The deployment adds the password from its Secret (FRAUDSTREAM_SASL_PLAIN_PASSWORD).
+    k8s = load_settings(path, environ={"FRAUDSTREAM_SASL_PLAIN_PASSWORD": "from-the-secret"})
     assert k8s.changelog_topic == k8s.internal_topic("changelog") == "fraud-stream.changelog"
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     envs = [{k: str(v) for k, v in compose[name]["environment"].items()}

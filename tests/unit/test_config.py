@@ -67,3 +67,36 @@ def test_challenger_names_are_validated_and_canonical_when_the_core_is_built() -
                            (("gnb", "gnb"), "listed twice")]:
         with pytest.raises(ConfigError, match=message):
             pipeline_config(load_settings(environ={}, challengers=names))
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"security_protocol": "SASL_SSL"}, "needs sasl_mechanism"),
+    ({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+      "sasl_plain_username": "scorer"}, "needs sasl_plain_username and sasl_plain_password"),
+    ({"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN"}, "FRAUDSTREAM_SASL_PLAIN"),
+])
+def test_incomplete_sasl_settings_are_one_config_error(values: dict[str, str],
+                                                       message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={}, **values)
+
+
+def test_sasl_from_the_environment_is_complete() -> None:
+    settings = load_settings(environ={
+        "FRAUDSTREAM_SECURITY_PROTOCOL": "SASL_SSL", "FRAUDSTREAM_SASL_MECHANISM": "SCRAM-SHA-512",
+        "FRAUDSTREAM_SASL_PLAIN_USERNAME": "scorer", "FRAUDSTREAM_SASL_PLAIN_PASSWORD": "pw"})
+    assert settings.sasl_plain_password is not None
+    assert settings.sasl_plain_password.get_secret_value() == "pw"
+
+
+@pytest.mark.parametrize("client", ["librdkafka", "kafka-python"])
+def test_a_missing_ca_file_is_one_config_error(client: str, tmp_path: Path) -> None:
+    from stream.kafka.clients import connect
+
+    missing = tmp_path / "ca.pem"
+    settings = load_settings(environ={}, security_protocol="SSL", ssl_cafile=str(missing),
+                             kafka_client=client)
+    with pytest.raises(ConfigError, match=f"ssl_cafile {missing}: no such file"):
+        connect(settings)
+    missing.write_text("not checked here: the handshake says whether it is the right CA\n")
+    assert connect(settings).name == client

@@ -33,6 +33,7 @@ PROM_DIR = ROOT / "deploy" / "prometheus"
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA_DIR / "dashboards" / "fraud-stream.json"
 K8S_DIR = ROOT / "deploy" / "k8s"
+SECRET_OVERLAY = ROOT / "deploy" / "k8s-with-secret"
 DOCS = [ROOT / "README.md"]
 JOB = "fraud-stream"
 # Series Prometheus itself writes for every target; not defined in stream/observability/metrics.py.
@@ -215,6 +216,23 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def example_secret() -> dict[str, Any]:
+    """The Secret the overlay deploy/k8s-with-secret generates, from its example env file
+    (what `kubectl kustomize` builds once kafka-secret.env is written from it)."""
+    overlay = load_yaml(SECRET_OVERLAY / "kustomization.yaml")
+    (generator,) = overlay["secretGenerator"]
+    (env_file,) = generator["envs"]
+    example = SECRET_OVERLAY / f"{env_file}.example"
+    data = {}
+    for line in example.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            data[key.strip()] = value.strip()
+    return {"apiVersion": "v1", "kind": "Secret", "type": generator.get("type", "Opaque"),
+            "metadata": {"name": generator["name"]}, "stringData": data}
+
+
+@pytest.fixture(scope="module")
 def k8s_settings(k8s_docs: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
                  ) -> Settings:
     """The scorer's settings as the Deployment builds them: ConfigMap TOML + Secret env."""
@@ -253,8 +271,36 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, Any]) -> None:
     for name in ("topics-init", "scorer", "producer"):
         assert services[name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == internal, name
     host_port = next(addr for addr, name in advertised.items() if name == "EXTERNAL")
-    published = {str(p).split(":")[0] for p in services["kafka"]["ports"]}
-    assert host_port.split(":")[1] in published
+    assert host_port.split(":")[1] in published(services["kafka"])
+
+
+def published(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """host port -> (host address, container port) of a service's published ports."""
+    out = {}
+    for spec in service.get("ports", []):
+        parts = str(spec).split(":")
+        address = parts[0] if len(parts) == 3 else "0.0.0.0"
+        out[parts[-2]] = (address, parts[-1])
+    return out
+
+
+def test_published_ports_listen_on_loopback_only(services: dict[str, Any]) -> None:
+    """Kafka without authentication, Prometheus with its lifecycle API and Grafana are for
+    this machine: nothing is published on every interface by default."""
+    ports = {name: published(service) for name, service in services.items()}
+    assert ports["kafka"] and ports["prometheus"] and ports["grafana"]
+    for name, by_port in ports.items():
+        for port, (address, _) in by_port.items():
+            assert address == "127.0.0.1", f"{name} publishes {port} on {address}"
+    assert "ports" not in services["scorer"]  # /metrics: only inside the stack (expose)
+
+
+def test_grafana_admin_password_has_no_default(services: dict[str, Any]) -> None:
+    env = services["grafana"]["environment"]
+    password = str(env["GF_SECURITY_ADMIN_PASSWORD"])
+    # ${VAR:?message}: compose refuses to start without it; never a literal, never a default.
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), password
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
 def test_compose_startup_order(services: dict[str, Any]) -> None:
@@ -306,8 +352,7 @@ def test_prometheus_service_loads_the_repo_config(services: dict[str, Any]) -> N
     assert config == (PROM_DIR / "prometheus.yml").resolve()
     for rule_file in load_yaml(config)["rule_files"]:
         assert (config.parent / rule_file).is_file(), rule_file
-    published = [str(p) for p in service["ports"]]
-    assert "9090:9090" in published
+    assert published(service)["9090"] == ("127.0.0.1", "9090")
 
 
 def test_grafana_provisioning_is_mounted(services: dict[str, Any], dashboard: dict[str, Any]
@@ -335,7 +380,7 @@ def test_grafana_provisioning_is_mounted(services: dict[str, Any], dashboard: di
             assert panel["datasource"]["uid"] == uid, panel["title"]
             for target in panel["targets"]:
                 assert target.get("datasource", panel["datasource"])["uid"] == uid
-    assert any(str(p).startswith("3000:") for p in service["ports"])
+    assert published(service)["3000"][1] == "3000"
 
 
 def scorer_metrics_port(services: dict[str, Any]) -> int:
@@ -392,6 +437,17 @@ def test_dockerfile_copy_sources_exist(dockerfile: list[tuple[str, str]]) -> Non
                 assert (ROOT / source).exists(), f"COPY source {source} is missing"
             assert f"!{source.rstrip('/').rstrip('*')}" in kept, \
                 f"{source} is excluded from the build context by Dockerfile.dockerignore"
+
+
+def test_metrics_bind_loopback_by_default_and_every_interface_in_containers(
+    dockerfile: list[tuple[str, str]], k8s_settings: Settings
+) -> None:
+    """A scorer on a laptop keeps /metrics to itself; in a container it must listen on the
+    container's interface for Prometheus (compose `expose`s it, k8s has a Service)."""
+    assert load_settings(environ={}).metrics_host == "127.0.0.1"
+    envs = " ".join(rest for word, rest in dockerfile if word == "ENV")
+    assert re.search(r"(^|\s)FRAUDSTREAM_METRICS_HOST=0\.0\.0\.0(\s|$)", envs), envs
+    assert k8s_settings.metrics_host == "0.0.0.0"
 
 
 def test_dockerfile_runs_as_non_root_with_topics(dockerfile: list[tuple[str, str]]) -> None:
@@ -516,14 +572,14 @@ def test_kustomization_lists_every_manifest() -> None:
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_manifests_validate_against_kubernetes_schemas(
-    k8s_docs: list[dict[str, Any]], version: str
+    k8s_docs: list[dict[str, Any]], example_secret: dict[str, Any], version: str
 ) -> None:
     import kubernetes_validate
 
     if version == "latest":
         version = kubernetes_validate.latest_version()
     checked = 0
-    for doc in k8s_docs:
+    for doc in [*k8s_docs, {**example_secret, "__file__": "k8s-with-secret"}]:
         if doc["apiVersion"].startswith("keda.sh/"):
             continue  # a CRD: checked by hand below
         body = {k: v for k, v in doc.items() if k != "__file__"}
@@ -533,8 +589,22 @@ def test_manifests_validate_against_kubernetes_schemas(
             pytest.fail(f"{doc['__file__']} {doc['kind']}: {exc}")
         checked += 1
     kinds = {doc["kind"] for doc in k8s_docs}
-    assert {"Deployment", "ConfigMap", "Secret", "PodDisruptionBudget", "Service"} <= kinds
+    assert {"Deployment", "ConfigMap", "PodDisruptionBudget", "Service"} <= kinds
     assert checked >= 5
+
+
+def test_the_base_ships_no_secret_and_the_overlay_generates_it_from_an_ignored_file(
+    k8s_docs: list[dict[str, Any]], example_secret: dict[str, Any]
+) -> None:
+    """`kubectl apply -k deploy/k8s` must never overwrite the real credentials with a
+    placeholder: the Secret comes only from the overlay, from a file git ignores."""
+    assert not k8s(k8s_docs, "Secret")
+    overlay = load_yaml(SECRET_OVERLAY / "kustomization.yaml")
+    assert overlay["resources"] == ["../k8s"]
+    assert overlay["generatorOptions"]["disableNameSuffixHash"] is True  # KEDA names it
+    (env_file,) = overlay["secretGenerator"][0]["envs"]
+    assert f"deploy/k8s-with-secret/{env_file}" in (ROOT / ".gitignore").read_text().split()
+    assert example_secret["stringData"]["sasl-password"] == ""  # no placeholder password
 
 
 def scorer_container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -545,7 +615,7 @@ def scorer_container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_deployment_config_secret_and_security(
-    k8s_docs: list[dict[str, Any]], k8s_settings: Settings
+    k8s_docs: list[dict[str, Any]], k8s_settings: Settings, example_secret: dict[str, Any]
 ) -> None:
     deployment = one(k8s_docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -561,7 +631,7 @@ def test_deployment_config_secret_and_security(
     assert volume["configMap"]["name"] == configmap["metadata"]["name"]
     assert Path(config_path).name in configmap["data"]
     # The SASL password comes from the Secret, never from the ConfigMap.
-    secret = one(k8s_docs, "Secret")
+    secret = example_secret
     env = {e["name"]: e for e in container["env"]}
     ref = env["FRAUDSTREAM_SASL_PLAIN_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert ref["name"] == secret["metadata"]["name"]
@@ -626,7 +696,8 @@ def http_status(port: int, path: str) -> int:
         return int(exc.code)
 
 
-def test_keda_scaled_object(k8s_docs: list[dict[str, Any]], k8s_settings: Settings) -> None:
+def test_keda_scaled_object(k8s_docs: list[dict[str, Any]], k8s_settings: Settings,
+                            example_secret: dict[str, Any]) -> None:
     scaled = one(k8s_docs, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     spec = scaled["spec"]
@@ -653,7 +724,7 @@ def test_keda_scaled_object(k8s_docs: list[dict[str, Any]], k8s_settings: Settin
     auth = one(k8s_docs, "TriggerAuthentication")
     assert auth["apiVersion"] == "keda.sh/v1alpha1"
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
-    secret = one(k8s_docs, "Secret")
+    secret = example_secret
     keys = set(secret.get("stringData", secret.get("data", {})))
     params = {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]}
     assert {"sasl", "username", "password"} <= params

@@ -5,9 +5,12 @@ The clock is injected, so "stuck" is tested without sleeping past a timeout.
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
@@ -203,9 +206,6 @@ def test_an_unreachable_broker_is_alive_but_not_ready(
 
 def test_the_broker_probe_drives_readiness() -> None:
     """The probe's TCP connect, against a port that refuses and then accepts."""
-    import socket
-    import time
-
     from stream.devtools.broker import find_free_port
     from stream.observability.lag import BrokerProbe
 
@@ -230,3 +230,116 @@ def test_the_broker_probe_drives_readiness() -> None:
             assert health.ready() == (True, "1 partition(s) assigned")
     finally:
         probe.stop()
+
+
+# -- the server under idle and slow clients ---------------------------------------------------
+def _connect(port: int, count: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_many_idle_connections_cost_no_threads_and_the_endpoints_still_answer() -> None:
+    """400 connections that never send a byte (the report in issue 13): the server keeps its
+    fixed threads and answers every endpoint at once, in less than a second each."""
+    health = Health(stuck_after_s=60.0)
+    health.beat()
+    health.set_partitions(1)
+    registry = CollectorRegistry()
+    Metrics(registry)
+    before = set(threading.enumerate())
+    srv = HealthServer(registry, health, "127.0.0.1", 0, workers=3)
+    idle: list[socket.socket] = []
+    try:
+        idle = _connect(srv.port, 400)
+        assert _wait_for(lambda: srv.open_connections() == 400)
+        for _ in range(5):
+            for path, status in (("/healthz", 200), ("/readyz", 200), ("/metrics", 200)):
+                started = time.monotonic()
+                assert get(srv.port, path)[0] == status
+                assert time.monotonic() - started < 1.0, path
+        started_by_server = set(threading.enumerate()) - before
+        assert len(started_by_server) <= 3 + 1, sorted(t.name for t in started_by_server)
+    finally:
+        for conn in idle:
+            conn.close()
+        srv.shutdown()
+    assert not [t for t in started_by_server if t.is_alive()]
+
+
+def test_idle_and_trickling_connections_are_closed_after_the_head_timeout() -> None:
+    srv = HealthServer(CollectorRegistry(), Health(), "127.0.0.1", 0, head_timeout_s=0.3)
+    try:
+        idle = _connect(srv.port, 20)
+        trickling = _connect(srv.port, 5)
+        for conn in trickling:
+            conn.sendall(b"GET /metr")  # a request that never ends (slowloris)
+        assert _wait_for(lambda: srv.open_connections() == 25, 5.0)
+        assert _wait_for(lambda: srv.open_connections() == 0, 5.0)
+        for conn in idle + trickling:  # closed by the server: the client reads EOF
+            assert conn.recv(1) == b""
+            conn.close()
+        assert get(srv.port, "/healthz")[0] == 200
+    finally:
+        srv.shutdown()
+
+
+def test_beyond_max_connections_the_oldest_waiting_one_is_closed() -> None:
+    srv = HealthServer(CollectorRegistry(), Health(), "127.0.0.1", 0, max_connections=10)
+    try:
+        first = _connect(srv.port, 1)[0]
+        assert _wait_for(lambda: srv.open_connections() == 1)
+        rest = _connect(srv.port, 15)
+        assert _wait_for(lambda: srv.open_connections() == 10)
+        assert first.recv(1) == b""  # the oldest went first
+        assert get(srv.port, "/healthz")[0] == 200
+        for conn in [first, *rest]:
+            conn.close()
+    finally:
+        srv.shutdown()
+
+
+def test_oversized_request_heads_are_refused() -> None:
+    srv = HealthServer(CollectorRegistry(), Health(), "127.0.0.1", 0, max_head=1024)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as conn:
+            try:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nX-Junk: " + b"a" * 4096 + b"\r\n\r\n")
+            except OSError:
+                pass  # reset while sending: refused all the same
+            try:
+                assert conn.recv(100) == b""
+            except ConnectionResetError:
+                pass
+        assert get(srv.port, "/healthz")[0] == 200
+    finally:
+        srv.shutdown()
+
+
+def test_the_listen_backlog_is_not_five() -> None:
+    srv = HealthServer(CollectorRegistry(), Health(), "127.0.0.1", 0)
+    try:
+        assert srv._server.request_queue_size >= 128
+        # What the kernel holds for a listening socket (ss shows it as Send-Q).
+        assert _listen_backlog(srv.port) in (None, 128) or _listen_backlog(srv.port) >= 128
+    finally:
+        srv.shutdown()
+
+
+def _listen_backlog(port: int) -> int | None:
+    """The backlog of the listening socket on `port`, from `ss -ltn` (None: no ss here)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ss") is None:
+        return None
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                         check=False).stdout.split()
+    return int(out[2]) if len(out) > 2 and out[2].isdigit() else None
