@@ -91,6 +91,11 @@ def quiet_clients(quiet: bool) -> None:
             handler.addFilter(_CLIENT_LINES)
         else:
             handler.removeFilter(_CLIENT_LINES)
+    if quiet and logging.getLogger("kafka").getEffectiveLevel() < logging.WARNING:
+        # kafka-python's INFO lines from closing its connections can come after `main` has
+        # printed the one `error:` line and lifted the filter (the clients close as the
+        # process ends); its WARNING+ records, which the adapter listens to, are still made.
+        logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
 def settings_from(ctx: typer.Context, **flags: Any) -> Settings:
