@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
+from topic_io import produce, read_all, scorer_topics
 
 from stream.config import load_settings
 from stream.contracts.codec import REASONS
@@ -26,34 +26,7 @@ WEEK = 7 * 86400.0
 
 @pytest.fixture
 def topics(new_topic: Callable[..., str]) -> dict[str, str]:
-    return {
-        "input_topic": new_topic(partitions=2, prefix="tx"),
-        "labels_topic": new_topic(partitions=2, prefix="labels"),
-        "output_topic": new_topic(partitions=2, prefix="verdicts"),
-        "dlq_topic": new_topic(partitions=1, prefix="dlq"),
-        "changelog_topic": new_topic(partitions=2, prefix="changelog"),
-    }
-
-
-def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    for key, value in values:
-        producer.send(topic, key=key, value=value)  # record timestamp: now (CreateTime)
-    producer.flush()
-    producer.close()
-
-
-def _read(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             isolation_level="read_committed", enable_auto_commit=False,
-                             group_id=None)
-    records: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and len(records) < expected:
-        for batch in consumer.poll(timeout_ms=300).values():
-            records.extend(batch)
-    consumer.close()
-    return records
+    return scorer_topics(new_topic)
 
 
 def test_out_of_range_event_times_are_dead_letters_and_move_no_clock(
@@ -79,11 +52,11 @@ def test_out_of_range_event_times_are_dead_letters_and_move_no_clock(
     values = [(e["card_id"].encode(), orjson.dumps(e)) for e in events]
     mixed = (values[:200] + out_of_range[:2] + values[200:400] + [(b"c", huge_value)]
              + out_of_range[2:] + values[400:])
-    _produce(kafka_bootstrap, topics["input_topic"], mixed)
+    produce(kafka_bootstrap, topics["input_topic"], mixed)
     future_label = orjson.dumps({"transaction_id": events[0]["transaction_id"],
                                  "card_id": events[0]["card_id"], "is_fraud": True,
                                  "timestamp": "9999-01-01T00:00:00Z"})
-    _produce(kafka_bootstrap, topics["labels_topic"], [(events[0]["card_id"].encode(),
+    produce(kafka_bootstrap, topics["labels_topic"], [(events[0]["card_id"].encode(),
                                                         future_label)])
 
     registry = CollectorRegistry()
@@ -109,12 +82,12 @@ def test_out_of_range_event_times_are_dead_letters_and_move_no_clock(
     assert pipeline.state_sizes()["cards"] == len({e["card_id"] for e in events})
 
     verdicts = [orjson.loads(r.value) for r in
-                _read(kafka_bootstrap, topics["output_topic"], len(events) + 1)]
+                read_all(kafka_bootstrap, topics["output_topic"], len(events) + 1)]
     ids = {v["transaction_id"] for v in verdicts}
     assert "huge-extra" in ids and len(verdicts) == len(events) + 1
     assert not ids & {"year-9999", "year-9999-ms", "seconds-as-ms", "year-1"}
 
-    letters = [orjson.loads(r.value) for r in _read(kafka_bootstrap, topics["dlq_topic"], 5)]
+    letters = [orjson.loads(r.value) for r in read_all(kafka_bootstrap, topics["dlq_topic"], 5)]
     assert Counter(d["reason"] for d in letters) == {"timestamp_out_of_range": 5}
     by_payload = {orjson.loads(d["payload"]).get("transaction_id", "label"): d["error"]
                   for d in letters}

@@ -16,8 +16,11 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry
+from topic_io import produce as _produce
+from topic_io import read_all as _read_all
+from topic_io import scorer_topics
 
 from stream.config import Settings, load_settings
 from stream.contracts.topics import schema_validator
@@ -44,46 +47,13 @@ MALFORMED: list[tuple[bytes, str]] = [
 
 @pytest.fixture
 def topics(new_topic: Callable[..., str]) -> dict[str, str]:
-    return {
-        "input_topic": new_topic(partitions=2, prefix="tx"),
-        "labels_topic": new_topic(partitions=2, prefix="labels"),
-        "output_topic": new_topic(partitions=2, prefix="verdicts"),
-        "dlq_topic": new_topic(partitions=1, prefix="dlq"),
-        "changelog_topic": new_topic(partitions=2, prefix="changelog"),
-    }
+    return scorer_topics(new_topic)
 
 
 def _settings(bootstrap: str, topics: dict[str, str], kafka_client: str,
               **extra: Any) -> Settings:
     return load_settings(environ={}, bootstrap_servers=bootstrap, kafka_client=kafka_client,
                          group_id=f"g-{uuid.uuid4().hex[:8]}", **topics, **extra)
-
-
-def _produce(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    for key, value in values:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
-
-
-def _read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             isolation_level="read_committed", enable_auto_commit=False,
-                             group_id=None)
-    records: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    # Read until the expected count, then a little longer to catch any duplicate.
-    quiet_until = None
-    while time.monotonic() < deadline:
-        for batch in consumer.poll(timeout_ms=300).values():
-            records.extend(batch)
-        if len(records) >= expected:
-            quiet_until = quiet_until or time.monotonic() + 1.5
-            if time.monotonic() > quiet_until:
-                break
-    consumer.close()
-    return records
 
 
 def _events(count: int, seed: int = 3) -> list[dict[str, Any]]:
@@ -342,13 +312,7 @@ def test_partitions_paused_for_running_ahead_are_read_again_after_resume(
     whose parsed records it had parked while another's were parked too (the adapter drops
     them on resume): `stream run` stalled for good at 179,102 of 200,000 events in make bench.
     A tiny threshold makes every partition pause and resume many times."""
-    topics = {
-        "input_topic": new_topic(partitions=4, prefix="tx"),
-        "labels_topic": new_topic(partitions=4, prefix="labels"),
-        "output_topic": new_topic(partitions=4, prefix="verdicts"),
-        "dlq_topic": new_topic(partitions=1, prefix="dlq"),
-        "changelog_topic": new_topic(partitions=4, prefix="changelog"),
-    }
+    topics = scorer_topics(new_topic, partitions=4)
     events = list(generate(TrafficConfig(count=12_000, fraud_rate=0.02, seed=5, n_cards=400)))
     _produce(kafka_bootstrap, topics["input_topic"],
              [(e["card_id"].encode(), orjson.dumps(e)) for e in events])

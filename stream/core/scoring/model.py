@@ -21,24 +21,32 @@ from river import compose, linear_model, optim, preprocessing
 
 HEAVY_PREFIXES = ("card_count_", "card_mean_amount_", "card_amount_ratio_", "merchant_count_")
 HEAVY_NAMES = frozenset({"card_recent_vs_long", "merchant_activity_ratio", "card_frauds_7d"})
-_heavy: dict[str, bool] = {}
+_heavy_names: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
-def _is_heavy(name: str) -> bool:
-    heavy = _heavy.get(name)
+def _heavy_of(names: tuple[str, ...]) -> tuple[str, ...]:
+    heavy = _heavy_names.get(names)
     if heavy is None:
-        heavy = _heavy[name] = name.startswith(HEAVY_PREFIXES) or name in HEAVY_NAMES
+        if len(_heavy_names) > 64:  # a handful of feature sets per process; never unbounded
+            _heavy_names.clear()
+        heavy = _heavy_names[names] = tuple(
+            n for n in names if n.startswith(HEAVY_PREFIXES) or n in HEAVY_NAMES)
     return heavy
 
 
 def compress(features: dict[str, float]) -> dict[str, float]:
     """log1p of the heavy-tailed features (counts, amounts, ratios; all >= 0), others as is.
 
+    Runs twice per event (score, learn): the heavy names are found once per feature set.
+
     >>> compress({"card_count_1d": 3.0, "amount_log": 3.0, "merchant_activity_ratio": 0.0})
     {'card_count_1d': 1.3862943611198906, 'amount_log': 3.0, 'merchant_activity_ratio': 0.0}
     """
-    return {name: (log1p(value) if value > 0.0 else 0.0) if _is_heavy(name) else value
-            for name, value in features.items()}
+    out = dict(features)
+    for name in _heavy_of(tuple(features)):
+        value = out[name]
+        out[name] = log1p(value) if value > 0.0 else 0.0
+    return out
 
 
 def preprocessing_steps() -> list[compose.FuncTransformer | preprocessing.StandardScaler]:
