@@ -21,8 +21,8 @@ from stream.config import load_settings
 from stream.contracts.messages import Transaction
 from stream.core.pipeline import Pipeline, PipelineConfig
 from stream.devtools.broker import LocalBroker, find_free_port
-from stream.kafka.classify import ClientError
 from stream.kafka.clients import connect
+from stream.kafka.delivery import send_waiting
 from stream.kafka.restore import read_partition
 from stream.state.changelog import encode_changes
 
@@ -73,14 +73,7 @@ def restore_time(bootstrap: str, cards: int) -> None:
         changes = pipe.drain_changes(partition)
         changes.pending = {}
         for key, value in encode_changes(changes):
-            while True:
-                try:
-                    producer.send(topic, key, value, partition=partition)
-                    break
-                except ClientError as exc:
-                    if exc.kind != "queue_full":
-                        raise
-                    producer.poll(0.1)
+            send_waiting(producer, topic, key, value, partition)
             written += 1
     producer.close(120.0)
     started = time.perf_counter()

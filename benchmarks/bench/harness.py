@@ -30,6 +30,7 @@ from stream.devtools.broker import BrokerError, LocalBroker, find_free_port
 from stream.devtools.synthetic import TrafficConfig, generate
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import connect
+from stream.kafka.delivery import send_waiting
 
 log = logging.getLogger("benchmarks.bench")
 
@@ -197,14 +198,7 @@ def prefill(topics: Topics, count: int, cards: int, seed: int) -> Prefilled:
             values.append(value)
             partitions.append(partition_for(key, PARTITIONS))
             fraud += bool(event.get("is_fraud"))
-            while True:
-                try:
-                    producer.send(topics.input, key, value, on_delivery=delivered)
-                    break
-                except ClientError as exc:
-                    if exc.kind != "queue_full":
-                        raise
-                    producer.poll(0.1)
+            send_waiting(producer, topics.input, key, value, on_delivery=delivered)
         left = producer.flush(120.0)
     finally:
         producer.close(10.0)

@@ -47,7 +47,7 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("_after_scoring", "pipeline.py", "pipeline bookkeeping"),
     ("encode_verdict", "codec.py", "verdict encode"),
     ("to_verdict", "core/verdicts.py", "verdict build"),
-    ("_produce", "kafka/delivery.py", "produce (client enqueue)"),
+    ("send_waiting", "kafka/delivery.py", "produce (client enqueue)"),
     ("commit", "kafka/delivery.py", "checkpoint: commit (acks, offsets or transaction)"),
     ("poll", "kafka/rdkafka_consumer.py", "consume (fetched batch + wait)"),
     ("poll", "kafka/kafkapython_consumer.py", "consume (fetched batch + wait)"),

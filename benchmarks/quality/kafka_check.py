@@ -20,6 +20,7 @@ from benchmarks.quality.dataset import Dataset
 from stream.contracts.codec import decode_verdict
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import connect
+from stream.kafka.delivery import send_waiting
 from stream.kafka.records import BEGINNING
 
 log = logging.getLogger("benchmarks.quality")
@@ -37,14 +38,7 @@ def _produce(topics: Topics, data: Dataset) -> float:
 
     for is_label, key, value in data.raw:
         topic = topics.labels if is_label else topics.input
-        while True:
-            try:
-                producer.send(topic, key, value, on_delivery=delivered)
-                break
-            except ClientError as exc:
-                if exc.kind != "queue_full":
-                    raise
-                producer.poll(0.1)
+        send_waiting(producer, topic, key, value, on_delivery=delivered)
     left = producer.flush(120.0)
     if left or failed:
         raise RuntimeError(f"{left} records not acknowledged, {len(failed)} failed")

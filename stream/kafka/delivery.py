@@ -34,9 +34,9 @@ QUEUE_FULL_TIMEOUT_S = 30.0
 ABORT_ATTEMPTS = 3  # timed-out aborts in a row before the producer is replaced
 
 
-def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
-             partition: int | None, headers: Headers | None,
-             on_delivery: Callable[[ClientError | None], None] | None = None) -> None:
+def send_waiting(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+                 partition: int | None = None, headers: Headers | None = None,
+                 on_delivery: Callable[[ClientError | None], None] | None = None) -> None:
     """Enqueue one record; when the local queue is full, serve delivery reports and retry
     (back-pressure instead of an error), but not forever: a queue that does not drain means
     the producer cannot deliver, which the loop must hear about to recover."""
@@ -104,7 +104,7 @@ class AtLeastOnce:
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              partition: int | None = None, headers: Headers | None = None) -> None:
         epoch = self._epoch
-        _produce(self.producer, topic, key, value, partition, headers, epoch.delivered)
+        send_waiting(self.producer, topic, key, value, partition, headers, epoch.delivered)
         epoch.outstanding += 1
 
     def commit(self, offsets: Offsets, wait: bool = True) -> None:
@@ -207,7 +207,7 @@ class ExactlyOnce:
              partition: int | None = None, headers: Headers | None = None) -> None:
         producer = self._begin()
         try:
-            _produce(producer, topic, key, value, partition, headers)
+            send_waiting(producer, topic, key, value, partition, headers)
         except ClientError as exc:
             raise classify(exc, "send failed") from exc
 

@@ -208,3 +208,21 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> tuple[int, s
 
 def new_group() -> str:
     return f"dur-{uuid.uuid4().hex[:8]}"
+
+
+def scorer_thread(settings: Any, registry: Any) -> tuple[threading.Thread, dict[str, object]]:
+    """`run_scorer` in a started thread; its result ("result") or the exception it raised
+    ("error") lands in the returned dict, for the test's assertions."""
+    from stream.serving.wiring import run_scorer
+
+    outcome: dict[str, object] = {}
+
+    def _run() -> None:
+        try:
+            outcome["result"] = run_scorer(settings, registry)
+        except Exception as exc:  # surfaced by the caller's assertion
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=_run)
+    thread.start()
+    return thread, outcome

@@ -5,20 +5,18 @@ clients' reconnect errors are a few log lines, not hundreds."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from durability_support import Topics, new_group, produce_traffic, wait_for
+from durability_support import Topics, new_group, produce_traffic, scorer_thread, wait_for
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from prometheus_client import CollectorRegistry
 
 from stream.config import load_settings
 from stream.devtools.broker import LocalBroker, find_free_port
-from stream.serving.wiring import run_scorer
 
 CLIENT_LOGGERS = ("kafka", "rdkafka", "stream.kafka")
 
@@ -70,16 +68,7 @@ def test_readiness_follows_the_broker_and_its_outage_is_a_few_log_lines(
             max_events=400, max_outage_s=120.0, request_timeout_ms=5000,
             **topics.settings())
         registry = CollectorRegistry()
-        outcome: dict[str, object] = {}
-
-        def _run() -> None:
-            try:
-                outcome["result"] = run_scorer(settings, registry)
-            except Exception as exc:  # surfaced by the assertion below
-                outcome["error"] = exc
-
-        thread = threading.Thread(target=_run)
-        thread.start()
+        thread, outcome = scorer_thread(settings, registry)
         wait_for(lambda: _get(port, "/readyz")[0] == 200, 60, "/readyz 200 once scoring")
         wait_for(lambda: (registry.get_sample_value(
             "fraudstream_events_total", {"outcome": "scored"}) or 0) >= 300, 60,

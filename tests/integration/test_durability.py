@@ -23,6 +23,7 @@ from durability_support import (
     produce_traffic,
     read_committed,
     scorer_process,
+    scorer_thread,
     scraped,
     stop,
     verdict_ids,
@@ -220,16 +221,7 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
             kafka_client=kafka_client,
             checkpoint_interval_ms=50.0, session_timeout_ms=6000, max_outage_s=120.0,
             request_timeout_ms=5000, **topics.settings())
-        outcome: dict[str, object] = {}
-
-        def _run() -> None:
-            try:
-                outcome["result"] = run_scorer(settings, registry)
-            except Exception as exc:  # surfaced by the assertion below
-                outcome["error"] = exc
-
-        thread = threading.Thread(target=_run)
-        thread.start()
+        thread, outcome = scorer_thread(settings, registry)
         wait_for(lambda: (registry.get_sample_value(
             "fraudstream_events_total", {"outcome": "scored"}) or 0) >= 3000, 90,
             "the scorer to get going")
