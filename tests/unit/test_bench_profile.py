@@ -16,7 +16,7 @@ def _stack(*frames: str, n: int) -> str:
 def test_innermost_matching_frame_decides_and_only_loop_stacks_count() -> None:
     collapsed = "\n".join([
         _stack(POLL, HANDLE, "AtLeastOnce.send (stream/kafka/delivery.py:90)",
-               "_produce (stream/kafka/delivery.py:60)", n=7),
+               "send_waiting (stream/kafka/delivery.py:60)", n=7),
         _stack(POLL, HANDLE, "Pipeline.score (stream/core/pipeline.py:200)",
                "learn_one (stream/core/scoring/model.py:60)", n=5),
         _stack(POLL, "RdkafkaGroupConsumer.poll (stream/kafka/rdkafka_consumer.py:99)", n=4),
