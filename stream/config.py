@@ -53,6 +53,8 @@ Guarantee = Literal["at-least-once", "exactly-once"]
 _APPLICATION_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 CHANGELOG = "changelog"
 """The state changelog's internal-topic name: `<application_id>.changelog`."""
+MERCHANT_FEED = "merchant-feed"
+"""The merchant feed's internal-topic name: `<application_id>.merchant-feed`."""
 
 
 
@@ -147,6 +149,12 @@ class Settings(BaseSettings):
     # input later than merchant_lateness_s (<= delta) counts as arriving at the limit.
     merchant_delta_s: float = Field(60.0, ge=0)
     merchant_lateness_s: float = Field(30.0, ge=0)
+    # "shared": one merchant table over every partition's traffic, shared between instances
+    # through the merchant feed; "partition": each partition sees its own traffic only.
+    merchant_state: Literal["shared", "partition"] = "shared"
+    # How long the scorer holds input back for the other instances' merchant events before
+    # it reads the merchant state as it is (counted as stale reads).
+    merchant_max_wait_ms: float = Field(2000.0, ge=0)
     evict_every: int = Field(10_000, gt=0)
 
     # Model and policy.
@@ -225,6 +233,11 @@ class Settings(BaseSettings):
             object.__setattr__(self, "changelog_topic", self.internal_topic(CHANGELOG))
         return self
 
+    @property
+    def merchant_feed_topic(self) -> str:
+        """The merchant feed (shared merchant state): `<application_id>.merchant-feed`."""
+        return self.internal_topic(MERCHANT_FEED)
+
     @model_validator(mode="after")
     def _sasl_complete(self) -> Settings:
         """A SASL protocol needs a mechanism (the clients would each guess another one), and
@@ -267,7 +280,8 @@ class Settings(BaseSettings):
         changelog's role keeps its file's name, its topic is the application's."""
         return {"transactions": self.input_topic, "labels": self.labels_topic,
                 "verdicts": self.output_topic, "transactions.dlq": self.dlq_topic,
-                "transactions.changelog": self.changelog_topic}
+                "transactions.changelog": self.changelog_topic,
+                "transactions.merchant-feed": self.merchant_feed_topic}
 
 
 def _flatten(table: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 from river import compose
 
 from stream.core.features.extractor import FeatureExtractor, MerchantView
+from stream.core.features.merchant_table import TableView
 from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import make_model
 from stream.core.scoring.pending import Decided, DueLabels, PendingBuffer
@@ -90,9 +91,11 @@ def changes_of(state: PartitionState, pending: PendingBuffer, model_name: str,
     changes = state.features.drain_changes()
     cards, cards_evicted = changes["cards"]
     merchants, merchants_evicted = changes["merchants"]
+    view = state.merchants
     return PartitionChanges(
         snapshot=encode_snapshot(snapshot), cards=cards, cards_evicted=cards_evicted,
         merchants=merchants, merchants_evicted=merchants_evicted, pending=pending_changes,
+        view=(view.seq, view.stream_time) if isinstance(view, TableView) else None,
     )
 
 
@@ -110,6 +113,8 @@ def apply_restored(state: PartitionState, restored: RestoredState, champion: str
         store_merchants.restore(key, row)
     for tx_id, (merchant, ts, score, values) in restored.pending.items():
         pending.put(tx_id, Decided(state.partition, merchant, ts, score, array("d", values)))
+    if restored.view is not None and isinstance(state.merchants, TableView):
+        state.merchants.restore(*restored.view)
 
 
 def _models_by_name(snap: PartitionSnapshot, champion: str) -> tuple[Any, dict[str, Any]]:

@@ -118,6 +118,33 @@ class Metrics:
             f"{PREFIX}_buffered_records",
             "Consumed records held for event-time alignment, not yet processed.", registry=r,
         )
+        self.merchant_lag = Gauge(
+            f"{PREFIX}_merchant_table_lag_seconds",
+            "How far, in event time, this instance's merchant reads are ahead of what the shared "
+            "merchant table can answer exactly (0 when every partition keeps pace; positive "
+            "while another instance's partitions lag).", registry=r,
+        )
+        self.merchant_stale_reads = Counter(
+            f"{PREFIX}_merchant_stale_reads",
+            "Merchant reads answered past the table's frontier (a partition lagged for longer "
+            "than merchant_max_wait_ms): their merchant features may miss other partitions' "
+            "latest events.", registry=r,
+        )
+        self.merchant_waits = Counter(
+            f"{PREFIX}_merchant_wait_timeouts",
+            "Times the scorer stopped holding input back for the shared merchant table after "
+            "merchant_max_wait_ms.", registry=r,
+        )
+        self.merchant_feed_rejected = Counter(
+            f"{PREFIX}_merchant_feed_rejected",
+            "Merchant feed records skipped as malformed (never folded).", registry=r,
+        )
+        self.merchant_rebuild_seconds = Histogram(
+            f"{PREFIX}_merchant_rebuild_seconds",
+            "Time to rebuild the shared merchant table from the merchant feed (on start, "
+            "rebalance and rewind).",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r,
+        )
         self.alignment_timeouts = Counter(
             f"{PREFIX}_alignment_timeouts",
             "Records released after waiting max_task_idle_ms in vain for a partition that "

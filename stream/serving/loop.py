@@ -11,6 +11,7 @@ being fenced by another instance ends the run.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -28,6 +29,7 @@ from stream.serving.checkpoint import Checkpointer, Delivery
 from stream.serving.handlers import RecordHandler, same_partitions
 from stream.serving.intake import Intake
 from stream.serving.ledger import Ledger, RunResult
+from stream.serving.merchant_feed import MerchantFeed
 from stream.serving.rebalance import Rebalance
 from stream.serving.recovery import RecoverableError, Recovery
 
@@ -57,11 +59,19 @@ class ScorerLoop:
                              settings.buffered_records_per_partition,
                              bounds=time_bounds(settings))
         self._stop = threading.Event()
+        # The shared merchant table's Kafka half, when the pipeline has one (merchant_feed.py).
+        self.feed: MerchantFeed | None = None
+        if pipeline.merchants is not None:
+            self.feed = MerchantFeed(settings, pipeline, clients, metrics,
+                                     pipeline.merchants.partitions)
+        self._gated_since: float | None = None
+        self._stale_reads = 0
         self.handle = RecordHandler(settings, pipeline, metrics, delivery, self.ledger,
                                     same_partitions(topic_partitions or {}, settings))
-        self.checkpoints = Checkpointer(settings, pipeline, delivery, self.ledger, metrics)
+        self.checkpoints = Checkpointer(settings, pipeline, delivery, self.ledger, metrics,
+                                        self.feed)
         self.recovery = Recovery(settings, pipeline, clients, consumer, delivery, self.ledger,
-                                 self.intake, metrics, self._stop)
+                                 self.intake, metrics, self._stop, self.feed)
         self.rebalance = Rebalance(settings, pipeline, self.intake, self.checkpoints,
                                    self.recovery, self.health, metrics, self.quality)
         self._next_gauges = 0.0
@@ -108,6 +118,8 @@ class ScorerLoop:
         finally:
             self.health.set_stopped()
             self._refresh_gauges(force=True)
+            if self.feed is not None:
+                self.feed.close()
         summary = self.pipeline.summary()
         self.result.labels_learned = summary.labels
         self.result.roc_auc = summary.roc_auc
@@ -120,7 +132,8 @@ class ScorerLoop:
         self.intake.take(polled)
         processed = 0
         input_topic, ledger, handle = s.input_topic, self.ledger, self.handle
-        for arrival in self.intake.release():
+        until = self._merchant_gate() if self.feed is not None else math.inf
+        for arrival in self.intake.release(until):
             record = arrival.record
             if record.topic == input_topic:
                 if remaining is not None and processed >= remaining:
@@ -135,6 +148,41 @@ class ScorerLoop:
             self.metrics.last_event.set(time.time())
         self._refresh_gauges()
         return processed
+
+    def _merchant_gate(self) -> float:
+        """The latest event time the shared merchant table can serve exactly now: input past
+        it waits for the other instances' merchant events, at most `merchant_max_wait_ms`.
+
+        Only the other instances' partitions can hold input back: the owned ones are
+        processed in event-time order, which keeps them past the time being processed
+        (MerchantTable.floor), so a single instance never waits. An owned partition with
+        nothing waiting at the end of its input follows the latest event time known (the
+        feed's included), so that the other instances need not wait for it either."""
+        assert self.feed is not None
+        self.feed.poll()
+        pipeline, intake = self.pipeline, self.intake
+        ahead = -math.inf
+        for partition in pipeline.partitions:
+            head = intake.next_time(partition)
+            if head is None:
+                pipeline.idle(partition)
+            else:
+                pipeline.lookahead(partition, head)
+                ahead = max(ahead, head)
+        table = pipeline.merchants
+        assert table is not None
+        until = table.remote_frontier() + table.delta_s
+        if ahead <= until:
+            self._gated_since = None
+            return until
+        now = time.monotonic()
+        if self._gated_since is None:
+            self._gated_since = now
+        elif now - self._gated_since > self.settings.merchant_max_wait_ms / 1000.0:
+            self._gated_since = None
+            self.metrics.merchant_waits.inc()
+            return math.inf
+        return until
 
     def _final_checkpoint(self) -> None:
         self._raise_if_fenced()
@@ -175,3 +223,9 @@ class ScorerLoop:
             self.metrics.alignment_timeouts.inc(timed_out - self._timed_out)
             self._timed_out = timed_out
         self.quality.refresh(self.pipeline.oversight, self.pipeline.model_version)
+        table = self.pipeline.merchants
+        if table is not None:
+            if table.stale_reads > self._stale_reads:
+                self.metrics.merchant_stale_reads.inc(table.stale_reads - self._stale_reads)
+            self._stale_reads = table.stale_reads
+            self.metrics.merchant_lag.set(self.pipeline.merchant_lag())

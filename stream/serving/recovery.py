@@ -25,6 +25,7 @@ from stream.observability.metrics import Metrics
 from stream.serving.checkpoint import Delivery
 from stream.serving.intake import Intake
 from stream.serving.ledger import Ledger
+from stream.serving.merchant_feed import MerchantFeed
 from stream.state.changelog import (
     Ownership,
     check_ownership,
@@ -41,7 +42,8 @@ class Recovery:
 
     def __init__(self, settings: Settings, pipeline: Pipeline, clients: Clients,
                  consumer: GroupConsumer, delivery: Delivery, ledger: Ledger, intake: Intake,
-                 metrics: Metrics, stop: threading.Event) -> None:
+                 metrics: Metrics, stop: threading.Event,
+                 feed: MerchantFeed | None = None) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.clients = clients
@@ -51,6 +53,7 @@ class Recovery:
         self.intake = intake
         self.metrics = metrics
         self._stop = stop
+        self.feed = feed
         self.broken_since: float | None = None
         self._legacy_noted = False
 
@@ -96,6 +99,8 @@ class Recovery:
         self.ledger.rewound()
         self.intake.clear()
         before = dict(self.ledger.durable_events)
+        if self.feed is not None:  # the table holds uncommitted events of our partitions
+            self.feed.rebuild()
         for partition in list(self.pipeline.partitions):
             self.restore(partition)
         if self.delivery.transactional:  # at-least-once state may run ahead of its offsets

@@ -32,6 +32,7 @@ log = logging.getLogger("stream.changelog")
 
 MODEL_KEY = b"m"
 OWNER_KEY = b"o"
+VIEW_KEY = b"v"
 CARD, MERCHANT, PENDING = b"c:", b"n:", b"p:"
 Row = list[float]
 PendingRow = tuple[str, float, float, list[float]]
@@ -54,6 +55,8 @@ class PartitionChanges:
     merchants: dict[str, Row] = field(default_factory=dict)
     merchants_evicted: list[str] = field(default_factory=list)
     pending: dict[str, PendingRow | None] = field(default_factory=dict)
+    # The partition's place in the merchant feed: (last sequence number, stream time).
+    view: tuple[int, float] | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +67,7 @@ class RestoredState:
     cards: dict[str, Row] = field(default_factory=dict)
     merchants: dict[str, Row] = field(default_factory=dict)
     pending: dict[str, PendingRow] = field(default_factory=dict)
+    view: tuple[int, float] | None = None
     records: int = 0
     # Records per writing application (their `application_id` header), and those without.
     writers: dict[str, int] = field(default_factory=dict)
@@ -83,6 +87,8 @@ def encode_changes(changes: PartitionChanges) -> list[tuple[bytes, bytes | None]
     out.extend((MERCHANT + k.encode(), None) for k in changes.merchants_evicted)
     out.extend((PENDING + k.encode(), None if v is None else dumps(v))
                for k, v in changes.pending.items())
+    if changes.view is not None:
+        out.append((VIEW_KEY, dumps(changes.view)))
     out.append((MODEL_KEY, changes.snapshot))
     return out
 
@@ -116,6 +122,9 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
     if key == MODEL_KEY:
         state.snapshot = value
         return
+    if key == VIEW_KEY:
+        state.view = _view_row(value)
+        return
     if key == OWNER_KEY:
         if value is not None:
             owner: dict[str, Any] = orjson.loads(value)
@@ -140,6 +149,23 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
     if prefix == PENDING:
         decoded = tuple(decoded)
     target[name] = decoded
+
+
+def _view_row(value: bytes | None) -> tuple[int, float] | None:
+    """The `v` row: [sequence number, stream time (null: none yet)]; anything else is
+    refused (untrusted).
+
+    >>> _view_row(b"[12, 1700000000.5]"), _view_row(b"[0, null]")
+    ((12, 1700000000.5), (0, -inf))
+    """
+    if value is None:
+        return None
+    row: Any = orjson.loads(value)
+    if (not isinstance(row, list) or len(row) != 2 or isinstance(row[0], bool)
+            or not isinstance(row[0], int) or row[0] < 0 or isinstance(row[1], bool)
+            or not (row[1] is None or isinstance(row[1], int | float))):
+        raise ValueError(f"malformed merchant view row {value[:80]!r}")
+    return row[0], float("-inf") if row[1] is None else float(row[1])
 
 
 @dataclass(frozen=True, slots=True)
