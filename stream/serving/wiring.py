@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from stream.assembly import challengers, model_version, pipeline_config
+from stream.assembly import challengers, model_version, pipeline_config, state_key
 from stream.config import Settings
 from stream.core.pipeline import Pipeline
 from stream.errors import AuthenticationError, ConfigError, FraudStreamError, InfrastructureError
@@ -125,13 +125,20 @@ def build_scorer(
     except Exception:
         consumer.close()
         raise
-    init = load_snapshot(settings.init_from) if settings.init_from is not None else None
+    try:
+        # Only state that is read or written needs the key (none: no changelog, no snapshot).
+        key = state_key(settings) if settings.changelog or settings.init_from else None
+        init = load_snapshot(settings.init_from, key) if settings.init_from is not None \
+            else None
+    except Exception:
+        consumer.close()
+        raise
     version = init.model_name if init is not None and init.model_name else \
         model_version(settings)
     if version in challengers(settings):
         consumer.close()
         raise ConfigError(f"challenger {version!r} is the champion the scorer starts from")
-    pipeline = Pipeline(pipeline_config(settings), version, init_from=init)
+    pipeline = Pipeline(pipeline_config(settings, key), version, init_from=init)
     if settings.changelog:
         log.info("application %r (group %r): state in %s%s", settings.application_id,
                  settings.group_id, settings.changelog_topic,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from keys_support import KEY
 
 from stream.contracts.messages import Transaction
 from stream.contracts.topics import (
@@ -183,8 +184,8 @@ def _changelog_validator(kind: str) -> Draft202012Validator:
 def _changelog_records() -> list[tuple[bytes, bytes | None]]:
     """What checkpoints write for a partition that scored, deferred labels and evicted: the
     real encoder's output, every key kind and tombstones included."""
-    config = PipelineConfig(label_delay_s=600.0, track_changes=True, card_ttl_s=2000.0,
-                            evict_every=25)
+    config = PipelineConfig(label_delay_s=600.0, track_changes=True, state_key=KEY,
+                            card_ttl_s=2000.0, evict_every=25)
     pipeline = Pipeline(config)
     records: list[tuple[bytes, bytes | None]] = []
     for i in range(200):
