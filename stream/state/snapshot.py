@@ -161,7 +161,7 @@ def authenticate(raw: bytes, key: StateKey | None, where: str = "snapshot") -> i
         raise SnapshotError(f"{where}: {exc}") from None
     if key is None:
         raise StateAuthenticationError(
-            f"cannot authenticate {where}: no state key is configured ({_SETTINGS}); "
+            f"{where} cannot be authenticated: no state key is configured ({_SETTINGS}); "
             "snapshots are never unpickled unauthenticated")
     (size,) = _HEADER.unpack_from(raw, len(MAGIC))
     tag_at = len(MAGIC) + _HEADER.size + size
