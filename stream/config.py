@@ -179,6 +179,14 @@ class Settings(BaseSettings):
     # A trained snapshot (`stream train` / `stream replay --out`) that every newly assigned
     # partition starts from, unless the changelog already holds that partition's state.
     init_from: Path | None = None
+    # The key that signs every snapshot (changelog and files) and authenticates it before it
+    # is unpickled (README "Security"): the key itself (a secret, like the SASL password:
+    # prefer FRAUDSTREAM_STATE_KEY to a file in git), or a file holding it (a mounted
+    # Secret). Neither, on a PLAINTEXT cluster: a development key made once per user at
+    # `dev_state_key_file`, with a WARNING; neither, on SSL or SASL: a ConfigError.
+    state_key: SecretStr | None = None
+    state_key_file: Path | None = None
+    dev_state_key_file: Path = Path("~/.local/state/fraud-stream/dev-state.key")
 
     # Champion and challengers (shadow models, see stream/core/scoring/zoo.py for the
     # names); promotion is off unless a metric is set. All off by default: no extra cost.
@@ -251,6 +259,13 @@ class Settings(BaseSettings):
                 not self.sasl_plain_username or self.sasl_plain_password is None):
             raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_plain_username "
                              "and sasl_plain_password (FRAUDSTREAM_SASL_PLAIN_PASSWORD)")
+        return self
+
+    @model_validator(mode="after")
+    def _one_state_key(self) -> Settings:
+        if self.state_key is not None and self.state_key_file is not None:
+            raise ValueError("give the state key once: state_key (FRAUDSTREAM_STATE_KEY) or "
+                             "state_key_file, not both")
         return self
 
     @classmethod

@@ -21,8 +21,22 @@ from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import make_model
 from stream.core.scoring.pending import Decided, DueLabels, PendingBuffer
 from stream.core.scoring.zoo import make_challenger, parse_challenger
-from stream.state.changelog import PartitionChanges, PendingRow, RestoredState
-from stream.state.snapshot import PartitionSnapshot, decode_snapshot, encode_snapshot
+from stream.state.changelog import (
+    CARD,
+    MERCHANT,
+    PENDING,
+    PartitionChanges,
+    PendingRow,
+    Quarantined,
+    RestoredState,
+)
+from stream.state.keys import StateKey
+from stream.state.snapshot import (
+    PartitionSnapshot,
+    SnapshotError,
+    decode_snapshot,
+    encode_snapshot,
+)
 
 
 class PartitionState:
@@ -84,8 +98,12 @@ def load_snapshot(state: PartitionState, snap: PartitionSnapshot, champion: str,
 
 
 def changes_of(state: PartitionState, pending: PendingBuffer, model_name: str,
-               pending_changes: dict[str, PendingRow | None]) -> PartitionChanges:
-    """The partition's changes since its last drain, for the changelog (plain values)."""
+               pending_changes: dict[str, PendingRow | None],
+               key: StateKey | None) -> PartitionChanges:
+    """The partition's changes since its last drain, for the changelog (plain values and the
+    model snapshot, signed with `key`)."""
+    if key is None:
+        raise SnapshotError("cannot write the changelog: no state key to sign snapshots with")
     snapshot = snapshot_of(state, pending, model_name, with_features=False)
     snapshot.pending = []  # pending records travel as their own changelog keys
     changes = state.features.drain_changes()
@@ -93,28 +111,58 @@ def changes_of(state: PartitionState, pending: PendingBuffer, model_name: str,
     merchants, merchants_evicted = changes["merchants"]
     view = state.merchants
     return PartitionChanges(
-        snapshot=encode_snapshot(snapshot), cards=cards, cards_evicted=cards_evicted,
+        snapshot=encode_snapshot(snapshot, key), cards=cards, cards_evicted=cards_evicted,
         merchants=merchants, merchants_evicted=merchants_evicted, pending=pending_changes,
         view=(view.seq, view.stream_time) if isinstance(view, TableView) else None,
     )
 
 
 def apply_restored(state: PartitionState, restored: RestoredState, champion: str,
-                   pending: PendingBuffer) -> None:
-    """A changelog's content into a fresh partition state."""
+                   pending: PendingBuffer, key: StateKey | None,
+                   where: str = "changelog") -> list[Quarantined]:
+    """A changelog's content into a fresh partition state: the model snapshot authenticated
+    with `key` (a SnapshotError refuses the partition), the rows held to the current feature
+    set. Rows of the wrong width are skipped and returned (quarantined), not restored: their
+    numbers would mean other features, or break the label join later."""
     if restored.snapshot is not None:
         # Its pending list is empty: pending records come from their own keys below.
-        load_snapshot(state, decode_snapshot(restored.snapshot), champion, pending)
-    store_cards, store_merchants = state.features.card_store, state.features.merchant_store
-    # Oldest update first, so eviction (which pops from the front) stays in order.
-    for key, row in sorted(restored.cards.items(), key=lambda item: item[1][0]):
-        store_cards.restore(key, row)
-    for key, row in sorted(restored.merchants.items(), key=lambda item: item[1][0]):
-        store_merchants.restore(key, row)
+        snapshot = decode_snapshot(restored.snapshot, key, f"{where} model snapshot")
+        load_snapshot(state, snapshot, champion, pending)
+    skipped: list[Quarantined] = []
+    for store, prefix, rows in (
+            (state.features.card_store, CARD, restored.cards),
+            (state.features.merchant_store, MERCHANT, restored.merchants)):
+        fitting = _fitting(rows, store.width, prefix, skipped)
+        # Oldest update first, so eviction (which pops from the front) stays in order.
+        for name, row in sorted(fitting.items(), key=lambda item: item[1][0]):
+            store.restore(name, row)
+    width = len(state.features.feature_names)
     for tx_id, (merchant, ts, score, values) in restored.pending.items():
+        if len(values) != width:
+            skipped.append(_wrong_width(PENDING, tx_id, len(values), width))
+            continue
         pending.put(tx_id, Decided(state.partition, merchant, ts, score, array("d", values)))
     if restored.view is not None and isinstance(state.merchants, TableView):
         state.merchants.restore(*restored.view)
+    return skipped
+
+
+def _fitting(rows: dict[str, list[float]], width: int, prefix: bytes,
+             skipped: list[Quarantined]) -> dict[str, list[float]]:
+    """The rows of `width` numbers; the others are added to `skipped`."""
+    fitting = {}
+    for name, row in rows.items():
+        if len(row) == width:
+            fitting[name] = row
+        else:
+            skipped.append(_wrong_width(prefix, name, len(row), width))
+    return fitting
+
+
+def _wrong_width(prefix: bytes, name: str, got: int, width: int) -> Quarantined:
+    store = {CARD: "card", MERCHANT: "merchant", PENDING: "pending"}[prefix]
+    return Quarantined(store, "wrong_width", prefix + name.encode(),
+                       f"{got} numbers where the current feature set has {width}")
 
 
 def _models_by_name(snap: PartitionSnapshot, champion: str) -> tuple[Any, dict[str, Any]]:

@@ -37,7 +37,7 @@ from stream.core.partitions import (
 from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import learn_one, score_one, top_contributions
 from stream.core.scoring.pending import Decided, PendingBuffer
-from stream.state.changelog import PartitionChanges, PendingRow, RestoredState
+from stream.state.changelog import PartitionChanges, PendingRow, Quarantined, RestoredState
 from stream.state.snapshot import PartitionSnapshot
 
 NO_CONTRIBUTIONS: dict[str, float] = {}
@@ -438,15 +438,21 @@ class Pipeline:
         """The partition's changes since its last drain, for the changelog (plain values)."""
         self.dirty.discard(partition)
         return changes_of(self._partitions[partition], self.pending, self.model_version,
-                          self._pending_changes.pop(partition, {}))
+                          self._pending_changes.pop(partition, {}), self.config.state_key)
 
-    def restore_from_changelog(self, partition: int, restored: RestoredState) -> None:
-        """Rebuild a partition from its changelog (a fresh state when there is none)."""
+    def restore_from_changelog(self, partition: int, restored: RestoredState,
+                               where: str = "changelog") -> list[Quarantined]:
+        """Rebuild a partition from its changelog (a fresh state when there is none); the
+        model snapshot is authenticated with the configured state key (SnapshotError if it
+        cannot be). Returns the rows skipped for not fitting the feature set (`where` names
+        the changelog partition in messages)."""
         self.revoke(partition)
         state = self.assign(partition)
-        apply_restored(state, restored, self.model_version, self.pending)
+        skipped = apply_restored(state, restored, self.model_version, self.pending,
+                                 self.config.state_key, where)
         self._advance_clock(state)
         self.dirty.discard(partition)
+        return skipped
 
     # -- read-only views for metrics and the summary ---------------------------------------
     def summary(self) -> Summary:

@@ -13,6 +13,7 @@ from importlib import metadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from stream.contracts.codec import REASONS
+from stream.state.changelog import QUARANTINE_KINDS
 
 PREFIX = "fraudstream"
 # Per-event work is tens of microseconds; end-to-end includes broker round trips.
@@ -104,6 +105,12 @@ class Metrics:
             f"{PREFIX}_restore_seconds",
             "Time to rebuild one partition's state from the changelog.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r,
+        )
+        self.quarantined = Counter(
+            f"{PREFIX}_state_rows_quarantined",
+            "Changelog rows skipped on restore because they cannot be read (not UTF-8, not "
+            "JSON, wrong shape, not finite, wrong width for the feature set), by store and "
+            "reason; each key starts afresh.", ["store", "reason"], registry=r,
         )
         self.recoveries = Counter(
             f"{PREFIX}_recoveries",
@@ -252,6 +259,8 @@ class Metrics:
             self.commits.labels(result)
         for reason in ("infrastructure", "group_moved"):
             self.recoveries.labels(reason)
+        for store, reason in QUARANTINE_KINDS:
+            self.quarantined.labels(store, reason)
         for kind in ("loss", "psi"):
             for direction in ("up", "down"):
                 self.drift_detected.labels(kind, direction)

@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from stream.assembly import challengers, model_version, pipeline_config
+from stream.assembly import challengers, model_version, pipeline_config, state_key
 from stream.config import Settings
 from stream.contracts.topics import load_specs
 from stream.core.pipeline import Pipeline
@@ -158,7 +158,14 @@ def build_scorer(
     except Exception:
         consumer.close()
         raise
-    init = load_snapshot(settings.init_from) if settings.init_from is not None else None
+    try:
+        # Only state that is read or written needs the key (none: no changelog, no snapshot).
+        key = state_key(settings) if settings.changelog or settings.init_from else None
+        init = load_snapshot(settings.init_from, key) if settings.init_from is not None \
+            else None
+    except Exception:
+        consumer.close()
+        raise
     version = init.model_name if init is not None and init.model_name else \
         model_version(settings)
     if version in challengers(settings):
@@ -167,7 +174,7 @@ def build_scorer(
     shared = settings.merchant_state == "shared"
     if shared:
         ensure_merchant_feed(clients, settings, partitions)
-    pipeline = Pipeline(pipeline_config(settings), version, init_from=init,
+    pipeline = Pipeline(pipeline_config(settings, key), version, init_from=init,
                         merchant_partitions=partitions[settings.input_topic] if shared else None,
                         merchant_feed=shared)
     if settings.changelog:

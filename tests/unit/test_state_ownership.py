@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from keys_support import KEY
 from prometheus_client import CollectorRegistry
 
 from stream.assembly import model_version, pipeline_config
@@ -124,7 +125,7 @@ def _events(count: int, seed: int = 3) -> list[dict[str, Any]]:
 
 
 def _changes(count: int) -> list[tuple[bytes, bytes | None]]:
-    pipe = Pipeline(pipeline_config(load_settings(environ={})))
+    pipe = Pipeline(pipeline_config(load_settings(environ={}), KEY))
     for event in _events(count):
         pipe.score(decode_transaction(orjson.dumps(event)), 0)
     return encode_changes(pipe.drain_changes(0))
@@ -282,7 +283,7 @@ def _checkpointed(application: str, count: int) -> tuple[list[Record], Pipeline]
     """A scorer of `application` scores `count` events on partition 0 and checkpoints: the
     changelog records it wrote, as a reader gets them back."""
     settings = _settings(application)
-    pipeline = Pipeline(pipeline_config(settings), model_version(settings))
+    pipeline = Pipeline(pipeline_config(settings, KEY), model_version(settings))
     for event in _events(count):
         pipeline.score(decode_transaction(orjson.dumps(event)), 0)
     delivery = _Delivery()
@@ -295,7 +296,7 @@ def _checkpointed(application: str, count: int) -> tuple[list[Record], Pipeline]
 
 
 def _recovery(settings: Settings, records: list[Record]) -> tuple[Recovery, Pipeline, _Delivery]:
-    pipeline = Pipeline(pipeline_config(settings), model_version(settings))
+    pipeline = Pipeline(pipeline_config(settings, KEY), model_version(settings))
     delivery = _Delivery()
     intake = Intake(MemoryConsumer(), settings.input_topic, settings.labels_topic, 1.0, 100)
     recovery = Recovery(settings, pipeline, _Clients(records),  # type: ignore[arg-type]
