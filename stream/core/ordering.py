@@ -65,6 +65,8 @@ class TimeAligner(Generic[R]):
         # Records released while an empty source that was not caught up had been waited for
         # `max_wait_s` in vain: their order against that source's next records is not assured.
         self.timed_out = 0
+        # False when the last release gave up waiting for a source (see `timed_out`).
+        self.last_aligned = True
 
     def __len__(self) -> int:
         return self._size
@@ -150,6 +152,7 @@ class TimeAligner(Generic[R]):
                 blocked = blocked or self._waiting(source, now, caught_up, now)
         if gave_up and out:
             self.timed_out += len(out)
+        self.last_aligned = not (gave_up and out)
         return out
 
     def _waiting(self, source: Hashable, since: float,

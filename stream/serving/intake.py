@@ -93,6 +93,12 @@ class Intake:
         return len(self._aligner)
 
     @property
+    def aligned(self) -> bool:
+        """The last release kept event-time order across every source (it did not give up
+        waiting for one): what the shared merchant table's floor relies on."""
+        return self._aligner.last_aligned
+
+    @property
     def timed_out(self) -> int:
         """Records released after giving up waiting for a source (order not assured)."""
         return self._aligner.timed_out

@@ -109,7 +109,7 @@ class ScorerLoop:
                 self._raise_if_fenced()
                 self._raise_if_broker_gone()
                 now = time.monotonic()
-                if processed:
+                if processed or len(self.intake):  # input held back is input, not idleness
                     idle_since = now
                 elif s.idle_exit_s is not None and now - idle_since > s.idle_exit_s:
                     log.info("no input for %.1fs, stopping", s.idle_exit_s)
@@ -133,7 +133,11 @@ class ScorerLoop:
         processed = 0
         input_topic, ledger, handle = s.input_topic, self.ledger, self.handle
         until = self._merchant_gate() if self.feed is not None else math.inf
-        for arrival in self.intake.release(until):
+        arrivals = self.intake.release(until)
+        table = self.pipeline.merchants
+        if table is not None:  # the local floor holds only for records released in order
+            table.ordered = self.intake.aligned
+        for arrival in arrivals:
             record = arrival.record
             if record.topic == input_topic:
                 if remaining is not None and processed >= remaining:

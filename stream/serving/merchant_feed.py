@@ -95,11 +95,18 @@ class MerchantFeed:
         return folded
 
     def _ends(self, reader: Reader, stall_s: float) -> dict[Source, tuple[int, int]]:
-        try:
-            return {(self.topic, p): reader.watermarks((self.topic, p), stall_s)
-                    for p in range(self.partitions)}
-        except ClientError as exc:
-            raise InfrastructureError(f"cannot read {self.topic}: {exc}") from None
+        """Each feed partition's first and end offsets. A feed the scorer has just created
+        answers "not leader" for a moment: retried, within `stall_s`."""
+        deadline = time.monotonic() + stall_s
+        while True:
+            try:
+                return {(self.topic, p): reader.watermarks((self.topic, p), stall_s)
+                        for p in range(self.partitions)}
+            except ClientError as exc:
+                if time.monotonic() > deadline:
+                    raise InfrastructureError(f"cannot read {self.topic}: {exc}") from None
+                log.debug("%s not readable yet (%s); retrying", self.topic, exc)
+                time.sleep(0.2)
 
     def _read_to(self, reader: Reader, todo: set[Source], ends: dict[Source, int],
                  stall_s: float) -> int:

@@ -104,7 +104,11 @@ class Recovery:
         before = dict(self.ledger.durable_events)
         if self.feed is not None:  # the table holds uncommitted events of our partitions
             self.feed.rebuild()
-        for partition in list(self.pipeline.partitions):
+        # The assigned input partitions too: a restore that failed on assignment left them
+        # out of the pipeline, and scoring would otherwise start them afresh.
+        owned = set(self.pipeline.partitions) | {
+            p for topic, p in self.consumer.assignment() if topic == self.settings.input_topic}
+        for partition in sorted(owned):
             self.restore(partition)
         if self.delivery.transactional:  # at-least-once state may run ahead of its offsets
             extra = self.ledger.count_in_doubt(before)

@@ -36,10 +36,11 @@ def _start(bootstrap: str, kafka_client: str, group: str, flags: list[str]) -> A
     return subprocess.Popen(
         [sys.executable, "-m", "stream", "--bootstrap-servers", bootstrap, "run",
          "--group-id", group, "--idle-exit", "10", "--session-timeout-ms", "6000", *flags],
-        # A loaded machine can stall an instance for seconds: waiting as long as it takes
-        # keeps every merchant read exact (the default wait, 2 s, then reads stale).
+        # A loaded machine can stall an instance (or a fetch) for seconds: waiting as long as
+        # it takes keeps every read exact and the order of events fixed (the default waits,
+        # 2 s each, then read stale or give up the order, counted in their metrics).
         env={**os.environ, "FRAUDSTREAM_KAFKA_CLIENT": kafka_client,
-             "FRAUDSTREAM_MERCHANT_MAX_WAIT_MS": "60000"},
+             "FRAUDSTREAM_MERCHANT_MAX_WAIT_MS": "60000", "FRAUDSTREAM_MAX_TASK_IDLE_MS": "60000"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -80,4 +81,6 @@ def test_two_instances_score_as_one_pipeline_owning_every_partition(
     expected, learned = replay_in_process(items, 4)
     assert learned > COUNT // 2
     differing = [tx for tx, score in expected.items() if verdicts[tx] != [score]]
-    assert differing == [], f"{len(differing)} of {COUNT} scores differ, first {differing[:3]}"
+    logs = "\n---\n".join(err[-2500:] for _, err in outputs)
+    assert differing == [], (f"{len(differing)} of {COUNT} scores differ, first "
+                             f"{differing[:3]}\n{logs}")

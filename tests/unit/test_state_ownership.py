@@ -273,6 +273,9 @@ class _Clients:
     def reader(self, bulk: bool = False) -> _Reader:
         return _Reader(self.records)
 
+    def committed(self, sources: list[Any], timeout_s: float) -> dict[Any, int | None]:
+        return {}
+
 
 def _settings(application: str, **extra: Any) -> Settings:
     return load_settings(environ={}, group_id="fraud-stream", application_id=application,
@@ -311,6 +314,22 @@ def test_a_scorer_restores_its_own_state() -> None:
     recovery.restore(0)
     assert pipeline.partitions[0].events == written.partitions[0].events == 60
     assert delivery.sent == []
+
+
+def test_a_rewind_restores_an_assigned_partition_whose_restore_had_failed() -> None:
+    """A restore that failed on assignment (e.g. a topic not yet readable) leaves the partition
+    out of the pipeline; the rewind that follows restores every assigned partition, instead of
+    letting scoring start it afresh (found when a just-created merchant feed answered "not
+    leader" during the first assignment)."""
+    records, _ = _checkpointed("blue", 60)
+    settings = _settings("blue")
+    recovery, pipeline, _ = _recovery(settings, records)
+    consumer = recovery.consumer
+    assert isinstance(consumer, MemoryConsumer)
+    consumer.assigned = [(settings.input_topic, 0), (settings.labels_topic, 0)]
+    assert pipeline.partitions == {}
+    recovery.rewind()
+    assert pipeline.partitions[0].events == 60
 
 
 def test_a_scorer_refuses_another_applications_state_and_restores_nothing() -> None:

@@ -89,6 +89,9 @@ class MerchantTable:
         # instances share the table through the feed), and their common floor (``floor``).
         self._local = set(range(partitions))
         self._floor = -_NEVER
+        # Whether the local partitions' records are being processed in event-time order (the
+        # caller clears it for records released without that guarantee): the floor needs it.
+        self.ordered = True
         self._local_min = -_NEVER
         self._remote_min = _NEVER
         self._heap: list[tuple[float, int, int, int, str, float]] = []
@@ -131,8 +134,9 @@ class MerchantTable:
         partition's next record is at ``t`` or later, and (effective times never being more
         than the lateness behind their partition's stream time) none of its events can have
         an effective time before ``t - lateness``. One call covers every local partition,
-        idle ones included, without knowing their next records."""
-        if mark > self._floor:
+        idle ones included, without knowing their next records. Ignored while ``ordered`` is
+        False (records released after giving up waiting for a partition)."""
+        if mark > self._floor and self.ordered:
             self._floor = mark
             if self._local_min < mark:
                 self._refresh()
