@@ -91,30 +91,14 @@ class ScorerLoop:
     def run(self) -> RunResult:
         s = self.settings
         self.consumer.subscribe([s.input_topic, s.labels_topic], self.rebalance)
-        budget = s.max_events
-        idle_since = time.monotonic()
         try:
-            while not self._stop.is_set() and (budget is None or self.result.transactions < budget):
-                self.health.beat()
-                if self.recovery.broken and not self.recovery.recover():
-                    continue
-                remaining = None if budget is None else budget - self.result.transactions
-                try:
-                    processed = self._poll_once(remaining)
-                    if self.checkpoints.due() and not self.recovery.broken:
-                        self.checkpoints.commit(wait=False)
-                except RecoverableError as exc:
-                    self.recovery.failed(exc)
-                    continue
-                self._raise_if_fenced()
-                self._raise_if_broker_gone()
-                now = time.monotonic()
-                if processed or len(self.intake):  # input held back is input, not idleness
-                    idle_since = now
-                elif s.idle_exit_s is not None and now - idle_since > s.idle_exit_s:
-                    log.info("no input for %.1fs, stopping", s.idle_exit_s)
+            # A final checkpoint that fails rewinds to the last committed one: the work after
+            # it is done again before the run returns (unless asked to stop), so the budget
+            # is met by committed work and the result counts only what was committed.
+            while True:
+                self._process(s.max_events)
+                if self._final_checkpoint():
                     break
-            self._final_checkpoint()
         finally:
             self.health.set_stopped()
             self._refresh_gauges(force=True)
@@ -124,6 +108,35 @@ class ScorerLoop:
         self.result.labels_learned = summary.labels
         self.result.roc_auc = summary.roc_auc
         return self.result
+
+    def _process(self, budget: int | None) -> None:
+        """Poll, process and checkpoint until stopped, out of budget or idle too long."""
+        s = self.settings
+        idle_since = time.monotonic()
+        # Broken, the loop recovers before it checks the budget: the rewind rolls the counts
+        # back, and a budget reached by work whose checkpoint failed is not met.
+        while not self._stop.is_set() and (budget is None or self.result.transactions < budget
+                                           or self.recovery.broken):
+            self.health.beat()
+            if self.recovery.broken:
+                self.recovery.recover()
+                continue
+            remaining = None if budget is None else budget - self.result.transactions
+            try:
+                processed = self._poll_once(remaining)
+                if self.checkpoints.due() and not self.recovery.broken:
+                    self.checkpoints.commit(wait=False)
+            except RecoverableError as exc:
+                self.recovery.failed(exc)
+                continue
+            self._raise_if_fenced()
+            self._raise_if_broker_gone()
+            now = time.monotonic()
+            if processed or len(self.intake):  # input held back is input, not idleness
+                idle_since = now
+            elif s.idle_exit_s is not None and now - idle_since > s.idle_exit_s:
+                log.info("no input for %.1fs, stopping", s.idle_exit_s)
+                break
 
     def _poll_once(self, remaining: int | None) -> int:
         """One poll: hand its records to the intake, process what it releases."""
@@ -188,14 +201,25 @@ class ScorerLoop:
             return math.inf
         return until
 
-    def _final_checkpoint(self) -> None:
+    def _final_checkpoint(self) -> bool:
+        """Commit what is done; True once it is. False when a failure on the way rewound to
+        the last checkpoint (the counts with it) and the run was not asked to stop: the
+        uncommitted work is to be done again, not dropped with a result that looks complete
+        (the budget reached by records whose checkpoint then failed)."""
         self._raise_if_fenced()
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         while True:
             try:
-                if not self.recovery.broken or self.recovery.recover():
+                if not self.recovery.broken:
                     self.checkpoints.commit()
-                    return
+                    return True
+                if self.recovery.recover():
+                    if not self._stop.is_set():
+                        log.info("the last checkpoint of the run failed: redoing the work "
+                                 "since the one before it")
+                        return False
+                    self.checkpoints.commit()
+                    return True
             except RecoverableError as exc:
                 self.recovery.failed(exc)
             if time.monotonic() > deadline:
