@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from stream.errors import FencedError, GroupMovedError, InfrastructureError
+from stream.errors import FencedError, GroupMovedError, InfrastructureError, OutputTooLargeError
 from stream.kafka.classify import ClientError, classify
 from stream.kafka.clients import GroupConsumer, Offsets, Producer
 from stream.kafka.records import Headers
@@ -104,7 +104,12 @@ class AtLeastOnce:
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              partition: int | None = None, headers: Headers | None = None) -> None:
         epoch = self._epoch
-        send_waiting(self.producer, topic, key, value, partition, headers, epoch.delivered)
+        try:
+            send_waiting(self.producer, topic, key, value, partition, headers, epoch.delivered)
+        except ClientError as exc:
+            if exc.kind == "too_large":  # refused at once: this record only, nothing sent
+                raise classify(exc, "send failed") from exc
+            raise
         epoch.outstanding += 1
 
     def commit(self, offsets: Offsets, wait: bool = True) -> None:
@@ -131,6 +136,9 @@ class AtLeastOnce:
             epoch = closed.popleft()
             if epoch.failed:
                 closed.clear()
+                too_large = [e for e in epoch.failed if e.kind == "too_large"]
+                if too_large:  # a record's output, not the broker: the loop finds the record
+                    raise OutputTooLargeError(f"{len(epoch.failed)} sends failed: {too_large[0]}")
                 raise InfrastructureError(f"{len(epoch.failed)} sends failed: {epoch.failed[0]}")
             ready.update(epoch.offsets)
         if not ready:

@@ -5,6 +5,13 @@ durable and the ledger remembers the counts as of then (`committed`). A rewind r
 back to them, so `--max-events` counts each input record once even when work is redone, and
 `durable_events` (events per partition as of its last durable checkpoint) lets the rewind count
 a checkpoint whose commit timed out yet went through exactly once.
+
+`high` is the furthest each source has been processed, never rolled back: a record below it is
+a replay (after a rewind), which the handlers do again without counting it in the metrics a
+second time. `failures` and `failing_since` say how many checkpoints failed since the last one
+that succeeded, and since when: a rewind that succeeds is not a recovery until a checkpoint
+does. `isolate_until` holds, while a record that makes an output too large is searched for,
+the positions up to which every record is checkpointed alone (see serving/recovery.py).
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ class Ledger:
     >>> ledger.checkpointed({0: 1}); ledger.processed(("tx", 0), 6)
     >>> ledger.result.transactions += 1; ledger.rewound(); ledger.result.transactions
     1
+    >>> ledger.high, ledger.replayed(("tx", 0), 5), ledger.replayed(("tx", 0), 6)
+    ({('tx', 0): 6}, True, False)
     """
 
     def __init__(self) -> None:
@@ -50,13 +59,31 @@ class Ledger:
         self.record_ts: list[int] = []  # Kafka timestamps of the outputs since the checkpoint
         self.since_checkpoint = 0
         self.durable_events: dict[int, int] = {}
+        self.high: dict[Source, int] = {}
+        self.failures = 0
+        self.failing_since: float | None = None
+        self.isolate_until: dict[Source, int] = {}
 
     def processed(self, source: Source, next_offset: int) -> None:
         self.done[source] = next_offset
         self.since_checkpoint += 1
+        high = self.high
+        if next_offset > high.get(source, 0):
+            high[source] = next_offset
+
+    def replayed(self, source: Source, offset: int) -> bool:
+        """True for a record this process has processed before (and now does again)."""
+        return offset < self.high.get(source, 0)
 
     def checkpointed(self, durable_events: dict[int, int]) -> None:
         """Everything so far is durable."""
+        self.failures = 0
+        self.failing_since = None
+        isolate = self.isolate_until
+        if isolate:
+            for source, next_offset in self.done.items():
+                if next_offset >= isolate.get(source, next_offset + 1):
+                    del isolate[source]
         self.done.clear()
         self.record_ts.clear()
         self.since_checkpoint = 0

@@ -55,13 +55,14 @@ class ScorerLoop:
         self.intake = Intake(consumer, settings.input_topic, settings.labels_topic,
                              settings.max_task_idle_ms / 1000.0,
                              settings.buffered_records_per_partition,
-                             bounds=time_bounds(settings))
+                             bounds=time_bounds(settings),
+                             max_field_length=settings.max_field_length)
         self._stop = threading.Event()
         self.handle = RecordHandler(settings, pipeline, metrics, delivery, self.ledger,
                                     same_partitions(topic_partitions or {}, settings))
         self.checkpoints = Checkpointer(settings, pipeline, delivery, self.ledger, metrics)
         self.recovery = Recovery(settings, pipeline, clients, consumer, delivery, self.ledger,
-                                 self.intake, metrics, self._stop)
+                                 self.intake, metrics, self._stop, self.handle.poisoned)
         self.rebalance = Rebalance(settings, pipeline, self.intake, self.checkpoints,
                                    self.recovery, self.health, metrics, self.quality)
         self._next_gauges = 0.0
@@ -84,8 +85,11 @@ class ScorerLoop:
         budget = s.max_events
         idle_since = time.monotonic()
         try:
-            while not self._stop.is_set() and (budget is None or self.result.transactions < budget):
+            # A failure to recover from rewinds the counts: the budget is not spent until then.
+            while not self._stop.is_set() and (budget is None or self.recovery.broken
+                                               or self.result.transactions < budget):
                 self.health.beat()
+                self.health.set_checkpoint_failures(self.ledger.failures)
                 if self.recovery.broken and not self.recovery.recover():
                     continue
                 remaining = None if budget is None else budget - self.result.transactions
@@ -130,6 +134,8 @@ class ScorerLoop:
             else:
                 handle.label(arrival)
             ledger.processed(record.source, record.offset + 1)
+            if ledger.isolate_until:  # finding a record whose output is too large (recovery)
+                self.checkpoints.commit()
         if polled.records:
             self.metrics.batch_size.observe(len(polled.records))
             self.metrics.last_event.set(time.time())
