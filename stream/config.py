@@ -177,6 +177,15 @@ class Settings(BaseSettings):
     label_delay_s: float = Field(0.0, ge=0)
     pending_ttl_s: float = Field(120 * 86400.0, gt=0)
     pending_max: int = Field(1_000_000, gt=0)
+    # Byte budgets (README "Memory budgets"), estimated from the id lengths and a fixed cost
+    # per entry: beyond one, the oldest entries of that store are dropped and counted.
+    # `pending_max_bytes`: decision-time records awaiting labels; `early_label_max_bytes`:
+    # labels that arrived before their transaction (at most `early_label_max` of them);
+    # `card_state_max_bytes`: per-card feature rows, over every assigned partition.
+    pending_max_bytes: int = Field(512 * 2**20, ge=2**20)
+    early_label_max: int = Field(100_000, gt=0)
+    early_label_max_bytes: int = Field(32 * 2**20, ge=2**16)
+    card_state_max_bytes: int = Field(512 * 2**20, ge=2**20)
 
     # Evaluation.
     metrics_window: int = Field(10_000, gt=10)

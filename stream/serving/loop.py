@@ -67,6 +67,7 @@ class ScorerLoop:
                                    self.recovery, self.health, metrics, self.quality)
         self._next_gauges = 0.0
         self._timed_out = 0
+        self._budget_drops: dict[str, int] = {}
         # Set by the wiring: tells how long the broker has been unreachable. The client
         # retries inside its polls forever, so an idle loop would otherwise never notice.
         self.probe: Any = None
@@ -175,6 +176,7 @@ class ScorerLoop:
             return
         self._next_gauges = now + 1.0
         lag.refresh(self.metrics, self.consumer, self.pipeline, self.ledger.done)
+        lag.refresh_budgets(self.metrics, self.pipeline, self._budget_drops)
         self.metrics.buffered.set(len(self.intake))
         timed_out = self.intake.timed_out
         if timed_out > self._timed_out:
