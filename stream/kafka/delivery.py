@@ -148,8 +148,9 @@ class AtLeastOnce:
         except ClientError as exc:
             raise classify(exc, "offset commit failed") from exc
 
-    def reset(self) -> None:
-        """After a failure: drop unsent output (it will be redone) and start a new producer."""
+    def reset(self, replace: bool = True) -> None:
+        """After a failure: drop unsent output (it will be redone) and start a new producer
+        (always: `replace` is for the exactly-once guarantee's sake)."""
         self._epoch = _Epoch()
         self._closed.clear()
         self.producer.discard()
@@ -260,10 +261,12 @@ class ExactlyOnce:
         if outcome[0] is not None:
             raise outcome[0]
 
-    def reset(self) -> None:
+    def reset(self, replace: bool = False) -> None:
         """After a failed checkpoint: abort the open transaction, so nothing from it ever
-        becomes visible. A producer that cannot abort (fatal error) is replaced; the new one's
-        init makes the broker abort whatever the old one left open."""
+        becomes visible. A producer that cannot abort (fatal error) is replaced, and so is one
+        whose transaction a record too large failed when `replace` (both clients then need
+        an epoch bump, and kafka-python's commit may never complete); the new one's init
+        makes the broker abort whatever the old one left open."""
         if self.producer is None:
             self.producer = self._start()
             return
@@ -275,6 +278,9 @@ class ExactlyOnce:
             self.producer = self._start()
             return
         if not self._open:
+            return
+        if replace:
+            self._replace()
             return
         producer = self.producer
         try:
@@ -295,6 +301,10 @@ class ExactlyOnce:
                 # The same librdkafka bug can leave the abort waiting on a coordinator it will
                 # never look up again: a fresh client's init aborts the transaction instead.
             log.info("abort failed (%s); starting a new producer", exc)
+        self._replace()
+
+    def _replace(self) -> None:
+        """Discard the producer (its open transaction with it) and start a new one."""
         self._open = False
         self._abort_timeouts = 0
         old: Producer | None = self.producer

@@ -94,8 +94,6 @@ class RecordHandler:
 
     def transaction(self, arrival: Arrival) -> None:
         started = time.perf_counter()
-        result = self.ledger.result
-        result.transactions += 1
         record, tx = arrival.record, arrival.item
         if isinstance(tx, DecodeError):
             self.dead_letter(record, tx.reason, str(tx))
@@ -127,11 +125,10 @@ class RecordHandler:
             self.delivery.send(self.settings.output_topic, key, value,
                                partition if self.co_partitioned_output else None)
         except OutputTooLargeError as exc:
-            raise PoisonRecord(record.source, record.offset, "output_too_large",
-                               f"its verdict was refused: {exc}") from exc
-        result.verdicts += 1
+            self._refused(record, exc, "its verdict was refused")
         if self.ledger.replayed(record.source, record.offset):
             return  # counted the first time
+        self.ledger.result.verdicts += 1
         self.ledger.record_ts.append(record_ts)
         hot = self._hot
         hot.scored.inc()
@@ -144,16 +141,28 @@ class RecordHandler:
             hot.learned.inc(scored.learned)
         hot.processing.observe(time.perf_counter() - started + arrival.decode_s)
 
+    def _refused(self, record: Record, exc: OutputTooLargeError, what: str) -> None:
+        """A send refused for its size names this record only while records are checkpointed
+        one at a time: otherwise the refusal may be an earlier record's (kafka-python fails
+        every send of a transaction after one of its batches was refused), and the loop
+        checkpoints one record at a time to find it (serving/recovery.py)."""
+        if self.ledger.isolate_until:
+            raise PoisonRecord(record.source, record.offset, "output_too_large",
+                               f"{what}: {exc}") from exc
+        raise exc
+
     def _poisoned(self, record: Record) -> bool:
         """Dead-letter a record known to make an output too large, before it is scored."""
         known = self.poisoned.get((record.source, record.offset))
         if known is None:
             return False
-        self.dead_letter(record, *known)
+        # A new outcome for this record, counted even on a replay. Found at once (its own
+        # verdict refused), it was not counted before; found by checkpointing records one at
+        # a time (an output refused later), it was counted once as scored already.
+        self.dead_letter(record, *known, replayed=False)
         return True
 
     def label(self, arrival: Arrival) -> None:
-        self.ledger.result.labels += 1
         label, record = arrival.item, arrival.record
         if isinstance(label, DecodeError):
             self.dead_letter(record, label.reason, str(label))
@@ -166,7 +175,10 @@ class RecordHandler:
         if outcome == "learned":
             self.metrics.learned.inc()
 
-    def dead_letter(self, record: Record, reason: str, error: str) -> None:
+    def dead_letter(self, record: Record, reason: str, error: str,
+                    replayed: bool | None = None) -> None:
+        """Send the record to the dead-letter topic; `replayed` (default: the ledger's) says
+        whether it was counted before."""
         letter = DeadLetter(
             reason=reason,
             error=error,
@@ -180,13 +192,14 @@ class RecordHandler:
         try:
             self.delivery.send(self.settings.dlq_topic, key, value, headers=headers)
         except OutputTooLargeError as exc:  # the topic's limit is below max_message_bytes
-            raise PoisonRecord(record.source, record.offset, "output_too_large",
-                               f"its dead letter ({reason}) was refused: {exc}") from exc
+            self._refused(record, exc, f"its dead letter ({reason}) was refused")
+        if replayed is None:
+            replayed = self.ledger.replayed(record.source, record.offset)
+        if replayed:
+            return  # counted (and logged) the first time
         result = self.ledger.result
         result.dead_letters += 1
         result.dead_letter_reasons[reason] = result.dead_letter_reasons.get(reason, 0) + 1
-        if self.ledger.replayed(record.source, record.offset):
-            return  # counted (and logged) the first time
         self.metrics.events.labels("dead_lettered").inc()
         self.metrics.dead_letters.labels(reason).inc()
         self._dl_logged += 1

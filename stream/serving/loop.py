@@ -83,33 +83,12 @@ class ScorerLoop:
     def run(self) -> RunResult:
         s = self.settings
         self.consumer.subscribe([s.input_topic, s.labels_topic], self.rebalance)
-        budget = s.max_events
-        idle_since = time.monotonic()
         try:
-            # A failure to recover from rewinds the counts: the budget is not spent until then.
-            while not self._stop.is_set() and (budget is None or self.recovery.broken
-                                               or self.result.transactions < budget):
-                self.health.beat()
-                self.health.set_checkpoint_failures(self.ledger.failures)
-                if self.recovery.broken and not self.recovery.recover():
-                    continue
-                remaining = None if budget is None else budget - self.result.transactions
-                try:
-                    processed = self._poll_once(remaining)
-                    if self.checkpoints.due() and not self.recovery.broken:
-                        self.checkpoints.commit(wait=False)
-                except RecoverableError as exc:
-                    self.recovery.failed(exc)
-                    continue
-                self._raise_if_fenced()
-                self._raise_if_broker_gone()
-                now = time.monotonic()
-                if processed:
-                    idle_since = now
-                elif s.idle_exit_s is not None and now - idle_since > s.idle_exit_s:
-                    log.info("no input for %.1fs, stopping", s.idle_exit_s)
-                    break
-            self._final_checkpoint()
+            self._turn()
+            # A final checkpoint that fails rewinds: with --max-events, the records since the
+            # last committed checkpoint are done again before the run ends.
+            while not self._final_checkpoint():
+                self._turn()
         finally:
             self.health.set_stopped()
             self._refresh_gauges(force=True)
@@ -117,6 +96,37 @@ class ScorerLoop:
         self.result.labels_learned = summary.labels
         self.result.roc_auc = summary.roc_auc
         return self.result
+
+    def _turn(self) -> None:
+        """Poll and process until stopped, out of budget or idle too long."""
+        s = self.settings
+        budget = s.max_events
+        idle_since = time.monotonic()
+        # The budget counts each input once: after a failure it is not spent until the
+        # records since the last committed checkpoint are done again.
+        while not self._stop.is_set() and (budget is None or self.recovery.broken
+                                           or bool(self.ledger.redo_until)
+                                           or self.result.transactions < budget):
+            self.health.beat()
+            self.health.set_checkpoint_failures(self.ledger.failures)
+            if self.recovery.broken and not self.recovery.recover():
+                continue
+            remaining = None if budget is None else budget - self.result.transactions
+            try:
+                processed = self._poll_once(remaining)
+                if self.checkpoints.due() and not self.recovery.broken:
+                    self.checkpoints.commit(wait=False)
+            except RecoverableError as exc:
+                self.recovery.failed(exc)
+                continue
+            self._raise_if_fenced()
+            self._raise_if_broker_gone()
+            now = time.monotonic()
+            if processed:
+                idle_since = now
+            elif s.idle_exit_s is not None and now - idle_since > s.idle_exit_s:
+                log.info("no input for %.1fs, stopping", s.idle_exit_s)
+                break
 
     def _poll_once(self, remaining: int | None) -> int:
         """One poll: hand its records to the intake, process what it releases."""
@@ -127,14 +137,16 @@ class ScorerLoop:
         input_topic, ledger, handle = s.input_topic, self.ledger, self.handle
         for arrival in self.intake.release():
             record = arrival.record
-            if record.topic == input_topic:
-                if remaining is not None and processed >= remaining:
+            is_tx = record.topic == input_topic
+            if is_tx:
+                if remaining is not None and processed >= remaining \
+                        and not ledger.replayed(record.source, record.offset):
                     break  # the rest stays uncommitted: the next run fetches it again
                 handle.transaction(arrival)
-                processed += 1
             else:
                 handle.label(arrival)
-            ledger.processed(record.source, record.offset + 1)
+            if ledger.processed(record.source, record.offset + 1, is_tx) and is_tx:
+                processed += 1  # the first time only: a replay spends no budget
             if ledger.isolate_until:  # finding a record whose output is too large (recovery)
                 self.checkpoints.commit()
         if polled.records:
@@ -143,14 +155,19 @@ class ScorerLoop:
         self._refresh_gauges()
         return processed
 
-    def _final_checkpoint(self) -> None:
+    def _final_checkpoint(self) -> bool:
+        """Commit what is done; False when a failure rewound the loop and, not stopped, it
+        has records to do again first (it then checkpoints again after them)."""
         self._raise_if_fenced()
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         while True:
             try:
-                if not self.recovery.broken or self.recovery.recover():
+                rewinding = self.recovery.broken
+                if not rewinding or self.recovery.recover():
+                    if rewinding and self.ledger.redo_until and not self._stop.is_set():
+                        return False
                     self.checkpoints.commit()
-                    return
+                    return True
             except RecoverableError as exc:
                 self.recovery.failed(exc)
             if time.monotonic() > deadline:

@@ -131,7 +131,7 @@ class Recovery:
         waited = time.monotonic() - self.broken_since
         self._stop.wait(0.0 if self._data_fault else min(5.0, 0.2 + waited / 4))
         try:
-            self.delivery.reset()
+            self.delivery.reset(replace=self._data_fault)
             self.rewind()
         except (InfrastructureError, GroupMovedError) as exc:
             self.failed(exc)
@@ -146,26 +146,24 @@ class Recovery:
         """Forget uncommitted work: reload owned partitions and seek to committed offsets."""
         self.ledger.rewound()
         self.intake.clear()
-        before = dict(self.ledger.durable_events)
         for partition in list(self.pipeline.partitions):
             self.restore(partition)
-        if self.delivery.transactional:  # at-least-once state may run ahead of its offsets
-            extra = self.ledger.count_in_doubt(before)
-            if extra:
-                log.info("the last checkpoint committed after all: %d events counted", extra)
         assigned = self.consumer.assignment()
-        isolate = self.ledger.isolate_until
-        for source in [s for s in isolate if s not in assigned]:
-            del isolate[source]  # another instance does these records now
+        for pending in (self.ledger.isolate_until, self.ledger.redo_until):
+            for source in [s for s in pending if s not in assigned]:
+                del pending[source]  # another instance does these records now
         if not assigned:
             return
         # A fresh client reads the committed offsets: after a broker restart the loop's own
         # consumer can keep timing out on a coordinator it cached before the outage.
         committed = self.clients.committed(assigned, self.settings.request_timeout_ms / 1000.0)
+        redo = self.ledger.redo_until
         for source in assigned:
             # No committed offset yet: start over, as auto.offset.reset=earliest does.
             offset = committed.get(source)
             self.consumer.seek(source, BEGINNING if offset is None else offset)
+            if offset is not None and offset >= redo.get(source, 0):
+                redo.pop(source, None)  # committed after all: nothing to do again
 
     def restore(self, partition: int) -> None:
         """Rebuild one partition's state from its changelog partition (or start it afresh),
