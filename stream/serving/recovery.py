@@ -138,6 +138,12 @@ class Recovery:
             return False
         log.info("rewound to the last checkpoint after %.1fs", time.monotonic() - self.broken_since)
         self.broken_since = None
+        if not self.ledger.redo_until:
+            # Nothing to do again (an outage while idle): the broker answered the rewind, and
+            # no checkpoint may come for a while to say so. Records to do again keep the
+            # failures counting until a checkpoint of them succeeds.
+            self.ledger.failures, self.ledger.failing_since = 0, None
+            self.metrics.checkpoint_failures.set(0)
         self.ledger.result.recoveries += 1
         self.metrics.broker_up.set(1)
         return True
