@@ -140,6 +140,19 @@ class Settings(BaseSettings):
     max_timestamp_ahead_s: float = Field(7 * 86400.0, gt=0)
     max_timestamp_behind_s: float = Field(3650 * 86400.0, gt=0)
 
+    # Poison records (README "Poison records and size limits"). A string field longer than
+    # `max_field_length` characters (transaction_id, card_id, merchant_id, currency) is
+    # dead-lettered as `field_too_long`: ids are held in memory and copied into verdicts and
+    # changelog keys. `max_message_bytes` is the largest record the scorer produces (key,
+    # value and headers), also given to the producers (librdkafka `message.max.bytes`,
+    # kafka-python `max_request_size`); keep it at or below the topics' `max.message.bytes`.
+    # A verdict that would be larger dead-letters its input as `output_too_large`. A dead
+    # letter keeps at most `dead_letter_payload_bytes` of the original value (and of its key
+    # and headers), with the original size and SHA-256, so it always fits.
+    max_field_length: int = Field(256, ge=1, le=100_000)
+    max_message_bytes: int = Field(1_000_000, ge=100_000, le=100_000_000)
+    dead_letter_payload_bytes: int = Field(65_536, ge=1024)
+
     # Features.
     horizons_s: tuple[float, ...] = (600.0, 3600.0, 86400.0, 604800.0, 2592000.0)
     card_ttl_s: float = Field(30 * 86400.0, gt=0)
@@ -172,6 +185,15 @@ class Settings(BaseSettings):
     label_delay_s: float = Field(0.0, ge=0)
     pending_ttl_s: float = Field(120 * 86400.0, gt=0)
     pending_max: int = Field(1_000_000, gt=0)
+    # Byte budgets (README "Memory budgets"), estimated from the id lengths and a fixed cost
+    # per entry: beyond one, the oldest entries of that store are dropped and counted.
+    # `pending_max_bytes`: decision-time records awaiting labels; `early_label_max_bytes`:
+    # labels that arrived before their transaction (at most `early_label_max` of them);
+    # `card_state_max_bytes`: per-card feature rows, over every assigned partition.
+    pending_max_bytes: int = Field(512 * 2**20, ge=2**20)
+    early_label_max: int = Field(100_000, gt=0)
+    early_label_max_bytes: int = Field(32 * 2**20, ge=2**16)
+    card_state_max_bytes: int = Field(512 * 2**20, ge=2**20)
 
     # Evaluation.
     metrics_window: int = Field(10_000, gt=10)
@@ -214,6 +236,15 @@ class Settings(BaseSettings):
     def _thresholds_ordered(self) -> Settings:
         if self.review_threshold > self.decline_threshold:
             raise ValueError("review_threshold must not exceed decline_threshold")
+        return self
+
+    @model_validator(mode="after")
+    def _dead_letters_fit(self) -> Settings:
+        # A dead letter holds at most this much of the payload, of the key and of the headers
+        # each, plus a bounded error message: it must fit in max_message_bytes.
+        if 4 * self.dead_letter_payload_bytes + 16_384 > self.max_message_bytes:
+            raise ValueError("dead_letter_payload_bytes must be at most (max_message_bytes - "
+                             "16384) / 4, so that every dead letter fits max_message_bytes")
         return self
 
     @model_validator(mode="after")

@@ -46,3 +46,9 @@ class AuthenticationError(FraudStreamError):
 
 class GroupMovedError(FraudStreamError):
     """The consumer group rebalanced under a checkpoint: its work is redone by the owner."""
+
+
+class OutputTooLargeError(InfrastructureError):
+    """The client or the broker refused an output for its size (`max_message_bytes`, the
+    topic's `max.message.bytes`): a problem of the input record that made it, never of the
+    broker. The loop dead-letters that record (`output_too_large`) instead of retrying it."""

@@ -20,7 +20,7 @@ from typing import Any
 from stream.assembly import time_bounds
 from stream.batch.source import RunStats, Sourced, decode_as, run_items
 from stream.config import Settings
-from stream.contracts.codec import TimeBounds, encode_verdict
+from stream.contracts.codec import MAX_FIELD_LENGTH, TimeBounds, encode_verdict
 from stream.contracts.messages import Transaction
 from stream.core.evaluation.prequential import Summary
 from stream.core.pipeline import Pipeline, PipelineConfig, Scored
@@ -101,15 +101,17 @@ class VerdictWriter:
 
 def record_items(
     batches: Iterable[list[Any]], input_topic: str, single_model: bool,
-    bounds: TimeBounds | None = None,
+    bounds: TimeBounds | None = None, max_field_length: int = MAX_FIELD_LENGTH,
 ) -> Iterator[Sourced]:
     """Kafka records as decoded items; labels are any record not from the input topic. With
-    `bounds`, event times are checked against each record's Kafka timestamp, as live."""
+    `bounds`, event times are checked against each record's Kafka timestamp, as live, and
+    fields longer than `max_field_length` are invalid, as live."""
     for batch in batches:
         for record in batch:
             kind = "transaction" if record.topic == input_topic else "label"
             partition = 0 if single_model else record.partition
-            yield partition, decode_as(kind, record.value, bounds, record.timestamp_ms), record
+            yield partition, decode_as(kind, record.value, bounds, record.timestamp_ms,
+                                       max_field_length), record
 
 
 def replay_items(
@@ -166,7 +168,7 @@ def replay_topic(
             return VerdictWriter(target, to_topic, pipeline)
 
         items = record_items(read_aligned(reader, ranges), settings.input_topic, single_model,
-                             time_bounds(settings))
+                             time_bounds(settings), settings.max_field_length)
         pipeline, stats, sent, seconds = replay_items(
             items, config, model_version, init_from,
             writer_factory if producer is not None else None, total, progress, on_scored)

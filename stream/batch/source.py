@@ -18,7 +18,13 @@ from typing import Any
 
 import orjson
 
-from stream.contracts.codec import DecodeError, TimeBounds, decode_label, decode_transaction
+from stream.contracts.codec import (
+    MAX_FIELD_LENGTH,
+    DecodeError,
+    TimeBounds,
+    decode_label,
+    decode_transaction,
+)
 from stream.contracts.messages import Label, Transaction
 from stream.core.pipeline import Pipeline, Scored
 from stream.devtools.files import read_events
@@ -44,15 +50,15 @@ def _as_bytes(event: dict[str, Any] | bytes) -> bytes:
 
 
 def decode_as(kind: str, raw: bytes | None, bounds: TimeBounds | None = None,
-              record_ms: int = 0) -> Item:
+              record_ms: int = 0, max_field_length: int = MAX_FIELD_LENGTH) -> Item:
     """Decode one value as a transaction or a label; a contract breach becomes `Invalid`.
     With `bounds`, an event time out of bounds too (as the live intake checks it: against
     the Kafka record timestamp `record_ms`, 0 for none, and the wall clock)."""
     now = time.time() if bounds is not None else 0.0
     try:
         if kind == "transaction":
-            return decode_transaction(raw, bounds, record_ms, now)
-        return decode_label(raw, bounds, record_ms, now)
+            return decode_transaction(raw, bounds, record_ms, now, max_field_length)
+        return decode_label(raw, bounds, record_ms, now, max_field_length)
     except DecodeError as exc:
         return Invalid(exc.reason, str(exc))
 

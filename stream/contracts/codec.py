@@ -9,6 +9,7 @@ good and bad messages, so the two cannot drift apart silently.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -29,7 +30,13 @@ _MAX_EPOCH_MS = 253_402_300_799_999
 # Every reason code a dead letter can carry (README "Topics"): the metrics start each one at
 # zero, so an alert on the first dead letter of a kind has a series to compare against.
 REASONS = ("invalid_json", "not_an_object", "missing_field", "invalid_type", "invalid_amount",
-           "invalid_timestamp", "timestamp_out_of_range", "invalid_label", "processing_error")
+           "invalid_timestamp", "timestamp_out_of_range", "invalid_label", "field_too_long",
+           "output_too_large", "processing_error")
+# The default `max_field_length` (Settings): the longest transaction_id, card_id, merchant_id
+# or currency accepted, in characters (as JSON Schema's maxLength counts them).
+MAX_FIELD_LENGTH = 256
+# A dead letter's `error` text is cut to this many characters (it may quote the bad value).
+_MAX_ERROR_CHARS = 1000
 # Epoch milliseconds below this are before 1973-03-03: read as seconds, the same digits are a
 # date of this century, so such a number is epoch seconds sent where milliseconds belong.
 _SECONDS_AS_MS_BELOW = 100_000_000_000
@@ -88,7 +95,7 @@ def _load_object(raw: bytes | None) -> dict[str, Any]:
     return obj
 
 
-def _required_string(obj: dict[str, Any], name: str) -> str:
+def _required_string(obj: dict[str, Any], name: str, max_length: int) -> str:
     if name not in obj:
         raise DecodeError("missing_field", f"required field '{name}' is missing")
     value = obj[name]
@@ -96,7 +103,20 @@ def _required_string(obj: dict[str, Any], name: str) -> str:
         raise DecodeError("invalid_type", f"'{name}' must be a string, got {type(value).__name__}")
     if not value:
         raise DecodeError("invalid_type", f"'{name}' must not be empty")
+    if len(value) > max_length:
+        raise _too_long(name, value, max_length)
     return value
+
+
+def _too_long(name: str, value: str, max_length: int) -> DecodeError:
+    """Ids are held in memory (pending records, early labels, card state) and copied into
+    verdicts and changelog keys: one unbounded id would make an output the broker refuses.
+
+    >>> print(_too_long("card_id", "c" * 300, 256))
+    'card_id' is 300 characters long, more than max_field_length (256)
+    """
+    return DecodeError("field_too_long", f"'{name}' is {len(value)} characters long, more "
+                                         f"than max_field_length ({max_length})")
 
 
 def parse_timestamp(value: Any) -> float:
@@ -234,28 +254,43 @@ def _amount(obj: dict[str, Any]) -> float:
 
 
 def decode_transaction(raw: bytes | None, bounds: TimeBounds | None = None, record_ms: int = 0,
-                       now_s: float = 0.0) -> Transaction:
+                       now_s: float = 0.0, max_length: int = MAX_FIELD_LENGTH) -> Transaction:
     """Validate one `transactions` value; raise DecodeError with a reason code on any breach.
     With `bounds`, the event time is also checked against the record's Kafka timestamp
-    (`record_ms`, 0 when none) and the wall clock (`now_s`): see TimeBounds."""
+    (`record_ms`, 0 when none) and the wall clock (`now_s`): see TimeBounds. A string field
+    longer than `max_length` characters is `field_too_long`.
+
+    >>> decode_transaction(b'{"transaction_id":"t1","card_id":"c1","merchant_id":"m1",'
+    ...                    b'"amount":5,"timestamp":0}').card_id
+    'c1'
+    >>> try:
+    ...     decode_transaction(b'{"transaction_id":"t1","card_id":"c1","merchant_id":"m1",'
+    ...                        b'"amount":5,"timestamp":0}', max_length=1)
+    ... except DecodeError as exc:
+    ...     print(exc.reason)
+    field_too_long
+    """
     obj = _load_object(raw)
-    tx_id, card, merchant = (_required_string(obj, name) for name in _TX_STRINGS)
+    tx_id, card, merchant = (_required_string(obj, name, max_length) for name in _TX_STRINGS)
     amount = _amount(obj)
     ts = _timestamp(obj, bounds, record_ms, now_s)
     label = _label_value(obj.get("is_fraud"), required=False)
     currency = obj.get("currency")
-    if currency is not None and not isinstance(currency, str):
-        raise DecodeError("invalid_type", "'currency' must be a string")
+    if currency is not None:
+        if not isinstance(currency, str):
+            raise DecodeError("invalid_type", "'currency' must be a string")
+        if len(currency) > max_length:
+            raise _too_long("currency", currency, max_length)
     extras = {k: v for k, v in obj.items() if k not in _TX_KNOWN}
     return Transaction(tx_id, card, merchant, amount, ts, label, currency, extras)
 
 
 def decode_label(raw: bytes | None, bounds: TimeBounds | None = None, record_ms: int = 0,
-                 now_s: float = 0.0) -> Label:
-    """Validate one `labels` value (`bounds` as for decode_transaction)."""
+                 now_s: float = 0.0, max_length: int = MAX_FIELD_LENGTH) -> Label:
+    """Validate one `labels` value (`bounds` and `max_length` as for decode_transaction)."""
     obj = _load_object(raw)
-    tx_id = _required_string(obj, "transaction_id")
-    card = _required_string(obj, "card_id")
+    tx_id = _required_string(obj, "transaction_id", max_length)
+    card = _required_string(obj, "card_id", max_length)
     if "is_fraud" not in obj:
         raise DecodeError("missing_field", "required field 'is_fraud' is missing")
     label = _label_value(obj["is_fraud"], required=True)
@@ -309,11 +344,71 @@ def decode_verdict(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def encode_dead_letter(letter: DeadLetter) -> bytes:
-    """Keep the original bytes exactly: as text when they are UTF-8, else base64."""
+# A dead letter keeps at most this many bytes of the original value (its JSON text, escapes
+# included), of its key and of its headers, by default (Settings.dead_letter_payload_bytes).
+DEAD_LETTER_PART_BYTES = 65_536
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _text_prefix(text: str, budget: int) -> str:
+    """A prefix of `text` whose JSON string (escapes included) fits `budget` bytes, found by
+    proportional cuts: escaping makes a character up to 6 bytes, so a few cuts converge.
+
+    >>> _text_prefix("abcdef", 4), _text_prefix("\\x01\\x01ab", 8)
+    ('abcd', '\\x01')
+    """
+    n = min(len(text), budget)
+    for _ in range(20):
+        size = len(orjson.dumps(text[:n])) - 2  # without the quotes
+        if size <= budget:
+            return text[:n]
+        n = n * budget // size  # < n, since size > budget
+    return text[:budget // 6]  # every character fits in 6 bytes escaped
+
+
+def _bounded_payload(payload: bytes, budget: int, body: dict[str, Any]) -> None:
+    """The original value as text (UTF-8) or base64, cut to `budget` bytes of JSON when
+    larger, with its size and SHA-256 kept so it can be matched with the original."""
+    try:
+        text: str | None = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        kept = text if len(payload) * 6 <= budget else _text_prefix(text, budget)
+        body["payload"] = kept
+        truncated = len(kept) < len(text)
+    else:
+        cut = payload[:budget // 4 * 3]
+        body["payload_b64"] = base64.b64encode(cut).decode("ascii")
+        truncated = len(cut) < len(payload)
+    if truncated:
+        body["payload_truncated"] = True
+        body["payload_bytes"] = len(payload)
+        body["payload_sha256"] = _digest(payload)
+
+
+def encode_dead_letter(letter: DeadLetter, max_part_bytes: int = DEAD_LETTER_PART_BYTES) -> bytes:
+    """The dead letter's value: the original bytes exactly, as text when they are UTF-8, else
+    base64, unless their JSON is larger than `max_part_bytes`: then a prefix that fits, with
+    `payload_truncated`, `payload_bytes` (the original size) and `payload_sha256`.
+
+    >>> from stream.contracts.messages import SourceRef
+    >>> letter = DeadLetter("invalid_json", "not JSON", SourceRef("tx", 0, 7), b"\\x01" * 5000)
+    >>> body = orjson.loads(encode_dead_letter(letter, max_part_bytes=1024))
+    >>> len(body["payload"]), body["payload_truncated"], body["payload_bytes"]
+    (170, True, 5000)
+    >>> body["payload_sha256"] == hashlib.sha256(b"\\x01" * 5000).hexdigest()
+    True
+    """
+    error = letter.error
+    if len(error) > _MAX_ERROR_CHARS:
+        error = error[:_MAX_ERROR_CHARS] + f"... ({len(error)} characters)"
     body: dict[str, Any] = {
         "reason": letter.reason,
-        "error": letter.error,
+        "error": error,
         "source": {
             "topic": letter.source.topic,
             "partition": letter.source.partition,
@@ -323,8 +418,36 @@ def encode_dead_letter(letter: DeadLetter) -> bytes:
     if letter.payload is None:
         body["payload"] = None
     else:
-        try:
-            body["payload"] = letter.payload.decode("utf-8")
-        except UnicodeDecodeError:
-            body["payload_b64"] = base64.b64encode(letter.payload).decode("ascii")
+        _bounded_payload(letter.payload, max_part_bytes, body)
+    key, headers = letter.key, letter.headers
+    if key is not None and len(key) > max_part_bytes:
+        body["key_truncated"] = True
+        body["key_bytes"] = len(key)
+        body["key_sha256"] = _digest(key)
+    if headers and sum(len(name) + len(value or b"") for name, value in headers) \
+            > max_part_bytes:
+        body["headers_dropped"] = len(headers)
     return orjson.dumps(body)
+
+
+def dead_letter_record(letter: DeadLetter, max_part_bytes: int = DEAD_LETTER_PART_BYTES
+                       ) -> tuple[bytes | None, bytes, tuple[tuple[str, bytes], ...]]:
+    """The dead letter as a Kafka record (key, value, headers) that always fits in
+    `4 * max_part_bytes + 16 KiB`: the original key and headers are kept when they fit in
+    `max_part_bytes` each, else the key is cut to that length and the headers are dropped
+    (the value says so, with the original key's size and SHA-256).
+
+    >>> from stream.contracts.messages import SourceRef
+    >>> letter = DeadLetter("field_too_long", "long", SourceRef("tx", 0, 7), b"{}",
+    ...                     key=b"k" * 3000, headers=(("h", b"v" * 3000),))
+    >>> key, value, headers = dead_letter_record(letter, max_part_bytes=1024)
+    >>> len(key), headers, orjson.loads(value)["headers_dropped"]
+    (1024, (), 1)
+    """
+    key, headers = letter.key, letter.headers
+    if key is not None and len(key) > max_part_bytes:
+        key = key[:max_part_bytes]
+    if headers and sum(len(name) + len(value or b"") for name, value in headers) \
+            > max_part_bytes:
+        headers = ()
+    return key, encode_dead_letter(letter, max_part_bytes), headers

@@ -15,6 +15,7 @@ from typing import Any
 
 from river import compose
 
+from stream.core.budget import ByteBudget
 from stream.core.features.extractor import FeatureExtractor, MerchantView
 from stream.core.features.merchant_table import TableView
 from stream.core.pipeline_config import PipelineConfig
@@ -43,7 +44,8 @@ class PartitionState:
     """One input partition's features, model and label replay queue."""
 
     def __init__(self, partition: int, config: PipelineConfig,
-                 merchants: MerchantView | None = None) -> None:
+                 merchants: MerchantView | None = None,
+                 card_budget: ByteBudget | None = None) -> None:
         self.partition = partition
         # `merchants`: the partition's view on the shared merchant table; None keeps the
         # merchants in this partition's own state (the traffic of this partition only).
@@ -55,6 +57,7 @@ class PartitionState:
             merchant_prior=config.merchant_prior,
             track_changes=config.track_changes,
             merchants=merchants,
+            card_budget=card_budget,
         )
         self.model: compose.Pipeline = make_model(config.model)
         # Shadow models: same features, same labels, never decide (see scoring/zoo.py).

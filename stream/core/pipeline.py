@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from stream.contracts.messages import Decision, Label, ModelState, Transaction
+from stream.core.budget import EARLY_LABEL_ENTRY_BYTES, ByteBudget
 from stream.core.evaluation.drift import DriftEvent
 from stream.core.evaluation.oversight import Oversight
 from stream.core.evaluation.prequential import Summary
@@ -90,7 +91,10 @@ class Pipeline:
         # A trained snapshot (`stream train`) that every newly assigned partition starts from.
         self.init_from = init_from
         self.model_version = model_version or config.model.name
-        self.pending = PendingBuffer(config.pending_max, config.pending_ttl_s)
+        self.pending = PendingBuffer(config.pending_max, config.pending_ttl_s,
+                                     config.pending_max_bytes)
+        # One byte budget for the card state of every partition this instance holds.
+        self.card_budget = ByteBudget(config.card_state_max_bytes)
         self.oversight = Oversight(config.oversight, self.model_version, config.policy,
                                    config.metrics_window)
         self.evaluation = self.oversight.evaluation
@@ -101,6 +105,7 @@ class Pipeline:
         # Labels that arrived before their transaction was scored (another partition's fetch
         # can overtake): held briefly and applied right after the transaction is scored.
         self._early: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+        self.early_budget = ByteBudget(config.early_label_max_bytes)
         self.clock = float("-inf")
         self.unmatched_labels = 0
         # Partitions touched since their last checkpoint, and their pending-record changes.
@@ -119,7 +124,7 @@ class Pipeline:
 
     def _new_state(self, partition: int) -> PartitionState:
         view = self._view(partition) if self.merchants is not None else None
-        state = PartitionState(partition, self.config, view)
+        state = PartitionState(partition, self.config, view, self.card_budget)
         if self._feed and self.merchants is not None:
             self.merchants.set_local({*self._partitions, partition})
         return state
@@ -224,9 +229,11 @@ class Pipeline:
             self.clock = state.clock
 
     def revoke(self, partition: int) -> None:
-        if self._partitions.pop(partition, None) is not None and self._feed \
-                and self.merchants is not None:
-            self.merchants.set_local(set(self._partitions))
+        state = self._partitions.pop(partition, None)
+        if state is not None:
+            state.features.card_store.clear()  # gives its bytes back to the card budget
+            if self._feed and self.merchants is not None:
+                self.merchants.set_local(set(self._partitions))
         self.oversight.forget(partition)
         self.pending.drop_partition(partition)
         self.dirty.discard(partition)
@@ -274,6 +281,7 @@ class Pipeline:
         label, label_ts, immediate = tx.is_fraud, tx.timestamp, self.config.label_delay_s <= 0
         early = self._early.pop(tx.transaction_id, None) if self._early else None
         if early is not None:
+            self.early_budget.remove(EARLY_LABEL_ENTRY_BYTES + len(tx.transaction_id))
             label, label_ts, immediate = early[0], early[1], True
         learned = 0
         scores = self._all_scores(score, shadow) if shadow else ()
@@ -343,8 +351,13 @@ class Pipeline:
         horizon = self.clock - self.config.early_label_ttl_s
         early = self._early
         while early and next(iter(early.values()))[1] < horizon:
-            early.popitem(last=False)
-            self.unmatched_labels += 1
+            self._drop_early()
+
+    def _drop_early(self) -> None:
+        """Forget the oldest early label (never matched: counted as unmatched)."""
+        tx_id, _ = self._early.popitem(last=False)
+        self.early_budget.remove(EARLY_LABEL_ENTRY_BYTES + len(tx_id))
+        self.unmatched_labels += 1
 
     def learn_label(self, label: Label) -> LabelOutcome:
         """A label from the labels topic: learn from the decision-time record if it is held;
@@ -352,17 +365,21 @@ class Pipeline:
         if self._learn_pending(label.transaction_id, label.is_fraud, label.timestamp,
                                label.card_id):
             return "learned"
-        self._early[label.transaction_id] = (label.is_fraud, label.timestamp)
-        if len(self._early) > self.config.early_label_max:
-            self._early.popitem(last=False)
-            self.unmatched_labels += 1
+        early, tx_id = self._early, label.transaction_id
+        if tx_id not in early:
+            self.early_budget.add(EARLY_LABEL_ENTRY_BYTES + len(tx_id))
+        early[tx_id] = (label.is_fraud, label.timestamp)
+        if len(early) > self.config.early_label_max:
+            self._drop_early()
+        while self.early_budget.over and len(early) > 1:
+            self._drop_early()
+            self.early_budget.dropped += 1
         return "held"
 
     def _pending_put(self, tx_id: str, decided: Decided) -> None:
         self._track_pending(decided.partition, tx_id, decided)
-        pushed_out = self.pending.put(tx_id, decided)
-        if pushed_out is not None:
-            self._track_pending(pushed_out[1].partition, pushed_out[0], None)
+        for old_id, old in self.pending.put(tx_id, decided):  # pushed out: usually none
+            self._track_pending(old.partition, old_id, None)
 
     def _track_pending(self, partition: int, tx_id: str, decided: Decided | None) -> None:
         if not self.config.track_changes:
@@ -464,6 +481,11 @@ class Pipeline:
                      else sum(s.features.n_merchants for s in self._partitions.values()))
         return {"cards": cards, "merchants": merchants, "pending_labels": len(self.pending),
                 "early_labels": len(self._early)}
+
+    def state_budgets(self) -> dict[str, ByteBudget]:
+        """The byte budget of each bounded store, by the kind `state_sizes` names it."""
+        return {"cards": self.card_budget, "pending_labels": self.pending.budget,
+                "early_labels": self.early_budget}
 
 
 def _log_drift(oversight: Oversight, drift: DriftEvent) -> None:

@@ -31,6 +31,10 @@ class PipelineConfig:
     label_delay_s: float = 0.0
     pending_ttl_s: float = 120 * 86400.0
     pending_max: int = 1_000_000
+    # Byte budgets (core/budget.py): beyond one, the store's oldest entries are dropped.
+    pending_max_bytes: int = 512 * 2**20
+    early_label_max_bytes: int = 32 * 2**20
+    card_state_max_bytes: int = 512 * 2**20
     metrics_window: int = 10_000
     explain_top_k: int = 3
     early_label_max: int = 100_000

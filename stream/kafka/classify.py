@@ -37,6 +37,7 @@ from stream.errors import (
     FraudStreamError,
     GroupMovedError,
     InfrastructureError,
+    OutputTooLargeError,
 )
 
 Kind = Literal["fenced", "group_moved", "timed_out", "in_progress", "too_large", "queue_full",
@@ -51,6 +52,8 @@ class ClientError(InfrastructureError):
     ('InfrastructureError', 'commit: Local: Timed out')
     >>> type(classify(ClientError("x", kind="other", fatal=True), "send")).__name__
     'FencedError'
+    >>> type(classify(ClientError("Message size too large", kind="too_large"), "send")).__name__
+    'OutputTooLargeError'
     """
 
     def __init__(self, message: str, *, kind: Kind = "other", retriable: bool = False,
@@ -64,14 +67,16 @@ class ClientError(InfrastructureError):
 
 def classify(error: ClientError, what: str) -> FraudStreamError:
     """What the loop does about a failed call: stop (refused credentials; fenced, or any fatal
-    client state other than a timeout), redo after a rebalance (group moved), or back off and
-    rewind."""
+    client state other than a timeout), redo after a rebalance (group moved), dead-letter the
+    input that made an output too large, or back off and rewind."""
     if error.kind == "auth":
         return AuthenticationError(f"{what}: {error}")
     if error.kind == "fenced" or (error.fatal and error.kind != "timed_out"):
         return FencedError(f"{what}: {error}")
     if error.kind == "group_moved":
         return GroupMovedError(f"{what}: {error}")
+    if error.kind == "too_large":
+        return OutputTooLargeError(f"{what}: {error}")
     return InfrastructureError(f"{what}: {error}")
 
 

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from stream.errors import FencedError, GroupMovedError, InfrastructureError
+from stream.errors import FencedError, GroupMovedError, InfrastructureError, OutputTooLargeError
 from stream.kafka.classify import ClientError, classify
 from stream.kafka.clients import GroupConsumer, Offsets, Producer
 from stream.kafka.records import Headers
@@ -104,7 +104,12 @@ class AtLeastOnce:
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              partition: int | None = None, headers: Headers | None = None) -> None:
         epoch = self._epoch
-        send_waiting(self.producer, topic, key, value, partition, headers, epoch.delivered)
+        try:
+            send_waiting(self.producer, topic, key, value, partition, headers, epoch.delivered)
+        except ClientError as exc:
+            if exc.kind == "too_large":  # refused at once: this record only, nothing sent
+                raise classify(exc, "send failed") from exc
+            raise
         epoch.outstanding += 1
 
     def commit(self, offsets: Offsets, wait: bool = True) -> None:
@@ -131,6 +136,9 @@ class AtLeastOnce:
             epoch = closed.popleft()
             if epoch.failed:
                 closed.clear()
+                too_large = [e for e in epoch.failed if e.kind == "too_large"]
+                if too_large:  # a record's output, not the broker: the loop finds the record
+                    raise OutputTooLargeError(f"{len(epoch.failed)} sends failed: {too_large[0]}")
                 raise InfrastructureError(f"{len(epoch.failed)} sends failed: {epoch.failed[0]}")
             ready.update(epoch.offsets)
         if not ready:
@@ -140,8 +148,9 @@ class AtLeastOnce:
         except ClientError as exc:
             raise classify(exc, "offset commit failed") from exc
 
-    def reset(self) -> None:
-        """After a failure: drop unsent output (it will be redone) and start a new producer."""
+    def reset(self, replace: bool = True) -> None:
+        """After a failure: drop unsent output (it will be redone) and start a new producer
+        (always: `replace` is for the exactly-once guarantee's sake)."""
         self._epoch = _Epoch()
         self._closed.clear()
         self.producer.discard()
@@ -252,10 +261,12 @@ class ExactlyOnce:
         if outcome[0] is not None:
             raise outcome[0]
 
-    def reset(self) -> None:
+    def reset(self, replace: bool = False) -> None:
         """After a failed checkpoint: abort the open transaction, so nothing from it ever
-        becomes visible. A producer that cannot abort (fatal error) is replaced; the new one's
-        init makes the broker abort whatever the old one left open."""
+        becomes visible. A producer that cannot abort (fatal error) is replaced, and so is one
+        whose transaction a record too large failed when `replace` (both clients then need
+        an epoch bump, and kafka-python's commit may never complete); the new one's init
+        makes the broker abort whatever the old one left open."""
         if self.producer is None:
             self.producer = self._start()
             return
@@ -267,6 +278,9 @@ class ExactlyOnce:
             self.producer = self._start()
             return
         if not self._open:
+            return
+        if replace:
+            self._replace()
             return
         producer = self.producer
         try:
@@ -287,6 +301,10 @@ class ExactlyOnce:
                 # The same librdkafka bug can leave the abort waiting on a coordinator it will
                 # never look up again: a fresh client's init aborts the transaction instead.
             log.info("abort failed (%s); starting a new producer", exc)
+        self._replace()
+
+    def _replace(self) -> None:
+        """Discard the producer (its open transaction with it) and start a new one."""
         self._open = False
         self._abort_timeouts = 0
         old: Producer | None = self.producer

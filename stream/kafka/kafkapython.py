@@ -137,6 +137,9 @@ def producer_options(settings: Settings, transactional_id: str | None,
         # Short: bounds send's metadata wait and each init_transactions wait, so neither
         # outlives the caller's timeout (kafkapython_producer waits in steps of this).
         "max_block_ms": 100,
+        # The largest record it sends: a larger one is refused by `send` at once
+        # (MessageSizeTooLargeError, kind too_large), before it can fail a transaction.
+        "max_request_size": settings.max_message_bytes,
     }
     if transactional_id is not None:
         options["transactional_id"] = transactional_id

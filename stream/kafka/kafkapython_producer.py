@@ -18,6 +18,10 @@ What the protocol asks and kafka-python 3.0 does differently, and what this adap
   result with `timeout_s`; a call that times out keeps going, and the next call of the same
   kind waits for it instead of starting another (kafka-python would refuse the transition).
   An abort or begin while a timed-out commit is still running raises kind="in_progress".
+- A record of a transaction refused for its size (MessageSizeTooLargeError in its delivery
+  report): kafka-python 3.0 splits the batch, bumps the epoch and may then never complete the
+  commit. The wait for a commit therefore stops as soon as such a refusal is reported, and
+  raises kind="too_large": the caller replaces the producer and finds the record.
 - `discard` force-closes the sender: `close(timeout=0)` alone raises from its flush while
   records are pending and leaves the sender thread running (and delivering).
 
@@ -72,6 +76,7 @@ class KafkaPythonProducer:
         self._sent = 0
         self._served = 0
         self._pending: tuple[str, Any] | None = None  # a timed-out transactional call
+        self._too_large: ClientError | None = None  # a size refusal in this transaction
 
     # -- sending and delivery reports ------------------------------------------------------
     def unacknowledged(self) -> int:
@@ -101,6 +106,8 @@ class KafkaPythonProducer:
     def _delivered(self, callback: DeliveryCallback | None, outcome: Any) -> None:
         """On kafka-python's sender thread (or here, for a future failed at once)."""
         error = self._error(outcome, "delivery") if isinstance(outcome, BaseException) else None
+        if error is not None and error.kind == "too_large":
+            self._too_large = error
         self._reports.append((callback, error))
         if self._waiting:
             self._ready.set()
@@ -175,6 +182,7 @@ class KafkaPythonProducer:
 
     def begin_transaction(self) -> None:
         self._refuse_while_committing("begin_transaction")
+        self._too_large = None
         try:
             self._producer.begin_transaction()
         except kerr.KafkaError as exc:
@@ -220,13 +228,29 @@ class KafkaPythonProducer:
                 raise self._error(exc, what) from None
             self._producer._sender.wakeup()
         try:
-            done = result.wait(timeout_ms=max(0.0, timeout_s) * 1000)
+            done = self._wait_for(result, what, timeout_s)
         except kerr.KafkaError as exc:
             raise self._error(exc, what) from None
         if not done:
             self._pending = (what, result)
             raise ClientError(f"{what} did not complete within {timeout_s:g}s (still going on: "
                               "retry the same call)", kind="timed_out", retriable=True)
+
+    def _wait_for(self, result: Any, what: str, timeout_s: float) -> bool:
+        """Wait for a transactional request, in slices: a commit stops waiting once a record
+        of its transaction was refused for its size (module docstring)."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            left = deadline - time.monotonic()
+            if result.wait(timeout_ms=max(0.0, min(left, 0.1)) * 1000):
+                return True
+            refused = self._too_large
+            if refused is not None and what == "commit_transaction":
+                self._pending = None
+                raise ClientError(f"{what}: a record of the transaction was refused: {refused}",
+                                  kind="too_large", code=refused.code)
+            if left <= 0.1:
+                return False
 
     def _error(self, exc: BaseException, what: str) -> ClientError:
         """`exc` classified with the transaction manager's state: once it holds an error,

@@ -41,6 +41,9 @@ class RdkafkaProducer:
             # The Java client's (and kafka-python's) key hash, not librdkafka's CRC32.
             "partitioner": "murmur2_random",
             "queue.buffering.max.messages": max_queued,
+            # The largest record it sends: a larger one is refused by `produce` at once
+            # (MSG_SIZE_TOO_LARGE, kind too_large), before it can fail a transaction.
+            "message.max.bytes": settings.max_message_bytes,
         }
         if transactional_id is not None:
             config["transactional.id"] = transactional_id

@@ -6,7 +6,9 @@ restarts it. Readiness means partitions are assigned, their state restored and t
 reachable, so traffic and scale-out decisions only count instances that are actually
 scoring. A broker outage makes an instance unready but not dead: the clients reconnect by
 themselves and a restart would not bring the broker back (the loop gives up after
-`max_outage_s`).
+`max_outage_s`). Checkpoints that keep failing make it unready at once, and dead once they
+have failed for `stuck_after_s` with the broker reachable: a loop that turns but never makes
+progress is stuck too, and a broker that answers is not the reason.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Health:
     (True, '2 partition(s) assigned')
     >>> health.set_broker_reachable(False); health.ready()
     (False, 'Kafka unreachable for 0.0s')
+    >>> health.set_broker_reachable(True); health.set_checkpoint_failures(3); health.ready()
+    (False, 'checkpoints failing: 3 in a row for 0.0s')
     """
 
     def __init__(self, stuck_after_s: float = 60.0, clock: Any = time.monotonic) -> None:
@@ -44,6 +48,17 @@ class Health:
         self._restoring = False
         self._stopped = False
         self._broker_down_since: float | None = None
+        self._failures = 0
+        self._failing_since: float | None = None
+
+    def set_checkpoint_failures(self, in_a_row: int) -> None:
+        """From the loop: checkpoints failed in a row since the last one that succeeded."""
+        with self._lock:
+            self._failures = in_a_row
+            if in_a_row == 0:
+                self._failing_since = None
+            elif self._failing_since is None:
+                self._failing_since = self._clock()
 
     def beat(self) -> None:
         with self._lock:
@@ -73,9 +88,15 @@ class Health:
                 return False, "loop stopped"
             if self._last_beat is None:
                 return True, "starting"
-            age = self._clock() - self._last_beat
+            now = self._clock()
+            age = now - self._last_beat
+            failing = None if self._failing_since is None else now - self._failing_since
+            broker_up = self._broker_down_since is None
         if age > self.stuck_after_s:
             return False, f"loop stuck: no beat for {age:.1f}s"
+        if failing is not None and failing > self.stuck_after_s and broker_up:
+            return False, (f"loop stuck: checkpoints failing for {failing:.1f}s with the "
+                           "broker reachable")
         return True, f"loop beat {age:.1f}s ago"
 
     def ready(self) -> tuple[bool, str]:
@@ -87,6 +108,11 @@ class Health:
             return False, why
         if down_since is not None:
             return False, f"Kafka unreachable for {self._clock() - down_since:.1f}s"
+        with self._lock:
+            failures, failing_since = self._failures, self._failing_since
+        if failing_since is not None:
+            return False, (f"checkpoints failing: {failures} in a row for "
+                           f"{self._clock() - failing_since:.1f}s")
         if partitions == 0:
             return False, "no partitions assigned"
         if restoring:

@@ -27,6 +27,17 @@ def refresh(metrics: Metrics, consumer: GroupConsumer, pipeline: Pipeline,
     metrics.assigned.set(len(pipeline.partitions))
 
 
+def refresh_budgets(metrics: Metrics, pipeline: Pipeline, counted: dict[str, int]) -> None:
+    """Estimated bytes of each budgeted store, and the entries its budget dropped since the
+    last call (`counted`: the drops counted so far, by kind, kept by the caller)."""
+    for kind, budget in pipeline.state_budgets().items():
+        metrics.state_bytes.labels(kind).set(budget.used)
+        new = budget.dropped - counted.get(kind, 0)
+        if new > 0:
+            metrics.state_budget_drops.labels(kind).inc(new)
+            counted[kind] = budget.dropped
+
+
 def forget_partition(metrics: Metrics, source: Source) -> None:
     """Stop exporting lag for a partition we no longer own (a stale value would mislead)."""
     try:

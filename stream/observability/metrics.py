@@ -24,6 +24,11 @@ COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 # The (source, outcome) pairs of fraudstream_labels_total: in-event labels are counted as
 # received; labels from the labels topic are learned or held (see Pipeline.learn_label).
 LABEL_OUTCOMES = (("event", "received"), ("topic", "learned"), ("topic", "held"))
+# Why the loop rewound (fraudstream_recoveries_total): Kafka failed, the group moved, or an
+# input record made an output too large (it is then dead-lettered, see serving/recovery.py).
+RECOVERY_REASONS = ("infrastructure", "group_moved", "output_too_large")
+# The stores with a byte budget, as fraudstream_state_keys names them.
+BUDGETED_STATE = ("cards", "pending_labels", "early_labels")
 LABEL_DELAY_BUCKETS = (60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400,
                        30 * 86400, 60 * 86400, 120 * 86400)
 
@@ -161,6 +166,21 @@ class Metrics:
         self.state_keys = Gauge(
             f"{PREFIX}_state_keys", "Keys held in memory, by kind.", ["kind"], registry=r
         )
+        self.state_bytes = Gauge(
+            f"{PREFIX}_state_bytes",
+            "Estimated bytes held by each store with a byte budget (cards, pending_labels, "
+            "early_labels): a fixed cost per entry plus its ids.", ["kind"], registry=r,
+        )
+        self.state_budget_drops = Counter(
+            f"{PREFIX}_state_budget_drops",
+            "Entries dropped (oldest first) because their store reached its byte budget.",
+            ["kind"], registry=r,
+        )
+        self.checkpoint_failures = Gauge(
+            f"{PREFIX}_checkpoint_failure_streak",
+            "Checkpoints failed in a row since the last one that succeeded (0: the last one "
+            "succeeded).", registry=r,
+        )
         self.assigned = Gauge(
             f"{PREFIX}_assigned_partitions", "Input partitions assigned to this instance.",
             registry=r,
@@ -257,10 +277,13 @@ class Metrics:
             self.warming_decisions.labels(decision)
         for result in ("ok", "failed"):
             self.commits.labels(result)
-        for reason in ("infrastructure", "group_moved"):
+        for reason in RECOVERY_REASONS:
             self.recoveries.labels(reason)
         for store, reason in QUARANTINE_KINDS:
             self.quarantined.labels(store, reason)
+        for kind in BUDGETED_STATE:
+            self.state_bytes.labels(kind)
+            self.state_budget_drops.labels(kind)
         for kind in ("loss", "psi"):
             for direction in ("up", "down"):
                 self.drift_detected.labels(kind, direction)

@@ -40,6 +40,8 @@ class Checkpointer:
         s, since = self.settings, self.ledger.since_checkpoint
         if since >= s.checkpoint_events:
             return True
+        if self.ledger.isolate_until:  # searching for a record whose output is too large
+            return since >= 1
         elapsed_ms = (time.monotonic() - self._last) * 1000.0
         return elapsed_ms >= s.checkpoint_interval_ms and (
             since > 0 or bool(self.pipeline.dirty)
@@ -49,10 +51,12 @@ class Checkpointer:
         """Changed state to the changelog, then outputs + offsets made durable together.
 
         `wait=False` (the running loop) lets at-least-once commit the offsets later, once the
-        outputs are acknowledged, instead of stalling here for it.
+        outputs are acknowledged, instead of stalling here for it; not while records are
+        checkpointed one at a time (`Ledger.isolate_until`): a failure must name its record.
         """
         started = time.perf_counter()
         s, pipeline, ledger = self.settings, self.pipeline, self.ledger
+        wait = wait or bool(ledger.isolate_until)
         if self.feed is not None:  # the same transaction as the changelog's `v` rows
             self.feed.publish(self.delivery.send, self._stamp)
         if s.changelog:
@@ -70,4 +74,5 @@ class Checkpointer:
         ledger.checkpointed({p: st.events for p, st in pipeline.partitions.items()})
         self._last = time.monotonic()
         self.metrics.commits.labels("ok").inc()
+        self.metrics.checkpoint_failures.set(0)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)

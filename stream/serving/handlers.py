@@ -1,7 +1,14 @@
 """Per-record work of the loop: a transaction becomes a verdict or a dead letter, a label is
 learned. One handler for data errors (a dead letter with a reason, and the offset moves on),
 as in Quix Streams; infrastructure errors from the delivery propagate to the loop, which
-recovers."""
+recovers.
+
+A verdict larger than `max_message_bytes` (or one the client refuses for its size) raises
+`PoisonRecord`: the record has already changed the partition's state, so the loop rewinds to
+the last checkpoint and, meeting the record again, dead-letters it (`output_too_large`)
+before it is scored. Records done again after a rewind (`Ledger.replayed`) are not counted
+in the metrics a second time.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,12 @@ import time
 from typing import Protocol
 
 from stream.config import Settings
-from stream.contracts.codec import DecodeError, encode_dead_letter, encode_verdict
+from stream.contracts.codec import DecodeError, dead_letter_record, encode_verdict
 from stream.contracts.messages import DeadLetter, Label, SourceRef, Transaction
 from stream.core.pipeline import Pipeline
 from stream.core.verdicts import to_verdict
-from stream.kafka.records import Headers, Record
+from stream.errors import OutputTooLargeError
+from stream.kafka.records import Headers, Record, Source
 from stream.observability.metrics import Metrics
 from stream.serving.intake import Arrival
 from stream.serving.ledger import Ledger
@@ -34,6 +42,22 @@ def same_partitions(partitions: dict[str, int], settings: Settings) -> bool:
     topic), so verdict partition N can follow input partition N."""
     ins = partitions.get(settings.input_topic)
     return bool(ins) and ins == partitions.get(settings.output_topic)
+
+
+# Room left in max_message_bytes for what a record adds to its key and value on the wire
+# (record and batch headers): librdkafka counts them against message.max.bytes.
+RECORD_OVERHEAD = 1024
+
+
+class PoisonRecord(OutputTooLargeError):
+    """This input record makes an output too large: dead-letter it when it comes again."""
+
+    def __init__(self, source: Source, offset: int, reason: str, message: str) -> None:
+        super().__init__(f"{source[0]}[{source[1]}] {offset}: {message}")
+        self.source = source
+        self.offset = offset
+        self.reason = reason
+        self.detail = message
 
 
 class HotMetrics:
@@ -63,16 +87,20 @@ class RecordHandler:
         self.co_partitioned_output = co_partitioned_output
         self._hot = HotMetrics(metrics)
         self._dl_logged = 0
+        self._max_output = settings.max_message_bytes - RECORD_OVERHEAD
+        # Records that make an output too large, by (source, offset), with why: dead-lettered
+        # when they come again (filled by serving/recovery.py).
+        self.poisoned: dict[tuple[Source, int], tuple[str, str]] = {}
 
     def transaction(self, arrival: Arrival) -> None:
         started = time.perf_counter()
-        result = self.ledger.result
-        result.transactions += 1
         record, tx = arrival.record, arrival.item
         if isinstance(tx, DecodeError):
             self.dead_letter(record, tx.reason, str(tx))
             return
         assert isinstance(tx, Transaction)
+        if self.poisoned and self._poisoned(record):
+            return
         partition = record.partition
         try:
             scored = self.pipeline.score(tx, partition)
@@ -85,10 +113,22 @@ class RecordHandler:
         verdict = to_verdict(tx, scored, self.pipeline.model_version, now,
                              max(0.0, now * 1000.0 - record_ts))
         key = record.key if record.key is not None else tx.card_id.encode()
+        value = encode_verdict(verdict)
+        if len(key) + len(value) > self._max_output:
+            raise PoisonRecord(record.source, record.offset, "output_too_large",
+                               f"its verdict would be {len(key) + len(value)} bytes, more "
+                               f"than max_message_bytes ({self.settings.max_message_bytes}) "
+                               "less the record overhead")
         # Same partition count: verdict partition N follows input partition N, so a card's
         # verdicts stay together as its events do, with no per-record key hashing.
-        self.delivery.send(self.settings.output_topic, key, encode_verdict(verdict),
-                           partition if self.co_partitioned_output else None)
+        try:
+            self.delivery.send(self.settings.output_topic, key, value,
+                               partition if self.co_partitioned_output else None)
+        except OutputTooLargeError as exc:
+            self._refused(record, exc, "its verdict was refused")
+        if self.ledger.replayed(record.source, record.offset):
+            return  # counted the first time
+        self.ledger.result.verdicts += 1
         self.ledger.record_ts.append(record_ts)
         hot = self._hot
         hot.scored.inc()
@@ -99,22 +139,46 @@ class RecordHandler:
             hot.event_labels.inc()
         if scored.learned:
             hot.learned.inc(scored.learned)
-        result.verdicts += 1
         hot.processing.observe(time.perf_counter() - started + arrival.decode_s)
 
+    def _refused(self, record: Record, exc: OutputTooLargeError, what: str) -> None:
+        """A send refused for its size names this record only while records are checkpointed
+        one at a time: otherwise the refusal may be an earlier record's (kafka-python fails
+        every send of a transaction after one of its batches was refused), and the loop
+        checkpoints one record at a time to find it (serving/recovery.py)."""
+        if self.ledger.isolate_until:
+            raise PoisonRecord(record.source, record.offset, "output_too_large",
+                               f"{what}: {exc}") from exc
+        raise exc
+
+    def _poisoned(self, record: Record) -> bool:
+        """Dead-letter a record known to make an output too large, before it is scored."""
+        known = self.poisoned.get((record.source, record.offset))
+        if known is None:
+            return False
+        # A new outcome for this record, counted even on a replay. Found at once (its own
+        # verdict refused), it was not counted before; found by checkpointing records one at
+        # a time (an output refused later), it was counted once as scored already.
+        self.dead_letter(record, *known, replayed=False)
+        return True
+
     def label(self, arrival: Arrival) -> None:
-        self.ledger.result.labels += 1
-        label = arrival.item
+        label, record = arrival.item, arrival.record
         if isinstance(label, DecodeError):
-            self.dead_letter(arrival.record, label.reason, str(label))
+            self.dead_letter(record, label.reason, str(label))
             return
         assert isinstance(label, Label)
         outcome = self.pipeline.learn_label(label)
+        if self.ledger.replayed(record.source, record.offset):
+            return  # counted the first time
         self.metrics.labels.labels("topic", outcome).inc()
         if outcome == "learned":
             self.metrics.learned.inc()
 
-    def dead_letter(self, record: Record, reason: str, error: str) -> None:
+    def dead_letter(self, record: Record, reason: str, error: str,
+                    replayed: bool | None = None) -> None:
+        """Send the record to the dead-letter topic; `replayed` (default: the ledger's) says
+        whether it was counted before."""
         letter = DeadLetter(
             reason=reason,
             error=error,
@@ -123,13 +187,21 @@ class RecordHandler:
             key=record.key,
             headers=record.headers,
         )
-        self.delivery.send(self.settings.dlq_topic, letter.key, encode_dead_letter(letter),
-                           headers=letter.headers)
-        self.metrics.events.labels("dead_lettered").inc()
-        self.metrics.dead_letters.labels(reason).inc()
+        # Bounded whatever the input (codec.dead_letter_record), so it always fits.
+        key, value, headers = dead_letter_record(letter, self.settings.dead_letter_payload_bytes)
+        try:
+            self.delivery.send(self.settings.dlq_topic, key, value, headers=headers)
+        except OutputTooLargeError as exc:  # the topic's limit is below max_message_bytes
+            self._refused(record, exc, f"its dead letter ({reason}) was refused")
+        if replayed is None:
+            replayed = self.ledger.replayed(record.source, record.offset)
+        if replayed:
+            return  # counted (and logged) the first time
         result = self.ledger.result
         result.dead_letters += 1
         result.dead_letter_reasons[reason] = result.dead_letter_reasons.get(reason, 0) + 1
+        self.metrics.events.labels("dead_lettered").inc()
+        self.metrics.dead_letters.labels(reason).inc()
         self._dl_logged += 1
         if self._dl_logged <= 100 or self._dl_logged % 1000 == 0:
             log.warning("%s[%d] %d: dead-lettered (%s): %s", record.topic, record.partition,

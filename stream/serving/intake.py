@@ -31,7 +31,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from stream.contracts.codec import DecodeError, TimeBounds, decode_label, decode_transaction
+from stream.contracts.codec import (
+    MAX_FIELD_LENGTH,
+    DecodeError,
+    TimeBounds,
+    decode_label,
+    decode_transaction,
+)
 from stream.contracts.messages import Label, Transaction
 from stream.core.ordering import TimeAligner
 from stream.kafka.clients import GroupConsumer
@@ -75,8 +81,11 @@ class Intake:
         self, consumer: GroupConsumer, input_topic: str, labels_topic: str, max_wait_s: float,
         pause_above: int = 20_000, clock: Callable[[], float] = time.monotonic,
         bounds: TimeBounds | None = None, wall_clock: Callable[[], float] = time.time,
+        max_field_length: int = MAX_FIELD_LENGTH,
     ) -> None:
         self.consumer = consumer
+        # Longer ids (or currency) are dead letters (`field_too_long`): see the codec.
+        self.max_field_length = max_field_length
         self.input_topic = input_topic
         self.labels_topic = labels_topic
         self.pause_above = pause_above
@@ -184,9 +193,11 @@ class Intake:
         item: Transaction | Label | DecodeError
         try:
             if topic == self.input_topic:
-                item = decode_transaction(record.value, self.bounds, record.timestamp_ms, now)
+                item = decode_transaction(record.value, self.bounds, record.timestamp_ms, now,
+                                          self.max_field_length)
             else:
-                item = decode_label(record.value, self.bounds, record.timestamp_ms, now)
+                item = decode_label(record.value, self.bounds, record.timestamp_ms, now,
+                                    self.max_field_length)
             at = item.timestamp
         except DecodeError as exc:
             item, at = exc, -math.inf

@@ -1,10 +1,18 @@
 """What the loop has done, and what of it is durable: counts, finished offsets, checkpoints.
 
 Every record processed moves its partition's next offset in `done`; a checkpoint makes that
-durable and the ledger remembers the counts as of then (`committed`). A rewind rolls the counts
-back to them, so `--max-events` counts each input record once even when work is redone, and
-`durable_events` (events per partition as of its last durable checkpoint) lets the rewind count
-a checkpoint whose commit timed out yet went through exactly once.
+durable. `high` is the furthest each source has been processed, never rolled back: a record
+below it is a replay (after a rewind, the records since the last committed checkpoint are done
+again), which counts neither in `result` nor in the metrics a second time. So `--max-events`
+counts each input record once, whether the rewind went back to the last checkpoint, to an
+older one (at-least-once commits offsets asynchronously) or to none at all (a checkpoint whose
+commit timed out yet went through is not redone). `durable_events` is each partition's event
+count as of its last restore or checkpoint.
+
+`failures` and `failing_since` say how many checkpoints failed since the last one that
+succeeded, and since when: a rewind that succeeds is not a recovery until a checkpoint does.
+`isolate_until` holds, while a record that makes an output too large is searched for, the
+positions up to which every record is checkpointed alone (see serving/recovery.py).
 """
 
 from __future__ import annotations
@@ -37,50 +45,68 @@ class Ledger:
     """The loop's bookkeeping between checkpoints.
 
     >>> ledger = Ledger()
-    >>> ledger.processed(("tx", 0), 5); ledger.result.transactions += 1
-    >>> ledger.checkpointed({0: 1}); ledger.processed(("tx", 0), 6)
-    >>> ledger.result.transactions += 1; ledger.rewound(); ledger.result.transactions
-    1
+    >>> ledger.processed(("tx", 0), 5, transaction=True)
+    True
+    >>> ledger.checkpointed({0: 1}); ledger.processed(("tx", 0), 6, transaction=True)
+    True
+    >>> ledger.rewound(); ledger.processed(("tx", 0), 6, transaction=True)  # done again
+    False
+    >>> ledger.result.transactions, ledger.high, ledger.replayed(("tx", 0), 5)
+    (2, {('tx', 0): 6}, True)
     """
 
     def __init__(self) -> None:
         self.result = RunResult()
-        self.committed = RunResult()
         self.done: dict[Source, int] = {}
         self.record_ts: list[int] = []  # Kafka timestamps of the outputs since the checkpoint
         self.since_checkpoint = 0
         self.durable_events: dict[int, int] = {}
+        self.high: dict[Source, int] = {}
+        self.failures = 0
+        self.failing_since: float | None = None
+        self.isolate_until: dict[Source, int] = {}
+        # After a rewind: how far each source must be done again before the run may end.
+        self.redo_until: dict[Source, int] = {}
 
-    def processed(self, source: Source, next_offset: int) -> None:
+    def processed(self, source: Source, next_offset: int, transaction: bool) -> bool:
+        """Note a record done (a transaction, else a label); True the first time."""
         self.done[source] = next_offset
         self.since_checkpoint += 1
+        high = self.high
+        if next_offset <= high.get(source, 0):
+            redo = self.redo_until
+            if next_offset >= redo.get(source, next_offset + 1):
+                del redo[source]
+            return False
+        high[source] = next_offset
+        if transaction:
+            self.result.transactions += 1
+        else:
+            self.result.labels += 1
+        return True
+
+    def replayed(self, source: Source, offset: int) -> bool:
+        """True for a record this process has processed before (and now does again)."""
+        return offset < self.high.get(source, 0)
 
     def checkpointed(self, durable_events: dict[int, int]) -> None:
         """Everything so far is durable."""
+        self.failures = 0
+        self.failing_since = None
+        isolate = self.isolate_until
+        if isolate:
+            for source, next_offset in self.done.items():
+                if next_offset >= isolate.get(source, next_offset + 1):
+                    del isolate[source]
         self.done.clear()
         self.record_ts.clear()
         self.since_checkpoint = 0
         self.result.checkpoints += 1
         self.durable_events = durable_events
-        self.committed = self.result.copy()
 
     def rewound(self) -> None:
-        """Forget the work since the last checkpoint (it will be done again)."""
-        keep = self.result.recoveries, self.result.checkpoints
-        self.result = self.committed.copy()
-        self.result.recoveries, self.result.checkpoints = keep
+        """Forget the work since the last checkpoint (it will be done again, uncounted)."""
+        self.redo_until = dict(self.high)
         self.done.clear()
         self.record_ts.clear()
         self.since_checkpoint = 0
-
-    def count_in_doubt(self, before: dict[int, int]) -> int:
-        """A commit that timed out may still have been committed by the broker: the restored
-        state then holds events the counters rolled back. Count them (returns how many), so
-        `--max-events` is reached, and a rewind never waits for records already done."""
-        extra = sum(max(0, events - before.get(p, events))
-                    for p, events in self.durable_events.items())
-        if extra:
-            self.result.transactions += extra
-            self.result.verdicts += extra
-            self.committed = self.result.copy()
-        return extra

@@ -57,7 +57,8 @@ class ScorerLoop:
         self.intake = Intake(consumer, settings.input_topic, settings.labels_topic,
                              settings.max_task_idle_ms / 1000.0,
                              settings.buffered_records_per_partition,
-                             bounds=time_bounds(settings))
+                             bounds=time_bounds(settings),
+                             max_field_length=settings.max_field_length)
         self._stop = threading.Event()
         # The shared merchant table's Kafka half, when the pipeline has one (merchant_feed.py).
         self.feed: MerchantFeed | None = None
@@ -71,11 +72,13 @@ class ScorerLoop:
         self.checkpoints = Checkpointer(settings, pipeline, delivery, self.ledger, metrics,
                                         self.feed)
         self.recovery = Recovery(settings, pipeline, clients, consumer, delivery, self.ledger,
-                                 self.intake, metrics, self._stop, self.feed)
+                                 self.intake, metrics, self._stop, self.feed,
+                                 self.handle.poisoned)
         self.rebalance = Rebalance(settings, pipeline, self.intake, self.checkpoints,
                                    self.recovery, self.health, metrics, self.quality)
         self._next_gauges = 0.0
         self._timed_out = 0
+        self._budget_drops: dict[str, int] = {}
         # Set by the wiring: tells how long the broker has been unreachable. The client
         # retries inside its polls forever, so an idle loop would otherwise never notice.
         self.probe: Any = None
@@ -92,13 +95,11 @@ class ScorerLoop:
         s = self.settings
         self.consumer.subscribe([s.input_topic, s.labels_topic], self.rebalance)
         try:
-            # A final checkpoint that fails rewinds to the last committed one: the work after
-            # it is done again before the run returns (unless asked to stop), so the budget
-            # is met by committed work and the result counts only what was committed.
-            while True:
-                self._process(s.max_events)
-                if self._final_checkpoint():
-                    break
+            self._turn()
+            # A final checkpoint that fails rewinds: with --max-events, the records since the
+            # last committed checkpoint are done again before the run ends.
+            while not self._final_checkpoint():
+                self._turn()
         finally:
             self.health.set_stopped()
             self._refresh_gauges(force=True)
@@ -109,17 +110,19 @@ class ScorerLoop:
         self.result.roc_auc = summary.roc_auc
         return self.result
 
-    def _process(self, budget: int | None) -> None:
-        """Poll, process and checkpoint until stopped, out of budget or idle too long."""
+    def _turn(self) -> None:
+        """Poll and process until stopped, out of budget or idle too long."""
         s = self.settings
+        budget = s.max_events
         idle_since = time.monotonic()
-        # Broken, the loop recovers before it checks the budget: the rewind rolls the counts
-        # back, and a budget reached by work whose checkpoint failed is not met.
-        while not self._stop.is_set() and (budget is None or self.result.transactions < budget
-                                           or self.recovery.broken):
+        # The budget counts each input once: after a failure it is not spent until the
+        # records since the last committed checkpoint are done again.
+        while not self._stop.is_set() and (budget is None or self.recovery.broken
+                                           or bool(self.ledger.redo_until)
+                                           or self.result.transactions < budget):
             self.health.beat()
-            if self.recovery.broken:
-                self.recovery.recover()
+            self.health.set_checkpoint_failures(self.ledger.failures)
+            if self.recovery.broken and not self.recovery.recover():
                 continue
             remaining = None if budget is None else budget - self.result.transactions
             try:
@@ -152,14 +155,18 @@ class ScorerLoop:
             table.ordered = self.intake.aligned
         for arrival in arrivals:
             record = arrival.record
-            if record.topic == input_topic:
-                if remaining is not None and processed >= remaining:
+            is_tx = record.topic == input_topic
+            if is_tx:
+                if remaining is not None and processed >= remaining \
+                        and not ledger.replayed(record.source, record.offset):
                     break  # the rest stays uncommitted: the next run fetches it again
                 handle.transaction(arrival)
-                processed += 1
             else:
                 handle.label(arrival)
-            ledger.processed(record.source, record.offset + 1)
+            if ledger.processed(record.source, record.offset + 1, is_tx) and is_tx:
+                processed += 1  # the first time only: a replay spends no budget
+            if ledger.isolate_until:  # finding a record whose output is too large (recovery)
+                self.checkpoints.commit()
         if polled.records:
             self.metrics.batch_size.observe(len(polled.records))
             self.metrics.last_event.set(time.time())
@@ -202,21 +209,15 @@ class ScorerLoop:
         return until
 
     def _final_checkpoint(self) -> bool:
-        """Commit what is done; True once it is. False when a failure on the way rewound to
-        the last checkpoint (the counts with it) and the run was not asked to stop: the
-        uncommitted work is to be done again, not dropped with a result that looks complete
-        (the budget reached by records whose checkpoint then failed)."""
+        """Commit what is done; False when a failure rewound the loop and, not stopped, it
+        has records to do again first (it then checkpoints again after them)."""
         self._raise_if_fenced()
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         while True:
             try:
-                if not self.recovery.broken:
-                    self.checkpoints.commit()
-                    return True
-                if self.recovery.recover():
-                    if not self._stop.is_set():
-                        log.info("the last checkpoint of the run failed: redoing the work "
-                                 "since the one before it")
+                rewinding = self.recovery.broken
+                if not rewinding or self.recovery.recover():
+                    if rewinding and self.ledger.redo_until and not self._stop.is_set():
                         return False
                     self.checkpoints.commit()
                     return True
@@ -245,6 +246,7 @@ class ScorerLoop:
             return
         self._next_gauges = now + 1.0
         lag.refresh(self.metrics, self.consumer, self.pipeline, self.ledger.done)
+        lag.refresh_budgets(self.metrics, self.pipeline, self._budget_drops)
         self.metrics.buffered.set(len(self.intake))
         timed_out = self.intake.timed_out
         if timed_out > self._timed_out:

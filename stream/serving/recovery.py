@@ -4,8 +4,19 @@ committed offset); and restoring a partition's state on assignment, once the cha
 that state is this application's (stream/state/changelog.py: `check_ownership`).
 
 Infrastructure errors (broker gone, a failed commit) do not crash the scorer: they are noted
-here, and the loop asks this object to recover before it polls again. Only an outage longer
-than `max_outage_s` ends the process, with one clear line, for its orchestrator to act on.
+here, and the loop asks this object to recover before it polls again. Only failures lasting
+longer than `max_outage_s` end the process, with one clear line, for its orchestrator to act
+on. They are timed from the first failed checkpoint to the next successful one: a rewind that
+works but meets the same failure again has not recovered, so a failure that repeats on the
+same records can never loop for ever.
+
+An output refused for its size (`OutputTooLargeError`) is the fault of the input record that
+made it, not of Kafka. When that record is known (`PoisonRecord`: its verdict), it is marked,
+and the rewind meets it again and dead-letters it (`output_too_large`) before it is scored.
+When it is not (a changelog row, a delivery report), every record processed so far is done
+again with a checkpoint after each one (`Ledger.isolate_until`): the checkpoint that fails
+then names its only record, which is marked in turn. A marked record that fails again ends
+the run: a dead letter is bounded and always fits, so that is not a data problem.
 """
 
 from __future__ import annotations
@@ -17,12 +28,13 @@ from datetime import UTC, datetime
 
 from stream.config import Settings
 from stream.core.pipeline import Pipeline
-from stream.errors import GroupMovedError, InfrastructureError
+from stream.errors import GroupMovedError, InfrastructureError, OutputTooLargeError
 from stream.kafka.clients import Clients, GroupConsumer
-from stream.kafka.records import BEGINNING
+from stream.kafka.records import BEGINNING, Source
 from stream.kafka.restore import read_partition
 from stream.observability.metrics import Metrics
 from stream.serving.checkpoint import Delivery
+from stream.serving.handlers import PoisonRecord
 from stream.serving.intake import Intake
 from stream.serving.ledger import Ledger
 from stream.serving.merchant_feed import MerchantFeed
@@ -46,8 +58,11 @@ class Recovery:
     def __init__(self, settings: Settings, pipeline: Pipeline, clients: Clients,
                  consumer: GroupConsumer, delivery: Delivery, ledger: Ledger, intake: Intake,
                  metrics: Metrics, stop: threading.Event,
-                 feed: MerchantFeed | None = None) -> None:
+                 feed: MerchantFeed | None = None,
+                 poisoned: dict[tuple[Source, int], tuple[str, str]] | None = None) -> None:
         self.settings = settings
+        # Records that make an output too large (shared with the RecordHandler).
+        self.poisoned = poisoned if poisoned is not None else {}
         self.pipeline = pipeline
         self.clients = clients
         self.consumer = consumer
@@ -58,6 +73,7 @@ class Recovery:
         self._stop = stop
         self.feed = feed
         self.broken_since: float | None = None
+        self._data_fault = False  # the last failure was an output too large, not Kafka
         self._legacy_noted = False
 
     @property
@@ -69,30 +85,71 @@ class Recovery:
         now = time.monotonic()
         if self.broken_since is None:
             self.broken_since = now
+        ledger = self.ledger
+        if ledger.failing_since is None:
+            ledger.failing_since = now
+        ledger.failures += 1
         self.metrics.commits.labels("failed").inc()
-        self.metrics.broker_up.set(0)
-        reason = "group_moved" if isinstance(exc, GroupMovedError) else "infrastructure"
+        self.metrics.checkpoint_failures.set(ledger.failures)
+        self._data_fault = isinstance(exc, OutputTooLargeError)
+        if isinstance(exc, OutputTooLargeError):
+            reason = "output_too_large"
+            self._too_large(exc)
+        else:
+            reason = "group_moved" if isinstance(exc, GroupMovedError) else "infrastructure"
+            self.metrics.broker_up.set(0)
         self.metrics.recoveries.labels(reason).inc()
-        log.warning("checkpoint failed (%s): %s; rewinding to the last checkpoint", reason, exc)
-        if now - self.broken_since > self.settings.max_outage_s:
+        log.warning("checkpoint failed (%s, %d in a row): %s; rewinding to the last checkpoint",
+                    reason, ledger.failures, exc)
+        if now - ledger.failing_since > self.settings.max_outage_s:
             raise InfrastructureError(
-                f"Kafka unavailable for more than {self.settings.max_outage_s:.0f}s: {exc}"
-            ) from exc
+                f"no checkpoint succeeded for more than {self.settings.max_outage_s:.0f}s "
+                f"({ledger.failures} failed in a row; max_outage_s): {exc}") from exc
+
+    def _too_large(self, exc: OutputTooLargeError) -> None:
+        """Find the record that made an output too large (module docstring)."""
+        ledger = self.ledger
+        if isinstance(exc, PoisonRecord):
+            self._mark(exc.source, exc.offset, exc.reason, exc.detail)
+        elif ledger.isolate_until and ledger.since_checkpoint == 1 and len(ledger.done) == 1:
+            (source, next_offset), = ledger.done.items()
+            self._mark(source, next_offset - 1, "output_too_large",
+                       f"an output it made was refused: {exc}")
+        elif ledger.high:
+            ledger.isolate_until = dict(ledger.high)
+            log.warning("an output was refused for its size; redoing the records since the "
+                        "last checkpoint one checkpoint each, to find the one that made it")
+
+    def _mark(self, source: Source, offset: int, reason: str, detail: str) -> None:
+        where = f"{source[0]}[{source[1]}] {offset}"
+        if (source, offset) in self.poisoned:
+            raise InfrastructureError(
+                f"{where}: its dead letter was refused too ({detail}); check that the topics' "
+                "max.message.bytes is at least max_message_bytes")
+        self.poisoned[(source, offset)] = (reason, detail)
+        log.warning("%s makes an output too large (%s): dead-lettering it", where, detail)
 
     def recover(self) -> bool:
         """New producer, state and positions back to the last committed checkpoint; False
         (and the failure noted) when that failed too."""
         assert self.broken_since is not None
+        # A record's too-large output is no broker trouble: redo it at once.
         waited = time.monotonic() - self.broken_since
-        self._stop.wait(min(5.0, 0.2 + waited / 4))
+        self._stop.wait(0.0 if self._data_fault else min(5.0, 0.2 + waited / 4))
         try:
-            self.delivery.reset()
+            self.delivery.reset(replace=self._data_fault)
             self.rewind()
         except (InfrastructureError, GroupMovedError) as exc:
             self.failed(exc)
             return False
-        log.info("recovered after %.1fs", time.monotonic() - self.broken_since)
+        log.info("rewound to the last checkpoint after %.1fs", time.monotonic() - self.broken_since)
         self.broken_since = None
+        if not self.ledger.redo_until:
+            # Nothing to do again (an outage while idle): the broker answered the rewind, and
+            # no checkpoint may come for a while to say so. Records to do again keep the
+            # failures counting until a checkpoint of them succeeds.
+            self.ledger.failures, self.ledger.failing_since = 0, None
+            self.metrics.checkpoint_failures.set(0)
         self.ledger.result.recoveries += 1
         self.metrics.broker_up.set(1)
         return True
@@ -101,7 +158,6 @@ class Recovery:
         """Forget uncommitted work: reload owned partitions and seek to committed offsets."""
         self.ledger.rewound()
         self.intake.clear()
-        before = dict(self.ledger.durable_events)
         if self.feed is not None:  # the table holds uncommitted events of our partitions
             self.feed.rebuild()
         # The assigned input partitions too: a restore that failed on assignment left them
@@ -110,20 +166,22 @@ class Recovery:
             p for topic, p in self.consumer.assignment() if topic == self.settings.input_topic}
         for partition in sorted(owned):
             self.restore(partition)
-        if self.delivery.transactional:  # at-least-once state may run ahead of its offsets
-            extra = self.ledger.count_in_doubt(before)
-            if extra:
-                log.info("the last checkpoint committed after all: %d events counted", extra)
         assigned = self.consumer.assignment()
+        for pending in (self.ledger.isolate_until, self.ledger.redo_until):
+            for source in [s for s in pending if s not in assigned]:
+                del pending[source]  # another instance does these records now
         if not assigned:
             return
         # A fresh client reads the committed offsets: after a broker restart the loop's own
         # consumer can keep timing out on a coordinator it cached before the outage.
         committed = self.clients.committed(assigned, self.settings.request_timeout_ms / 1000.0)
+        redo = self.ledger.redo_until
         for source in assigned:
             # No committed offset yet: start over, as auto.offset.reset=earliest does.
             offset = committed.get(source)
             self.consumer.seek(source, BEGINNING if offset is None else offset)
+            if offset is not None and offset >= redo.get(source, 0):
+                redo.pop(source, None)  # committed after all: nothing to do again
 
     def restore(self, partition: int) -> None:
         """Rebuild one partition's state from its changelog partition (or start it afresh),

@@ -4,6 +4,7 @@ hand-written validation agrees with topics/transactions.schema.json on the same 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from stream.contracts.codec import (
     DecodeError,
     TimeBounds,
+    dead_letter_record,
     decode_label,
     decode_transaction,
     encode_dead_letter,
@@ -68,6 +70,11 @@ BAD = [
     (_with(timestamp=True), "invalid_timestamp"),
     (_with(is_fraud="yes"), "invalid_label"),
     (_with(is_fraud=2), "invalid_label"),
+    # Ids held in memory and copied into verdicts and changelog keys are bounded (issue 13).
+    (_with(transaction_id="t" * 257), "field_too_long"),
+    (_with(card_id="c" * 257), "field_too_long"),
+    (_with(merchant_id="m" * 1_000_000), "field_too_long"),
+    (_with(currency="E" * 257), "field_too_long"),
 ]
 
 
@@ -101,7 +108,9 @@ def test_codec_agrees_with_the_json_schema() -> None:
     validator = jsonschema.Draft202012Validator(
         schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
-    corpus = [_with(), _with(is_fraud=False, country="FR"), _with(timestamp=1795687200250)]
+    corpus = [_with(), _with(is_fraud=False, country="FR"), _with(timestamp=1795687200250),
+              _with(transaction_id="t" * 256, card_id="é" * 256, merchant_id="m" * 256,
+                    currency="E" * 256)]
     corpus += [raw for raw, _ in BAD]
     for raw in corpus:
         try:
@@ -147,6 +156,62 @@ def test_dead_letter_keeps_the_original_bytes(payload: bytes) -> None:
     assert body["source"] == {"topic": "transactions", "partition": 2, "offset": 41}
     kept = body["payload"].encode() if "payload" in body else base64.b64decode(body["payload_b64"])
     assert kept == payload
+
+
+def test_field_limits_follow_the_setting_for_transactions_and_labels() -> None:
+    raw = _with(card_id="c" * 40)
+    assert decode_transaction(raw, max_length=40).card_id == "c" * 40
+    with pytest.raises(DecodeError) as info:
+        decode_transaction(raw, max_length=39)
+    assert info.value.reason == "field_too_long" and "'card_id' is 40 characters" in str(
+        info.value)
+    label = b'{"transaction_id":"%s","card_id":"c","is_fraud":1,"timestamp":5}' % (b"t" * 700)
+    with pytest.raises(DecodeError) as info:
+        decode_label(label)
+    assert info.value.reason == "field_too_long"
+    assert decode_label(label, max_length=700).transaction_id == "t" * 700
+    schema = json.loads((TOPICS / "labels.schema.json").read_text())
+    assert not jsonschema.Draft202012Validator(schema).is_valid(json.loads(label))
+
+
+DLQ_SCHEMA = json.loads((TOPICS / "transactions.dlq.schema.json").read_text())
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    (b"\x01" * 200_000, "payload"),  # 1.2 MB once escaped: the issue's poison record
+    (b'{"merchant_id":"' + b"m" * 1_000_000 + b'"}', "payload"),
+    (b"\xff" * 300_000, "payload_b64"),
+])
+def test_a_large_payload_is_cut_to_fit_with_its_size_and_hash(payload: bytes,
+                                                               field: str) -> None:
+    letter = DeadLetter("invalid_json", "x" * 5000, SourceRef("transactions", 0, 9), payload,
+                        key=b"k" * 100_000, headers=(("trace", b"v" * 100_000), ("a", b"b")))
+    key, value, headers = dead_letter_record(letter, max_part_bytes=65_536)
+    assert len(key or b"") + len(value) + sum(len(n) + len(v) for n, v in headers) \
+        <= 4 * 65_536 + 16_384
+    body = orjson.loads(value)
+    jsonschema.validate(body, DLQ_SCHEMA)
+    kept = body[field].encode() if field == "payload" else base64.b64decode(body[field])
+    assert payload.startswith(kept) and 0 < len(kept) < len(payload)
+    assert len(orjson.dumps(body[field])) <= 65_536 + 2
+    assert body["payload_truncated"] is True and body["payload_bytes"] == len(payload)
+    assert body["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert key == b"k" * 65_536 and body["key_truncated"] is True
+    assert body["key_bytes"] == 100_000
+    assert body["key_sha256"] == hashlib.sha256(b"k" * 100_000).hexdigest()
+    assert headers == () and body["headers_dropped"] == 2
+    assert len(body["error"]) < 1100
+
+
+def test_a_payload_that_fits_is_kept_exactly_without_truncation_fields() -> None:
+    payload = b'{"note":"' + b"\x01" * 1000 + b'"}'  # 6 KB escaped: fits 64 KiB
+    letter = DeadLetter("invalid_json", "bad", SourceRef("t", 0, 1), payload, b"key",
+                        (("h", b"v"),))
+    key, value, headers = dead_letter_record(letter)
+    body = orjson.loads(value)
+    assert body["payload"].encode() == payload and key == b"key" and headers == (("h", b"v"),)
+    assert not {"payload_truncated", "payload_bytes", "key_truncated",
+                "headers_dropped"} & body.keys()
 
 
 def test_format_time_is_rfc3339_utc() -> None:

@@ -204,6 +204,30 @@ def test_an_unreachable_broker_is_alive_but_not_ready(
     assert get(server.port, "/readyz")[0] == 200
 
 
+def test_checkpoints_that_keep_failing_make_it_unready_then_dead(
+    server: HealthServer, health: Health, clock: FakeClock
+) -> None:
+    """A loop that turns but whose every checkpoint fails (a poison record rewound for ever
+    used to keep both probes at 200): unready at the first failure, dead once failing for
+    stuck_after_s with the broker reachable, both healthy again after a checkpoint."""
+    health.beat()
+    health.set_partitions(4)
+    health.set_checkpoint_failures(1)
+    status, body, _ = get(server.port, "/readyz")
+    assert status == 503 and "checkpoints failing: 1 in a row" in body
+    assert get(server.port, "/healthz")[0] == 200
+    clock.now += 6.0
+    health.beat()
+    health.set_checkpoint_failures(40)  # still failing: the streak keeps its start
+    status, body, _ = get(server.port, "/healthz")
+    assert status == 503 and "checkpoints failing for 6.0s" in body
+    health.set_broker_reachable(False)  # an outage: a restart would not help
+    assert get(server.port, "/healthz")[0] == 200
+    health.set_broker_reachable(True)
+    health.set_checkpoint_failures(0)
+    assert get(server.port, "/healthz")[0] == 200 and get(server.port, "/readyz")[0] == 200
+
+
 def test_the_broker_probe_drives_readiness() -> None:
     """The probe's TCP connect, against a port that refuses and then accepts."""
     from stream.devtools.broker import find_free_port

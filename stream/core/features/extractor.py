@@ -46,6 +46,7 @@ from typing import Any, Protocol
 from zlib import crc32
 
 from stream.contracts.messages import Transaction
+from stream.core.budget import ByteBudget
 from stream.core.features import merchant as merchant_state
 from stream.core.features.store import StateStore
 from stream.core.features.timeofday import DAY_S, NIGHT_END_S, RADIANS_PER_S
@@ -145,6 +146,7 @@ class FeatureExtractor:
         *,
         track_changes: bool = True,
         merchants: MerchantView | None = None,
+        card_budget: ByteBudget | None = None,
     ) -> None:
         horizons = tuple(float(h) for h in horizons_s)
         if not horizons or not all(h > 0.0 and math.isfinite(h) for h in horizons):
@@ -209,7 +211,9 @@ class FeatureExtractor:
         self._first_seen = first
 
         self._card_width = _CARD_FIXED + 2 * len(horizons)
-        self._cards = StateStore(self._card_width, self.card_ttl_s, track_changes=track_changes)
+        # `card_budget`: the byte budget every partition's card store draws on (None: none).
+        self._cards = StateStore(self._card_width, self.card_ttl_s, track_changes=track_changes,
+                                 budget=card_budget)
         self._merchants = StateStore(
             _MERCHANT_WIDTH, self.merchant_ttl_s, track_changes=track_changes
         )

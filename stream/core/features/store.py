@@ -21,6 +21,12 @@ evicted a little later (when the front one goes idle), never wrongly.
 Changes are tracked for the state changelog: keys written since the last ``drain_changes``
 and keys evicted since then (tombstones). The two sets are kept disjoint, so a writer that
 emits the changed values and the tombstones never resurrects or deletes the wrong thing.
+
+A store may draw on a ``ByteBudget`` (core/budget.py), shared with other stores: each key is
+estimated at a fixed cost plus its length plus 8 bytes a float, added when the key is created
+and removed when it goes. A new key that takes the budget over it evicts this store's least
+recently written keys (tombstoned like idle ones, counted in ``budget.dropped``), never the
+key being written.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import math
 from array import array
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+
+from stream.core.budget import CARD_ENTRY_BYTES, ByteBudget
 
 __all__ = ["StateStore"]
 
@@ -46,6 +54,8 @@ class StateStore:
     track_changes
         Record written and evicted keys for ``drain_changes``. Turn off when nothing drains
         them, or the record of evicted keys grows without bound.
+    budget
+        A byte budget this store draws on (module docstring); None: unbounded in bytes.
 
     Examples
     --------
@@ -59,9 +69,16 @@ class StateStore:
     ({'b': [105.0, 0.0]}, ['a'])
     >>> s.drain_changes()
     ({}, [])
+    >>> budget = ByteBudget(limit=1000)  # a key of width 2 is estimated at 281 bytes
+    >>> s = StateStore(width=2, ttl_s=10.0, budget=budget)
+    >>> for key in "abcd":
+    ...     s.touch(key)[0] = 1.0
+    >>> len(s), "a" in s, budget.dropped, budget.used
+    (3, False, 1, 843)
     """
 
-    def __init__(self, width: int, ttl_s: float, *, track_changes: bool = True) -> None:
+    def __init__(self, width: int, ttl_s: float, *, track_changes: bool = True,
+                 budget: ByteBudget | None = None) -> None:
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         if not ttl_s > 0.0:
@@ -75,6 +92,9 @@ class StateStore:
         self._evicted: set[str] = set()
         # No key can be idle before this event time (the front key's last access + ttl).
         self._next_check = -math.inf
+        self.budget = budget
+        self._entry_bytes = CARD_ENTRY_BYTES + 8 * width  # plus the key's length
+        self.bytes = 0  # this store's share of the budget's estimate
 
     def __len__(self) -> int:
         return len(self._data)
@@ -97,6 +117,11 @@ class StateStore:
         if st is None:
             st = self._template[:]
             data[key] = st
+            size = self._entry_bytes + len(key)
+            self.bytes += size
+            budget = self.budget
+            if budget is not None and budget.add(size):
+                self._over_budget(budget)
         else:
             data.move_to_end(key)
         if self.track_changes:
@@ -104,6 +129,24 @@ class StateStore:
             if self._evicted:
                 self._evicted.discard(key)
         return st
+
+    def _over_budget(self, budget: ByteBudget) -> None:
+        """Evict the least recently written keys until the budget holds (or only the key
+        just written is left)."""
+        data = self._data
+        while budget.over and len(data) > 1:
+            self._drop(next(iter(data)))
+            budget.dropped += 1
+
+    def _drop(self, key: str) -> None:
+        del self._data[key]
+        size = self._entry_bytes + len(key)
+        self.bytes -= size
+        if self.budget is not None:
+            self.budget.remove(size)
+        if self.track_changes:
+            self._changed.discard(key)
+            self._evicted.add(key)
 
     def evict(self, now: float) -> int:
         """Drop keys idle for more than ``ttl_s`` at event time ``now``; return how many.
@@ -122,11 +165,8 @@ class StateStore:
             if not last < cutoff:
                 self._next_check = last + self.ttl_s
                 break
-            del data[key]
+            self._drop(key)
             n += 1
-            if self.track_changes:
-                self._changed.discard(key)
-                self._evicted.add(key)
         return n
 
     def drain_changes(self) -> tuple[dict[str, list[float]], list[str]]:
@@ -155,8 +195,14 @@ class StateStore:
         st = array("d", values)
         if not all(math.isfinite(v) for v in st):
             raise ValueError(f"state for {key!r} has a non-finite value")
+        new = key not in self._data
         self._data[key] = st
         self._data.move_to_end(key)
+        if new:
+            size = self._entry_bytes + len(key)
+            self.bytes += size
+            if self.budget is not None and self.budget.add(size):
+                self._over_budget(self.budget)
 
     def restore_all(self, items: Mapping[str, Sequence[float]]) -> None:
         """``restore`` many keys, keeping the given order as the eviction order."""
@@ -165,6 +211,9 @@ class StateStore:
 
     def clear(self) -> None:
         """Forget every key and the change record (e.g. when a partition is revoked)."""
+        if self.budget is not None:
+            self.budget.remove(self.bytes)
+        self.bytes = 0
         self._data.clear()
         self._next_check = -math.inf
         self._changed.clear()

@@ -12,6 +12,10 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from stream.core.budget import PENDING_ENTRY_BYTES, ByteBudget
+
+NOTHING: tuple[tuple[str, Decided], ...] = ()  # put's usual answer, shared: nothing pushed out
+
 
 @dataclass(frozen=True, slots=True)
 class Decided:
@@ -31,22 +35,41 @@ class Decided:
     shadow: tuple[float, ...] = ()
 
 
+def entry_bytes(transaction_id: str, decided: Decided) -> int:
+    """The estimated memory of one entry (core/budget.py): a fixed cost plus its ids and
+    numbers, with no walk over the objects.
+
+    >>> entry_bytes("t" * 1000, Decided(0, "m", 0.0, 0.1, array("d", [0.0] * 30)))
+    1625
+    """
+    return (PENDING_ENTRY_BYTES + len(transaction_id) + len(decided.merchant_id)
+            + 8 * (len(decided.features) + len(decided.shadow)))
+
+
 class PendingBuffer:
     """Bounded, TTL'd map from transaction id to its decision-time record.
 
     Insertion order is event order (per partition), so the oldest entries are at the front
-    and both the size bound and the TTL are enforced by popping from the front: O(1) each.
+    and the size bound, the byte budget and the TTL are all enforced by popping from the
+    front: O(1) each. Entries dropped for the size bound are counted in `dropped_full`,
+    those dropped for the byte budget in `budget.dropped`.
 
     >>> buf = PendingBuffer(max_size=2, ttl_s=10.0)
     >>> for i in range(3):
     ...     _ = buf.put(f"t{i}", Decided(0, "m", float(i), 0.1, array("d")))
     >>> buf.pop("t0") is None, buf.dropped_full
     (True, 1)
+    >>> buf = PendingBuffer(max_size=100, ttl_s=10.0, max_bytes=2000)
+    >>> for i in range(3):  # ~800 bytes each: the third pushes the first out
+    ...     _ = buf.put(f"t{i}" * 200, Decided(0, "m", float(i), 0.1, array("d")))
+    >>> len(buf), buf.budget.dropped, buf.budget.used <= 2000
+    (2, 1, True)
     """
 
-    def __init__(self, max_size: int, ttl_s: float) -> None:
+    def __init__(self, max_size: int, ttl_s: float, max_bytes: int = 2**62) -> None:
         self.max_size = max_size
         self.ttl_s = ttl_s
+        self.budget = ByteBudget(max_bytes)
         self._entries: OrderedDict[str, Decided] = OrderedDict()
         self.dropped_full = 0
         self.expired = 0
@@ -57,16 +80,37 @@ class PendingBuffer:
     def __contains__(self, transaction_id: object) -> bool:
         return transaction_id in self._entries
 
-    def put(self, transaction_id: str, decided: Decided) -> tuple[str, Decided] | None:
-        """Add an entry; returns the oldest entry when the size bound pushed it out."""
-        self._entries[transaction_id] = decided
-        if len(self._entries) > self.max_size:
+    def put(self, transaction_id: str,
+            decided: Decided) -> list[tuple[str, Decided]] | tuple[tuple[str, Decided], ...]:
+        """Add an entry; returns the oldest entries the size bound or the byte budget pushed
+        out (usually none)."""
+        entries, budget = self._entries, self.budget
+        old = entries.get(transaction_id)
+        if old is not None:
+            budget.remove(entry_bytes(transaction_id, old))
+        entries[transaction_id] = decided
+        over = budget.add(entry_bytes(transaction_id, decided))
+        if len(entries) <= self.max_size and not over:
+            return NOTHING
+        out: list[tuple[str, Decided]] = []
+        if len(entries) > self.max_size:
             self.dropped_full += 1
-            return self._entries.popitem(last=False)
-        return None
+            out.append(self._pop_oldest())
+        while budget.over and len(entries) > 1:
+            budget.dropped += 1
+            out.append(self._pop_oldest())
+        return out
+
+    def _pop_oldest(self) -> tuple[str, Decided]:
+        tx_id, decided = self._entries.popitem(last=False)
+        self.budget.remove(entry_bytes(tx_id, decided))
+        return tx_id, decided
 
     def pop(self, transaction_id: str) -> Decided | None:
-        return self._entries.pop(transaction_id, None)
+        decided = self._entries.pop(transaction_id, None)
+        if decided is not None:
+            self.budget.remove(entry_bytes(transaction_id, decided))
+        return decided
 
     def expire(self, now: float) -> list[tuple[str, Decided]]:
         """Drop and return entries older than the TTL in event time."""
@@ -90,8 +134,7 @@ class PendingBuffer:
             tx_id, decided = next(iter(entries.items()))
             if decided.timestamp >= horizon:
                 break
-            entries.popitem(last=False)
-            out.append((tx_id, decided))
+            out.append(self._pop_oldest())
         return out
 
     def items_for(self, partition: int) -> list[tuple[str, Decided]]:
@@ -102,7 +145,7 @@ class PendingBuffer:
         """Forget a revoked partition's entries; its new owner rebuilds them."""
         doomed = [k for k, v in self._entries.items() if v.partition == partition]
         for key in doomed:
-            del self._entries[key]
+            self.pop(key)
         return len(doomed)
 
 
