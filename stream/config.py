@@ -164,6 +164,12 @@ class Settings(BaseSettings):
     label_delay_s: float = Field(0.0, ge=0)
     pending_ttl_s: float = Field(120 * 86400.0, gt=0)
     pending_max: int = Field(1_000_000, gt=0)
+    # Duplicates and corrections (README "Duplicates and corrections"), per partition; a max
+    # or a window of 0 turns one off.
+    dedupe_max: int = Field(50_000, ge=0)
+    dedupe_window_s: float = Field(600.0, ge=0)
+    correction_max: int = Field(20_000, ge=0)
+    correction_window_s: float = Field(30 * 86400.0, ge=0)
 
     # Evaluation.
     metrics_window: int = Field(10_000, gt=10)

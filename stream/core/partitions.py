@@ -4,24 +4,33 @@ A partition owns its card and merchant features, its champion and challenger mod
 in-event label queue and its clock: the unit of state and of parallelism, as a Kafka Streams
 task, which is what lets a partition move between instances with what it learned. The
 decision-time records awaiting labels (`PendingBuffer`) are pipeline-wide and keyed by
-transaction; they travel with their partition here too.
+transaction; they travel with their partition here too. So do its recent decisions and
+recently learned labels (`RecentIds`: duplicates and corrections), each restored in the
+order it was built.
 """
 
 from __future__ import annotations
 
 import copy
 from array import array
-from typing import Any
+from typing import Any, cast
 
 from river import compose
 
+from stream.contracts.messages import Decision, ModelState
 from stream.core.features.extractor import FeatureExtractor, MerchantView
 from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import make_model
 from stream.core.scoring.pending import Decided, DueLabels, PendingBuffer
+from stream.core.scoring.recent import RecentIds
 from stream.core.scoring.zoo import make_challenger, parse_challenger
-from stream.state.changelog import PartitionChanges, PendingRow, RestoredState
+from stream.state.changelog import PartitionChanges, PendingRow, RecentRow, RestoredState
 from stream.state.snapshot import PartitionSnapshot, decode_snapshot, encode_snapshot
+
+# A recent decision: (score, decision, model_state) as the verdict gave them.
+Recent = tuple[float, Decision, ModelState]
+# A learned label: (is_fraud, merchant_id, decision time, decision-time features packed).
+Learned = tuple[bool, str, float, array]
 
 
 class PartitionState:
@@ -47,6 +56,12 @@ class PartitionState:
             name: make_challenger(parse_challenger(name)) for name in config.oversight.challengers
         }
         self.due = DueLabels(config.label_delay_s)
+        # What it decided on recent transactions (a duplicate gets the same verdict again) and
+        # what it learned from recent labels (a correction is learned from the same features).
+        self.recent: RecentIds[Recent] = RecentIds(
+            config.dedupe_max, config.dedupe_window_s, config.track_changes)
+        self.learned_labels: RecentIds[Learned] = RecentIds(
+            config.correction_max, config.correction_window_s, config.track_changes)
         self.clock = float("-inf")
         self.events = 0
         self.learned = 0
@@ -93,7 +108,16 @@ def changes_of(state: PartitionState, pending: PendingBuffer, model_name: str,
     return PartitionChanges(
         snapshot=encode_snapshot(snapshot), cards=cards, cards_evicted=cards_evicted,
         merchants=merchants, merchants_evicted=merchants_evicted, pending=pending_changes,
+        recent={k: None if e is None else [e[0], e[1], *e[2]]
+                for k, e in state.recent.drain_changes().items()},
+        learned={k: None if e is None else _learned_row(e)
+                 for k, e in state.learned_labels.drain_changes().items()},
     )
+
+
+def _learned_row(entry: tuple[int, float, Learned]) -> RecentRow:
+    seq, timestamp, (is_fraud, merchant, decided_at, features) = entry
+    return [seq, timestamp, is_fraud, merchant, decided_at, features.tolist()]
 
 
 def apply_restored(state: PartitionState, restored: RestoredState, champion: str,
@@ -110,6 +134,14 @@ def apply_restored(state: PartitionState, restored: RestoredState, champion: str
         store_merchants.restore(key, row)
     for tx_id, (merchant, ts, score, values) in restored.pending.items():
         pending.put(tx_id, Decided(state.partition, merchant, ts, score, array("d", values)))
+    state.recent.restore(
+        (tx_id, (int(row[0]), float(row[1]),
+                 (float(row[2]), cast(Decision, row[3]), cast(ModelState, row[4]))))
+        for tx_id, row in restored.recent.items())
+    state.learned_labels.restore(
+        (tx_id, (int(row[0]), float(row[1]),
+                 (bool(row[2]), str(row[3]), float(row[4]), array("d", row[5]))))
+        for tx_id, row in restored.learned.items())
 
 
 def _models_by_name(snap: PartitionSnapshot, champion: str) -> tuple[Any, dict[str, Any]]:

@@ -2,7 +2,9 @@
 
 Record keys say what a record is, so compaction keeps exactly the latest of each:
 `m` the model snapshot (model, counters, label queue), `c:<card>` and `n:<merchant>` one
-feature row each, `p:<transaction>` a decision-time record awaiting its label. A tombstone
+feature row each, `p:<transaction>` a decision-time record awaiting its label, `d:<transaction>`
+a recent decision (for duplicates) and `l:<transaction>` a recently learned label (for
+corrections; both in stream/core/scoring/recent.py). A tombstone
 (null value) deletes an evicted key. Restoring a partition is reading its changelog
 partition to the end (read_committed, so aborted checkpoints are never restored) and keeping
 the last value per key, as Kafka Streams does: `fold` here, the reading in stream/kafka/restore.py.
@@ -33,8 +35,12 @@ log = logging.getLogger("stream.changelog")
 MODEL_KEY = b"m"
 OWNER_KEY = b"o"
 CARD, MERCHANT, PENDING = b"c:", b"n:", b"p:"
+RECENT, LEARNED = b"d:", b"l:"
 Row = list[float]
 PendingRow = tuple[str, float, float, list[float]]
+# A recent decision [seq, time, score, decision, model_state]; a learned label [seq, time,
+# is_fraud, merchant, decided_at, features] (the core builds and reads both).
+RecentRow = list[Any]
 WRITER_HEADER = "application_id"
 Stamp = tuple[tuple[str, bytes], ...]
 
@@ -54,6 +60,8 @@ class PartitionChanges:
     merchants: dict[str, Row] = field(default_factory=dict)
     merchants_evicted: list[str] = field(default_factory=list)
     pending: dict[str, PendingRow | None] = field(default_factory=dict)
+    recent: dict[str, RecentRow | None] = field(default_factory=dict)
+    learned: dict[str, RecentRow | None] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -64,6 +72,8 @@ class RestoredState:
     cards: dict[str, Row] = field(default_factory=dict)
     merchants: dict[str, Row] = field(default_factory=dict)
     pending: dict[str, PendingRow] = field(default_factory=dict)
+    recent: dict[str, RecentRow] = field(default_factory=dict)
+    learned: dict[str, RecentRow] = field(default_factory=dict)
     records: int = 0
     # Records per writing application (their `application_id` header), and those without.
     writers: dict[str, int] = field(default_factory=dict)
@@ -83,6 +93,10 @@ def encode_changes(changes: PartitionChanges) -> list[tuple[bytes, bytes | None]
     out.extend((MERCHANT + k.encode(), None) for k in changes.merchants_evicted)
     out.extend((PENDING + k.encode(), None if v is None else dumps(v))
                for k, v in changes.pending.items())
+    out.extend((RECENT + k.encode(), None if v is None else dumps(v))
+               for k, v in changes.recent.items())
+    out.extend((LEARNED + k.encode(), None if v is None else dumps(v))
+               for k, v in changes.learned.items())
     out.append((MODEL_KEY, changes.snapshot))
     return out
 
@@ -130,6 +144,10 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
         target = state.merchants
     elif prefix == PENDING:
         target = state.pending
+    elif prefix == RECENT:
+        target = state.recent
+    elif prefix == LEARNED:
+        target = state.learned
     else:
         log.warning("ignoring unknown changelog key %r", key[:40])
         return
@@ -214,4 +232,5 @@ def to_records(
 
 def summarize(state: RestoredState) -> Mapping[str, int]:
     return {"records": state.records, "cards": len(state.cards),
-            "merchants": len(state.merchants), "pending": len(state.pending)}
+            "merchants": len(state.merchants), "pending": len(state.pending),
+            "recent": len(state.recent), "learned": len(state.learned)}
