@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from stream.assembly import pipeline_config
@@ -21,6 +23,7 @@ from stream.contracts.messages import Label, Transaction
 from stream.core.evaluation.oversight import OversightConfig
 from stream.core.pipeline import Pipeline, PipelineConfig
 from stream.core.scoring.model import learn_one
+from stream.core.scoring.recent import RecentIds
 from stream.kafka.records import Record
 from stream.observability.metrics import Metrics
 from stream.serving.handlers import RecordHandler
@@ -154,6 +157,46 @@ def test_corrections_can_be_turned_off() -> None:
     assert pipe.learn_label(Label("t0", "c1", True, T0 + 5.0)) == "held"
 
 
+# -- the memory itself -----------------------------------------------------------------------
+operations = st.lists(st.tuples(st.sampled_from(["put", "put", "expire"]),
+                                st.sampled_from("abcdefg"), st.floats(0.0, 40.0)), max_size=60)
+
+
+@given(ops=operations, max_size=st.integers(1, 6), window=st.floats(1.0, 100.0))
+def test_recent_ids_match_a_plain_list_and_restore_from_their_changes(
+        ops: list[tuple[str, str, float]], max_size: int, window: float) -> None:
+    """Against a batch recomputation: a list with the same rules (a known id keeps its place,
+    its sequence and its time; the oldest go first). Its drained changes, folded as a
+    changelog would, restore the same memory in the same order after every step."""
+    memory = RecentIds[int](max_size, window, track_changes=True)
+    reference: list[tuple[str, int, float, int]] = []
+    rows: dict[str, tuple[int, float, int]] = {}
+    now, seq = 0.0, 0
+    for op, key, gap in ops:
+        now += gap
+        if op == "put":
+            seq += 1
+            memory.put(key, seq, now, seq)
+            at = next((i for i, e in enumerate(reference) if e[0] == key), None)
+            if at is not None:
+                reference[at] = (*reference[at][:3], seq)
+            else:
+                reference.append((key, seq, now, seq))
+                del reference[:-max_size]
+        else:
+            memory.expire(now)
+            reference = [e for e in reference if e[2] >= now - window]
+        assert [(k, *e) for k, e in memory.items()] == reference
+        for k, entry in memory.drain_changes().items():
+            if entry is None:
+                rows.pop(k, None)
+            else:
+                rows[k] = entry
+        restored = RecentIds[int](max_size, window)
+        restored.restore(rows.items())
+        assert restored.items() == memory.items()
+
+
 # -- restored exactly -------------------------------------------------------------------------
 def _stream() -> list[Transaction | Label]:
     """Transactions on a few cards, labels on the topic, duplicates of ids seen before and
@@ -208,8 +251,8 @@ def test_a_restored_partition_answers_duplicates_and_corrections_exactly_as_befo
     resumed.restore_from_changelog(0, restored)
     state, before = resumed.partitions[0], live.partitions[0]
     # Restored in the order built, so bound and window forget the same ids next.
-    assert list(state.recent._entries.items()) == list(before.recent._entries.items())
-    assert [k for k in state.learned_labels._entries] == list(before.learned_labels._entries)
+    assert state.recent.items() == before.recent.items()
+    assert state.learned_labels.items() == before.learned_labels.items()
     assert _run(resumed, items[cut:]) == expected[cut:]
     assert _weights(resumed) == _weights(straight)
 

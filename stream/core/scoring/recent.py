@@ -52,15 +52,24 @@ class RecentIds(Generic[V]):
         return self._entries.get(transaction_id)
 
     def put(self, transaction_id: str, seq: int, timestamp: float, value: V) -> None:
-        """Remember an id (a known id keeps its place); the oldest goes past `max_size`."""
+        """Remember an id; the oldest goes past `max_size`. A known id keeps its place, its
+        sequence and its time, and takes the new value: the order stays the sequence order,
+        which is the order a restore puts back."""
         if not self.enabled:
             return
         entries = self._entries
+        known = entries.get(transaction_id)
+        if known is not None:
+            seq, timestamp = known[0], known[1]
         entry = entries[transaction_id] = (seq, timestamp, value)
         if self.track_changes:
             self._changes[transaction_id] = entry
-        if len(entries) > self.max_size:
+        if known is None and len(entries) > self.max_size:
             self._forget(entries.popitem(last=False)[0])
+
+    def items(self) -> list[tuple[str, tuple[int, float, V]]]:
+        """Every entry, oldest first: (id, (sequence, event time, value))."""
+        return list(self._entries.items())
 
     def expire(self, now: float) -> int:
         """Forget ids older than the window at event time `now`, from the front (the
