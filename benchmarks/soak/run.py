@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.soak.check import account
-from benchmarks.soak.summary import rss_summary
+from benchmarks.soak.summary import rss_segments, rss_summary
 from benchmarks.soak.traffic import SteadyTraffic
 from stream.config import load_settings
 from stream.devtools.broker import LocalBroker, find_free_port
@@ -269,7 +269,8 @@ def _report(run: Run, traffic: SteadyTraffic, drained: float | None, exit_code: 
         "accounting": accounting,
         "lag_drained_after_s": drained,
         "faults": [f.__dict__ for f in run.faults],
-        "rss": rss_summary(run.samples),
+        "rss": {**rss_summary(run.samples),
+                "segments": rss_segments(run.samples, [f.at_s for f in run.faults])},
         "scorer_exit_code": exit_code,
         "samples": run.samples,
     }
