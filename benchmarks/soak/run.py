@@ -32,6 +32,10 @@ from stream.kafka.clients import Clients, connect
 
 log = logging.getLogger("benchmarks.soak")
 MIB = 1024 * 1024
+# A SIGKILLed scorer leaves its transaction open, and read_committed readers cannot read past
+# it until the broker aborts it: after transaction.timeout.ms (the scorer sets 60 s), checked
+# every 10 s (transaction.abort.timed.out.transaction.cleanup.interval.ms).
+ZOMBIE_TRANSACTION_S = 80.0
 
 
 @dataclass(frozen=True)
@@ -210,9 +214,19 @@ def _drive(config: SoakConfig, broker: LocalBroker, clients: Clients, topics: di
     traffic.stop()
     drained = _drain(run, clients, topics["input-topic"], scorer, started, traffic)
     exit_code = scorer.terminate()
+    _await_zombie_transactions(run, started)
     accounting = account(clients, topics["input-topic"], topics["output-topic"],
                          topics["dlq-topic"])
     return _report(run, traffic, drained, exit_code, accounting.as_dict())
+
+
+def _await_zombie_transactions(run: Run, started: float) -> None:
+    kills = [f.at_s for f in run.faults if f.kind == "scorer_kill"]
+    if kills:
+        wait = started + max(kills) + ZOMBIE_TRANSACTION_S - time.monotonic()
+        if wait > 0:
+            log.info("soak: %.0f s for the killed scorer's transaction to be aborted", wait)
+            time.sleep(wait)
 
 
 def _inject(kind: str, config: SoakConfig, broker: LocalBroker, scorer: Scorer, pid: int) -> int:
