@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+from stream.assembly import state_key
 from stream.config import load_settings
 from stream.contracts.messages import Transaction
 from stream.core.pipeline import Pipeline, PipelineConfig
@@ -63,7 +64,8 @@ def restore_time(bootstrap: str, cards: int) -> None:
     admin = clients.admin()
     admin.create_topics({topic: (4, 1, {"cleanup.policy": "compact"})})
     admin.close()
-    pipe = Pipeline(PipelineConfig(track_changes=True))
+    signer = state_key(settings)
+    pipe = Pipeline(PipelineConfig(track_changes=True, state_key=signer))
     for i in range(cards):
         pipe.score(Transaction(f"t{i}", f"card-{i:09d}", f"m{i % 5000}", 25.0,
                                1_700_000_000.0 + i, None), i % 4)
@@ -77,7 +79,7 @@ def restore_time(bootstrap: str, cards: int) -> None:
             written += 1
     producer.close(120.0)
     started = time.perf_counter()
-    target = Pipeline(PipelineConfig())
+    target = Pipeline(PipelineConfig(state_key=signer))
     for partition in range(4):
         reader = clients.reader(bulk=True)
         restored = read_partition(reader, topic, partition)

@@ -5,6 +5,8 @@ trained snapshot and the scorer that starts from it are configured alike.
 
 from __future__ import annotations
 
+import logging
+
 import stream
 from stream.config import Settings
 from stream.contracts.codec import TimeBounds
@@ -16,6 +18,10 @@ from stream.core.scoring.policy import Policy
 from stream.core.scoring.warmup import Warmup
 from stream.core.scoring.zoo import challenger_names
 from stream.errors import ConfigError
+from stream.kafka.redact import protect, reveal
+from stream.state.keys import StateKey, dev_key, read_key_file
+
+log = logging.getLogger("stream.assembly")
 
 
 def model_spec(settings: Settings) -> ModelSpec:
@@ -62,8 +68,45 @@ def oversight_config(settings: Settings) -> OversightConfig:
     )
 
 
-def pipeline_config(settings: Settings) -> PipelineConfig:
-    """The core's view of the settings: plain values only."""
+def state_key(settings: Settings) -> StateKey:
+    """The key that signs and authenticates snapshots: `state_key`, else `state_key_file`,
+    else, on a PLAINTEXT cluster only, the development key (made once per user, 0600, with a
+    WARNING: a local broker nobody else writes to). A cluster that authenticates its clients
+    (SSL, SASL) is a deployment: there a missing key is a ConfigError, never a made-up key.
+    The key is registered with the log redaction (stream/kafka/redact.py) before use.
+
+    >>> from stream.config import load_settings
+    >>> state_key(load_settings(environ={"FRAUDSTREAM_STATE_KEY": "k" * 40})).source
+    'state_key'
+    >>> state_key(load_settings(environ={}, security_protocol="SSL"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    stream.errors.ConfigError: no state key configured: ...
+    """
+    if settings.state_key is not None:
+        return StateKey.from_text(reveal(settings.state_key), "state_key")
+    if settings.state_key_file is not None:
+        text = read_key_file(settings.state_key_file).strip()
+        protect(text)
+        return StateKey.from_text(text, f"state_key_file {settings.state_key_file}")
+    if settings.security_protocol != "PLAINTEXT":
+        raise ConfigError(
+            f"no state key configured: with security_protocol {settings.security_protocol} "
+            "snapshots must be signed with a key of your own, shared by every instance of "
+            "the application: set state_key_file (--state-key-file) or FRAUDSTREAM_STATE_KEY "
+            "(e.g. from `openssl rand -hex 32`)")
+    path = settings.dev_state_key_file.expanduser()
+    text = dev_key(path)
+    protect(text)
+    key = StateKey.from_text(text, f"development key {path}")
+    log.warning("no state key configured: snapshots are signed with the development key %s "
+                "(key id %s), readable by this user only; a deployment sets state_key_file or "
+                "FRAUDSTREAM_STATE_KEY, the same for every instance", path, key.key_id)
+    return key
+
+
+def pipeline_config(settings: Settings, key: StateKey | None = None) -> PipelineConfig:
+    """The core's view of the settings: plain values only (and the state key, when the
+    pipeline writes or restores a changelog)."""
     try:
         return PipelineConfig(
             model=model_spec(settings),
@@ -87,6 +130,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             metrics_window=settings.metrics_window,
             track_changes=settings.changelog,
             oversight=oversight_config(settings),
+            state_key=key,
         )
     except ValueError as exc:  # a core object refused the value: the setting is wrong
         if isinstance(exc, ConfigError):

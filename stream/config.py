@@ -53,6 +53,8 @@ Guarantee = Literal["at-least-once", "exactly-once"]
 _APPLICATION_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 CHANGELOG = "changelog"
 """The state changelog's internal-topic name: `<application_id>.changelog`."""
+MERCHANT_FEED = "merchant-feed"
+"""The merchant feed's internal-topic name: `<application_id>.merchant-feed`."""
 
 
 
@@ -147,6 +149,12 @@ class Settings(BaseSettings):
     # input later than merchant_lateness_s (<= delta) counts as arriving at the limit.
     merchant_delta_s: float = Field(60.0, ge=0)
     merchant_lateness_s: float = Field(30.0, ge=0)
+    # "shared": one merchant table over every partition's traffic, shared between instances
+    # through the merchant feed; "partition": each partition sees its own traffic only.
+    merchant_state: Literal["shared", "partition"] = "shared"
+    # How long the scorer holds input back for the other instances' merchant events before
+    # it reads the merchant state as it is (counted as stale reads).
+    merchant_max_wait_ms: float = Field(2000.0, ge=0)
     evict_every: int = Field(10_000, gt=0)
 
     # Model and policy.
@@ -177,6 +185,14 @@ class Settings(BaseSettings):
     # A trained snapshot (`stream train` / `stream replay --out`) that every newly assigned
     # partition starts from, unless the changelog already holds that partition's state.
     init_from: Path | None = None
+    # The key that signs every snapshot (changelog and files) and authenticates it before it
+    # is unpickled (README "Security"): the key itself (a secret, like the SASL password:
+    # prefer FRAUDSTREAM_STATE_KEY to a file in git), or a file holding it (a mounted
+    # Secret). Neither, on a PLAINTEXT cluster: a development key made once per user at
+    # `dev_state_key_file`, with a WARNING; neither, on SSL or SASL: a ConfigError.
+    state_key: SecretStr | None = None
+    state_key_file: Path | None = None
+    dev_state_key_file: Path = Path("~/.local/state/fraud-stream/dev-state.key")
 
     # Champion and challengers (shadow models, see stream/core/scoring/zoo.py for the
     # names); promotion is off unless a metric is set. All off by default: no extra cost.
@@ -231,6 +247,11 @@ class Settings(BaseSettings):
             object.__setattr__(self, "changelog_topic", self.internal_topic(CHANGELOG))
         return self
 
+    @property
+    def merchant_feed_topic(self) -> str:
+        """The merchant feed (shared merchant state): `<application_id>.merchant-feed`."""
+        return self.internal_topic(MERCHANT_FEED)
+
     @model_validator(mode="after")
     def _sasl_complete(self) -> Settings:
         """A SASL protocol needs a mechanism (the clients would each guess another one), and
@@ -244,6 +265,13 @@ class Settings(BaseSettings):
                 not self.sasl_plain_username or self.sasl_plain_password is None):
             raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_plain_username "
                              "and sasl_plain_password (FRAUDSTREAM_SASL_PLAIN_PASSWORD)")
+        return self
+
+    @model_validator(mode="after")
+    def _one_state_key(self) -> Settings:
+        if self.state_key is not None and self.state_key_file is not None:
+            raise ValueError("give the state key once: state_key (FRAUDSTREAM_STATE_KEY) or "
+                             "state_key_file, not both")
         return self
 
     @classmethod
@@ -273,7 +301,8 @@ class Settings(BaseSettings):
         changelog's role keeps its file's name, its topic is the application's."""
         return {"transactions": self.input_topic, "labels": self.labels_topic,
                 "verdicts": self.output_topic, "transactions.dlq": self.dlq_topic,
-                "transactions.changelog": self.changelog_topic}
+                "transactions.changelog": self.changelog_topic,
+                "transactions.merchant-feed": self.merchant_feed_topic}
 
 
 def _flatten(table: dict[str, Any]) -> dict[str, Any]:

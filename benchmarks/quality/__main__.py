@@ -57,9 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--partitions", default="1,4,16")
     p.add_argument("--challengers", default=",".join(CHALLENGERS),
                    help="comma-separated challenger names ('' for none)")
-    p.add_argument("--shared", default="1,4,16",
-                   help="partition counts also run with one merchant table over all partitions "
-                        "(shared_pN); empty for none")
+    p.add_argument("--partitioned", default="1,4,16",
+                   help="partition counts also run with merchant state kept per partition "
+                        "(partitioned_pN: each partition sees 1/P of a merchant's traffic, the "
+                        "scorer before the shared merchant table); empty for none")
     p.add_argument("--no-kafka", action="store_true", help="skip the Kafka-backed check")
     p.add_argument("--no-drift", action="store_true",
                    help="skip the drift alarms (false alarms, detection delays: drift.py)")
@@ -76,20 +77,21 @@ def _online_task(task: tuple[int, tuple[str, ...], bool, bool]) -> OnlineRun:
 
 
 def run_online_systems(data: Dataset, partitions: list[int], challengers: tuple[str, ...],
-                       workers: int, shared: list[int] | None = None) -> list[OnlineRun]:
+                       workers: int, partitioned: list[int] | None = None) -> list[OnlineRun]:
     """Every online pass, in parallel processes that share the dataset by fork.
 
-    ``shared``: partition counts also run with one merchant table over all partitions.
+    The scorer as shipped shares one merchant table over all partitions; ``partitioned``:
+    partition counts also run with merchant state kept per partition, for comparison.
     """
     global _DATA
     _DATA = data
     tasks: list[tuple[int, tuple[str, ...], bool, bool]] = [
-        (p, (), p == 1, False) for p in partitions]
-    tasks += [(p, (), False, True) for p in shared or ()]
+        (p, (), p == 1, True) for p in partitions]
+    tasks += [(p, (), False, False) for p in partitioned or ()]
     # Shadows never change the champion: they get passes of their own, two groups so that
     # the slow trees (Hoeffding, HAT) run in parallel with each other.
     groups = [challengers[0::2], challengers[1::2]]
-    tasks += [(1, group, False, False) for group in groups if group]
+    tasks += [(1, group, False, True) for group in groups if group]
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [_online_task(t) for t in tasks]
     with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -119,7 +121,7 @@ def evaluate(data: Dataset, runs: list[OnlineRun], protocol: Protocol, k: int, s
     features = None
     for run in runs:
         if not run.challengers:
-            name = f"{'shared' if run.shared else 'online'}_p{run.partitions}"
+            name = f"{'online' if run.shared else 'partitioned'}_p{run.partitions}"
             add(name, run.scores, run.alerts)
             extra["seconds"][name] = round(run.seconds, 1)
             extra["warming_decisions"][name] = {"stream": int(run.warming.sum()),
@@ -169,7 +171,7 @@ def evaluate(data: Dataset, runs: list[OnlineRun], protocol: Protocol, k: int, s
 
 def runs_scores(runs: list[OnlineRun], partitions: int) -> np.ndarray:
     return next(r.scores for r in runs
-                if r.partitions == partitions and not r.challengers and not r.shared)
+                if r.partitions == partitions and not r.challengers and r.shared)
 
 
 def table(report: dict[str, Any]) -> str:
@@ -202,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     if 1 not in partitions:
         partitions.insert(0, 1)
     challengers = tuple(c for c in args.challengers.split(",") if c.strip())
-    shared = [int(p) for p in args.shared.split(",") if p.strip()]
-    runs = run_online_systems(data, partitions, challengers, args.workers, shared)
+    partitioned = [int(p) for p in args.partitioned.split(",") if p.strip()]
+    runs = run_online_systems(data, partitions, challengers, args.workers, partitioned)
     kafka = None
     if not args.no_kafka:
         from benchmarks.bench.harness import bench_broker

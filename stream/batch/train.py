@@ -19,7 +19,8 @@ from stream.batch.source import RunStats, Sourced, file_items, run_items
 from stream.core.evaluation.prequential import Summary
 from stream.core.pipeline import Pipeline, PipelineConfig
 from stream.devtools.progress import progress_bar
-from stream.state.snapshot import PartitionSnapshot, save_snapshot
+from stream.state.keys import StateKey
+from stream.state.snapshot import PartitionSnapshot, SnapshotError, save_snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +56,13 @@ def train(
 def train_file(
     path: Path, out: Path, config: PipelineConfig, model_version: str | None = None,
     labels: Path | None = None, init_from: PartitionSnapshot | None = None,
-    progress: bool = False,
+    progress: bool = False, key: StateKey | None = None,
 ) -> TrainResult:
-    """`stream train`: a history file (and optional labels file) in, a snapshot file out."""
+    """`stream train`: a history file (and optional labels file) in, a snapshot file out,
+    signed with `key` (default: the config's state key; one of them is needed)."""
     result = train(file_items(path, labels), config, model_version, init_from, progress)
-    save_snapshot(out, result.snapshot)
+    signer = key or config.state_key
+    if signer is None:
+        raise SnapshotError(f"cannot write {out}: no state key to sign it with")
+    save_snapshot(out, result.snapshot, signer)
     return result

@@ -15,6 +15,7 @@ import typer
 from stream.cli.options import settings_from
 from stream.config import Settings
 from stream.errors import ConfigError
+from stream.state.keys import StateKey
 from stream.state.snapshot import PartitionSnapshot, load_snapshot
 
 Opt = typer.Option
@@ -60,8 +61,15 @@ def _existing(path: Path | None, what: str) -> Path | None:
     return path
 
 
-def _load(path: Path | None) -> PartitionSnapshot | None:
-    return load_snapshot(path) if path is not None else None
+def _key(settings: Settings) -> StateKey:
+    """The state key that signs and authenticates snapshot files (stream.assembly)."""
+    from stream.assembly import state_key
+
+    return state_key(settings)
+
+
+def _load(path: Path | None, key: StateKey | None) -> PartitionSnapshot | None:
+    return load_snapshot(path, key) if path is not None else None
 
 
 def _range(from_offset: str | None, from_time: str | None, to_offset: str | None,
@@ -109,13 +117,14 @@ def train_command(
     _existing(file, "file")
     _existing(labels, "labels file")
     settings = _settings(ctx, label_delay_s=label_delay)
-    init = _load(init_from)
+    key = _key(settings)  # before training: a missing key is not found out an hour later
+    init = _load(init_from, key)
     config, version = _config(settings, init)
     items = file_items(file, labels, _bounds(settings)) if file is not None else \
         synthetic_items(synthetic or 0, seed, fraud_rate, scenario=scenario,
                         delayed_labels=realistic_labels)
     result = train(items, config, version, init, progress, total=synthetic)
-    save_snapshot(out, result.snapshot)
+    save_snapshot(out, result.snapshot, key)
     s = result.stats
     typer.echo(f"trained on {s.transactions:,} transactions and {s.labels:,} labels "
                f"({s.invalid_total:,} invalid skipped), learned from {s.learned:,} labels, "
@@ -165,7 +174,8 @@ def replay_command(
     if to_topic is not None and to_topic in (settings.input_topic, settings.output_topic):
         raise ConfigError(f"refusing to back-fill into {to_topic!r}: it is the live input or "
                           "verdicts topic; choose a separate topic")
-    init = _load(init_from)
+    key = _key(settings) if out is not None or init_from is not None else None
+    init = _load(init_from, key)
     config, version = _config(settings, init)
     if file is not None:
         _existing(file, "file")
@@ -207,7 +217,8 @@ def replay_command(
                               f"{len(partitions)} partitions into one")
         if not partitions:
             raise ConfigError("nothing was replayed: no snapshot written")
-        save_snapshot(out, pipeline.export_partition(partitions[0], with_features=True))
+        assert key is not None  # resolved above, as --out was given
+        save_snapshot(out, pipeline.export_partition(partitions[0], with_features=True), key)
         typer.echo(f"wrote {out}")
 
 
@@ -248,7 +259,7 @@ def compare_command(
     if live:
         if len(snapshots) > 1:
             raise ConfigError("--live compares the verdicts topic with one snapshot (or none)")
-        snapshot = load_snapshot(snapshots[0]) if snapshots else None
+        snapshot = _load(snapshots[0], _key(settings)) if snapshots else None
         config, version = _config(settings, snapshot)
         comparison = compare_live(settings, config, snapshot,
                                   _range(from_offset, from_time, to_offset, to_time),
@@ -260,7 +271,8 @@ def compare_command(
             raise ConfigError("compare needs --file with the events to score (or --live)")
         _existing(file, "file")
         _existing(labels, "labels file")
-        a, b = (load_snapshot(p) for p in snapshots)
+        key = _key(settings)
+        a, b = (load_snapshot(p, key) for p in snapshots)
         config, _ = _config(settings, a)
         comparison = compare_snapshots(a, b, file_items(file, labels, _bounds(settings)),
                                        config, (snapshots[0].name, snapshots[1].name))

@@ -43,6 +43,9 @@ def global_options(
     adopt_state_from: Annotated[str | None, Opt(
         metavar="ID", help="Take over the state application ID wrote to the changelog "
         "(blue/green); recorded, so needed once.")] = None,
+    state_key_file: Annotated[Path | None, Opt(
+        metavar="FILE", help="The key that signs and authenticates state snapshots (the "
+        "changelog's and snapshot files); or env FRAUDSTREAM_STATE_KEY.")] = None,
     log_level: Annotated[str, Opt(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
 ) -> None:
     """Accepted before or after the command (`stream.cli.argv` moves them in front)."""
@@ -64,6 +67,7 @@ def global_options(
             "kafka_client": kafka_client,
             "application_id": application_id,
             "adopt_state_from": adopt_state_from,
+            "state_key_file": state_key_file,
         },
     }
 

@@ -65,6 +65,8 @@ class TimeAligner(Generic[R]):
         # Records released while an empty source that was not caught up had been waited for
         # `max_wait_s` in vain: their order against that source's next records is not assured.
         self.timed_out = 0
+        # False when the last release gave up waiting for a source (see `timed_out`).
+        self.last_aligned = True
 
     def __len__(self) -> int:
         return self._size
@@ -95,6 +97,11 @@ class TimeAligner(Generic[R]):
         buffer = self._buffers.get(source)
         return len(buffer) if buffer is not None else 0
 
+    def head(self, source: Hashable) -> float | None:
+        """The timestamp of the source's next record; None when it holds none."""
+        buffer = self._buffers.get(source)
+        return self.timestamp(buffer[0]) if buffer else None
+
     def clear(self) -> None:
         """Forget every buffered record (after a rewind: the records are fetched again)."""
         now = self.clock()
@@ -115,8 +122,9 @@ class TimeAligner(Generic[R]):
         if buffer:
             self._empty_since.pop(source, None)
 
-    def release(self, caught_up: AbstractSet[Any]) -> list[R]:
-        """Every record that is now safe to process, in timestamp order."""
+    def release(self, caught_up: AbstractSet[Any], until: float = float("inf")) -> list[R]:
+        """Every record that is now safe to process, in timestamp order; none later than
+        `until` (the caller's own bound: the shared merchant table's, for one)."""
         now = self.clock()
         out: list[R] = []
         order = self._order
@@ -131,6 +139,8 @@ class TimeAligner(Generic[R]):
                 if self._size <= self.max_buffered:
                     break
                 self.forced += 1  # memory first: release the oldest rather than grow
+            if heads[0][0] > until:
+                break
             _, _, source = heapq.heappop(heads)
             buffer = self._buffers[source]
             out.append(buffer.popleft())
@@ -142,6 +152,7 @@ class TimeAligner(Generic[R]):
                 blocked = blocked or self._waiting(source, now, caught_up, now)
         if gave_up and out:
             self.timed_out += len(out)
+        self.last_aligned = not (gave_up and out)
         return out
 
     def _waiting(self, source: Hashable, since: float,

@@ -19,13 +19,30 @@ from river import compose
 
 from stream.contracts.messages import Decision, ModelState
 from stream.core.features.extractor import FeatureExtractor, MerchantView
+from stream.core.features.merchant_table import TableView
 from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import make_model
 from stream.core.scoring.pending import Decided, DueLabels, PendingBuffer
 from stream.core.scoring.recent import RecentIds
 from stream.core.scoring.zoo import make_challenger, parse_challenger
-from stream.state.changelog import PartitionChanges, PendingRow, RecentRow, RestoredState
-from stream.state.snapshot import PartitionSnapshot, decode_snapshot, encode_snapshot
+from stream.state.changelog import (
+    CARD,
+    LEARNED,
+    MERCHANT,
+    PENDING,
+    PartitionChanges,
+    PendingRow,
+    Quarantined,
+    RecentRow,
+    RestoredState,
+)
+from stream.state.keys import StateKey
+from stream.state.snapshot import (
+    PartitionSnapshot,
+    SnapshotError,
+    decode_snapshot,
+    encode_snapshot,
+)
 
 # A recent decision: (score, decision, model_state) as the verdict gave them.
 Recent = tuple[float, Decision, ModelState]
@@ -98,20 +115,26 @@ def load_snapshot(state: PartitionState, snap: PartitionSnapshot, champion: str,
 
 
 def changes_of(state: PartitionState, pending: PendingBuffer, model_name: str,
-               pending_changes: dict[str, PendingRow | None]) -> PartitionChanges:
-    """The partition's changes since its last drain, for the changelog (plain values)."""
+               pending_changes: dict[str, PendingRow | None],
+               key: StateKey | None) -> PartitionChanges:
+    """The partition's changes since its last drain, for the changelog (plain values and the
+    model snapshot, signed with `key`)."""
+    if key is None:
+        raise SnapshotError("cannot write the changelog: no state key to sign snapshots with")
     snapshot = snapshot_of(state, pending, model_name, with_features=False)
     snapshot.pending = []  # pending records travel as their own changelog keys
     changes = state.features.drain_changes()
     cards, cards_evicted = changes["cards"]
     merchants, merchants_evicted = changes["merchants"]
+    view = state.merchants
     return PartitionChanges(
-        snapshot=encode_snapshot(snapshot), cards=cards, cards_evicted=cards_evicted,
+        snapshot=encode_snapshot(snapshot, key), cards=cards, cards_evicted=cards_evicted,
         merchants=merchants, merchants_evicted=merchants_evicted, pending=pending_changes,
         recent={k: None if e is None else [e[0], e[1], *e[2]]
                 for k, e in state.recent.drain_changes().items()},
         learned={k: None if e is None else _learned_row(e)
                  for k, e in state.learned_labels.drain_changes().items()},
+        view=(view.seq, view.stream_time) if isinstance(view, TableView) else None,
     )
 
 
@@ -121,27 +144,63 @@ def _learned_row(entry: tuple[int, float, Learned]) -> RecentRow:
 
 
 def apply_restored(state: PartitionState, restored: RestoredState, champion: str,
-                   pending: PendingBuffer) -> None:
-    """A changelog's content into a fresh partition state."""
+                   pending: PendingBuffer, key: StateKey | None,
+                   where: str = "changelog") -> list[Quarantined]:
+    """A changelog's content into a fresh partition state: the model snapshot authenticated
+    with `key` (a SnapshotError refuses the partition), the rows held to the current feature
+    set. Rows of the wrong width are skipped and returned (quarantined), not restored: their
+    numbers would mean other features, or break the label join later."""
     if restored.snapshot is not None:
         # Its pending list is empty: pending records come from their own keys below.
-        load_snapshot(state, decode_snapshot(restored.snapshot), champion, pending)
-    store_cards, store_merchants = state.features.card_store, state.features.merchant_store
-    # Oldest update first, so eviction (which pops from the front) stays in order.
-    for key, row in sorted(restored.cards.items(), key=lambda item: item[1][0]):
-        store_cards.restore(key, row)
-    for key, row in sorted(restored.merchants.items(), key=lambda item: item[1][0]):
-        store_merchants.restore(key, row)
+        snapshot = decode_snapshot(restored.snapshot, key, f"{where} model snapshot")
+        load_snapshot(state, snapshot, champion, pending)
+    skipped: list[Quarantined] = []
+    for store, prefix, rows in (
+            (state.features.card_store, CARD, restored.cards),
+            (state.features.merchant_store, MERCHANT, restored.merchants)):
+        fitting = _fitting(rows, store.width, prefix, skipped)
+        # Oldest update first, so eviction (which pops from the front) stays in order.
+        for name, row in sorted(fitting.items(), key=lambda item: item[1][0]):
+            store.restore(name, row)
+    width = len(state.features.feature_names)
     for tx_id, (merchant, ts, score, values) in restored.pending.items():
+        if len(values) != width:
+            skipped.append(_wrong_width(PENDING, tx_id, len(values), width))
+            continue
         pending.put(tx_id, Decided(state.partition, merchant, ts, score, array("d", values)))
     state.recent.restore(
         (tx_id, (int(row[0]), float(row[1]),
                  (float(row[2]), cast(Decision, row[3]), cast(ModelState, row[4]))))
         for tx_id, row in restored.recent.items())
-    state.learned_labels.restore(
-        (tx_id, (int(row[0]), float(row[1]),
-                 (bool(row[2]), str(row[3]), float(row[4]), array("d", row[5]))))
-        for tx_id, row in restored.learned.items())
+    learned: list[tuple[str, tuple[int, float, Learned]]] = []
+    for tx_id, got in restored.learned.items():
+        if len(got[5]) != width:
+            skipped.append(_wrong_width(LEARNED, tx_id, len(got[5]), width))
+            continue
+        learned.append((tx_id, (int(got[0]), float(got[1]),
+                                (bool(got[2]), str(got[3]), float(got[4]), array("d", got[5])))))
+    state.learned_labels.restore(learned)
+    if restored.view is not None and isinstance(state.merchants, TableView):
+        state.merchants.restore(*restored.view)
+    return skipped
+
+
+def _fitting(rows: dict[str, list[float]], width: int, prefix: bytes,
+             skipped: list[Quarantined]) -> dict[str, list[float]]:
+    """The rows of `width` numbers; the others are added to `skipped`."""
+    fitting = {}
+    for name, row in rows.items():
+        if len(row) == width:
+            fitting[name] = row
+        else:
+            skipped.append(_wrong_width(prefix, name, len(row), width))
+    return fitting
+
+
+def _wrong_width(prefix: bytes, name: str, got: int, width: int) -> Quarantined:
+    store = {CARD: "card", MERCHANT: "merchant", PENDING: "pending", LEARNED: "learned"}[prefix]
+    return Quarantined(store, "wrong_width", prefix + name.encode(),
+                       f"{got} numbers where the current feature set has {width}")
 
 
 def _models_by_name(snap: PartitionSnapshot, champion: str) -> tuple[Any, dict[str, Any]]:

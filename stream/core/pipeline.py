@@ -39,7 +39,7 @@ from stream.core.partitions import (
 from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import learn_one, score_one, top_contributions
 from stream.core.scoring.pending import Decided, PendingBuffer
-from stream.state.changelog import PartitionChanges, PendingRow, RestoredState
+from stream.state.changelog import PartitionChanges, PendingRow, Quarantined, RestoredState
 from stream.state.snapshot import PartitionSnapshot
 
 NO_CONTRIBUTIONS: dict[str, float] = {}
@@ -80,6 +80,7 @@ class Pipeline:
     def __init__(
         self, config: PipelineConfig, model_version: str | None = None,
         init_from: PartitionSnapshot | None = None, merchant_partitions: int | None = None,
+        merchant_feed: bool = False,
     ) -> None:
         self.config = config
         # One merchant table over all `merchant_partitions` input partitions (see
@@ -89,6 +90,9 @@ class Pipeline:
             self.merchants = MerchantTable(merchant_partitions, config.merchant_prior,
                                            config.merchant_delta_s, config.merchant_ttl_s)
         self._views: dict[int, TableView] = {}
+        # Several instances share the table through the merchant feed (serving/merchant_feed.py):
+        # each partition's view keeps what it emitted until `drain_feed` publishes it.
+        self._feed = merchant_feed
         # A trained snapshot (`stream train`) that every newly assigned partition starts from.
         self.init_from = init_from
         self.model_version = model_version or config.model.name
@@ -120,24 +124,80 @@ class Pipeline:
         return state
 
     def _new_state(self, partition: int) -> PartitionState:
-        view = None
-        if self.merchants is not None:
-            view = self._views.get(partition)
-            if view is None:
-                view = self._views[partition] = TableView(
-                    self.merchants, partition, self.config.merchant_lateness_s)
-        return PartitionState(partition, self.config, view)
+        view = self._view(partition) if self.merchants is not None else None
+        state = PartitionState(partition, self.config, view)
+        if self._feed and self.merchants is not None:
+            self.merchants.set_local({*self._partitions, partition})
+        return state
+
+    def _view(self, partition: int) -> TableView:
+        view = self._views.get(partition)
+        if view is None:
+            assert self.merchants is not None
+            view = self._views[partition] = TableView(
+                self.merchants, partition, self.config.merchant_lateness_s, self._feed)
+        return view
 
     def lookahead(self, partition: int, head: float) -> None:
         """The earliest event time still queued for ``partition`` (``inf``: none, ever): lets
         the shared merchant table fold the other partitions' events without waiting for this
         one's next event. A no-op when merchant state is per partition."""
         if self.merchants is not None:
-            view = self._views.get(partition)
-            if view is None:
+            if partition not in self._partitions:
                 self.assign(partition)
-                view = self._views[partition]
-            view.lookahead(head)
+            self._views[partition].lookahead(head)
+
+    # -- the merchant feed (several instances, one table) ----------------------------------
+    def drain_feed(self, partition: int) -> tuple[int, list[Any], float, float] | None:
+        """An owned partition's merchant events since the last drain, with its watermark and
+        stream time, for the feed (None: nothing new). See TableView.drain."""
+        view = self._views.get(partition)
+        return view.drain() if view is not None else None
+
+    def apply_feed(self, partition: int, first_seq: int, events: list[Any], mark: float,
+                   stream_time: float) -> int:
+        """Fold a feed record of `partition` (events already seen are skipped)."""
+        return self._view(partition).apply(first_seq, events, mark, stream_time)
+
+    def idle(self, partition: int) -> None:
+        """An owned partition with no input waiting: its watermark follows the latest event
+        time known to this instance (its own partitions' and the feed's)."""
+        if self.merchants is not None and partition in self._partitions:
+            now = max(v.stream_time for v in self._views.values())
+            self._views[partition].idle(now)
+
+    def feed_news(self) -> bool:
+        """An owned partition has merchant events or a watermark not yet published."""
+        views = self._views
+        for p in self._partitions:
+            view = views.get(p)
+            if view is not None and (view.outbox or view.mark > view.published):
+                return True
+        return False
+
+    def reset_merchants(self) -> None:
+        """Empty the merchant table and forget every partition's feed position: the caller
+        rebuilds it from the feed, then restores the owned partitions."""
+        if self.merchants is not None:
+            self.merchants.reset()
+            for view in self._views.values():
+                view.restore(0, float("-inf"))
+
+    def merchant_lag(self) -> float:
+        """Seconds of event time by which the owned partitions' latest reads run ahead of the
+        merchant table's frontier (0: every read is exact)."""
+        table = self.merchants
+        views = [self._views[p] for p in self._partitions if p in self._views]
+        if table is None or not views:
+            return 0.0
+        latest = max(v.stream_time for v in views) - table.delta_s
+        lag = latest - table.frontier
+        return lag if 0.0 < lag < float("inf") else 0.0
+
+    @property
+    def merchant_frontier(self) -> float:
+        """The event time up to which every partition's merchant events are folded."""
+        return self.merchants.frontier if self.merchants is not None else float("inf")
 
     def export_partition(self, partition: int, with_features: bool = True) -> PartitionSnapshot:
         """Everything the partition has learned, as a snapshot (see state/snapshot.py)."""
@@ -170,7 +230,9 @@ class Pipeline:
             self.clock = state.clock
 
     def revoke(self, partition: int) -> None:
-        self._partitions.pop(partition, None)
+        if self._partitions.pop(partition, None) is not None and self._feed \
+                and self.merchants is not None:
+            self.merchants.set_local(set(self._partitions))
         self.oversight.forget(partition)
         self.pending.drop_partition(partition)
         self.dirty.discard(partition)
@@ -283,10 +345,12 @@ class Pipeline:
         cutoff is never before its partition's stream time - lateness - delta)."""
         table = self.merchants
         assert table is not None
-        table.evict(self.clock)
-        lowest = min((v.stream_time - v.lateness_s for v in self._views.values()),
-                     default=float("-inf"))
-        table.release(lowest - table.delta_s)
+        views = self._views
+        lowest = min((views[p].stream_time - views[p].lateness_s for p in self._partitions
+                      if p in views), default=float("-inf"))
+        horizon = lowest - table.delta_s
+        table.release(horizon)
+        table.evict(horizon)
 
     def _all_scores(self, score: float, shadow: Mapping[str, float]) -> tuple[float, ...]:
         """Every model's decision-time score, in the fixed `_names` order."""
@@ -448,15 +512,21 @@ class Pipeline:
         """The partition's changes since its last drain, for the changelog (plain values)."""
         self.dirty.discard(partition)
         return changes_of(self._partitions[partition], self.pending, self.model_version,
-                          self._pending_changes.pop(partition, {}))
+                          self._pending_changes.pop(partition, {}), self.config.state_key)
 
-    def restore_from_changelog(self, partition: int, restored: RestoredState) -> None:
-        """Rebuild a partition from its changelog (a fresh state when there is none)."""
+    def restore_from_changelog(self, partition: int, restored: RestoredState,
+                               where: str = "changelog") -> list[Quarantined]:
+        """Rebuild a partition from its changelog (a fresh state when there is none); the
+        model snapshot is authenticated with the configured state key (SnapshotError if it
+        cannot be). Returns the rows skipped for not fitting the feature set (`where` names
+        the changelog partition in messages)."""
         self.revoke(partition)
         state = self.assign(partition)
-        apply_restored(state, restored, self.model_version, self.pending)
+        skipped = apply_restored(state, restored, self.model_version, self.pending,
+                                 self.config.state_key, where)
         self._advance_clock(state)
         self.dirty.discard(partition)
+        return skipped
 
     # -- read-only views for metrics and the summary ---------------------------------------
     def summary(self) -> Summary:

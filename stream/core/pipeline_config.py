@@ -8,6 +8,7 @@ from stream.core.evaluation.oversight import OversightConfig
 from stream.core.scoring.model import ModelSpec
 from stream.core.scoring.policy import Policy
 from stream.core.scoring.warmup import Warmup
+from stream.state.keys import StateKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,9 @@ class PipelineConfig:
     track_changes: bool = False
     # Challengers, promotion, drift, "no chargeback within N days" (all off by default).
     oversight: OversightConfig = field(default_factory=OversightConfig)
+    # Signs the model snapshots written for the changelog and authenticates those read back
+    # (state/snapshot.py); None: this pipeline neither writes nor restores a changelog.
+    state_key: StateKey | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.merchant_lateness_s <= self.merchant_delta_s:

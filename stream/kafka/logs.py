@@ -90,23 +90,28 @@ class _Forward(logging.Handler):
         logging.getLogger().handle(record)
 
 
-_installed: RepeatLimiter | None = None
+_installed: tuple[RepeatLimiter, _Forward] | None = None
 _install_lock = threading.Lock()
 
 
 def limit_client_logs(every_s: float = DEFAULT_EVERY_S) -> RepeatLimiter:
     """Route the Kafka clients' loggers through one RepeatLimiter (idempotent; the first
-    call's `every_s` stays). Returns the limiter."""
+    call's `every_s` stays). Returns the limiter.
+
+    Every call checks the routing again: logging configured after the first call (a
+    `logging.config.dictConfig`, which turns propagation back on for the loggers it names)
+    would otherwise let every repeated line through again.
+    """
     global _installed
     with _install_lock:
-        if _installed is not None:
-            return _installed
-        limiter = RepeatLimiter(every_s)
-        handler = _Forward()
-        handler.addFilter(limiter)
+        if _installed is None:
+            created, forward = RepeatLimiter(every_s), _Forward()
+            forward.addFilter(created)
+            _installed = (created, forward)
+        limiter, handler = _installed
         for name in CLIENT_LOGGERS:
             logger = logging.getLogger(name)
-            logger.addHandler(handler)
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
             logger.propagate = False
-        _installed = limiter
         return limiter

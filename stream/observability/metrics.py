@@ -13,6 +13,7 @@ from importlib import metadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from stream.contracts.codec import REASONS
+from stream.state.changelog import QUARANTINE_KINDS
 
 PREFIX = "fraudstream"
 # Per-event work is tens of microseconds; end-to-end includes broker round trips.
@@ -110,6 +111,12 @@ class Metrics:
             "Time to rebuild one partition's state from the changelog.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r,
         )
+        self.quarantined = Counter(
+            f"{PREFIX}_state_rows_quarantined",
+            "Changelog rows skipped on restore because they cannot be read (not UTF-8, not "
+            "JSON, wrong shape, not finite, wrong width for the feature set), by store and "
+            "reason; each key starts afresh.", ["store", "reason"], registry=r,
+        )
         self.recoveries = Counter(
             f"{PREFIX}_recoveries",
             "Rewinds to the last checkpoint after a failed checkpoint, by reason.", ["reason"],
@@ -122,6 +129,33 @@ class Metrics:
         self.buffered = Gauge(
             f"{PREFIX}_buffered_records",
             "Consumed records held for event-time alignment, not yet processed.", registry=r,
+        )
+        self.merchant_lag = Gauge(
+            f"{PREFIX}_merchant_table_lag_seconds",
+            "How far, in event time, this instance's merchant reads are ahead of what the shared "
+            "merchant table can answer exactly (0 when every partition keeps pace; positive "
+            "while another instance's partitions lag).", registry=r,
+        )
+        self.merchant_stale_reads = Counter(
+            f"{PREFIX}_merchant_stale_reads",
+            "Merchant reads answered past the table's frontier (a partition lagged for longer "
+            "than merchant_max_wait_ms): their merchant features may miss other partitions' "
+            "latest events.", registry=r,
+        )
+        self.merchant_waits = Counter(
+            f"{PREFIX}_merchant_wait_timeouts",
+            "Times the scorer stopped holding input back for the shared merchant table after "
+            "merchant_max_wait_ms.", registry=r,
+        )
+        self.merchant_feed_rejected = Counter(
+            f"{PREFIX}_merchant_feed_rejected",
+            "Merchant feed records skipped as malformed (never folded).", registry=r,
+        )
+        self.merchant_rebuild_seconds = Histogram(
+            f"{PREFIX}_merchant_rebuild_seconds",
+            "Time to rebuild the shared merchant table from the merchant feed (on start, "
+            "rebalance and rewind).",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r,
         )
         self.alignment_timeouts = Counter(
             f"{PREFIX}_alignment_timeouts",
@@ -230,6 +264,8 @@ class Metrics:
             self.commits.labels(result)
         for reason in ("infrastructure", "group_moved"):
             self.recoveries.labels(reason)
+        for store, reason in QUARANTINE_KINDS:
+            self.quarantined.labels(store, reason)
         for kind in ("loss", "psi"):
             for direction in ("up", "down"):
                 self.drift_detected.labels(kind, direction)

@@ -16,6 +16,7 @@ from stream.core.pipeline import Pipeline
 from stream.kafka.delivery import AtLeastOnce, ExactlyOnce
 from stream.observability.metrics import Metrics
 from stream.serving.ledger import Ledger
+from stream.serving.merchant_feed import MerchantFeed
 from stream.state.changelog import encode_changes, stamp
 
 Delivery = AtLeastOnce | ExactlyOnce
@@ -25,7 +26,7 @@ class Checkpointer:
     """Every `checkpoint_events` records or `checkpoint_interval_ms`, whichever comes first."""
 
     def __init__(self, settings: Settings, pipeline: Pipeline, delivery: Delivery,
-                 ledger: Ledger, metrics: Metrics) -> None:
+                 ledger: Ledger, metrics: Metrics, feed: MerchantFeed | None = None) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.delivery = delivery
@@ -33,13 +34,16 @@ class Checkpointer:
         self.metrics = metrics
         self._last = time.monotonic()
         self._stamp = stamp(settings.application_id)  # on every changelog record
+        self.feed = feed
 
     def due(self) -> bool:
         s, since = self.settings, self.ledger.since_checkpoint
         if since >= s.checkpoint_events:
             return True
         elapsed_ms = (time.monotonic() - self._last) * 1000.0
-        return elapsed_ms >= s.checkpoint_interval_ms and (since > 0 or bool(self.pipeline.dirty))
+        return elapsed_ms >= s.checkpoint_interval_ms and (
+            since > 0 or bool(self.pipeline.dirty)
+            or (self.feed is not None and self.pipeline.feed_news()))
 
     def commit(self, wait: bool = True) -> None:
         """Changed state to the changelog, then outputs + offsets made durable together.
@@ -49,6 +53,8 @@ class Checkpointer:
         """
         started = time.perf_counter()
         s, pipeline, ledger = self.settings, self.pipeline, self.ledger
+        if self.feed is not None:  # the same transaction as the changelog's `v` rows
+            self.feed.publish(self.delivery.send, self._stamp)
         if s.changelog:
             written = 0
             for partition in sorted(pipeline.dirty & set(pipeline.partitions)):

@@ -93,6 +93,12 @@ class Intake:
         return len(self._aligner)
 
     @property
+    def aligned(self) -> bool:
+        """The last release kept event-time order across every source (it did not give up
+        waiting for one): what the shared merchant table's floor relies on."""
+        return self._aligner.last_aligned
+
+    @property
     def timed_out(self) -> int:
         """Records released after giving up waiting for a source (order not assured)."""
         return self._aligner.timed_out
@@ -143,15 +149,31 @@ class Intake:
                 self.consumer.pause([source])
                 self._paused.add(source)
 
-    def release(self) -> list[Arrival]:
-        """Every held record that is now safe to process, in event-time order."""
-        out = self._aligner.release(self._at_end)
+    def release(self, until: float = math.inf) -> list[Arrival]:
+        """Every held record that is now safe to process, in event-time order, up to event
+        time `until`."""
+        out = self._aligner.release(self._at_end, until)
         if self._paused:
             low = self.pause_above // 2
             ready = [s for s in self._paused if self._aligner.buffered(s) <= low]
             if ready:
                 self._resume(ready)
         return out
+
+    def next_time(self, partition: int) -> float | None:
+        """The earliest event time queued for an input partition (its transactions and its
+        labels): what the partition will process next. -inf when unknown (a source is empty
+        and may still bring something earlier); None when both sources are empty at their
+        end (the partition is idle)."""
+        heads = []
+        for topic in (self.input_topic, self.labels_topic):
+            source = (topic, partition)
+            head = self._aligner.head(source)
+            if head is not None:
+                heads.append(head)
+            elif source not in self._at_end:
+                return -math.inf
+        return min(heads) if heads else None
 
     def _resume(self, sources: list[Source]) -> None:
         self.consumer.resume(sources)

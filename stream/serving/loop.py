@@ -11,6 +11,7 @@ being fenced by another instance ends the run.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -28,6 +29,7 @@ from stream.serving.checkpoint import Checkpointer, Delivery
 from stream.serving.handlers import RecordHandler, same_partitions
 from stream.serving.intake import Intake
 from stream.serving.ledger import Ledger, RunResult
+from stream.serving.merchant_feed import MerchantFeed
 from stream.serving.rebalance import Rebalance
 from stream.serving.recovery import RecoverableError, Recovery
 
@@ -57,11 +59,19 @@ class ScorerLoop:
                              settings.buffered_records_per_partition,
                              bounds=time_bounds(settings))
         self._stop = threading.Event()
+        # The shared merchant table's Kafka half, when the pipeline has one (merchant_feed.py).
+        self.feed: MerchantFeed | None = None
+        if pipeline.merchants is not None:
+            self.feed = MerchantFeed(settings, pipeline, clients, metrics,
+                                     pipeline.merchants.partitions)
+        self._gated_since: float | None = None
+        self._stale_reads = 0
         self.handle = RecordHandler(settings, pipeline, metrics, delivery, self.ledger,
                                     same_partitions(topic_partitions or {}, settings))
-        self.checkpoints = Checkpointer(settings, pipeline, delivery, self.ledger, metrics)
+        self.checkpoints = Checkpointer(settings, pipeline, delivery, self.ledger, metrics,
+                                        self.feed)
         self.recovery = Recovery(settings, pipeline, clients, consumer, delivery, self.ledger,
-                                 self.intake, metrics, self._stop)
+                                 self.intake, metrics, self._stop, self.feed)
         self.rebalance = Rebalance(settings, pipeline, self.intake, self.checkpoints,
                                    self.recovery, self.health, metrics, self.quality)
         self._next_gauges = 0.0
@@ -81,37 +91,52 @@ class ScorerLoop:
     def run(self) -> RunResult:
         s = self.settings
         self.consumer.subscribe([s.input_topic, s.labels_topic], self.rebalance)
-        budget = s.max_events
-        idle_since = time.monotonic()
         try:
-            while not self._stop.is_set() and (budget is None or self.result.transactions < budget):
-                self.health.beat()
-                if self.recovery.broken and not self.recovery.recover():
-                    continue
-                remaining = None if budget is None else budget - self.result.transactions
-                try:
-                    processed = self._poll_once(remaining)
-                    if self.checkpoints.due() and not self.recovery.broken:
-                        self.checkpoints.commit(wait=False)
-                except RecoverableError as exc:
-                    self.recovery.failed(exc)
-                    continue
-                self._raise_if_fenced()
-                self._raise_if_broker_gone()
-                now = time.monotonic()
-                if processed:
-                    idle_since = now
-                elif s.idle_exit_s is not None and now - idle_since > s.idle_exit_s:
-                    log.info("no input for %.1fs, stopping", s.idle_exit_s)
+            # A final checkpoint that fails rewinds to the last committed one: the work after
+            # it is done again before the run returns (unless asked to stop), so the budget
+            # is met by committed work and the result counts only what was committed.
+            while True:
+                self._process(s.max_events)
+                if self._final_checkpoint():
                     break
-            self._final_checkpoint()
         finally:
             self.health.set_stopped()
             self._refresh_gauges(force=True)
+            if self.feed is not None:
+                self.feed.close()
         summary = self.pipeline.summary()
         self.result.labels_learned = summary.labels
         self.result.roc_auc = summary.roc_auc
         return self.result
+
+    def _process(self, budget: int | None) -> None:
+        """Poll, process and checkpoint until stopped, out of budget or idle too long."""
+        s = self.settings
+        idle_since = time.monotonic()
+        # Broken, the loop recovers before it checks the budget: the rewind rolls the counts
+        # back, and a budget reached by work whose checkpoint failed is not met.
+        while not self._stop.is_set() and (budget is None or self.result.transactions < budget
+                                           or self.recovery.broken):
+            self.health.beat()
+            if self.recovery.broken:
+                self.recovery.recover()
+                continue
+            remaining = None if budget is None else budget - self.result.transactions
+            try:
+                processed = self._poll_once(remaining)
+                if self.checkpoints.due() and not self.recovery.broken:
+                    self.checkpoints.commit(wait=False)
+            except RecoverableError as exc:
+                self.recovery.failed(exc)
+                continue
+            self._raise_if_fenced()
+            self._raise_if_broker_gone()
+            now = time.monotonic()
+            if processed or len(self.intake):  # input held back is input, not idleness
+                idle_since = now
+            elif s.idle_exit_s is not None and now - idle_since > s.idle_exit_s:
+                log.info("no input for %.1fs, stopping", s.idle_exit_s)
+                break
 
     def _poll_once(self, remaining: int | None) -> int:
         """One poll: hand its records to the intake, process what it releases."""
@@ -120,7 +145,12 @@ class ScorerLoop:
         self.intake.take(polled)
         processed = 0
         input_topic, ledger, handle = s.input_topic, self.ledger, self.handle
-        for arrival in self.intake.release():
+        until = self._merchant_gate() if self.feed is not None else math.inf
+        arrivals = self.intake.release(until)
+        table = self.pipeline.merchants
+        if table is not None:  # the local floor holds only for records released in order
+            table.ordered = self.intake.aligned
+        for arrival in arrivals:
             record = arrival.record
             if record.topic == input_topic:
                 if remaining is not None and processed >= remaining:
@@ -136,14 +166,60 @@ class ScorerLoop:
         self._refresh_gauges()
         return processed
 
-    def _final_checkpoint(self) -> None:
+    def _merchant_gate(self) -> float:
+        """The latest event time the shared merchant table can serve exactly now: input past
+        it waits for the other instances' merchant events, at most `merchant_max_wait_ms`.
+
+        Only the other instances' partitions can hold input back: the owned ones are
+        processed in event-time order, which keeps them past the time being processed
+        (MerchantTable.floor), so a single instance never waits. An owned partition with
+        nothing waiting at the end of its input follows the latest event time known (the
+        feed's included), so that the other instances need not wait for it either."""
+        assert self.feed is not None
+        self.feed.poll()
+        pipeline, intake = self.pipeline, self.intake
+        ahead = -math.inf
+        for partition in pipeline.partitions:
+            head = intake.next_time(partition)
+            if head is None:
+                pipeline.idle(partition)
+            else:
+                pipeline.lookahead(partition, head)
+                ahead = max(ahead, head)
+        table = pipeline.merchants
+        assert table is not None
+        until = table.remote_frontier() + table.delta_s
+        if ahead <= until:
+            self._gated_since = None
+            return until
+        now = time.monotonic()
+        if self._gated_since is None:
+            self._gated_since = now
+        elif now - self._gated_since > self.settings.merchant_max_wait_ms / 1000.0:
+            self._gated_since = None
+            self.metrics.merchant_waits.inc()
+            return math.inf
+        return until
+
+    def _final_checkpoint(self) -> bool:
+        """Commit what is done; True once it is. False when a failure on the way rewound to
+        the last checkpoint (the counts with it) and the run was not asked to stop: the
+        uncommitted work is to be done again, not dropped with a result that looks complete
+        (the budget reached by records whose checkpoint then failed)."""
         self._raise_if_fenced()
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         while True:
             try:
-                if not self.recovery.broken or self.recovery.recover():
+                if not self.recovery.broken:
                     self.checkpoints.commit()
-                    return
+                    return True
+                if self.recovery.recover():
+                    if not self._stop.is_set():
+                        log.info("the last checkpoint of the run failed: redoing the work "
+                                 "since the one before it")
+                        return False
+                    self.checkpoints.commit()
+                    return True
             except RecoverableError as exc:
                 self.recovery.failed(exc)
             if time.monotonic() > deadline:
@@ -175,3 +251,9 @@ class ScorerLoop:
             self.metrics.alignment_timeouts.inc(timed_out - self._timed_out)
             self._timed_out = timed_out
         self.quality.refresh(self.pipeline.oversight, self.pipeline.model_version)
+        table = self.pipeline.merchants
+        if table is not None:
+            if table.stale_reads > self._stale_reads:
+                self.metrics.merchant_stale_reads.inc(table.stale_reads - self._stale_reads)
+            self._stale_reads = table.stale_reads
+            self.metrics.merchant_lag.set(self.pipeline.merchant_lag())

@@ -79,6 +79,11 @@ class Rebalance:
         arriving = sorted(mine - set(self.pipeline.partitions))
         self.health.set_partitions(len(mine), restoring=bool(arriving))
         try:
+            feed = self.recovery.feed
+            if feed is not None and arriving:
+                # Every merchant event committed so far, the arriving partitions' included,
+                # before they restore their place in the feed from their changelog.
+                feed.rebuild()
             for partition in arriving:
                 self.recovery.restore(partition)
         except InfrastructureError as exc:

@@ -25,8 +25,10 @@ from stream.observability.metrics import Metrics
 from stream.serving.checkpoint import Delivery
 from stream.serving.intake import Intake
 from stream.serving.ledger import Ledger
+from stream.serving.merchant_feed import MerchantFeed
 from stream.state.changelog import (
     Ownership,
+    Quarantined,
     check_ownership,
     owner_record,
     stamp,
@@ -34,6 +36,8 @@ from stream.state.changelog import (
 )
 
 log = logging.getLogger("stream.serving")
+QUARANTINE_LINES = 5
+"""Quarantined rows logged one by one per restored partition; the rest in one line."""
 
 
 class Recovery:
@@ -41,7 +45,8 @@ class Recovery:
 
     def __init__(self, settings: Settings, pipeline: Pipeline, clients: Clients,
                  consumer: GroupConsumer, delivery: Delivery, ledger: Ledger, intake: Intake,
-                 metrics: Metrics, stop: threading.Event) -> None:
+                 metrics: Metrics, stop: threading.Event,
+                 feed: MerchantFeed | None = None) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.clients = clients
@@ -51,6 +56,7 @@ class Recovery:
         self.intake = intake
         self.metrics = metrics
         self._stop = stop
+        self.feed = feed
         self.broken_since: float | None = None
         self._legacy_noted = False
 
@@ -96,7 +102,13 @@ class Recovery:
         self.ledger.rewound()
         self.intake.clear()
         before = dict(self.ledger.durable_events)
-        for partition in list(self.pipeline.partitions):
+        if self.feed is not None:  # the table holds uncommitted events of our partitions
+            self.feed.rebuild()
+        # The assigned input partitions too: a restore that failed on assignment left them
+        # out of the pipeline, and scoring would otherwise start them afresh.
+        owned = set(self.pipeline.partitions) | {
+            p for topic, p in self.consumer.assignment() if topic == self.settings.input_topic}
+        for partition in sorted(owned):
             self.restore(partition)
         if self.delivery.transactional:  # at-least-once state may run ahead of its offsets
             extra = self.ledger.count_in_doubt(before)
@@ -145,15 +157,28 @@ class Recovery:
             restored = read_partition(reader, s.changelog_topic, partition, progress)
         finally:
             reader.close()
-        ownership = check_ownership(restored, s.application_id, s.adopt_state_from,
-                                    f"changelog {s.changelog_topic}[{partition}]")
-        self.pipeline.restore_from_changelog(partition, restored)
+        where = f"changelog {s.changelog_topic}[{partition}]"
+        ownership = check_ownership(restored, s.application_id, s.adopt_state_from, where)
+        skipped = self.pipeline.restore_from_changelog(partition, restored, where)
+        self._quarantine(where, [*restored.quarantined, *skipped])
         self._note(partition, ownership)
         self.ledger.durable_events[partition] = self.pipeline.partitions[partition].events
         elapsed = time.perf_counter() - started
         self.metrics.restore_seconds.observe(elapsed)
         log.info("restored %s[%d] in %.2fs: %s", s.changelog_topic, partition, elapsed,
                  dict(summarize(restored)))
+
+    def _quarantine(self, where: str, rows: list[Quarantined]) -> None:
+        """Count every skipped row; log the first few by key, then how many more."""
+        for row in rows:
+            self.metrics.quarantined.labels(row.store, row.reason).inc()
+        for row in rows[:QUARANTINE_LINES]:
+            log.warning("%s: quarantined %s row %s (%s: %s); skipped, the key starts afresh",
+                        where, row.store, show_key(row.key), row.reason, row.detail)
+        if len(rows) > QUARANTINE_LINES:
+            log.warning("%s: %d more rows quarantined, not logged one by one (counted in "
+                        "fraudstream_state_rows_quarantined_total)", where,
+                        len(rows) - QUARANTINE_LINES)
 
     def _note(self, partition: int, ownership: Ownership) -> None:
         """Log rows from before the stamp (once), and record a takeover in the partition,
@@ -174,6 +199,18 @@ class Recovery:
             log.warning("%s[%d]: application %r takes over the state of application %r "
                         "(adopt_state_from); recorded with the next checkpoint",
                         s.changelog_topic, partition, s.application_id, ownership.adopting)
+
+
+def show_key(key: bytes, limit: int = 80) -> str:
+    """A changelog key as a log line may hold it: bytes repr, cut to `limit` characters.
+
+    >>> show_key(b"c:card-7")
+    "b'c:card-7'"
+    >>> show_key(b"n:" + b"x" * 200, 12)
+    "b'n:xxxxxxxx... (202 bytes)"
+    """
+    text = repr(key)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(key)} bytes)"
 
 
 def _iso(epoch_s: float) -> str:

@@ -17,8 +17,9 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from stream.assembly import challengers, model_version, pipeline_config
+from stream.assembly import challengers, model_version, pipeline_config, state_key
 from stream.config import Settings
+from stream.contracts.topics import load_specs
 from stream.core.pipeline import Pipeline
 from stream.errors import AuthenticationError, ConfigError, FraudStreamError, InfrastructureError
 from stream.kafka.classify import ClientError
@@ -69,6 +70,38 @@ def check_topics(consumer: GroupConsumer, settings: Settings) -> dict[str, int]:
                     f"`stream topics apply --application-id {app}`)")
         raise InfrastructureError(f"topic(s) missing: {', '.join(missing)}; create them with {how}")
     return existing
+
+
+def ensure_merchant_feed(clients: Clients, settings: Settings, partitions: dict[str, int]) -> None:
+    """Create the application's merchant feed when it is missing, as Kafka Streams creates
+    its internal topics (one partition per input partition, the config of
+    topics/transactions.merchant-feed.toml); refuse one with another partition count."""
+    topic, wanted = settings.merchant_feed_topic, partitions[settings.input_topic]
+    found = partitions.get(topic)
+    if found is None:
+        spec = load_specs(settings.topics_dir).get("transactions.merchant-feed")
+        config = dict(spec.config) if spec is not None else {}
+        replicas = spec.replication_factor if spec is not None else 1
+        admin = clients.admin()
+        try:
+            error = admin.create_topics({topic: (wanted, replicas, config)}).get(topic)
+        except ClientError as exc:
+            raise InfrastructureError(f"cannot create {topic}: {exc}") from None
+        finally:
+            admin.close()
+        if error is not None and error != "already exists":
+            raise InfrastructureError(
+                f"cannot create {topic}: {error}; create it with `stream topics apply "
+                f"--application-id {settings.application_id}` (or give the scorer the right "
+                "to create its internal topics)")
+        log.info("created the merchant feed %s (%d partitions)", topic, wanted)
+        partitions[topic] = wanted
+    elif found != wanted:
+        raise ConfigError(
+            f"{topic} has {found} partitions but {settings.input_topic} has {wanted}: the "
+            "merchant feed is partitioned like the input; delete it (the scorer recreates "
+            "it and rebuilds the merchant table from what the others publish) or recreate it "
+            f"with {wanted} partitions")
 
 
 @dataclass
@@ -125,13 +158,25 @@ def build_scorer(
     except Exception:
         consumer.close()
         raise
-    init = load_snapshot(settings.init_from) if settings.init_from is not None else None
+    try:
+        # Only state that is read or written needs the key (none: no changelog, no snapshot).
+        key = state_key(settings) if settings.changelog or settings.init_from else None
+        init = load_snapshot(settings.init_from, key) if settings.init_from is not None \
+            else None
+    except Exception:
+        consumer.close()
+        raise
     version = init.model_name if init is not None and init.model_name else \
         model_version(settings)
     if version in challengers(settings):
         consumer.close()
         raise ConfigError(f"challenger {version!r} is the champion the scorer starts from")
-    pipeline = Pipeline(pipeline_config(settings), version, init_from=init)
+    shared = settings.merchant_state == "shared"
+    if shared:
+        ensure_merchant_feed(clients, settings, partitions)
+    pipeline = Pipeline(pipeline_config(settings, key), version, init_from=init,
+                        merchant_partitions=partitions[settings.input_topic] if shared else None,
+                        merchant_feed=shared)
     if settings.changelog:
         log.info("application %r (group %r): state in %s%s", settings.application_id,
                  settings.group_id, settings.changelog_topic,

@@ -1,2 +1,3 @@
-"""State encoding, pure: partition snapshots and changelog rows to bytes and back. Reading
+"""State encoding: partition snapshots (signed with the state key, authenticated before they
+are unpickled) and changelog rows (validated, a bad one quarantined) to bytes and back. Reading
 and writing them to Kafka is the Kafka package's job."""

@@ -17,23 +17,31 @@ header were written before applications had ids: they are accepted as the reader
 (legacy). An application told to take over another's state (`adopt_state_from`) records the
 takeover in its partitions' `o` key (`owner_record`): later restores accept the adopted rows
 without being told again.
+
+Every row read back is untrusted: anyone who can write to the topic can write anything. The
+model snapshot is authenticated before it is unpickled (`stream.state.snapshot`); the rows
+are plain JSON data and are validated here (a UTF-8 key, JSON, the arity and types of the
+row, finite numbers) and by the core against the current feature set (the row widths). A
+row that fails is quarantined, not fatal: it is skipped, its key starts afresh as if it had
+been evicted, and it is listed in `RestoredState.quarantined` for the scorer to count
+(`fraudstream_state_rows_quarantined_total{store,reason}`) and log.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from stream.errors import ConfigError
-
-log = logging.getLogger("stream.changelog")
+from stream.errors import ConfigError, FraudStreamError
 
 MODEL_KEY = b"m"
 OWNER_KEY = b"o"
+VIEW_KEY = b"v"
 CARD, MERCHANT, PENDING = b"c:", b"n:", b"p:"
 RECENT, LEARNED = b"d:", b"l:"
 Row = list[float]
@@ -43,11 +51,38 @@ PendingRow = tuple[str, float, float, list[float]]
 RecentRow = list[Any]
 WRITER_HEADER = "application_id"
 Stamp = tuple[tuple[str, bytes], ...]
+_STORES = {CARD: "card", MERCHANT: "merchant", PENDING: "pending", RECENT: "recent",
+           LEARNED: "learned"}
+ROW_REASONS = ("not_utf8", "not_json", "bad_shape", "not_finite", "wrong_width")
+QUARANTINE_KINDS: tuple[tuple[str, str], ...] = (
+    *((store, reason) for store in _STORES.values() for reason in ROW_REASONS),
+    ("owner", "not_json"), ("owner", "bad_shape"), ("view", "not_json"), ("view", "bad_shape"),
+    ("view", "not_finite"), ("unknown", "unknown_key"))
+"""Every (store, reason) a row can be quarantined for: the metric's label values."""
 
 
 class ForeignStateError(ConfigError):
     """A changelog holds state written by another application, which this one was not told to
     take over: restoring it would run one deployment on another's state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A changelog row that was skipped: its store, why, its key (as read) and what was
+    wrong with it, in words."""
+
+    store: str
+    reason: str
+    key: bytes
+    detail: str
+
+
+class BadRow(FraudStreamError, ValueError):
+    """Why a row cannot be restored; `reason` is one of ROW_REASONS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -62,6 +97,8 @@ class PartitionChanges:
     pending: dict[str, PendingRow | None] = field(default_factory=dict)
     recent: dict[str, RecentRow | None] = field(default_factory=dict)
     learned: dict[str, RecentRow | None] = field(default_factory=dict)
+    # The partition's place in the merchant feed: (last sequence number, stream time).
+    view: tuple[int, float] | None = None
 
 
 @dataclass(slots=True)
@@ -74,12 +111,15 @@ class RestoredState:
     pending: dict[str, PendingRow] = field(default_factory=dict)
     recent: dict[str, RecentRow] = field(default_factory=dict)
     learned: dict[str, RecentRow] = field(default_factory=dict)
+    view: tuple[int, float] | None = None
     records: int = 0
     # Records per writing application (their `application_id` header), and those without.
     writers: dict[str, int] = field(default_factory=dict)
     unstamped: int = 0
     # Takeovers recorded in the partition (`o` rows): application -> the ones it adopted.
     adoptions: dict[str, set[str]] = field(default_factory=dict)
+    # Rows skipped as unreadable, in the order met.
+    quarantined: list[Quarantined] = field(default_factory=list)
 
 
 def encode_changes(changes: PartitionChanges) -> list[tuple[bytes, bytes | None]]:
@@ -97,6 +137,8 @@ def encode_changes(changes: PartitionChanges) -> list[tuple[bytes, bytes | None]
                for k, v in changes.recent.items())
     out.extend((LEARNED + k.encode(), None if v is None else dumps(v))
                for k, v in changes.learned.items())
+    if changes.view is not None:
+        out.append((VIEW_KEY, dumps(changes.view)))
     out.append((MODEL_KEY, changes.snapshot))
     return out
 
@@ -120,8 +162,17 @@ def writer_of(headers: Iterable[tuple[str, bytes | None]]) -> str | None:
 
 def fold(state: RestoredState, key: bytes, value: bytes | None,
          writer: str | None = None) -> None:
-    """Apply one changelog record: the last value of a key wins, a tombstone deletes it.
-    `writer` is the record's stamp (`writer_of` its headers), counted for `check_ownership`."""
+    """Apply one changelog record: the last value of a key wins, a tombstone deletes it, and
+    a row that cannot be read is quarantined (its key forgotten). `writer` is the record's
+    stamp (`writer_of` its headers), counted for `check_ownership`.
+
+    >>> state = RestoredState()
+    >>> fold(state, b"c:card-1", b"[5.0, 1.0]")
+    >>> fold(state, b"c:card-2", b"[5.0, NaN]")
+    >>> fold(state, b"p:" + bytes([255]), b"[]")
+    >>> state.cards, [(q.store, q.reason) for q in state.quarantined]
+    ({'card-1': [5.0, 1.0]}, [('card', 'not_finite'), ('pending', 'not_utf8')])
+    """
     state.records += 1
     if writer is None:
         state.unstamped += 1
@@ -130,34 +181,198 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
     if key == MODEL_KEY:
         state.snapshot = value
         return
+    if key == VIEW_KEY:
+        try:
+            state.view = _view_row(value)
+        except BadRow as bad:  # the partition resumes its feed numbering from the feed
+            state.view = None
+            state.quarantined.append(Quarantined("view", bad.reason, key, str(bad)))
+        return
     if key == OWNER_KEY:
         if value is not None:
-            owner: dict[str, Any] = orjson.loads(value)
-            state.adoptions.setdefault(str(owner["app"]), set()).update(
-                str(app) for app in owner.get("adopted", ()))
+            try:
+                app, adopted = owner_of(value)
+            except BadRow as bad:
+                state.quarantined.append(Quarantined("owner", bad.reason, key, str(bad)))
+                return
+            state.adoptions.setdefault(app, set()).update(adopted)
         return
-    prefix, name = key[:2], key[2:].decode()
-    target: dict[str, Any]
-    if prefix == CARD:
-        target = state.cards
-    elif prefix == MERCHANT:
-        target = state.merchants
-    elif prefix == PENDING:
-        target = state.pending
-    elif prefix == RECENT:
-        target = state.recent
-    elif prefix == LEARNED:
-        target = state.learned
-    else:
-        log.warning("ignoring unknown changelog key %r", key[:40])
+    store = _STORES.get(key[:2])
+    if store is None:
+        state.quarantined.append(Quarantined("unknown", "unknown_key", key,
+                                             "not a changelog key (c:, n:, p:, d:, l:, m, o "
+                                             "or v)"))
         return
+    try:
+        name = key[2:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        state.quarantined.append(Quarantined(store, "not_utf8", key, str(exc)))
+        return
+    target, read = _TARGETS[key[:2]](state)
     if value is None:
         target.pop(name, None)
         return
-    decoded: Any = orjson.loads(value)
-    if prefix == PENDING:
-        decoded = tuple(decoded)
-    target[name] = decoded
+    try:
+        target[name] = read(value)
+    except BadRow as bad:
+        target.pop(name, None)  # its last value is unreadable: the key starts afresh
+        state.quarantined.append(Quarantined(store, bad.reason, key, str(bad)))
+
+
+def _json(value: bytes) -> Any:
+    """orjson, else the standard module: it reads what a Python writer makes of NaN and
+    infinities (`NaN`, `Infinity`, `1e999`), so those rows are called not finite, not JSON."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            raise BadRow("not_json", f"not JSON: {exc}") from None
+
+
+def _numbers(value: Any, what: str) -> list[float]:
+    """A non-empty JSON array of finite numbers (a bool is not a number here)."""
+    if not isinstance(value, list) or not value:
+        raise BadRow("bad_shape", f"{what} is not a non-empty array")
+    out: list[float] = []
+    for number in value:
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise BadRow("bad_shape", f"{what} holds a {type(number).__name__}, not a number")
+        try:
+            as_float = float(number)
+        except OverflowError:  # an integer beyond a double's range
+            as_float = math.inf
+        if not math.isfinite(as_float):
+            raise BadRow("not_finite", f"{what} holds a number that is not finite")
+        out.append(as_float)
+    return out
+
+
+def feature_row(value: bytes) -> Row:
+    """A card or merchant row: a JSON array of finite numbers (the width is the core's to
+    check, against its feature set).
+
+    >>> feature_row(b"[1, 2.5]")
+    [1.0, 2.5]
+    >>> feature_row(b'[1, "2"]')
+    Traceback (most recent call last):
+    stream.state.changelog.BadRow: row holds a str, not a number
+    """
+    return _numbers(_json(value), "row")
+
+
+def pending_row(value: bytes) -> PendingRow:
+    """A decision-time record: `[merchant_id, timestamp, score, [features...]]`.
+
+    >>> pending_row(b'["m1", 1700000000.0, 0.25, [1.0, 0.0]]')
+    ('m1', 1700000000.0, 0.25, [1.0, 0.0])
+    >>> pending_row(b'["m1", 1.0, 0.25]')
+    Traceback (most recent call last):
+    stream.state.changelog.BadRow: pending record has 3 fields, not 4
+    """
+    decoded = _json(value)
+    if not isinstance(decoded, list) or len(decoded) != 4:
+        size = len(decoded) if isinstance(decoded, list) else type(decoded).__name__
+        raise BadRow("bad_shape", f"pending record has {size} fields, not 4")
+    merchant, timestamp, score, features = decoded
+    if not isinstance(merchant, str):
+        raise BadRow("bad_shape", "pending record's merchant id is not a string")
+    ts, sc = _numbers([timestamp, score], "pending record's time and score")
+    return merchant, ts, sc, _numbers(features, "pending record's features")
+
+
+def recent_row(value: bytes) -> RecentRow:
+    """A recent decision: `[seq, time, score, decision, model_state]`.
+
+    >>> recent_row(b'[7, 1700000000.0, 0.25, "review", "ready"]')
+    [7, 1700000000.0, 0.25, 'review', 'ready']
+    >>> recent_row(b'[7, 1700000000.0, 0.25, "maybe", "ready"]')
+    Traceback (most recent call last):
+    stream.state.changelog.BadRow: recent decision is not one of approve, review, decline
+    """
+    decoded = _json(value)
+    if not isinstance(decoded, list) or len(decoded) != 5:
+        size = len(decoded) if isinstance(decoded, list) else type(decoded).__name__
+        raise BadRow("bad_shape", f"recent decision has {size} fields, not 5")
+    seq, timestamp, score, decision, model_state = decoded
+    if decision not in ("approve", "review", "decline"):
+        raise BadRow("bad_shape", "recent decision is not one of approve, review, decline")
+    if model_state not in ("warming", "ready"):
+        raise BadRow("bad_shape", "recent decision's model state is not warming or ready")
+    return [_sequence(seq, "recent decision"),
+            *_numbers([timestamp, score], "recent decision's time and score"),
+            decision, model_state]
+
+
+def learned_row(value: bytes) -> RecentRow:
+    """A learned label: `[seq, time, is_fraud, merchant_id, decided_at, [features...]]`.
+
+    >>> learned_row(b'[3, 1700000000.0, true, "m1", 1699999000.0, [1.0, 0.5]]')
+    [3, 1700000000.0, True, 'm1', 1699999000.0, [1.0, 0.5]]
+    """
+    decoded = _json(value)
+    if not isinstance(decoded, list) or len(decoded) != 6:
+        size = len(decoded) if isinstance(decoded, list) else type(decoded).__name__
+        raise BadRow("bad_shape", f"learned label has {size} fields, not 6")
+    seq, timestamp, is_fraud, merchant, decided_at, features = decoded
+    if not isinstance(is_fraud, bool) or not isinstance(merchant, str):
+        raise BadRow("bad_shape", "learned label's label or merchant id has the wrong type")
+    ts, decided = _numbers([timestamp, decided_at], "learned label's times")
+    return [_sequence(seq, "learned label"), ts, is_fraud, merchant, decided,
+            _numbers(features, "learned label's features")]
+
+
+def _sequence(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRow("bad_shape", f"{what}'s sequence number is not a count")
+    return value
+
+
+# Per row key prefix: where a restore keeps its rows, and how one is read (BadRow if not).
+_TARGETS: dict[bytes, Callable[[RestoredState], tuple[dict[str, Any],
+                                                       Callable[[bytes], Any]]]] = {
+    CARD: lambda state: (state.cards, feature_row),
+    MERCHANT: lambda state: (state.merchants, feature_row),
+    PENDING: lambda state: (state.pending, pending_row),
+    RECENT: lambda state: (state.recent, recent_row),
+    LEARNED: lambda state: (state.learned, learned_row),
+}
+
+
+def owner_of(value: bytes) -> tuple[str, list[str]]:
+    """An `o` row: the application, and the applications it adopted.
+
+    >>> owner_of(owner_record("green", ["blue"])[1])
+    ('green', ['blue'])
+    """
+    decoded = _json(value)
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("app"), str):
+        raise BadRow("bad_shape", "owner record is not an object with an application")
+    adopted = decoded.get("adopted", [])
+    if not isinstance(adopted, list) or not all(isinstance(app, str) for app in adopted):
+        raise BadRow("bad_shape", "owner record's adopted applications are not strings")
+    return decoded["app"], adopted
+
+
+def _view_row(value: bytes | None) -> tuple[int, float] | None:
+    """The `v` row: [sequence number, stream time (null: none yet)]; anything else is
+    refused (untrusted).
+
+    >>> _view_row(b"[12, 1700000000.5]"), _view_row(b"[0, null]")
+    ((12, 1700000000.5), (0, -inf))
+    """
+    if value is None:
+        return None
+    row: Any = _json(value)
+    if (not isinstance(row, list) or len(row) != 2 or isinstance(row[0], bool)
+            or not isinstance(row[0], int) or row[0] < 0 or isinstance(row[1], bool)
+            or not (row[1] is None or isinstance(row[1], int | float))):
+        raise BadRow("bad_shape", "the merchant view row must be [sequence number >= 0, "
+                     "stream time or null]")
+    if row[1] is not None and not math.isfinite(row[1]):
+        raise BadRow("not_finite", "the merchant view row's stream time is not finite")
+    return row[0], float("-inf") if row[1] is None else float(row[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,4 +448,5 @@ def to_records(
 def summarize(state: RestoredState) -> Mapping[str, int]:
     return {"records": state.records, "cards": len(state.cards),
             "merchants": len(state.merchants), "pending": len(state.pending),
-            "recent": len(state.recent), "learned": len(state.learned)}
+            "recent": len(state.recent), "learned": len(state.learned),
+            "quarantined": len(state.quarantined)}

@@ -18,8 +18,11 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from stream.assembly import state_key
+from stream.config import load_settings
 from stream.devtools.synthetic import TrafficConfig, generate
 from stream.state.changelog import MODEL_KEY
+from stream.state.keys import StateKey
 from stream.state.snapshot import decode_snapshot
 
 PARTITIONS = 4
@@ -141,8 +144,14 @@ def latest_model_snapshots(bootstrap: str, changelog: str) -> dict[int, Any]:
     snapshots: dict[int, Any] = {}
     for record in read_committed(bootstrap, changelog, expected=1, timeout_s=10, settle_s=2):
         if record.key == MODEL_KEY and record.value is not None:
-            snapshots[record.partition] = decode_snapshot(record.value)
+            snapshots[record.partition] = decode_snapshot(record.value, scorer_key())
     return snapshots
+
+
+def scorer_key() -> StateKey:
+    """The key the scorers of these tests sign with: none is configured (their environment
+    has no FRAUDSTREAM_* variable), so it is this user's development key."""
+    return state_key(load_settings(environ={}))
 
 
 STARTED: list[subprocess.Popen[bytes]] = []

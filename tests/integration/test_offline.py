@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from stream.assembly import pipeline_config
+from stream.assembly import pipeline_config, state_key
 from stream.batch.compare import compare_live
 from stream.batch.train import train_file
 from stream.cli.app import app, main
@@ -90,7 +90,7 @@ def test_train_then_run_init_from_continues_from_the_trained_state(
     history = tmp_path / "history.jsonl"
     write_jsonl(_events(2000, seed=1), history)
     settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=400)
-    config = pipeline_config(settings)
+    config = pipeline_config(settings, state_key(settings))
     snapshot_path = tmp_path / "model.snapshot"
     train_file(history, snapshot_path, config, "trained-model")
     live_events = _events(400, seed=2)
@@ -105,7 +105,7 @@ def test_train_then_run_init_from_continues_from_the_trained_state(
     assert len(live) == 400
     # Offline, each partition continues from the same trained snapshot: same scores, bit for
     # bit; a model started from scratch gives other scores.
-    snap = load_snapshot(snapshot_path)
+    snap = load_snapshot(snapshot_path, config.state_key)
     trained, fresh = Pipeline(config, init_from=snap), Pipeline(config)
     by_id = {e["transaction_id"]: e for e in live_events}
     same = differ = 0
@@ -139,7 +139,7 @@ def test_replay_backfills_to_another_topic_without_touching_the_live_group(
     assert "replayed 600 transactions" in out and f"600 verdicts back-filled to {backfill}" in out
     scores = _scores(kafka_bootstrap, backfill)
     assert set(scores) == {e["transaction_id"] for e in events}
-    assert load_snapshot(tmp_path / "warm.snapshot").events == 600
+    assert load_snapshot(tmp_path / "warm.snapshot", state_key(settings)).events == 600
 
     # A range by offsets: only the tail of each partition.
     backfill_tail = new_topic(partitions=1, prefix="backfill")
@@ -177,14 +177,15 @@ def test_live_verdicts_match_a_replay_of_the_same_snapshot(
     history = tmp_path / "history.jsonl"
     write_jsonl(_events(1500, seed=4), history)
     settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=500)
-    config = pipeline_config(settings)
+    config = pipeline_config(settings, state_key(settings))
     snapshot_path = tmp_path / "model.snapshot"
     train_file(history, snapshot_path, config, "trained-model")
     _produce(kafka_bootstrap, topics["input_topic"], _events(500, seed=5))
     assert run_scorer(settings.model_copy(update={"init_from": snapshot_path}),
                       CollectorRegistry()).verdicts == 500
 
-    comparison = compare_live(settings, config, load_snapshot(snapshot_path), RangeSpec())
+    comparison = compare_live(settings, config, load_snapshot(snapshot_path, config.state_key),
+                              RangeSpec())
     assert comparison.events == 500 and comparison.unmatched == 0
     assert comparison.identical and comparison.agreement == 1.0
     assert comparison.a.metrics.roc_auc == comparison.b.metrics.roc_auc

@@ -37,7 +37,7 @@ COMMANDS: dict[tuple[str, ...], list[str]] = {
 }
 GLOBAL_NAMES = {"--bootstrap-servers", "--config", "--security-protocol", "--sasl-mechanism",
                 "--sasl-username", "--sasl-password", "--ssl-cafile", "--kafka-client",
-                "--application-id", "--adopt-state-from", "--log-level"}
+                "--application-id", "--adopt-state-from", "--state-key-file", "--log-level"}
 
 
 class Captured(Exception):
@@ -80,7 +80,7 @@ def _globals(config: Path, equals: bool = False) -> list[str]:
              ("--sasl-username", "alice"), ("--sasl-password", "s3cret"),
              ("--ssl-cafile", "/etc/ca.pem"), ("--kafka-client", "kafka-python"),
              ("--application-id", "green"), ("--adopt-state-from", "blue"),
-             ("--log-level", "warning")]
+             ("--state-key-file", "/etc/fraud-stream/state.key"), ("--log-level", "warning")]
     if equals:
         return [f"{name}={value}" for name, value in pairs]
     return [token for pair in pairs for token in pair]
@@ -181,6 +181,7 @@ def test_every_command_runs_with_the_same_settings_either_way(path: tuple[str, .
     assert settings.kafka_client == "kafka-python"
     assert (settings.application_id, settings.adopt_state_from) == ("green", "blue")
     assert settings.changelog_topic == "green.changelog"
+    assert settings.state_key_file == Path("/etc/fraud-stream/state.key")
     assert first.obj["log_level"] == "WARNING"
 
 

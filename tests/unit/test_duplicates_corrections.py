@@ -15,6 +15,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from keys_support import KEY
 from prometheus_client import CollectorRegistry
 
 from stream.assembly import pipeline_config
@@ -47,7 +48,7 @@ def _weights(pipe: Pipeline, partition: int = 0) -> tuple[dict[str, float], floa
 
 # -- duplicates -------------------------------------------------------------------------------
 def test_a_duplicate_gets_the_first_verdict_and_touches_no_state() -> None:
-    pipe = Pipeline(PipelineConfig(track_changes=True))
+    pipe = Pipeline(PipelineConfig(track_changes=True, state_key=KEY))
     for i in range(20):
         pipe.score(_tx(i, float(i), fraud=i % 4 == 0, amount=5.0 + i), 0)
     first = pipe.score(_tx(20, 20.0, amount=900.0), 0)
@@ -65,7 +66,7 @@ def test_a_duplicate_gets_the_first_verdict_and_touches_no_state() -> None:
     assert _weights(pipe) == weights and len(pipe.pending) == pending
     assert state.learned == learned
     # The next distinct transaction is scored as if the duplicate had never come.
-    twin = Pipeline(PipelineConfig(track_changes=True))
+    twin = Pipeline(PipelineConfig(track_changes=True, state_key=KEY))
     for i in range(21):
         twin.score(_tx(i, float(i), fraud=i % 4 == 0 if i < 20 else None,
                        amount=5.0 + i if i < 20 else 900.0), 0)
@@ -230,7 +231,7 @@ def _run(pipe: Pipeline, items: list[Transaction | Label]) -> list[Any]:
 
 
 def test_a_restored_partition_answers_duplicates_and_corrections_exactly_as_before() -> None:
-    config = PipelineConfig(track_changes=True, label_delay_s=30.0, evict_every=20,
+    config = PipelineConfig(track_changes=True, state_key=KEY, label_delay_s=30.0, evict_every=20,
                             dedupe_window_s=400.0, dedupe_max=40, correction_max=25)
     items = _stream()
     straight = Pipeline(config)
@@ -255,6 +256,32 @@ def test_a_restored_partition_answers_duplicates_and_corrections_exactly_as_befo
     assert state.learned_labels.items() == before.learned_labels.items()
     assert _run(resumed, items[cut:]) == expected[cut:]
     assert _weights(resumed) == _weights(straight)
+
+
+def test_unreadable_memory_rows_are_quarantined_not_restored() -> None:
+    """Rows anyone could have written to the changelog: a bad one is skipped and counted,
+    as for the other rows (stream/state/changelog.py), and the partition restores the rest."""
+    config = PipelineConfig(track_changes=True, state_key=KEY)
+    live = Pipeline(config)
+    live.assign(0)
+    live.score(_tx(0, 0.0, fraud=True), 0)
+    restored = RestoredState()
+    for key, value in encode_changes(live.drain_changes(0)):
+        fold(restored, key, value)
+    for key, value in ((b"d:bad", b'[1, 2.0, 0.5, "maybe", "ready"]'), (b"d:short", b"[1]"),
+                       (b"l:bad", b'[1, 2.0, 1, "m", 2.0, [1.0]]'), (b"l:nan", b"[1, NaN]"),
+                       (b"l:narrow", b'[2, 2.0, true, "m", 2.0, [1.0]]')):
+        fold(restored, key, value)
+    assert sorted((q.store, q.reason) for q in restored.quarantined) == [
+        ("learned", "bad_shape"), ("learned", "bad_shape"), ("recent", "bad_shape"),
+        ("recent", "bad_shape")]
+    resumed = Pipeline(config)
+    skipped = resumed.restore_from_changelog(0, restored)
+    assert [(q.store, q.reason, q.key) for q in skipped] == [
+        ("learned", "wrong_width", b"l:narrow")]
+    state = resumed.partitions[0]
+    assert [k for k, _ in state.recent.items()] == ["t0"]
+    assert [k for k, _ in state.learned_labels.items()] == ["t0"]
 
 
 # -- counted and logged -----------------------------------------------------------------------

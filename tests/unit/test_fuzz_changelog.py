@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import assume, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
+from keys_support import KEY
 
 from stream.contracts.messages import Label, Transaction
 from stream.core.pipeline import Pipeline, PipelineConfig
@@ -47,7 +48,7 @@ def streams(draw: st.DrawFn) -> list[Transaction | Label]:
 
 configs = st.builds(
     lambda delay, dedupe, corrections: PipelineConfig(
-        track_changes=True, label_delay_s=delay, evict_every=7, dedupe_max=dedupe,
+        track_changes=True, state_key=KEY, label_delay_s=delay, evict_every=7, dedupe_max=dedupe,
         dedupe_window_s=3600.0, correction_max=corrections, card_ttl_s=5 * 86400.0),
     st.sampled_from([0.0, 600.0]), st.sampled_from([0, 3, 50]), st.sampled_from([0, 3, 50]))
 

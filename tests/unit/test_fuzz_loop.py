@@ -13,6 +13,7 @@ from fuzz_support import NOW_MS, near_valid
 from hypothesis import given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
+from keys_support import KEY
 from prometheus_client import CollectorRegistry
 
 from stream.assembly import pipeline_config
@@ -99,7 +100,7 @@ def _run(settings: Settings, records: list[Record]) -> list[tuple[str, bytes | N
         return made[-1]
 
     delivery = ExactlyOnce(producer, consumer, timeout_s=1.0)
-    loop = ScorerLoop(settings, Pipeline(pipeline_config(settings)),
+    loop = ScorerLoop(settings, Pipeline(pipeline_config(settings, KEY)),
                       Metrics(CollectorRegistry()), _Clients(),  # type: ignore[arg-type]
                       consumer, delivery)
     result = loop.run()
@@ -139,6 +140,6 @@ def test_every_record_gets_one_verdict_or_one_dead_letter_and_nothing_breaks(
         if topic == settings.changelog_topic:
             assert partition is not None and key is not None
             fold(restored[partition], key, value)
-    pipeline = Pipeline(pipeline_config(settings))
+    pipeline = Pipeline(pipeline_config(settings, KEY))
     for partition, state in restored.items():
         pipeline.restore_from_changelog(partition, state)

@@ -128,3 +128,29 @@ def test_released_copies_and_idle_merchants_go() -> None:
                         _batch([(float(i), 0, i, f"m{i % 5}", TX, 0.0) for i in range(100)],
                                "m0", 75.0, 75.0)["merchant_count_1d"])
     assert table.evict(1097.5) == 3 and len(table) == 2  # m3 (last 98) and m4 (99) stay
+
+
+def test_the_local_floor_moves_the_frontier_only_for_records_processed_in_order() -> None:
+    """Processing a record at t in event-time order puts every local partition past
+    t - lateness, idle ones included; records released after giving up the order do not."""
+    table = MerchantTable(2, PRIOR, delta_s=60.0)
+    busy = TableView(table, 0, lateness_s=30.0)
+    TableView(table, 1, lateness_s=30.0)  # idle: never emits, never looks ahead
+    table.ordered = False
+    busy.transaction("m", 1000.0)
+    assert table.frontier == -math.inf
+    table.ordered = True
+    busy.transaction("m", 1010.0)
+    assert table.frontier == 980.0
+
+
+def test_a_partition_that_leaves_keeps_the_floor_as_its_watermark() -> None:
+    table = MerchantTable(2, PRIOR, delta_s=60.0)
+    view = TableView(table, 0, lateness_s=30.0)
+    view.transaction("m", 1000.0)
+    table.set_local({0})  # partition 1 is another instance's now: the frontier waits for it
+    assert table.frontier == 970.0 and table.remote_frontier() == 970.0
+    view.transaction("m", 2000.0)
+    assert table.frontier == 970.0
+    TableView(table, 1, lateness_s=30.0).apply(1, [], 1900.0, 1930.0)
+    assert table.frontier == 1900.0

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from keys_support import KEY, key_file
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from stream.batch.compare import Row, compare_snapshots, summarise
@@ -36,16 +37,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("compare")
     history = _history(tmp / "history.jsonl", 3000, seed=1)
     fresh = _history(tmp / "fresh.jsonl", 2000, seed=2)
-    train_file(history, tmp / "a.snapshot", PipelineConfig(), "model-a")
+    train_file(history, tmp / "a.snapshot", PipelineConfig(), "model-a", key=KEY)
     train_file(history, tmp / "b.snapshot", PipelineConfig(model=ModelSpec(learning_rate=0.1)),
-               "model-b")
+               "model-b", key=KEY)
     return {"a": tmp / "a.snapshot", "b": tmp / "b.snapshot", "fresh": fresh, "tmp": tmp}
 
 
 def test_a_snapshot_compared_with_itself_is_exactly_zero(trained: dict[str, Path]) -> None:
-    snap = load_snapshot(trained["a"])
-    result = compare_snapshots(snap, load_snapshot(trained["a"]), file_items(trained["fresh"]),
-                               PipelineConfig())
+    snap = load_snapshot(trained["a"], KEY)
+    result = compare_snapshots(snap, load_snapshot(trained["a"], KEY),
+                               file_items(trained["fresh"]), PipelineConfig())
     assert result.events == 2000 and result.identical
     assert result.max_abs_diff == 0.0 and result.mean_abs_diff == 0.0 and result.agreement == 1.0
     assert result.a.metrics == result.b.metrics
@@ -53,8 +54,8 @@ def test_a_snapshot_compared_with_itself_is_exactly_zero(trained: dict[str, Path
 
 
 def test_different_models_differ_and_each_gets_its_own_metrics(trained: dict[str, Path]) -> None:
-    result = compare_snapshots(load_snapshot(trained["a"]), load_snapshot(trained["b"]),
-                               file_items(trained["fresh"]), PipelineConfig())
+    a, b = load_snapshot(trained["a"], KEY), load_snapshot(trained["b"], KEY)
+    result = compare_snapshots(a, b, file_items(trained["fresh"]), PipelineConfig())
     assert not result.identical and result.max_abs_diff > 0 and result.agreement < 1
     assert result.a.model == "model-a" and result.b.model == "model-b"
     assert result.a.metrics.roc_auc != result.b.metrics.roc_auc
@@ -79,8 +80,8 @@ def test_summary_metrics_match_scikit_learn() -> None:
 
 
 def test_html_report_is_self_contained(trained: dict[str, Path]) -> None:
-    result = compare_snapshots(load_snapshot(trained["a"]), load_snapshot(trained["b"]),
-                               file_items(trained["fresh"]), PipelineConfig(), ("a", "b"))
+    a, b = load_snapshot(trained["a"], KEY), load_snapshot(trained["b"], KEY)
+    result = compare_snapshots(a, b, file_items(trained["fresh"]), PipelineConfig(), ("a", "b"))
     page = html_report(result)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert page.count("<svg") == 5 and page.count("</svg>") == 5
@@ -95,21 +96,22 @@ def test_html_report_is_self_contained(trained: dict[str, Path]) -> None:
 def test_cli_train_then_compare_self(trained: dict[str, Path], capsys: pytest.CaptureFixture[
         str]) -> None:
     tmp = trained["tmp"]
+    keyed = ["--state-key-file", str(key_file(tmp))]  # the key the fixture's snapshots have
     with pytest.raises(SystemExit) as exited:
         main(["train", "--file", str(trained["fresh"]), "--out", str(tmp / "cli.snapshot"),
-              "--label-delay", "86400", "--no-progress"])
+              "--label-delay", "86400", "--no-progress", *keyed])
     assert exited.value.code in (0, None)
     out = capsys.readouterr().out
     assert "trained on 2,000 transactions" in out and "ROC AUC" in out and "PR AUC" in out
     html = tmp / "report.html"
     with pytest.raises(SystemExit) as exited:
         main(["compare", str(tmp / "cli.snapshot"), str(tmp / "cli.snapshot"), "--file",
-              str(trained["fresh"]), "--html", str(html), "--fail-on-difference"])
+              str(trained["fresh"]), "--html", str(html), "--fail-on-difference", *keyed])
     assert exited.value.code in (0, None)
     assert "IDENTICAL" in capsys.readouterr().out and html.stat().st_size > 10_000
     with pytest.raises(SystemExit) as exited:
         main(["compare", str(trained["a"]), str(trained["b"]), "--file",
-              str(trained["fresh"]), "--fail-on-difference"])
+              str(trained["fresh"]), "--fail-on-difference", *keyed])
     assert exited.value.code == 3
 
 

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from keys_support import KEY
 
 from stream.batch.compare import compare_snapshots
 from stream.batch.report import html_report
@@ -53,11 +54,11 @@ def _report(tmp: Path) -> Path:
                 history)
     write_jsonl(generate(TrafficConfig(count=4000, fraud_rate=0.02, seed=12, n_cards=500)),
                 fresh)
-    train_file(history, tmp / "a.snapshot", PipelineConfig(), "logreg-lr0.02-w5")
+    train_file(history, tmp / "a.snapshot", PipelineConfig(), "logreg-lr0.02-w5", key=KEY)
     train_file(history, tmp / "b.snapshot", PipelineConfig(model=ModelSpec(learning_rate=0.08)),
-               "logreg-lr0.08-w5")
-    comparison = compare_snapshots(load_snapshot(tmp / "a.snapshot"),
-                                   load_snapshot(tmp / "b.snapshot"), file_items(fresh),
+               "logreg-lr0.08-w5", key=KEY)
+    comparison = compare_snapshots(load_snapshot(tmp / "a.snapshot", KEY),
+                                   load_snapshot(tmp / "b.snapshot", KEY), file_items(fresh),
                                    PipelineConfig(),
                                    ("lr 0.02 (a.snapshot)", "lr 0.08 (b.snapshot)"))
     page = tmp / "report.html"

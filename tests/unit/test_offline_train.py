@@ -6,6 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from keys_support import KEY
 
 from stream.batch.source import Invalid, file_items, run_items
 from stream.batch.train import train, train_file
@@ -26,7 +27,7 @@ def test_train_equals_feeding_the_live_pipeline_by_hand(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     write_jsonl(events, path)
     config = PipelineConfig(label_delay_s=86400.0)
-    result = train_file(path, tmp_path / "m.snapshot", config, "test-model")
+    result = train_file(path, tmp_path / "m.snapshot", config, "test-model", key=KEY)
     by_hand = Pipeline(config, "test-model")
     from stream.contracts.codec import decode_transaction
 
@@ -35,7 +36,7 @@ def test_train_equals_feeding_the_live_pipeline_by_hand(tmp_path: Path) -> None:
     assert result.stats.transactions == len(events) and result.stats.invalid_total == 0
     assert result.evaluation == by_hand.summary()
     assert 0 < result.stats.learned < len(events)  # the last day's labels are not due yet
-    snap = load_snapshot(tmp_path / "m.snapshot")
+    snap = load_snapshot(tmp_path / "m.snapshot", KEY)
     assert snap.model_name == "test-model" and snap.events == len(events)
     assert snap.features  # the card and merchant state travels with the model
     probe = {"transaction_id": "probe", "card_id": events[-1]["card_id"], "merchant_id": "m-x",
@@ -48,8 +49,8 @@ def test_csv_and_jsonl_train_the_same_model(tmp_path: Path) -> None:
     events = _events(1500)
     write_jsonl(events, tmp_path / "h.jsonl")
     write_csv(events, tmp_path / "h.csv")
-    a = train_file(tmp_path / "h.jsonl", tmp_path / "a.snapshot", PipelineConfig())
-    b = train_file(tmp_path / "h.csv", tmp_path / "b.snapshot", PipelineConfig())
+    a = train_file(tmp_path / "h.jsonl", tmp_path / "a.snapshot", PipelineConfig(), key=KEY)
+    b = train_file(tmp_path / "h.csv", tmp_path / "b.snapshot", PipelineConfig(), key=KEY)
     assert a.evaluation == b.evaluation
     assert (tmp_path / "a.snapshot").stat().st_size > 0
 

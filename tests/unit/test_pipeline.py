@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+from keys_support import KEY
 
 from stream.contracts.messages import Label, Transaction
 from stream.core.evaluation.oversight import OversightConfig
@@ -141,9 +142,9 @@ def test_snapshot_round_trip_continues_bit_for_bit(tmp_path: Path) -> None:
     for tx in events[:200]:
         first.score(tx, 0)
     path = tmp_path / "p0.snapshot"
-    save_snapshot(path, first.export_partition(0))
+    save_snapshot(path, first.export_partition(0), KEY)
     resumed = Pipeline(config)
-    resumed.restore_partition(load_snapshot(path))
+    resumed.restore_partition(load_snapshot(path, KEY))
     assert [resumed.score(tx, 0).score for tx in events[200:]] == expected[200:]
     assert resumed.partitions[0].learned == straight.partitions[0].learned
 
@@ -151,16 +152,16 @@ def test_snapshot_round_trip_continues_bit_for_bit(tmp_path: Path) -> None:
 def test_incompatible_snapshots_are_refused(tmp_path: Path) -> None:
     pipe = Pipeline(PipelineConfig())
     pipe.score(_tx(0, fraud=True), 0)
-    raw = encode_snapshot(pipe.export_partition(0))
+    raw = encode_snapshot(pipe.export_partition(0), KEY)
     header = read_header(raw)
     with pytest.raises(SnapshotError, match="River 0.1.0"):
         check_compatible({**header, "river": "0.1.0"})
     with pytest.raises(SnapshotError, match="format 99"):
         check_compatible({**header, "format": 99})
     with pytest.raises(SnapshotError, match="magic"):
-        decode_snapshot(b"garbage")
-    with pytest.raises(SnapshotError, match="corrupt"):
-        decode_snapshot(raw[:-20])
+        decode_snapshot(b"garbage", KEY)
+    with pytest.raises(SnapshotError, match="failed authentication"):
+        decode_snapshot(raw[:-20], KEY)
 
 
 def test_init_from_a_trained_snapshot() -> None:
@@ -178,8 +179,8 @@ def test_init_from_a_trained_snapshot() -> None:
 def test_changelog_round_trip_restores_the_exact_state() -> None:
     """Checkpoints drained into changelog records, folded back, give a pipeline that
     continues exactly like one that never stopped; evicted keys come back as tombstones."""
-    config = PipelineConfig(label_delay_s=300.0, track_changes=True, card_ttl_s=2000.0,
-                            evict_every=25)
+    config = PipelineConfig(label_delay_s=300.0, track_changes=True, state_key=KEY,
+                            card_ttl_s=2000.0, evict_every=25)
     events = [_tx(i, fraud=i % 11 == 0, card=f"c{i % 17 if i < 150 else 100 + i % 5}",
                   ts=i * 53.0, amount=3.0 + i % 40) for i in range(400)]
     straight = Pipeline(config)
@@ -206,7 +207,8 @@ def test_challengers_survive_export_and_restore(via: str) -> None:
     """A challenger's learned state travels with the partition: after a restore it shadows
     exactly like one that never stopped (and a fresh pipeline would not)."""
     oversight = OversightConfig(challengers=("logreg-adam-lr0.01", "gnb"))
-    config = PipelineConfig(label_delay_s=300.0, track_changes=True, oversight=oversight)
+    config = PipelineConfig(label_delay_s=300.0, track_changes=True, state_key=KEY,
+                            oversight=oversight)
     events = [_tx(i, fraud=i % 11 == 0, card=f"c{i % 13}", ts=i * 41.0, amount=3.0 + i % 40)
               for i in range(300)]
     straight = Pipeline(config)
@@ -218,7 +220,8 @@ def test_challengers_survive_export_and_restore(via: str) -> None:
         live.score(tx, 0)
     resumed = Pipeline(config)
     if via == "snapshot":
-        resumed.restore_partition(decode_snapshot(encode_snapshot(live.export_partition(0))))
+        raw = encode_snapshot(live.export_partition(0), KEY)
+        resumed.restore_partition(decode_snapshot(raw, KEY))
     else:
         for key, value in encode_changes(live.drain_changes(0)):
             fold(restored, key, value)
@@ -280,7 +283,7 @@ def test_labels_from_the_topic_end_the_warm_up_of_their_partition_only() -> None
 
 
 def _trained(labels: int) -> Pipeline:
-    pipe = Pipeline(PipelineConfig(label_delay_s=300.0, track_changes=True))
+    pipe = Pipeline(PipelineConfig(label_delay_s=300.0, track_changes=True, state_key=KEY))
     for i in range(labels):
         pipe.score(_tx(i, fraud=i % 5 == 0, card=f"c{i % 9}", ts=i * 61.0,
                        amount=800.0 if i % 5 == 0 else 12.0), 0)
@@ -308,12 +311,14 @@ def test_a_restarted_scorer_that_had_learned_enough_is_ready_at_once(via: str) -
     """The learned-label count travels with the partition's state: a restart (changelog) or a
     restore (snapshot) that had learned enough decides by score at once; one that had not
     continues counting where it stopped."""
-    config = PipelineConfig(label_delay_s=300.0, track_changes=True, warmup=Warmup(labels=500))
+    config = PipelineConfig(label_delay_s=300.0, track_changes=True, state_key=KEY,
+                            warmup=Warmup(labels=500))
 
     def restarted(live: Pipeline) -> Pipeline:
         resumed = Pipeline(config)
         if via == "snapshot":
-            resumed.restore_partition(decode_snapshot(encode_snapshot(live.export_partition(0))))
+            raw = encode_snapshot(live.export_partition(0), KEY)
+            resumed.restore_partition(decode_snapshot(raw, KEY))
         else:
             restored = RestoredState()
             for key, value in encode_changes(live.drain_changes(0)):
@@ -339,12 +344,12 @@ def test_a_restored_clock_beyond_the_bound_is_moved_back() -> None:
     """State written before event times were bounded can carry a year-9999 clock: a restore
     brings it back to the wall clock plus the allowed skew (the caller's), so eviction and
     TTLs run on real time again."""
-    config = PipelineConfig(track_changes=True)
+    config = PipelineConfig(track_changes=True, state_key=KEY)
     poisoned = Pipeline(config)
     poisoned.score(Transaction("t1", "c1", "m1", 10.0, 1.7e9), 0)
     # What an unbounded intake let through:
     poisoned.score(Transaction("t2", "c1", "m1", 10.0, 253_402_300_799.0), 0)
-    snapshot = decode_snapshot(encode_snapshot(poisoned.export_partition(0)))
+    snapshot = decode_snapshot(encode_snapshot(poisoned.export_partition(0), KEY), KEY)
     restored = Pipeline(config)
     restored.restore_partition(snapshot)
     assert restored.clock == restored.partitions[0].clock == 253_402_300_799.0

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from keys_support import KEY
 
 from stream.contracts.messages import Transaction
 from stream.contracts.topics import (
@@ -191,8 +192,8 @@ def _changelog_validator(kind: str) -> Draft202012Validator:
 def _changelog_records() -> list[tuple[bytes, bytes | None]]:
     """What checkpoints write for a partition that scored, deferred labels and evicted: the
     real encoder's output, every key kind and tombstones included."""
-    config = PipelineConfig(label_delay_s=600.0, track_changes=True, card_ttl_s=2000.0,
-                            evict_every=25)
+    config = PipelineConfig(label_delay_s=600.0, track_changes=True, state_key=KEY,
+                            card_ttl_s=2000.0, evict_every=25)
     pipeline = Pipeline(config)
     records: list[tuple[bytes, bytes | None]] = []
     for i in range(200):
@@ -243,7 +244,7 @@ def test_the_changelog_schema_accepts_each_kind(kind: str, value: Any) -> None:
 @pytest.mark.parametrize("value", [
     {"kind": "card", "partition": 2, "written_at": "2025-01-15T12:35:00.000Z"},  # no envelope
     [],
-    [1.0, 2.0],  # too short for a card, not a merchant
+    [1.5, 2.0],  # too short for a card, not a merchant, not a view (its sequence is an integer)
     [1.767e9, 1.0, "5", 0.0, 1.0, 5.0],
     [1.767e9, 1.767e9, 0.5, 0.0, 1.0, 9.0, 9.0, 9.0, "x"],
     ["m1", 1.767e9, 1.5, [0.1]],  # score outside [0, 1]

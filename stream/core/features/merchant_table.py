@@ -52,7 +52,7 @@ from collections import OrderedDict
 
 from stream.core.features import merchant as merchant_state
 
-__all__ = ["LABEL", "TX", "MerchantTable", "TableView"]
+__all__ = ["LABEL", "TX", "FeedEvent", "MerchantTable", "TableView"]
 
 TX = 0
 LABEL = 1
@@ -85,6 +85,15 @@ class MerchantTable:
         self.ttl_s = float(ttl_s)
         self._marks = [-_NEVER] * partitions
         self._frontier = -_NEVER
+        # The partitions this process runs (all of them in process; the owned ones when
+        # instances share the table through the feed), and their common floor (``floor``).
+        self._local = set(range(partitions))
+        self._floor = -_NEVER
+        # Whether the local partitions' records are being processed in event-time order (the
+        # caller clears it for records released without that guarantee): the floor needs it.
+        self.ordered = True
+        self._local_min = -_NEVER
+        self._remote_min = _NEVER
         self._heap: list[tuple[float, int, int, int, str, float]] = []
         # Current state (as of the frontier), in last-write order for eviction.
         self._state: OrderedDict[str, array[float]] = OrderedDict()
@@ -105,11 +114,63 @@ class MerchantTable:
     def watermark(self, partition: int, mark: float) -> None:
         """Partition ``partition`` will emit no event with ``eff < mark`` (never goes back)."""
         marks = self._marks
-        if mark > marks[partition]:
-            old = marks[partition]
+        old = marks[partition]
+        if mark > old:
             marks[partition] = mark
-            if old == self._frontier:
-                self._advance(min(marks))
+            if partition in self._local:
+                if old == self._local_min:
+                    self._local_min = min(marks[p] for p in self._local)
+                    self._refresh()
+            elif old == self._remote_min:
+                self._remote_min = min((marks[p] for p in range(self.partitions)
+                                        if p not in self._local), default=_NEVER)
+                self._refresh()
+
+    def floor(self, mark: float) -> None:
+        """Every local partition will emit no event with ``eff < mark``.
+
+        Why: the live intake and the in-process replays process the local partitions'
+        records in event-time order, so when one record at ``t`` is processed every local
+        partition's next record is at ``t`` or later, and (effective times never being more
+        than the lateness behind their partition's stream time) none of its events can have
+        an effective time before ``t - lateness``. One call covers every local partition,
+        idle ones included, without knowing their next records. Ignored while ``ordered`` is
+        False (records released after giving up waiting for a partition)."""
+        if mark > self._floor and self.ordered:
+            self._floor = mark
+            if self._local_min < mark:
+                self._refresh()
+
+    def set_local(self, partitions: set[int]) -> None:
+        """The partitions this process runs now (after a rebalance); a partition that goes
+        keeps the floor it had as its watermark until the feed brings a later one."""
+        marks, floor = self._marks, self._floor
+        for p in self._local - partitions:
+            if marks[p] < floor:
+                marks[p] = floor
+        self._local = set(partitions)
+        self._local_min = min((marks[p] for p in self._local), default=_NEVER)
+        self._remote_min = min((marks[p] for p in range(self.partitions)
+                                if p not in self._local), default=_NEVER)
+        self._refresh()
+
+    def effective_mark(self, partition: int) -> float:
+        """The partition's watermark, the local floor included (what the feed publishes)."""
+        mark = self._marks[partition]
+        if partition in self._local and self._floor > mark:
+            return self._floor
+        return mark
+
+    def remote_frontier(self) -> float:
+        """The lowest watermark of the partitions other processes run (inf: none)."""
+        return self._remote_min
+
+    def _refresh(self) -> None:
+        local = self._local_min if self._local_min > self._floor else self._floor
+        if not self._local:
+            local = _NEVER
+        remote = self._remote_min
+        self._advance(local if local < remote else remote)
 
     @property
     def frontier(self) -> float:
@@ -125,7 +186,7 @@ class MerchantTable:
             return
         self._frontier = frontier
         heap, state, before = self._heap, self._state, self._before
-        keep_copies = self._horizon
+        keep_copies, ttl = self._horizon, self.ttl_s
         while heap and heap[0][0] < frontier:
             eff, _, _, kind, merchant, value = heapq.heappop(heap)
             m = state.get(merchant)
@@ -133,12 +194,15 @@ class MerchantTable:
                 m = state[merchant] = array("d", self._zero)
             else:
                 state.move_to_end(merchant)
+            expired = m[0] < eff - ttl and m[0] != 0.0
             if eff >= keep_copies:
                 copies = before.get(merchant)
                 if copies is None:
                     before[merchant] = [(eff, array("d", m))]
                 else:
                     copies.append((eff, array("d", m)))
+            if expired:  # idle past the TTL: starts over, as if it had been evicted
+                m[:] = self._zero
             if kind == TX:
                 merchant_state.add_transaction(m, eff)
             else:
@@ -159,7 +223,9 @@ class MerchantTable:
                 if cutoff <= eff:
                     m = copy
                     break
-        merchant_state.features(self._zero if m is None else m, t, self.prior, out)
+        if m is None or m[0] < cutoff - self.ttl_s:  # idle past the TTL: unknown again
+            m = self._zero
+        merchant_state.features(m, t, self.prior, out)
         if cutoff > self._frontier:
             self.stale_reads += 1
             return False
@@ -178,7 +244,12 @@ class MerchantTable:
                 copies[:] = [c for c in copies if c[0] >= horizon]
 
     def evict(self, now: float) -> int:
-        """Forget merchants idle since ``now - ttl_s`` (slot 0 is each one's last event)."""
+        """Forget merchants idle since ``now - ttl_s`` (slot 0 is each one's last event).
+
+        Only memory: a merchant idle for the TTL already reads as unknown (``read``) and
+        starts over on its next event (``_advance``), judged by the event times alone, so
+        when eviction runs changes no score. Pass a ``now`` no later than the earliest
+        cutoff any reader can still ask for (``release``'s horizon)."""
         state, limit, evicted = self._state, now - self.ttl_s, 0
         while state:
             merchant, m = next(iter(state.items()))
@@ -189,6 +260,23 @@ class MerchantTable:
             evicted += 1
         return evicted
 
+    def reset(self) -> None:
+        """Forget everything (a rebuild from the merchant feed follows)."""
+        self._marks = [-_NEVER] * self.partitions
+        self._frontier = -_NEVER
+        self._floor = -_NEVER
+        self._local_min = -_NEVER if self._local else _NEVER
+        self._remote_min = -_NEVER if len(self._local) < self.partitions else _NEVER
+        self._heap.clear()
+        self._state.clear()
+        self._before.clear()
+        self._horizon = -_NEVER
+        self.folded = 0
+
+    def mark_of(self, partition: int) -> float:
+        """The partition's watermark (without the local floor)."""
+        return self._marks[partition]
+
     def __len__(self) -> int:
         return len(self._state)
 
@@ -196,6 +284,10 @@ class MerchantTable:
     def copies(self) -> int:
         """State copies kept for reads behind the frontier (memory watch)."""
         return sum(len(c) for c in self._before.values())
+
+
+FeedEvent = tuple[float, int, str, float]
+"""One merchant event as it travels between instances: (eff, kind, merchant, value)."""
 
 
 class TableView:
@@ -209,6 +301,11 @@ class TableView:
     lateness``, where ``head`` is the earliest time still queued for the partition (its
     next transaction or label, when the caller knows it; see ``lookahead``).
 
+    With ``feed=True`` the view also keeps what it emitted since the last ``drain`` (the
+    merchant feed: other instances fold this partition's events from it). A view of a
+    partition another instance owns is fed by ``apply`` instead, which skips what it has
+    seen (by sequence number), so a re-sent feed record changes nothing.
+
     >>> table = MerchantTable(partitions=1, delta_s=60.0)
     >>> view = TableView(table, partition=0, lateness_s=30.0)
     >>> view.transaction("m1", 1000.0)
@@ -218,9 +315,11 @@ class TableView:
     (0.9991, 1050.0)
     """
 
-    __slots__ = ("head", "lateness_s", "partition", "seq", "stream_time", "table")
+    __slots__ = ("head", "lateness_s", "mark", "outbox", "partition", "published", "seq",
+                 "stream_time", "table")
 
-    def __init__(self, table: MerchantTable, partition: int, lateness_s: float = 30.0) -> None:
+    def __init__(self, table: MerchantTable, partition: int, lateness_s: float = 30.0,
+                 feed: bool = False) -> None:
         if not 0.0 <= lateness_s <= table.delta_s:
             raise ValueError(f"lateness_s must be in [0, delta_s={table.delta_s}], "
                              f"got {lateness_s}")
@@ -230,6 +329,10 @@ class TableView:
         self.stream_time = -_NEVER
         self.head = -_NEVER
         self.seq = 0
+        self.mark = -_NEVER
+        # Emitted since the last drain (feed mode), and the watermark the feed last carried.
+        self.outbox: list[FeedEvent] | None = [] if feed else None
+        self.published = -_NEVER
 
     def effective(self, t: float) -> float:
         floor = self.stream_time - self.lateness_s
@@ -250,21 +353,102 @@ class TableView:
         self._emit(merchant, t, LABEL, 1.0 if is_fraud else 0.0)
 
     def seen(self, t: float) -> None:
-        """The partition processed an event at ``t`` (one with no merchant part, too)."""
+        """The partition processed an event at ``t`` (one with no merchant part, too); the
+        events are processed in event-time order across the local partitions, so all of them
+        are past ``t - lateness`` now (``MerchantTable.floor``)."""
         if t > self.stream_time:
             self.stream_time = t
             self._mark()
+            self.table.floor(t - self.lateness_s)
 
     def lookahead(self, head: float) -> None:
         """The earliest event time still queued for this partition (``inf``: none, ever)."""
         self.head = head
         self._mark()
 
+    def idle(self, now: float) -> None:
+        """The partition has nothing queued and is at the end of its input: its stream time
+        moves to ``now`` (the latest event time the instance knows), so the other partitions
+        stop waiting for it. Its next input, if earlier, then counts as late (at ``now -
+        lateness``): idleness is the one place wall-clock timing enters the results, which
+        is why it applies only to a partition with no input waiting."""
+        if now > self.stream_time:
+            self.stream_time = now
+            self._mark()
+
     def _emit(self, merchant: str, t: float, kind: int, value: float) -> None:
         self.seq += 1
-        self.table.add(self.partition, self.seq, self.effective(t), merchant, kind, value)
+        eff = self.effective(t)
+        self.table.add(self.partition, self.seq, eff, merchant, kind, value)
+        if self.outbox is not None:
+            self.outbox.append((eff, kind, merchant, value))
         self.seen(t)
 
     def _mark(self) -> None:
         s, h = self.stream_time, self.head
-        self.table.watermark(self.partition, (s if s > h else h) - self.lateness_s)
+        mark = (s if s > h else h) - self.lateness_s
+        if mark > self.mark:
+            self.mark = mark
+            self.table.watermark(self.partition, mark)
+
+    # -- the merchant feed ---------------------------------------------------------------
+    def drain(self) -> tuple[int, list[FeedEvent], float, float] | None:
+        """What to publish: (sequence number of the first event, the events since the last
+        drain, the watermark, the stream time); None when there is nothing new.
+
+        >>> view = TableView(MerchantTable(1), 0, feed=True)
+        >>> view.transaction("m1", 100.0); view.transaction("m2", 101.0)
+        >>> view.drain()
+        (1, [(100.0, 0, 'm1', 0.0), (101.0, 0, 'm2', 0.0)], 71.0, 101.0)
+        >>> view.drain() is None
+        True
+        """
+        box = self.outbox
+        mark = self.table.effective_mark(self.partition)
+        if box is None or (not box and mark <= self.published):
+            return None
+        self.outbox = []
+        self.published = mark
+        return self.seq - len(box) + 1, box, mark, self.stream_time
+
+    def apply(self, first_seq: int, events: list[FeedEvent], mark: float,
+              stream_time: float) -> int:
+        """Fold another instance's feed record for this partition; events already seen (by
+        sequence number) are skipped. Returns how many were new.
+
+        >>> table = MerchantTable(2)
+        >>> remote = TableView(table, 1)
+        >>> remote.apply(1, [(100.0, 0, "m1", 0.0), (101.0, 0, "m1", 0.0)], 90.0, 101.0)
+        2
+        >>> remote.apply(2, [(101.0, 0, "m1", 0.0)], 95.0, 101.0)  # sent again: skipped
+        0
+        >>> table.mark_of(1), remote.seq
+        (95.0, 2)
+        """
+        new = 0
+        seq = first_seq - 1
+        add, partition = self.table.add, self.partition
+        for eff, kind, merchant, value in events:
+            seq += 1
+            if seq > self.seq:
+                add(partition, seq, eff, merchant, kind, value)
+                new += 1
+        if seq > self.seq:
+            self.seq = seq
+        if stream_time > self.stream_time:
+            self.stream_time = stream_time
+        if mark > self.mark:
+            self.mark = mark
+            self.table.watermark(self.partition, mark)
+        return new
+
+    def restore(self, seq: int, stream_time: float) -> None:
+        """Back to a checkpoint (the changelog's ``v`` row): numbering and stream time resume
+        from there; the table itself is rebuilt from the feed."""
+        self.seq = seq
+        self.stream_time = stream_time
+        self.head = -_NEVER
+        self.mark = -_NEVER
+        self.published = -_NEVER
+        if self.outbox is not None:
+            self.outbox = []

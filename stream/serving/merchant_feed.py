@@ -1,0 +1,163 @@
+"""The merchant feed, the Kafka half of the shared merchant table: publish what this instance's
+partitions folded, fold what the other instances' partitions published.
+
+Why: partitions are keyed by card, so every merchant's traffic is spread over every partition
+and every instance. Each instance keeps a full copy of the merchant table
+(stream/core/features/merchant_table.py), as a Kafka Streams global table: its own partitions
+fold their merchant events directly, and publish them, with their watermarks, to
+`<application_id>.merchant-feed` (partition N for input partition N) in each checkpoint, in
+the checkpoint's transaction under exactly-once; every instance reads all of the feed
+(read_committed) and folds the partitions it does not own. The table folds events in an order
+that depends on the events alone, so the same input gives the same merchant state, and the
+same scores, for any number of instances.
+
+A rebuild (on start, on every rebalance and after a rewind) empties the table and reads the
+whole feed back, before the owned partitions are restored from their changelog; the feed's
+retention therefore bounds how far back a rebuilt merchant state reaches (topics/
+transactions.merchant-feed.toml). Feed records are untrusted: a malformed one is skipped and
+counted, never folded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from stream.config import Settings
+from stream.core.pipeline import Pipeline
+from stream.errors import InfrastructureError
+from stream.kafka.classify import ClientError
+from stream.kafka.clients import Clients, Reader
+from stream.kafka.records import BEGINNING, Record, Source
+from stream.observability.metrics import Metrics
+from stream.state.merchant_feed import FeedError, decode_feed, encode_feed
+
+log = logging.getLogger("stream.serving.merchant_feed")
+
+Send = Callable[..., None]
+
+
+class MerchantFeed:
+    """Publish the owned partitions' merchant events; fold everyone else's."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, clients: Clients,
+                 metrics: Metrics, partitions: int) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.clients = clients
+        self.metrics = metrics
+        self.topic = settings.merchant_feed_topic
+        self.partitions = partitions
+        self._tail: Reader | None = None
+        self._bad_logged = 0
+
+    # -- publishing (inside a checkpoint) ---------------------------------------------------
+    def publish(self, send: Send, headers: tuple[tuple[str, bytes], ...]) -> int:
+        """One feed record per owned partition with news; returns how many were sent."""
+        sent = 0
+        pipeline = self.pipeline
+        for partition in sorted(pipeline.partitions):
+            drained = pipeline.drain_feed(partition)
+            if drained is None:
+                continue
+            first, events, mark, stream_time = drained
+            send(self.topic, None, encode_feed(first, events, mark, stream_time),
+                 partition=partition, headers=headers)
+            sent += 1
+        return sent
+
+    # -- reading ------------------------------------------------------------------------------
+    def rebuild(self, stall_s: float = 60.0) -> int:
+        """Empty the table and fold the whole feed back, up to its committed end; then follow
+        its tail. Returns the events folded."""
+        started = time.perf_counter()
+        self.close()
+        self.pipeline.reset_merchants()
+        reader = self.clients.reader(bulk=True)
+        folded = 0
+        try:
+            ends = self._ends(reader, stall_s)
+            todo = {source for source, (low, high) in ends.items() if high > low}
+            if todo:
+                reader.assign({source: BEGINNING for source in ends})
+                folded = self._read_to(reader, todo, {s: h for s, (_, h) in ends.items()},
+                                       stall_s)
+        finally:
+            reader.close()
+        tail = self.clients.reader()
+        tail.assign({source: high for source, (_, high) in ends.items()})
+        self._tail = tail
+        elapsed = time.perf_counter() - started
+        self.metrics.merchant_rebuild_seconds.observe(elapsed)
+        log.info("merchant table rebuilt from %s in %.2fs: %d events, %d merchants",
+                 self.topic, elapsed, folded, len(self.pipeline.merchants or ()))
+        return folded
+
+    def _ends(self, reader: Reader, stall_s: float) -> dict[Source, tuple[int, int]]:
+        """Each feed partition's first and end offsets. A feed the scorer has just created
+        answers "not leader" for a moment: retried, within `stall_s`."""
+        deadline = time.monotonic() + stall_s
+        while True:
+            try:
+                return {(self.topic, p): reader.watermarks((self.topic, p), stall_s)
+                        for p in range(self.partitions)}
+            except ClientError as exc:
+                if time.monotonic() > deadline:
+                    raise InfrastructureError(f"cannot read {self.topic}: {exc}") from None
+                log.debug("%s not readable yet (%s); retrying", self.topic, exc)
+                time.sleep(0.2)
+
+    def _read_to(self, reader: Reader, todo: set[Source], ends: dict[Source, int],
+                 stall_s: float) -> int:
+        folded = 0
+        last_progress = time.monotonic()
+        while todo:
+            try:
+                polled = reader.poll(10_000, 0.2)
+            except ClientError as exc:
+                raise InfrastructureError(f"merchant feed read failed: {exc}") from None
+            for record in polled.records:
+                folded += self._fold(record)
+                if record.next_offset >= ends[record.source]:
+                    todo.discard(record.source)
+                last_progress = time.monotonic()
+            todo.difference_update(polled.at_end)
+            if todo and time.monotonic() - last_progress > stall_s:
+                raise InfrastructureError(
+                    f"merchant feed read made no progress for {stall_s:.0f}s")
+        return folded
+
+    def poll(self) -> int:
+        """Fold whatever the other instances published since the last call (never waits)."""
+        tail = self._tail
+        if tail is None:
+            return 0
+        try:
+            polled = tail.poll(10_000, 0.0)
+        except ClientError as exc:
+            raise InfrastructureError(f"merchant feed read failed: {exc}") from None
+        return sum(self._fold(record) for record in polled.records)
+
+    def _fold(self, record: Record) -> int:
+        try:
+            feed = decode_feed(record.value)
+        except FeedError as exc:
+            self.metrics.merchant_feed_rejected.inc()
+            if self._bad_logged < 10:
+                self._bad_logged += 1
+                log.warning("%s[%d] offset %d: skipping a malformed feed record: %s",
+                            record.topic, record.partition, record.offset, exc)
+            return 0
+        if not 0 <= record.partition < self.partitions:
+            return 0
+        return self.pipeline.apply_feed(record.partition, feed.first_seq, feed.events,
+                                        feed.mark, feed.stream_time)
+
+    def close(self) -> None:
+        if self._tail is not None:
+            tail, self._tail = self._tail, None
+            try:
+                tail.close()
+            except Exception:  # closing a reader of a dead broker must not mask the error
+                log.debug("closing the merchant feed reader failed", exc_info=True)

@@ -1,0 +1,110 @@
+"""The merchant feed's records: one input partition's merchant events since its last
+checkpoint, with its watermark. Pure: plain values in, bytes out, and back.
+
+Why a feed: partitions are keyed by card, so each merchant's traffic is spread over every
+partition, and over every instance of the scorer. Each instance publishes, per partition it
+owns, the merchant events it folded into its table (`<application_id>.merchant-feed`,
+partition N for input partition N, in the checkpoint's transaction), and folds the other
+partitions' records into its own copy of the table (stream/serving/merchant_feed.py). The
+table's fold order depends only on the events, so every instance reads the same merchant state
+(stream/core/features/merchant_table.py).
+
+A record is JSON: ``{"s": first sequence number, "w": watermark, "t": stream time,
+"e": [[effective time, kind, merchant, value], ...]}``; ``null`` stands for "none yet" (minus
+infinity) in ``w`` and ``t``. What is read back is untrusted: anything malformed raises
+FeedError and the reader skips the record, counted.
+
+>>> raw = encode_feed(7, [(100.0, 0, "m1", 0.0), (130.0, 1, "m1", 1.0)], 70.0, 130.0)
+>>> feed = decode_feed(raw)
+>>> feed.first_seq, feed.events, feed.mark, feed.stream_time
+(7, [(100.0, 0, 'm1', 0.0), (130.0, 1, 'm1', 1.0)], 70.0, 130.0)
+>>> decode_feed(b'{"s": 1, "w": null, "t": null, "e": [[1.0, 2, "m", 0.0]]}')
+Traceback (most recent call last):
+stream.state.merchant_feed.FeedError: event 0: kind must be 0 (transaction) or 1 (label)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from stream.core.features.merchant_table import FeedEvent
+from stream.errors import FraudStreamError
+
+__all__ = ["FeedError", "FeedRecord", "decode_feed", "encode_feed"]
+
+# A merchant id longer than this is not one (the codec bounds ids in events too).
+MAX_MERCHANT_CHARS = 1024
+
+
+class FeedError(FraudStreamError, ValueError):
+    """A feed record that cannot be used; the reader skips it and counts it."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRecord:
+    first_seq: int
+    events: list[FeedEvent]
+    mark: float
+    stream_time: float
+
+
+def _time(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def encode_feed(first_seq: int, events: list[FeedEvent], mark: float,
+                stream_time: float) -> bytes:
+    """One feed record (see the module docstring)."""
+    return orjson.dumps({"s": first_seq, "w": _time(mark), "t": _time(stream_time),
+                         "e": events})
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FeedError(f"{what} must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise FeedError(f"{what} must be finite")
+    return number
+
+
+def _optional_time(value: Any, what: str) -> float:
+    return -math.inf if value is None else _number(value, what)
+
+
+def _event(index: int, raw: Any) -> FeedEvent:
+    if not isinstance(raw, list) or len(raw) != 4:
+        raise FeedError(f"event {index}: must be [eff, kind, merchant, value]")
+    eff, kind, merchant, value = raw
+    if kind not in (0, 1) or isinstance(kind, bool):
+        raise FeedError(f"event {index}: kind must be 0 (transaction) or 1 (label)")
+    if not isinstance(merchant, str) or not merchant or len(merchant) > MAX_MERCHANT_CHARS:
+        raise FeedError(f"event {index}: merchant must be a string of 1 to "
+                        f"{MAX_MERCHANT_CHARS} characters")
+    return (_number(eff, f"event {index}: eff"), kind, merchant,
+            _number(value, f"event {index}: value"))
+
+
+def decode_feed(raw: bytes | None) -> FeedRecord:
+    """A feed record read back from Kafka, checked field by field."""
+    if raw is None:
+        raise FeedError("empty record")
+    try:
+        body: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise FeedError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise FeedError("must be a JSON object")
+    first = body.get("s")
+    if isinstance(first, bool) or not isinstance(first, int) or first < 1:
+        raise FeedError("s (first sequence number) must be an integer >= 1")
+    events = body.get("e")
+    if not isinstance(events, list):
+        raise FeedError("e (events) must be a list")
+    return FeedRecord(first, [_event(i, e) for i, e in enumerate(events)],
+                      _optional_time(body.get("w"), "w (watermark)"),
+                      _optional_time(body.get("t"), "t (stream time)"))

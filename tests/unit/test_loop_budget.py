@@ -1,0 +1,178 @@
+"""`--max-events` counts work that is committed: a checkpoint that fails as the budget is
+reached makes the loop rewind and redo that work before it returns, instead of returning a
+result the rewind rolled back while the work itself was never committed.
+
+The scorer's loop runs on stream.kafka.testing's in-memory consumer and producer, wrapped so
+that a seek re-delivers from the offset sought (as a real consumer does after a rewind) and
+so that what a committed transaction held can be read back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from stream.assembly import model_version, pipeline_config
+from stream.config import Settings, load_settings
+from stream.contracts.codec import decode_transaction
+from stream.core.pipeline import Pipeline
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.kafka.classify import ClientError
+from stream.kafka.delivery import ExactlyOnce
+from stream.kafka.records import BEGINNING, Polled, Record, Source
+from stream.kafka.testing import MemoryConsumer, MemoryProducer
+from stream.observability.metrics import Metrics
+from stream.serving.loop import RunResult, ScorerLoop
+
+TX, LABELS = ("tx", 0), ("labels", 0)
+
+
+class LogConsumer(MemoryConsumer):
+    """Reads one transactions partition (and an empty labels partition) from a position a
+    seek moves; the rebalance listener hears the assignment in the first poll."""
+
+    def __init__(self, records: list[Record]) -> None:
+        super().__init__()
+        self.log = records
+        self.position = 0
+        self.on_poll: Callable[[int], None] = lambda _polls: None
+        self.polls_made = 0
+
+    def poll(self, max_records: int, timeout_s: float) -> Polled:
+        self.polls_made += 1
+        self.on_poll(self.polls_made)
+        if not self.assigned:
+            self.assigned = [TX, LABELS]
+            assert self.listener is not None
+            self.listener.on_assigned(list(self.assigned))
+        batch = self.log[self.position:self.position + max_records]
+        self.position += len(batch)
+        at_end = [LABELS] + ([TX] if self.position >= len(self.log) else [])
+        return Polled(batch, at_end)
+
+    def seek(self, source: Source, offset: int) -> None:
+        super().seek(source, offset)
+        if source == TX:
+            self.position = 0 if offset == BEGINNING else offset
+
+
+class TransactionalLog(MemoryProducer):
+    """Keeps what each committed transaction held; the commits numbered in `fail_commits`
+    fail with a timeout (the transaction stays open, to be aborted)."""
+
+    def __init__(self, fail_commits: set[int]) -> None:
+        super().__init__()
+        self.fail_commits = fail_commits
+        self.commit_calls = 0
+        self.open: list[bytes | None] = []
+        self.pending: dict[Source, int] = {}
+        self.verdicts: list[bytes | None] = []  # committed
+        self.offsets: dict[Source, int] = {}  # committed
+
+    def begin_transaction(self) -> None:
+        super().begin_transaction()
+        self.open, self.pending = [], {}
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, *args: Any,
+             **kwargs: Any) -> None:
+        super().send(topic, key, value, *args, **kwargs)
+        if topic == "verdicts":
+            self.open.append(value)
+
+    def send_offsets_to_transaction(self, offsets: Mapping[Source, int], group_metadata: object,
+                                    timeout_s: float) -> None:
+        super().send_offsets_to_transaction(offsets, group_metadata, timeout_s)
+        self.pending.update(offsets)
+
+    def commit_transaction(self, timeout_s: float) -> None:
+        self.commit_calls += 1
+        if self.commit_calls in self.fail_commits:
+            raise ClientError("Local: Timed out", kind="timed_out", retriable=True)
+        super().commit_transaction(timeout_s)
+        self.verdicts += self.open
+        self.offsets.update(self.pending)
+        self.open, self.pending = [], {}
+
+
+class Clients:
+    """What the recovery asks of the clients: the group's committed offsets."""
+
+    def __init__(self, producer: TransactionalLog) -> None:
+        self.producer = producer
+
+    def committed(self, sources: list[Source], timeout_s: float) -> dict[Source, int | None]:
+        return {s: self.producer.offsets.get(s) for s in sources}
+
+
+def _records(count: int) -> list[Record]:
+    values = [orjson.dumps(e) for e in
+              generate(TrafficConfig(count=count, fraud_rate=0.05, seed=4, n_cards=40))]
+    return [Record("tx", 0, offset, None, value,
+                   int(decode_transaction(value).timestamp * 1000))
+            for offset, value in enumerate(values)]
+
+
+def _settings(max_events: int, checkpoint_interval_ms: float) -> Settings:
+    return load_settings(environ={}, group_id="g", input_topic="tx", labels_topic="labels",
+                         output_topic="verdicts", max_events=max_events, changelog=False,
+                         checkpoint_interval_ms=checkpoint_interval_ms, max_poll_records=3)
+
+
+def _run(fail_commits: set[int], checkpoint_interval_ms: float = 0.0,
+         stop_at_poll: int | None = None) -> tuple[RunResult, TransactionalLog, list[Record]]:
+    """Six transactions, a budget of six, polls of three; a checkpoint after every poll
+    (`checkpoint_interval_ms=0`) or only the final one (a long interval); optionally asked
+    to stop (SIGTERM) during a poll."""
+    settings = _settings(6, checkpoint_interval_ms)
+    records = _records(6)
+    consumer = LogConsumer(records)
+    producer = TransactionalLog(fail_commits)
+    delivery = ExactlyOnce(lambda: producer, consumer, timeout_s=1.0)
+    loop = ScorerLoop(settings, Pipeline(pipeline_config(settings), model_version(settings)),
+                      Metrics(CollectorRegistry()), Clients(producer),  # type: ignore[arg-type]
+                      consumer, delivery)
+    if stop_at_poll is not None:
+        consumer.on_poll = lambda polls: loop.stop() if polls == stop_at_poll else None
+    return loop.run(), producer, records
+
+
+def _ids(values: list[bytes | None]) -> list[str]:
+    return [orjson.loads(v)["transaction_id"] for v in values if v is not None]
+
+
+def test_the_budget_is_met_by_committed_work_only() -> None:
+    result, producer, records = _run(fail_commits=set())
+    assert result.transactions == 6
+    assert producer.offsets == {TX: 6}
+    assert sorted(_ids(producer.verdicts)) == sorted(_ids([r.value for r in records]))
+
+
+def test_a_checkpoint_failing_as_the_budget_is_reached_is_redone_not_dropped() -> None:
+    """The second checkpoint (records 3-5, the last of the budget) times out: the loop must
+    rewind to offset 3 and score them again, not return with them rolled back."""
+    result, producer, records = _run(fail_commits={2})
+    assert result.recoveries == 1
+    assert producer.offsets == {TX: 6}, "the run returned with work left uncommitted"
+    assert result.transactions == 6
+    ids = _ids(producer.verdicts)
+    assert sorted(ids) == sorted(_ids([r.value for r in records]))  # each verdict once
+
+
+def test_a_failed_final_checkpoint_is_redone_too() -> None:
+    """No checkpoint falls due before the budget: the final one carries all six, and its
+    commit times out. The rewind rolls the counts back to nothing: score them again."""
+    result, producer, _ = _run(fail_commits={1}, checkpoint_interval_ms=3_600_000.0)
+    assert result.recoveries == 1
+    assert producer.offsets == {TX: 6}, "the run returned with work left uncommitted"
+    assert result.transactions == 6 and len(_ids(producer.verdicts)) == 6
+
+
+def test_a_stopped_run_whose_final_checkpoint_fails_returns_what_was_committed() -> None:
+    """Asked to stop, the run does not redo anything: it returns the committed counts, and
+    the next start resumes from the committed offsets."""
+    result, producer, _ = _run(fail_commits={1}, checkpoint_interval_ms=3_600_000.0,
+                               stop_at_poll=2)
+    assert result.recoveries == 1
+    assert result.transactions == 0 and producer.offsets == {} and producer.verdicts == []
