@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test unit integration lint bench quality clean
+.PHONY: venv demo test unit integration lint bench quality soak clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,12 @@ bench: venv
 # Kafka-backed run; JSON to $$QUALITY_OUT (default quality-results.json). See docs/quality.md.
 quality: venv
 	$(BIN)/python -m benchmarks.quality
+
+# The soak (README "Soak test"): 30 minutes at a steady rate on a local broker, with a broker
+# restart and a SIGKILL of the scorer; JSON to soak-results.json. Not part of `make test`.
+SOAK_ARGS ?= --minutes 30 --rate 400
+soak: venv
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -194,6 +194,12 @@ class Settings(BaseSettings):
     early_label_max: int = Field(100_000, gt=0)
     early_label_max_bytes: int = Field(32 * 2**20, ge=2**16)
     card_state_max_bytes: int = Field(512 * 2**20, ge=2**20)
+    # Duplicates and corrections (README "Duplicates and corrections"), per partition; a max
+    # or a window of 0 turns one off.
+    dedupe_max: int = Field(50_000, ge=0)
+    dedupe_window_s: float = Field(600.0, ge=0)
+    correction_max: int = Field(20_000, ge=0)
+    correction_window_s: float = Field(30 * 86400.0, ge=0)
 
     # Evaluation.
     metrics_window: int = Field(10_000, gt=10)

@@ -4,31 +4,37 @@ A partition owns its card and merchant features, its champion and challenger mod
 in-event label queue and its clock: the unit of state and of parallelism, as a Kafka Streams
 task, which is what lets a partition move between instances with what it learned. The
 decision-time records awaiting labels (`PendingBuffer`) are pipeline-wide and keyed by
-transaction; they travel with their partition here too.
+transaction; they travel with their partition here too. So do its recent decisions and
+recently learned labels (`RecentIds`: duplicates and corrections), each restored in the
+order it was built.
 """
 
 from __future__ import annotations
 
 import copy
 from array import array
-from typing import Any
+from typing import Any, cast
 
 from river import compose
 
+from stream.contracts.messages import Decision, ModelState
 from stream.core.budget import ByteBudget
 from stream.core.features.extractor import FeatureExtractor, MerchantView
 from stream.core.features.merchant_table import TableView
 from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import make_model
 from stream.core.scoring.pending import Decided, DueLabels, PendingBuffer
+from stream.core.scoring.recent import RecentIds
 from stream.core.scoring.zoo import make_challenger, parse_challenger
 from stream.state.changelog import (
     CARD,
+    LEARNED,
     MERCHANT,
     PENDING,
     PartitionChanges,
     PendingRow,
     Quarantined,
+    RecentRow,
     RestoredState,
 )
 from stream.state.keys import StateKey
@@ -38,6 +44,11 @@ from stream.state.snapshot import (
     decode_snapshot,
     encode_snapshot,
 )
+
+# A recent decision: (score, decision, model_state) as the verdict gave them.
+Recent = tuple[float, Decision, ModelState]
+# A learned label: (is_fraud, merchant_id, decision time, decision-time features packed).
+Learned = tuple[bool, str, float, array]
 
 
 class PartitionState:
@@ -65,6 +76,12 @@ class PartitionState:
             name: make_challenger(parse_challenger(name)) for name in config.oversight.challengers
         }
         self.due = DueLabels(config.label_delay_s)
+        # What it decided on recent transactions (a duplicate gets the same verdict again) and
+        # what it learned from recent labels (a correction is learned from the same features).
+        self.recent: RecentIds[Recent] = RecentIds(
+            config.dedupe_max, config.dedupe_window_s, config.track_changes)
+        self.learned_labels: RecentIds[Learned] = RecentIds(
+            config.correction_max, config.correction_window_s, config.track_changes)
         self.clock = float("-inf")
         self.events = 0
         self.learned = 0
@@ -116,8 +133,17 @@ def changes_of(state: PartitionState, pending: PendingBuffer, model_name: str,
     return PartitionChanges(
         snapshot=encode_snapshot(snapshot, key), cards=cards, cards_evicted=cards_evicted,
         merchants=merchants, merchants_evicted=merchants_evicted, pending=pending_changes,
+        recent={k: None if e is None else [e[0], e[1], *e[2]]
+                for k, e in state.recent.drain_changes().items()},
+        learned={k: None if e is None else _learned_row(e)
+                 for k, e in state.learned_labels.drain_changes().items()},
         view=(view.seq, view.stream_time) if isinstance(view, TableView) else None,
     )
+
+
+def _learned_row(entry: tuple[int, float, Learned]) -> RecentRow:
+    seq, timestamp, (is_fraud, merchant, decided_at, features) = entry
+    return [seq, timestamp, is_fraud, merchant, decided_at, features.tolist()]
 
 
 def apply_restored(state: PartitionState, restored: RestoredState, champion: str,
@@ -145,6 +171,18 @@ def apply_restored(state: PartitionState, restored: RestoredState, champion: str
             skipped.append(_wrong_width(PENDING, tx_id, len(values), width))
             continue
         pending.put(tx_id, Decided(state.partition, merchant, ts, score, array("d", values)))
+    state.recent.restore(
+        (tx_id, (int(row[0]), float(row[1]),
+                 (float(row[2]), cast(Decision, row[3]), cast(ModelState, row[4]))))
+        for tx_id, row in restored.recent.items())
+    learned: list[tuple[str, tuple[int, float, Learned]]] = []
+    for tx_id, got in restored.learned.items():
+        if len(got[5]) != width:
+            skipped.append(_wrong_width(LEARNED, tx_id, len(got[5]), width))
+            continue
+        learned.append((tx_id, (int(got[0]), float(got[1]),
+                                (bool(got[2]), str(got[3]), float(got[4]), array("d", got[5])))))
+    state.learned_labels.restore(learned)
     if restored.view is not None and isinstance(state.merchants, TableView):
         state.merchants.restore(*restored.view)
     return skipped
@@ -163,7 +201,7 @@ def _fitting(rows: dict[str, list[float]], width: int, prefix: bytes,
 
 
 def _wrong_width(prefix: bytes, name: str, got: int, width: int) -> Quarantined:
-    store = {CARD: "card", MERCHANT: "merchant", PENDING: "pending"}[prefix]
+    store = {CARD: "card", MERCHANT: "merchant", PENDING: "pending", LEARNED: "learned"}[prefix]
     return Quarantined(store, "wrong_width", prefix + name.encode(),
                        f"{got} numbers where the current feature set has {width}")
 

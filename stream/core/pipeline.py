@@ -29,7 +29,9 @@ from stream.core.evaluation.prequential import Summary
 from stream.core.evaluation.shadow import Promotion
 from stream.core.features.merchant_table import MerchantTable, TableView
 from stream.core.partitions import (
+    Learned,
     PartitionState,
+    Recent,
     apply_restored,
     changes_of,
     load_snapshot,
@@ -42,7 +44,8 @@ from stream.state.changelog import PartitionChanges, PendingRow, Quarantined, Re
 from stream.state.snapshot import PartitionSnapshot
 
 NO_CONTRIBUTIONS: dict[str, float] = {}
-LabelOutcome = Literal["learned", "held", "unmatched"]
+# "corrected": the opposite of a label already learned, learned again; "repeated": the same.
+LabelOutcome = Literal["learned", "held", "unmatched", "corrected", "repeated"]
 log = logging.getLogger("stream.core.pipeline")
 # Shared, read-only: the hot path allocates nothing for challengers when there are none.
 NO_SCORES: Mapping[str, float] = MappingProxyType({})
@@ -63,6 +66,9 @@ class Scored:
     features: Mapping[str, float] = field(default_factory=lambda: NO_SCORES)
     # "warming": the decision followed the cold-start fallback, not the score (warmup.py).
     model_state: ModelState = "ready"
+    # True: the transaction id was seen recently; this is the first decision again, and
+    # nothing was scored, learned or counted in the card's state.
+    duplicate: bool = False
 
 
 class Pipeline:
@@ -245,8 +251,17 @@ class Pipeline:
 
     # -- the hot path ----------------------------------------------------------------------
     def score(self, tx: Transaction, partition: int) -> Scored:
-        """Decide on one transaction, then learn from whatever labels are now due."""
+        """Decide on one transaction, then learn from whatever labels are now due.
+
+        A transaction id the partition decided on recently is a duplicate (a producer's
+        retry, an upstream replay): it gets the first decision again, with no features, no
+        learning and no change to the card's windows (see `_duplicate`)."""
         state = self._partitions.get(partition) or self.assign(partition)
+        recent = state.recent
+        if recent.enabled:
+            seen = recent.get(tx.transaction_id)
+            if seen is not None:
+                return self._duplicate(state, seen)
         features = state.features.extract(tx)
         score = score_one(state.model, features)
         decision, model_state = self.config.warmup.decide(
@@ -266,7 +281,20 @@ class Pipeline:
             if decision != "approve" else NO_CONTRIBUTIONS
         )
         learned = self._after_scoring(state, tx, features, score, shadow)
+        if recent.enabled:
+            recent.put(tx.transaction_id, state.events, tx.timestamp,
+                       (score, decision, model_state))
         return Scored(score, decision, contributions, learned, shadow, features, model_state)
+
+    def _duplicate(self, state: PartitionState, seen: Recent) -> Scored:
+        """The first decision again. Only the partition's event count moves (it counts input
+        records, and a restore compares it with the offsets); the memory keeps the id where
+        it was, so a stream of duplicates cannot keep an id alive past its window."""
+        state.events += 1
+        self.dirty.add(state.partition)
+        score, decision, model_state = seen
+        return Scored(score, decision, NO_CONTRIBUTIONS, 0, model_state=model_state,
+                      duplicate=True)
 
     def _after_scoring(
         self, state: PartitionState, tx: Transaction, features: dict[str, float], score: float,
@@ -285,12 +313,16 @@ class Pipeline:
             label, label_ts, immediate = early[0], early[1], True
         learned = 0
         scores = self._all_scores(score, shadow) if shadow else ()
+        names = state.features.feature_names
         if label is not None and immediate:
             self._learn(state, features, tx.merchant_id, score, label, label_ts, tx.timestamp,
                         scores, card_id=tx.card_id)
+            if state.learned_labels.enabled:
+                self._remember_label(state, tx.transaction_id, label, tx.merchant_id,
+                                     tx.timestamp, array("d", [features[n] for n in names]),
+                                     label_ts)
             learned += 1
         else:
-            names = state.features.feature_names
             packed = array("d", [features[name] for name in names])
             decided = Decided(state.partition, tx.merchant_id, tx.timestamp, score, packed,
                               scores)
@@ -304,6 +336,8 @@ class Pipeline:
                 self.unmatched_labels += 1  # its record was evicted before the label was due
         if state.events % self.config.evict_every == 0:
             state.features.evict(state.clock)
+            state.recent.expire(state.clock)
+            state.learned_labels.expire(state.clock)
             if self.merchants is not None:
                 self._tidy_merchants()
             assume_after = self.config.oversight.unlabelled_as_legit_s
@@ -344,6 +378,8 @@ class Pipeline:
             self._learn(state, features, decided.merchant_id, decided.score, False,
                         decided.timestamp + after_s, decided.timestamp, decided.shadow,
                         assumed=True)
+            self._remember_label(state, tx_id, False, decided.merchant_id, decided.timestamp,
+                                 decided.features, decided.timestamp + after_s)
             learned += 1
         return learned
 
@@ -361,10 +397,16 @@ class Pipeline:
 
     def learn_label(self, label: Label) -> LabelOutcome:
         """A label from the labels topic: learn from the decision-time record if it is held;
-        a label that overtook its transaction is held until that transaction is scored."""
+        a label for a transaction learned recently is a correction (the opposite value) or a
+        repeat (the same); a label that overtook its transaction is held until that
+        transaction is scored."""
         if self._learn_pending(label.transaction_id, label.is_fraud, label.timestamp,
                                label.card_id):
             return "learned"
+        for state in self._partitions.values():
+            entry = state.learned_labels.entry(label.transaction_id)
+            if entry is not None:
+                return self._correct(state, label, *entry)
         early, tx_id = self._early, label.transaction_id
         if tx_id not in early:
             self.early_budget.add(EARLY_LABEL_ENTRY_BYTES + len(tx_id))
@@ -400,7 +442,39 @@ class Pipeline:
         features = dict(zip(names, decided.features, strict=True))
         self._learn(state, features, decided.merchant_id, decided.score, is_fraud, timestamp,
                     decided.timestamp, decided.shadow, card_id=card_id)
+        self._remember_label(state, tx_id, is_fraud, decided.merchant_id, decided.timestamp,
+                             decided.features, timestamp)
         return True
+
+    def _remember_label(self, state: PartitionState, tx_id: str, is_fraud: bool,
+                        merchant_id: str, decided_at: float, features: array,
+                        timestamp: float) -> None:
+        """Keep what a label was learned from, for a correction (see `_correct`)."""
+        state.learned_labels.put(tx_id, state.learned, timestamp,
+                                 (is_fraud, merchant_id, decided_at, features))
+
+    def _correct(self, state: PartitionState, label: Label, seq: int, learned_at: float,
+                 entry: Learned) -> LabelOutcome:
+        """A label for a transaction already learned. The same value is a repeat and changes
+        nothing. The opposite value is a correction (a chargeback after an assumed-legitimate
+        transaction, an analyst reversing a review): the models take one more step on the
+        decision-time features with the corrected label, and the card's and merchant's label
+        windows count it, as for any delivered label. The earlier step is not undone (an SGD
+        step cannot be subtracted exactly, and later steps were taken from it); the
+        prequential metrics keep the label they were given first, as production saw it."""
+        was_fraud, merchant_id, decided_at, packed = entry
+        if was_fraud == label.is_fraud:
+            return "repeated"
+        features = dict(zip(state.features.feature_names, packed, strict=True))
+        learn_one(state.model, features, label.is_fraud)
+        for model in state.challengers.values():
+            learn_one(model, features, label.is_fraud)
+        state.features.learn_label(merchant_id, label.is_fraud, label.timestamp, label.card_id)
+        state.learned += 1
+        state.learned_labels.put(label.transaction_id, seq, learned_at,
+                                 (label.is_fraud, merchant_id, decided_at, packed))
+        self.dirty.add(state.partition)
+        return "corrected"
 
     def _learn(
         self,
@@ -479,8 +553,11 @@ class Pipeline:
         cards = sum(s.features.n_cards for s in self._partitions.values())
         merchants = (len(self.merchants) if self.merchants is not None
                      else sum(s.features.n_merchants for s in self._partitions.values()))
+        parts = self._partitions.values()
         return {"cards": cards, "merchants": merchants, "pending_labels": len(self.pending),
-                "early_labels": len(self._early)}
+                "early_labels": len(self._early),
+                "recent_transactions": sum(len(s.recent) for s in parts),
+                "learned_labels": sum(len(s.learned_labels) for s in parts)}
 
     def state_budgets(self) -> dict[str, ByteBudget]:
         """The byte budget of each bounded store, by the kind `state_sizes` names it."""

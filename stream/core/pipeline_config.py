@@ -39,6 +39,14 @@ class PipelineConfig:
     explain_top_k: int = 3
     early_label_max: int = 100_000
     early_label_ttl_s: float = 86400.0
+    # Duplicates: each partition remembers its decisions on the last `dedupe_max` transaction
+    # ids within `dedupe_window_s` of event time; a repeated id gets the same verdict again.
+    dedupe_max: int = 50_000
+    dedupe_window_s: float = 600.0
+    # Corrections: each partition remembers the last `correction_max` labels it learned within
+    # `correction_window_s`; a label with the opposite value is learned again (0: off).
+    correction_max: int = 20_000
+    correction_window_s: float = 30 * 86400.0
     # Record what changed between checkpoints (for the changelog); off when nothing drains it.
     track_changes: bool = False
     # Challengers, promotion, drift, "no chargeback within N days" (all off by default).

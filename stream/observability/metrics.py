@@ -22,8 +22,13 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 # Labels arrive from minutes (analyst review) to months (chargebacks) after the decision.
 # The (source, outcome) pairs of fraudstream_labels_total: in-event labels are counted as
-# received; labels from the labels topic are learned or held (see Pipeline.learn_label).
-LABEL_OUTCOMES = (("event", "received"), ("topic", "learned"), ("topic", "held"))
+# received; labels from the labels topic are learned, held, corrected (the opposite of a label
+# already learned, learned again) or repeated (the same again: ignored); Pipeline.learn_label.
+LABEL_OUTCOMES = (("event", "received"), ("topic", "learned"), ("topic", "held"),
+                  ("topic", "corrected"), ("topic", "repeated"))
+# fraudstream_events_total: "duplicate" is a repeated transaction id answered with its first
+# verdict (nothing scored or learned).
+EVENT_OUTCOMES = ("scored", "duplicate", "dead_lettered")
 # Why the loop rewound (fraudstream_recoveries_total): Kafka failed, the group moved, or an
 # input record made an output too large (it is then dead-lettered, see serving/recovery.py).
 RECOVERY_REASONS = ("infrastructure", "group_moved", "output_too_large")
@@ -270,7 +275,7 @@ class Metrics:
             self.dead_letters.labels(reason)
         for source, outcome in LABEL_OUTCOMES:
             self.labels.labels(source, outcome)
-        for outcome in ("scored", "dead_lettered"):
+        for outcome in EVENT_OUTCOMES:
             self.events.labels(outcome)
         for decision in ("approve", "review", "decline"):
             self.verdicts.labels(decision)

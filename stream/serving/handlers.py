@@ -66,6 +66,7 @@ class HotMetrics:
 
     def __init__(self, metrics: Metrics) -> None:
         self.scored = metrics.events.labels("scored")
+        self.duplicates = metrics.events.labels("duplicate")
         self.verdicts = {d: metrics.verdicts.labels(d) for d in ("approve", "review", "decline")}
         self.warming = {d: metrics.warming_decisions.labels(d)
                         for d in ("approve", "review", "decline")}
@@ -91,6 +92,8 @@ class RecordHandler:
         # Records that make an output too large, by (source, offset), with why: dead-lettered
         # when they come again (filled by serving/recovery.py).
         self.poisoned: dict[tuple[Source, int], tuple[str, str]] = {}
+        self._duplicates = 0
+        self._corrections = 0
 
     def transaction(self, arrival: Arrival) -> None:
         started = time.perf_counter()
@@ -131,8 +134,11 @@ class RecordHandler:
         self.ledger.result.verdicts += 1
         self.ledger.record_ts.append(record_ts)
         hot = self._hot
-        hot.scored.inc()
         hot.verdicts[scored.decision].inc()
+        if scored.duplicate:
+            self._duplicate(record, tx.transaction_id)
+            return
+        hot.scored.inc()
         if scored.model_state == "warming":
             hot.warming[scored.decision].inc()
         if tx.is_fraud is not None:
@@ -172,8 +178,27 @@ class RecordHandler:
         if self.ledger.replayed(record.source, record.offset):
             return  # counted the first time
         self.metrics.labels.labels("topic", outcome).inc()
-        if outcome == "learned":
+        if outcome == "learned" or outcome == "corrected":
             self.metrics.learned.inc()
+        if outcome == "corrected":
+            self._corrections += 1
+            if _worth_a_line(self._corrections):
+                record = arrival.record
+                log.warning("%s[%d] %d: label correction: transaction %.64s learned again as "
+                            "%s (was %s); %d corrections so far", record.topic,
+                            record.partition, record.offset, label.transaction_id,
+                            _label(label.is_fraud), _label(not label.is_fraud),
+                            self._corrections)
+
+    def _duplicate(self, record: Record, transaction_id: str) -> None:
+        """A repeated transaction id was answered with its first verdict: counted apart."""
+        self.ledger.result.duplicates += 1
+        self._hot.duplicates.inc()
+        self._duplicates += 1
+        if _worth_a_line(self._duplicates):
+            log.info("%s[%d] %d: duplicate transaction %.64s: its first verdict sent again; "
+                     "%d duplicates so far", record.topic, record.partition, record.offset,
+                     transaction_id, self._duplicates)
 
     def dead_letter(self, record: Record, reason: str, error: str,
                     replayed: bool | None = None) -> None:
@@ -206,3 +231,16 @@ class RecordHandler:
         if self._dl_logged <= 100 or self._dl_logged % 1000 == 0:
             log.warning("%s[%d] %d: dead-lettered (%s): %s", record.topic, record.partition,
                         record.offset, reason, error)
+
+
+def _worth_a_line(n: int) -> bool:
+    """The first ten of a kind, then every thousandth: one line per event, never a flood.
+
+    >>> [n for n in range(1, 3001) if _worth_a_line(n)][-4:]
+    [10, 1000, 2000, 3000]
+    """
+    return n <= 10 or n % 1000 == 0
+
+
+def _label(is_fraud: bool) -> str:
+    return "fraud" if is_fraud else "legitimate"

@@ -29,6 +29,8 @@ class RunResult:
 
     transactions: int = 0
     verdicts: int = 0
+    # Verdicts that repeated an earlier one (a duplicate transaction id; in `verdicts` too).
+    duplicates: int = 0
     dead_letters: int = 0
     labels: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)

@@ -2,7 +2,9 @@
 
 Record keys say what a record is, so compaction keeps exactly the latest of each:
 `m` the model snapshot (model, counters, label queue), `c:<card>` and `n:<merchant>` one
-feature row each, `p:<transaction>` a decision-time record awaiting its label. A tombstone
+feature row each, `p:<transaction>` a decision-time record awaiting its label, `d:<transaction>`
+a recent decision (for duplicates) and `l:<transaction>` a recently learned label (for
+corrections; both in stream/core/scoring/recent.py). A tombstone
 (null value) deletes an evicted key. Restoring a partition is reading its changelog
 partition to the end (read_committed, so aborted checkpoints are never restored) and keeping
 the last value per key, as Kafka Streams does: `fold` here, the reading in stream/kafka/restore.py.
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +43,16 @@ MODEL_KEY = b"m"
 OWNER_KEY = b"o"
 VIEW_KEY = b"v"
 CARD, MERCHANT, PENDING = b"c:", b"n:", b"p:"
+RECENT, LEARNED = b"d:", b"l:"
 Row = list[float]
 PendingRow = tuple[str, float, float, list[float]]
+# A recent decision [seq, time, score, decision, model_state]; a learned label [seq, time,
+# is_fraud, merchant, decided_at, features] (the core builds and reads both).
+RecentRow = list[Any]
 WRITER_HEADER = "application_id"
 Stamp = tuple[tuple[str, bytes], ...]
-_STORES = {CARD: "card", MERCHANT: "merchant", PENDING: "pending"}
+_STORES = {CARD: "card", MERCHANT: "merchant", PENDING: "pending", RECENT: "recent",
+           LEARNED: "learned"}
 ROW_REASONS = ("not_utf8", "not_json", "bad_shape", "not_finite", "wrong_width")
 QUARANTINE_KINDS: tuple[tuple[str, str], ...] = (
     *((store, reason) for store in _STORES.values() for reason in ROW_REASONS),
@@ -88,6 +95,8 @@ class PartitionChanges:
     merchants: dict[str, Row] = field(default_factory=dict)
     merchants_evicted: list[str] = field(default_factory=list)
     pending: dict[str, PendingRow | None] = field(default_factory=dict)
+    recent: dict[str, RecentRow | None] = field(default_factory=dict)
+    learned: dict[str, RecentRow | None] = field(default_factory=dict)
     # The partition's place in the merchant feed: (last sequence number, stream time).
     view: tuple[int, float] | None = None
 
@@ -100,6 +109,8 @@ class RestoredState:
     cards: dict[str, Row] = field(default_factory=dict)
     merchants: dict[str, Row] = field(default_factory=dict)
     pending: dict[str, PendingRow] = field(default_factory=dict)
+    recent: dict[str, RecentRow] = field(default_factory=dict)
+    learned: dict[str, RecentRow] = field(default_factory=dict)
     view: tuple[int, float] | None = None
     records: int = 0
     # Records per writing application (their `application_id` header), and those without.
@@ -122,6 +133,10 @@ def encode_changes(changes: PartitionChanges) -> list[tuple[bytes, bytes | None]
     out.extend((MERCHANT + k.encode(), None) for k in changes.merchants_evicted)
     out.extend((PENDING + k.encode(), None if v is None else dumps(v))
                for k, v in changes.pending.items())
+    out.extend((RECENT + k.encode(), None if v is None else dumps(v))
+               for k, v in changes.recent.items())
+    out.extend((LEARNED + k.encode(), None if v is None else dumps(v))
+               for k, v in changes.learned.items())
     if changes.view is not None:
         out.append((VIEW_KEY, dumps(changes.view)))
     out.append((MODEL_KEY, changes.snapshot))
@@ -185,20 +200,20 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
     store = _STORES.get(key[:2])
     if store is None:
         state.quarantined.append(Quarantined("unknown", "unknown_key", key,
-                                             "not a changelog key (c:, n:, p:, m, o or v)"))
+                                             "not a changelog key (c:, n:, p:, d:, l:, m, o "
+                                             "or v)"))
         return
     try:
         name = key[2:].decode("utf-8")
     except UnicodeDecodeError as exc:
         state.quarantined.append(Quarantined(store, "not_utf8", key, str(exc)))
         return
-    target: dict[str, Any] = (state.cards if key[:2] == CARD else
-                              state.merchants if key[:2] == MERCHANT else state.pending)
+    target, read = _TARGETS[key[:2]](state)
     if value is None:
         target.pop(name, None)
         return
     try:
-        target[name] = pending_row(value) if key[:2] == PENDING else feature_row(value)
+        target[name] = read(value)
     except BadRow as bad:
         target.pop(name, None)  # its last value is unreadable: the key starts afresh
         state.quarantined.append(Quarantined(store, bad.reason, key, str(bad)))
@@ -265,6 +280,64 @@ def pending_row(value: bytes) -> PendingRow:
         raise BadRow("bad_shape", "pending record's merchant id is not a string")
     ts, sc = _numbers([timestamp, score], "pending record's time and score")
     return merchant, ts, sc, _numbers(features, "pending record's features")
+
+
+def recent_row(value: bytes) -> RecentRow:
+    """A recent decision: `[seq, time, score, decision, model_state]`.
+
+    >>> recent_row(b'[7, 1700000000.0, 0.25, "review", "ready"]')
+    [7, 1700000000.0, 0.25, 'review', 'ready']
+    >>> recent_row(b'[7, 1700000000.0, 0.25, "maybe", "ready"]')
+    Traceback (most recent call last):
+    stream.state.changelog.BadRow: recent decision is not one of approve, review, decline
+    """
+    decoded = _json(value)
+    if not isinstance(decoded, list) or len(decoded) != 5:
+        size = len(decoded) if isinstance(decoded, list) else type(decoded).__name__
+        raise BadRow("bad_shape", f"recent decision has {size} fields, not 5")
+    seq, timestamp, score, decision, model_state = decoded
+    if decision not in ("approve", "review", "decline"):
+        raise BadRow("bad_shape", "recent decision is not one of approve, review, decline")
+    if model_state not in ("warming", "ready"):
+        raise BadRow("bad_shape", "recent decision's model state is not warming or ready")
+    return [_sequence(seq, "recent decision"),
+            *_numbers([timestamp, score], "recent decision's time and score"),
+            decision, model_state]
+
+
+def learned_row(value: bytes) -> RecentRow:
+    """A learned label: `[seq, time, is_fraud, merchant_id, decided_at, [features...]]`.
+
+    >>> learned_row(b'[3, 1700000000.0, true, "m1", 1699999000.0, [1.0, 0.5]]')
+    [3, 1700000000.0, True, 'm1', 1699999000.0, [1.0, 0.5]]
+    """
+    decoded = _json(value)
+    if not isinstance(decoded, list) or len(decoded) != 6:
+        size = len(decoded) if isinstance(decoded, list) else type(decoded).__name__
+        raise BadRow("bad_shape", f"learned label has {size} fields, not 6")
+    seq, timestamp, is_fraud, merchant, decided_at, features = decoded
+    if not isinstance(is_fraud, bool) or not isinstance(merchant, str):
+        raise BadRow("bad_shape", "learned label's label or merchant id has the wrong type")
+    ts, decided = _numbers([timestamp, decided_at], "learned label's times")
+    return [_sequence(seq, "learned label"), ts, is_fraud, merchant, decided,
+            _numbers(features, "learned label's features")]
+
+
+def _sequence(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRow("bad_shape", f"{what}'s sequence number is not a count")
+    return value
+
+
+# Per row key prefix: where a restore keeps its rows, and how one is read (BadRow if not).
+_TARGETS: dict[bytes, Callable[[RestoredState], tuple[dict[str, Any],
+                                                       Callable[[bytes], Any]]]] = {
+    CARD: lambda state: (state.cards, feature_row),
+    MERCHANT: lambda state: (state.merchants, feature_row),
+    PENDING: lambda state: (state.pending, pending_row),
+    RECENT: lambda state: (state.recent, recent_row),
+    LEARNED: lambda state: (state.learned, learned_row),
+}
 
 
 def owner_of(value: bytes) -> tuple[str, list[str]]:
@@ -375,4 +448,5 @@ def to_records(
 def summarize(state: RestoredState) -> Mapping[str, int]:
     return {"records": state.records, "cards": len(state.cards),
             "merchants": len(state.merchants), "pending": len(state.pending),
+            "recent": len(state.recent), "learned": len(state.learned),
             "quarantined": len(state.quarantined)}

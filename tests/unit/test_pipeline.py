@@ -56,7 +56,8 @@ def test_unlabelled_events_wait_for_a_label_on_the_topic() -> None:
     before = pipe.partitions[0].model["LogisticRegression"].weights.copy()
     assert pipe.learn_label(Label("t0", "c1", True, 1_700_000_100.0)) == "learned"
     assert pipe.partitions[0].model["LogisticRegression"].weights != before
-    assert pipe.learn_label(Label("t0", "c1", True, 1_700_000_100.0)) == "held"
+    # The same label again is a repeat (see test_duplicates_corrections.py), not held.
+    assert pipe.learn_label(Label("t0", "c1", True, 1_700_000_100.0)) == "repeated"
     assert pipe.learn_label(Label("never-seen", "c1", True, 1.0)) == "held"
     snap = pipe.summary()
     assert snap.labels == 1 and snap.positives == 1

@@ -22,7 +22,15 @@ from stream.contracts.topics import (
     schema_validator,
 )
 from stream.core.pipeline import Pipeline, PipelineConfig
-from stream.state.changelog import CARD, MERCHANT, MODEL_KEY, PENDING, encode_changes
+from stream.state.changelog import (
+    CARD,
+    LEARNED,
+    MERCHANT,
+    MODEL_KEY,
+    PENDING,
+    RECENT,
+    encode_changes,
+)
 from stream.state.snapshot import MAGIC as SNAPSHOT_MAGIC
 from stream.state.snapshot import read_header
 
@@ -198,7 +206,8 @@ def _changelog_records() -> list[tuple[bytes, bytes | None]]:
 
 
 def test_the_changelog_schema_describes_every_record_the_code_writes() -> None:
-    kinds = {CARD: "card", MERCHANT: "merchant", PENDING: "pending"}
+    kinds = {CARD: "card", MERCHANT: "merchant", PENDING: "pending", RECENT: "recent",
+             LEARNED: "learned"}
     whole = schema_validator("transactions.changelog")
     seen: set[str] = set()
     for key, value in _changelog_records():
@@ -217,13 +226,15 @@ def test_the_changelog_schema_describes_every_record_the_code_writes() -> None:
             errors += list(whole.iter_errors(document))
             seen.add(kind)
         assert not errors, (key, [e.message for e in errors])
-    assert seen == {"model", "tombstone", "card", "merchant", "pending"}
+    assert seen == {"model", "tombstone", "card", "merchant", "pending", "recent", "learned"}
 
 
 @pytest.mark.parametrize(("kind", "value"), [
     ("card", [1.767e9, 1.0, 5.0, 0.0, 4096.0, 0.0, 0.0, 1.0, 5.0]),
     ("merchant", [1.767e9, 1.767e9, 0.5, 0.9, 1.767e9, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]),
     ("pending", ["m1", 1.767e9, 0.12, [0.1, 2.0]]),
+    ("recent", [17, 1.767e9, 0.12, "approve", "ready"]),
+    ("learned", [4, 1.767e9, True, "m1", 1.767e9, [0.1, 2.0]]),
 ])
 def test_the_changelog_schema_accepts_each_kind(kind: str, value: Any) -> None:
     assert _changelog_validator(kind).is_valid(value)
@@ -239,6 +250,8 @@ def test_the_changelog_schema_accepts_each_kind(kind: str, value: Any) -> None:
     ["m1", 1.767e9, 1.5, [0.1]],  # score outside [0, 1]
     ["", 1.767e9, 0.5, [0.1]],
     ["m1", 1.767e9, 0.5, [0.1], "extra"],
+    [17, 1.767e9, 0.12, "allow", "ready"],  # not a decision
+    [4, 1.767e9, 1, "m1", 1.767e9, [0.1]],  # is_fraud must be a boolean
     "x", 1, None,
 ])
 def test_the_changelog_schema_rejects_other_values(value: Any) -> None:

@@ -1,0 +1,83 @@
+"""Fuzzing the changelog rows (issue 13, item 9): whatever transactions and labels a partition
+saw (any ids, cards and merchants, repeated ids, contradicting labels, times out of order),
+the rows its checkpoints wrote read back into a partition that continues exactly like the
+one that never stopped: same scores, same decisions, same duplicates, same label outcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import assume, given
+from hypothesis import settings as fuzz_settings
+from hypothesis import strategies as st
+from keys_support import KEY
+
+from stream.contracts.messages import Label, Transaction
+from stream.core.pipeline import Pipeline, PipelineConfig
+from stream.state.changelog import RestoredState, encode_changes, fold
+
+T0 = 1_767_225_600.0
+ids = st.one_of(st.sampled_from([f"t{i}" for i in range(12)]), st.text(min_size=1, max_size=8))
+names = st.one_of(st.sampled_from(["c1", "c2", "m1"]), st.text(min_size=1, max_size=6))
+# Event time moves forward by a gap from nothing to two days: in order within the partition.
+# (Out of order, a restored card store is in time order where the live one is in arrival
+# order, so eviction can differ: a known limit this suite found, reported with issue 13.)
+gaps = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=2 * 86400.0))
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[Transaction | Label]:
+    """Transactions, and labels for transactions already seen (a label that overtakes its
+    transaction is held in memory only, README "State and delivery", Limits)."""
+    out: list[Transaction | Label] = []
+    seen: list[Transaction] = []
+    now = T0
+    for _ in range(draw(st.integers(1, 60))):
+        now += draw(gaps)
+        if seen and draw(st.integers(0, 3)) == 0:
+            tx = draw(st.sampled_from(seen))
+            out.append(Label(tx.transaction_id, tx.card_id, draw(st.booleans()), now))
+        else:
+            tx = Transaction(draw(ids), draw(names), draw(names),
+                             draw(st.floats(min_value=0.0, max_value=1e6)), now,
+                             draw(st.one_of(st.none(), st.booleans())))
+            seen.append(tx)
+            out.append(tx)
+    return out
+
+
+configs = st.builds(
+    lambda delay, dedupe, corrections: PipelineConfig(
+        track_changes=True, state_key=KEY, label_delay_s=delay, evict_every=7, dedupe_max=dedupe,
+        dedupe_window_s=3600.0, correction_max=corrections, card_ttl_s=5 * 86400.0),
+    st.sampled_from([0.0, 600.0]), st.sampled_from([0, 3, 50]), st.sampled_from([0, 3, 50]))
+
+
+def _step(pipe: Pipeline, item: Transaction | Label, partition: int) -> Any:
+    if isinstance(item, Transaction):
+        s = pipe.score(item, partition)
+        return (s.score, s.decision, s.duplicate, s.learned)
+    return pipe.learn_label(item)
+
+
+@fuzz_settings(max_examples=80)
+@given(items=streams(), config=configs, cut=st.floats(0.0, 1.0), every=st.integers(1, 9))
+def test_a_partition_restored_from_its_rows_continues_exactly(
+        items: list[Transaction | Label], config: PipelineConfig, cut: float,
+        every: int) -> None:
+    straight = Pipeline(config)
+    expected = [_step(straight, item, 0) for item in items]
+    at = int(len(items) * cut)
+    live, restored = Pipeline(config), RestoredState()
+    live.assign(0)  # as on assignment: a checkpoint drains assigned partitions only
+    for n, item in enumerate(items[:at], start=1):
+        _step(live, item, 0)
+        if n % every == 0 or n == at:
+            for key, value in encode_changes(live.drain_changes(0)):
+                fold(restored, key, value)
+    # Labels held for a transaction not (or no longer) decided are kept in memory only
+    # (README "State and delivery", Limits): the property is about what the changelog holds.
+    assume(live.state_sizes()["early_labels"] == 0)
+    resumed = Pipeline(config)
+    resumed.restore_from_changelog(0, restored)
+    assert [_step(resumed, item, 0) for item in items[at:]] == expected[at:]
