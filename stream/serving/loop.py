@@ -66,6 +66,11 @@ class ScorerLoop:
             self.feed = MerchantFeed(settings, pipeline, clients, metrics,
                                      pipeline.merchants.partitions)
         self._gated_since: float | None = None
+        # After a wait ran out: the other instances' frontier it gave up on. Input is not held
+        # back again until that frontier moves (the lagging instance shows signs of life), so
+        # a dead instance costs one wait, not one per poll until the group notices.
+        self._gave_up_at: float | None = None
+        self._idle_since: dict[int, float] = {}
         self._stale_reads = 0
         self.handle = RecordHandler(settings, pipeline, metrics, delivery, self.ledger,
                                     same_partitions(topic_partitions or {}, settings))
@@ -115,6 +120,7 @@ class ScorerLoop:
         s = self.settings
         budget = s.max_events
         idle_since = time.monotonic()
+        seen_assignments = self.rebalance.assignments
         # The budget counts each input once: after a failure it is not spent until the
         # records since the last committed checkpoint are done again.
         while not self._stop.is_set() and (budget is None or self.recovery.broken
@@ -135,8 +141,10 @@ class ScorerLoop:
             self._raise_if_fenced()
             self._raise_if_broker_gone()
             now = time.monotonic()
-            if processed or len(self.intake):  # input held back is input, not idleness
-                idle_since = now
+            assignments = self.rebalance.assignments
+            if processed or len(self.intake) or assignments != seen_assignments:
+                idle_since = now  # input held back is input; a restore is not idleness
+                seen_assignments = assignments
             elif s.idle_exit_s is not None and now - idle_since > s.idle_exit_s:
                 log.info("no input for %.1fs, stopping", s.idle_exit_s)
                 break
@@ -180,31 +188,48 @@ class ScorerLoop:
         Only the other instances' partitions can hold input back: the owned ones are
         processed in event-time order, which keeps them past the time being processed
         (MerchantTable.floor), so a single instance never waits. An owned partition with
-        nothing waiting at the end of its input follows the latest event time known (the
-        feed's included), so that the other instances need not wait for it either."""
+        nothing waiting at the end of its input for `max_task_idle_ms` follows the latest
+        event time known (the feed's included), so that the other instances need not wait
+        for it either; waiting that long first keeps a partition that is only between two
+        fetches (or just assigned) from being taken for idle, which would move its stream
+        time and so its later events' effective times."""
         assert self.feed is not None
-        self.feed.poll()
-        pipeline, intake = self.pipeline, self.intake
+        waiting = self._gated_since is not None
+        self.feed.poll(0.05 if waiting else 0.0)  # waiting: wait on the feed, not in a spin
+        pipeline, intake, idle = self.pipeline, self.intake, self._idle_since
         ahead = -math.inf
+        now = time.monotonic()
         for partition in pipeline.partitions:
             head = intake.next_time(partition)
-            if head is None:
-                pipeline.idle(partition)
+            if head is None:  # idle for max_task_idle_ms: not just between two fetches
+                since = idle.setdefault(partition, now)
+                if now - since >= self.settings.max_task_idle_ms / 1000.0:
+                    pipeline.idle(partition)
             else:
+                idle.pop(partition, None)
                 pipeline.lookahead(partition, head)
                 ahead = max(ahead, head)
         table = pipeline.merchants
         assert table is not None
-        until = table.remote_frontier() + table.delta_s
+        remote = table.remote_frontier()
+        if self._gave_up_at is not None:
+            if remote <= self._gave_up_at:
+                return math.inf
+            self._gave_up_at = None
+        until = remote + table.delta_s
         if ahead <= until:
             self._gated_since = None
             return until
-        now = time.monotonic()
         if self._gated_since is None:
             self._gated_since = now
         elif now - self._gated_since > self.settings.merchant_max_wait_ms / 1000.0:
             self._gated_since = None
+            self._gave_up_at = remote
             self.metrics.merchant_waits.inc()
+            log.warning("waited %.1fs for the other instances' merchant events (their "
+                        "frontier is %.0fs of event time behind); reading merchant state as "
+                        "it is until they move", self.settings.merchant_max_wait_ms / 1000.0,
+                        ahead - remote)
             return math.inf
         return until
 

@@ -50,6 +50,7 @@ class MerchantFeed:
         self.topic = settings.merchant_feed_topic
         self.partitions = partitions
         self._tail: Reader | None = None
+        self._next_poll = 0.0
         self._bad_logged = 0
 
     # -- publishing (inside a checkpoint) ---------------------------------------------------
@@ -128,13 +129,20 @@ class MerchantFeed:
                     f"merchant feed read made no progress for {stall_s:.0f}s")
         return folded
 
-    def poll(self) -> int:
-        """Fold whatever the other instances published since the last call (never waits)."""
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Fold whatever the other instances published since the last call, waiting up to
+        `timeout_s` for something. Without a wait, the feed is asked at most every 10 ms:
+        the loop calls this once per poll of its own, and a pure-Python client's poll costs
+        more than the records it returns when there are none."""
         tail = self._tail
         if tail is None:
             return 0
+        now = time.monotonic()
+        if timeout_s <= 0.0 and now < self._next_poll:
+            return 0
+        self._next_poll = now + 0.01
         try:
-            polled = tail.poll(10_000, 0.0)
+            polled = tail.poll(10_000, timeout_s)
         except ClientError as exc:
             raise InfrastructureError(f"merchant feed read failed: {exc}") from None
         return sum(self._fold(record) for record in polled.records)

@@ -46,6 +46,9 @@ class Rebalance:
         self.metrics = metrics
         self.quality = quality
         self.fenced: FencedError | None = None
+        # Assignments so far: the loop restarts its idle clock on each (a restore can take
+        # longer than --idle-exit, and is not a time without input).
+        self.assignments = 0
 
     def on_revoked(self, sources: list[Source]) -> None:
         """Checkpoint finished work; what the intake held for them is fetched again later."""
@@ -68,6 +71,7 @@ class Rebalance:
         self.recovery.failed(GroupMovedError("partitions lost: the group moved on without us"))
 
     def on_assigned(self, sources: list[Source]) -> None:
+        self.assignments += 1
         self.intake.track(sources)
         input_topic = self.settings.input_topic
         mine = {partition for topic, partition in sources if topic == input_topic}

@@ -35,7 +35,7 @@ COUNT = 6_000
 def _start(bootstrap: str, kafka_client: str, group: str, flags: list[str]) -> Any:
     return subprocess.Popen(
         [sys.executable, "-m", "stream", "--bootstrap-servers", bootstrap, "run",
-         "--group-id", group, "--idle-exit", "10", "--session-timeout-ms", "6000", *flags],
+         "--group-id", group, "--idle-exit", "10", "--session-timeout-ms", "30000", *flags],
         # A loaded machine can stall an instance (or a fetch) for seconds: waiting as long as
         # it takes keeps every read exact and the order of events fixed (the default waits,
         # 2 s each, then read stale or give up the order, counted in their metrics).
