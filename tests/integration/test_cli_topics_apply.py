@@ -22,7 +22,10 @@ def topic_config(tmp_path: Path, admin: Any) -> Iterator[tuple[Path, list[str]]]
     prefix = f"it-cli-{uuid.uuid4().hex[:8]}"
     names = [f"{prefix}.{key.removesuffix('_topic')}" for key in KEYS]
     path = tmp_path / "topics.toml"
-    path.write_text("".join(f'{key} = "{name}"\n' for key, name in zip(KEYS, names, strict=True)))
+    path.write_text("".join(f'{key} = "{name}"\n' for key, name in zip(KEYS, names, strict=True))
+                    + f'application_id = "{prefix}"\n')
+    # The application's internal topics are named after it: the merchant feed too.
+    names.append(f"{prefix}.merchant-feed")
     yield path, names
     doomed = [name for name in names if name in set(admin.list_topics())]
     if doomed:
