@@ -71,24 +71,21 @@ class MerchantFeed:
     # -- reading ------------------------------------------------------------------------------
     def rebuild(self, stall_s: float = 60.0) -> int:
         """Empty the table and fold the whole feed back, up to its committed end; then follow
-        its tail. Returns the events folded."""
+        its tail with the same reader (one client for the life of the scorer: a pure-Python
+        client takes a second or more to start). Returns the events folded."""
         started = time.perf_counter()
-        self.close()
         self.pipeline.reset_merchants()
-        reader = self.clients.reader(bulk=True)
+        if self._tail is None:
+            self._tail = self.clients.reader(bulk=True)
+        reader = self._tail
+        ends = self._ends(reader, stall_s)
+        todo = {source for source, (low, high) in ends.items() if high > low}
         folded = 0
-        try:
-            ends = self._ends(reader, stall_s)
-            todo = {source for source, (low, high) in ends.items() if high > low}
-            if todo:
-                reader.assign({source: BEGINNING for source in ends})
-                folded = self._read_to(reader, todo, {s: h for s, (_, h) in ends.items()},
-                                       stall_s)
-        finally:
-            reader.close()
-        tail = self.clients.reader()
-        tail.assign({source: high for source, (_, high) in ends.items()})
-        self._tail = tail
+        if todo:
+            reader.assign({source: BEGINNING for source in ends})
+            folded = self._read_to(reader, todo, {s: h for s, (_, h) in ends.items()}, stall_s)
+        else:
+            reader.assign({source: high for source, (_, high) in ends.items()})
         elapsed = time.perf_counter() - started
         self.metrics.merchant_rebuild_seconds.observe(elapsed)
         log.info("merchant table rebuilt from %s in %.2fs: %d events, %d merchants",
