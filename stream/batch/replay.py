@@ -119,9 +119,15 @@ def replay_items(
     init_from: PartitionSnapshot | None = None, writer_factory: Callable[[Pipeline], Any]
     | None = None, total: int | None = None, progress: bool = False,
     on_scored: Callable[[int, Transaction, Scored, Any], None] | None = None,
+    merchant_partitions: int | None = None,
 ) -> tuple[Pipeline, RunStats, int, float]:
-    """Run items through a fresh Pipeline (optionally started from a snapshot)."""
-    pipeline = Pipeline(config, model_version, init_from=init_from)
+    """Run items through a fresh Pipeline (optionally started from a snapshot).
+
+    `merchant_partitions`: one merchant table over that many partitions, as `stream run`
+    keeps it (`merchant_state = "shared"`); the items come in event-time order across the
+    partitions, which is what keeps its reads exact (MerchantTable.floor)."""
+    pipeline = Pipeline(config, model_version, init_from=init_from,
+                        merchant_partitions=merchant_partitions)
     writer = writer_factory(pipeline) if writer_factory is not None else None
 
     def scored_hook(partition: int, tx: Transaction, scored: Scored, origin: Any) -> None:
@@ -169,9 +175,13 @@ def replay_topic(
 
         items = record_items(read_aligned(reader, ranges), settings.input_topic, single_model,
                              time_bounds(settings), settings.max_field_length)
+        # The merchant state as the live scorer keeps it: shared over the input partitions.
+        shared = settings.merchant_state == "shared" and not single_model
+        inputs = len(reader.partitions(settings.input_topic)) if shared else 0
         pipeline, stats, sent, seconds = replay_items(
             items, config, model_version, init_from,
-            writer_factory if producer is not None else None, total, progress, on_scored)
+            writer_factory if producer is not None else None, total, progress, on_scored,
+            merchant_partitions=inputs or None)
     finally:
         if producer is not None:
             producer.close(10.0)

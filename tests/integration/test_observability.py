@@ -208,6 +208,22 @@ RULE_TESTS: list[dict[str, Any]] = [
     {"alert": "FraudStreamStillWarming", "eval": "7h",
      "series": [{"series": f'fraudstream_warming_decisions_total{{{_S},decision="approve"}}',
                  "values": "0+60x120 7200x360"}], "labels": None},
+    # Merchant reads 10 minutes ahead of the table for 20 minutes fire; 1 minute does not;
+    # reads served stale for 20 minutes fire.
+    {"alert": "FraudStreamMerchantTableLagging", "eval": "20m",
+     "series": [{"series": f"fraudstream_merchant_table_lag_seconds{{{_S}}}",
+                 "values": "600x30"}],
+     "labels": {"severity": "warning", "job": JOB}},
+    {"alert": "FraudStreamMerchantTableLagging", "eval": "20m",
+     "series": [{"series": f"fraudstream_merchant_table_lag_seconds{{{_S}}}",
+                 "values": "60x30"},
+                {"series": f"fraudstream_merchant_stale_reads_total{{{_S}}}",
+                 "values": "0x30"}],
+     "labels": None},
+    {"alert": "FraudStreamMerchantTableLagging", "eval": "20m",
+     "series": [{"series": f"fraudstream_merchant_stale_reads_total{{{_S}}}",
+                 "values": "0+100x30"}],
+     "labels": {"severity": "warning", "job": JOB}},
 ]
 
 

@@ -96,7 +96,9 @@ def test_train_then_run_init_from_continues_from_the_trained_state(
     live_events = _events(400, seed=2)
     _produce(kafka_bootstrap, topics["input_topic"], live_events)
 
-    result = run_scorer(settings.model_copy(update={"init_from": snapshot_path}),
+    # Merchant state per partition: the offline check below scores one partition at a time.
+    result = run_scorer(settings.model_copy(update={"init_from": snapshot_path,
+                                                    "merchant_state": "partition"}),
                         CollectorRegistry())
     assert result.verdicts == 400
     records = _read(kafka_bootstrap, topics["output_topic"])
