@@ -61,6 +61,9 @@ def secure_broker(tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory
         broker.stop()
 
 
+STATE_KEY = "security-tests-state-key-0123456789abcdef"
+
+
 def _settings(broker: LocalBroker, protocol: str, client: str, tls: TlsFiles | None = None,
               mechanism: str | None = None, password: str = PASSWORD) -> Settings:
     values: dict[str, Any] = {"bootstrap_servers": broker.bootstrap_for(protocol),
@@ -125,6 +128,9 @@ def _stream(broker: LocalBroker, protocol: str, client: str, *args: str,
         argv += ["--ssl-cafile", str(tls.cafile)]
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("FRAUDSTREAM_", "KAFKA_BOOTSTRAP"))}
+    # A secured cluster is a deployment: its state key comes from the environment (README
+    # "Security"); without one the scorer refuses to start there.
+    env["FRAUDSTREAM_STATE_KEY"] = STATE_KEY
     if mechanism is not None:
         argv += ["--sasl-mechanism", mechanism, "--sasl-username", USER]
         env["FRAUDSTREAM_SASL_PLAIN_PASSWORD"] = password
