@@ -180,6 +180,20 @@ class Pipeline:
                 return True
         return False
 
+    def release_merchant_copies(self) -> None:
+        """During a rebuild from the feed: drop the table's state copies that no partition can
+        read any more. Each partition's stream time there is at most the one its changelog
+        restores (both are written in one transaction), so its reads' cutoffs are never
+        before it, less the lateness and delta; partitions that never processed anything
+        do not bound it."""
+        table = self.merchants
+        if table is None:
+            return
+        times = [v.stream_time - v.lateness_s for v in self._views.values()
+                 if v.stream_time > float("-inf")]
+        if len(times) == table.partitions:
+            table.release(min(times) - table.delta_s)
+
     def reset_merchants(self) -> None:
         """Empty the merchant table and forget every partition's feed position: the caller
         rebuilds it from the feed, then restores the owned partitions."""

@@ -120,6 +120,8 @@ class MerchantFeed:
                 if record.next_offset >= ends[record.source]:
                     todo.discard(record.source)
                 last_progress = time.monotonic()
+            if polled.records:  # keep the state copies to what a reader can still ask for
+                self.pipeline.release_merchant_copies()
             todo.difference_update(polled.at_end)
             if todo and time.monotonic() - last_progress > stall_s:
                 raise InfrastructureError(
