@@ -197,10 +197,16 @@ class ScorerLoop:
         waiting = self._gated_since is not None
         self.feed.poll(0.05 if waiting else 0.0)  # waiting: wait on the feed, not in a spin
         pipeline, intake, idle = self.pipeline, self.intake, self._idle_since
+        table = pipeline.merchants
+        assert table is not None
+        # Only another instance waits for an idle partition: alone, the floor covers it.
+        others = table.remote_frontier() < math.inf
         ahead = -math.inf
         now = time.monotonic()
         for partition in pipeline.partitions:
             head = intake.next_time(partition)
+            if head is None and not others:
+                continue
             if head is None:  # idle for max_task_idle_ms: not just between two fetches
                 since = idle.setdefault(partition, now)
                 if now - since >= self.settings.max_task_idle_ms / 1000.0:
@@ -209,8 +215,6 @@ class ScorerLoop:
                 idle.pop(partition, None)
                 pipeline.lookahead(partition, head)
                 ahead = max(ahead, head)
-        table = pipeline.merchants
-        assert table is not None
         remote = table.remote_frontier()
         if self._gave_up_at is not None:
             if remote <= self._gave_up_at:
