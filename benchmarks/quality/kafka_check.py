@@ -10,6 +10,7 @@ consumer group really sees, the two agree on every score.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -85,6 +86,8 @@ def run_kafka_check(bootstrap: str, data: Dataset, timeout_s: float = 1800.0) ->
             topics.labels, "--output-topic", output, "--dlq-topic", topics.dlq,
             "--changelog-topic", topics.changelog)
         started = time.perf_counter()
+        # The in-process online_p4 shares its merchant table: so does this scorer.
+        os.environ["FRAUDSTREAM_MERCHANT_STATE"] = "shared"
         with ScorerProcess(command) as scorer:
             code = scorer.wait(timeout_s)
             if code != 0:

@@ -62,7 +62,8 @@ def test_a_backlog_with_week_late_labels_scores_as_the_in_process_replay(
     run = subprocess.run(
         [sys.executable, "-m", "stream", "--bootstrap-servers", kafka_bootstrap, "run",
          "--group-id", new_group(), "--max-events", str(COUNT), *topics.flags()],
-        env={**os.environ, "FRAUDSTREAM_KAFKA_CLIENT": kafka_client},
+        env={**os.environ, "FRAUDSTREAM_KAFKA_CLIENT": kafka_client,
+             "FRAUDSTREAM_MERCHANT_STATE": "shared"},
         capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     verdicts = {body["transaction_id"]: body["score"] for body in

@@ -40,6 +40,7 @@ def _start(bootstrap: str, kafka_client: str, group: str, flags: list[str]) -> A
         # it takes keeps every read exact and the order of events fixed (the default waits,
         # 2 s each, then read stale or give up the order, counted in their metrics).
         env={**os.environ, "FRAUDSTREAM_KAFKA_CLIENT": kafka_client,
+             "FRAUDSTREAM_MERCHANT_STATE": "shared",
              "FRAUDSTREAM_MERCHANT_MAX_WAIT_MS": "60000", "FRAUDSTREAM_MAX_TASK_IDLE_MS": "60000"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
