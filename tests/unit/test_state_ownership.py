@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from changelog_support import ChangelogClients
 from keys_support import KEY
 from prometheus_client import CollectorRegistry
 
@@ -23,7 +24,7 @@ from stream.contracts.topics import specs_for
 from stream.core.pipeline import Pipeline
 from stream.devtools.synthetic import TrafficConfig, generate
 from stream.errors import ConfigError, FraudStreamError, InfrastructureError
-from stream.kafka.records import BEGINNING, Polled, Record
+from stream.kafka.records import Record
 from stream.kafka.testing import MemoryConsumer
 from stream.observability.metrics import Metrics
 from stream.serving import wiring
@@ -247,36 +248,6 @@ class _Delivery:
         pass
 
 
-class _Reader:
-    """A changelog partition as records, for `read_partition`."""
-
-    def __init__(self, records: list[Record]) -> None:
-        self.records = records
-
-    def watermarks(self, source: tuple[str, int], timeout_s: float) -> tuple[int, int]:
-        return 0, len(self.records)
-
-    def assign(self, starts: dict[tuple[str, int], int]) -> None:
-        assert list(starts.values()) == [BEGINNING]
-
-    def poll(self, max_records: int, timeout_s: float) -> Polled:
-        return Polled(list(self.records), [(TOPIC, 0)])
-
-    def close(self) -> None:
-        pass
-
-
-class _Clients:
-    def __init__(self, records: list[Record]) -> None:
-        self.records = records
-
-    def reader(self, bulk: bool = False) -> _Reader:
-        return _Reader(self.records)
-
-    def committed(self, sources: list[Any], timeout_s: float) -> dict[Any, int | None]:
-        return {}
-
-
 def _settings(application: str, **extra: Any) -> Settings:
     return load_settings(environ={}, group_id="fraud-stream", application_id=application,
                          changelog_topic=TOPIC, **extra)
@@ -302,7 +273,7 @@ def _recovery(settings: Settings, records: list[Record]) -> tuple[Recovery, Pipe
     pipeline = Pipeline(pipeline_config(settings, KEY), model_version(settings))
     delivery = _Delivery()
     intake = Intake(MemoryConsumer(), settings.input_topic, settings.labels_topic, 1.0, 100)
-    recovery = Recovery(settings, pipeline, _Clients(records),  # type: ignore[arg-type]
+    recovery = Recovery(settings, pipeline, ChangelogClients(records, TOPIC),  # type: ignore[arg-type]
                         MemoryConsumer(), delivery, Ledger(), intake,  # type: ignore[arg-type]
                         Metrics(CollectorRegistry()), threading.Event())
     return recovery, pipeline, delivery

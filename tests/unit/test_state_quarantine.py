@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from changelog_support import ChangelogClients
 from keys_support import KEY
 from prometheus_client import CollectorRegistry
 
@@ -17,7 +18,7 @@ from stream.assembly import model_version, pipeline_config
 from stream.config import load_settings
 from stream.contracts.messages import Label, Transaction
 from stream.core.pipeline import Pipeline, PipelineConfig
-from stream.kafka.records import Polled, Record
+from stream.kafka.records import Record
 from stream.kafka.testing import MemoryConsumer
 from stream.observability.metrics import Metrics
 from stream.serving.intake import Intake
@@ -122,31 +123,6 @@ def test_rows_of_the_wrong_width_are_quarantined_before_the_label_handler() -> N
 
 
 # -- the scorer's side: counted, logged by key, rate-limited ---------------------------------------
-class _Reader:
-    def __init__(self, records: list[Record]) -> None:
-        self.records = records
-
-    def watermarks(self, source: tuple[str, int], timeout_s: float) -> tuple[int, int]:
-        return 0, len(self.records)
-
-    def assign(self, starts: dict[tuple[str, int], int]) -> None:
-        pass
-
-    def poll(self, max_records: int, timeout_s: float) -> Polled:
-        return Polled(list(self.records), [(TOPIC, 0)])
-
-    def close(self) -> None:
-        pass
-
-
-class _Clients:
-    def __init__(self, records: list[Record]) -> None:
-        self.records = records
-
-    def reader(self, bulk: bool = False) -> _Reader:
-        return _Reader(self.records)
-
-
 def _recover(records: list[tuple[bytes, bytes | None]]) -> tuple[Recovery, Pipeline, Any]:
     settings = load_settings(environ={}, group_id="app", changelog_topic=TOPIC)
     pipeline = Pipeline(pipeline_config(settings, KEY), model_version(settings))
@@ -154,7 +130,7 @@ def _recover(records: list[tuple[bytes, bytes | None]]) -> tuple[Recovery, Pipel
     as_records = [Record(TOPIC, 0, offset, key, value, 0, stamp("app"))
                   for offset, (key, value) in enumerate(records)]
     intake = Intake(MemoryConsumer(), settings.input_topic, settings.labels_topic, 1.0, 100)
-    recovery = Recovery(settings, pipeline, _Clients(as_records),  # type: ignore[arg-type]
+    recovery = Recovery(settings, pipeline, ChangelogClients(as_records, TOPIC),  # type: ignore[arg-type]
                         MemoryConsumer(), None, Ledger(), intake,  # type: ignore[arg-type]
                         Metrics(registry), threading.Event())
     return recovery, pipeline, registry
