@@ -2,6 +2,14 @@
 
 Delivery reports are served by `poll`/`flush` on the caller's thread, where librdkafka runs
 its callbacks; each one gets a ClientError or None, never a client-specific object.
+
+A record of a transaction refused by the broker for its size (the topic's max.message.bytes
+is below ours) fails the transaction asynchronously: the calls that follow report only
+librdkafka's generic `_STATE` ("Erroneous state"), which would read as a lost group. A
+transactional producer therefore hears its failed deliveries (only those:
+`delivery.report.only.error`), and a later failure of the same transaction is reported as
+kind="too_large", so the caller replaces the producer and finds the record, as with
+kafka-python.
 """
 
 from __future__ import annotations
@@ -45,9 +53,13 @@ class RdkafkaProducer:
             # (MSG_SIZE_TOO_LARGE, kind too_large), before it can fail a transaction.
             "message.max.bytes": settings.max_message_bytes,
         }
+        self._too_large: ClientError | None = None  # a size refusal in this transaction
         if transactional_id is not None:
             config["transactional.id"] = transactional_id
             config["transaction.timeout.ms"] = max(60_000, settings.request_timeout_ms * 2)
+            config["on_delivery"] = self._failed_delivery
+            config["delivery.report.only.error"] = True
+        self._transactional = transactional_id is not None
         self._producer = _Producer(config)
         # One wrapper per callback object, reused while the caller keeps passing the same one
         # (a checkpoint epoch's): no closure allocated per record.
@@ -72,7 +84,30 @@ class RdkafkaProducer:
             raise ClientError("the producer's local queue is full", kind="queue_full",
                               retriable=True) from None
         except KafkaException as exc:
-            raise client_error(exc) from None
+            raise self._in_transaction(client_error(exc)) from None
+
+    def _failed_delivery(self, error: KafkaError | None, _message: Any) -> None:
+        """A transactional producer's failed delivery (served by poll or flush)."""
+        if error is not None:
+            failure = client_error(error)
+            if failure.kind == "too_large":
+                self._too_large = failure
+
+    def _in_transaction(self, error: ClientError) -> ClientError:
+        """`error`, or the size refusal that failed this transaction before it (module
+        docstring): the delivery reports in are served first, to hear it."""
+        if not self._transactional or error.kind == "too_large":
+            return error
+        if self._too_large is None:
+            try:
+                self._producer.poll(0)
+            except Exception:  # noqa: BLE001 - only to hear the reports; the error stands
+                return error
+        refused = self._too_large
+        if refused is None:
+            return error
+        return ClientError(f"{error} (a record of the transaction was refused: {refused})",
+                           kind="too_large", code=refused.code)
 
     def _refused(self) -> None:
         """librdkafka retries a refused login until each record's delivery timeout (minutes):
@@ -104,6 +139,7 @@ class RdkafkaProducer:
                             lambda: self._producer.poll(0)) from None
 
     def begin_transaction(self) -> None:
+        self._too_large = None
         try:
             self._producer.begin_transaction()
         except KafkaException as exc:
@@ -115,13 +151,13 @@ class RdkafkaProducer:
             self._producer.send_offsets_to_transaction(
                 [_tp(s, o) for s, o in offsets.items()], group_metadata, timeout_s)
         except KafkaException as exc:
-            raise client_error(exc) from None
+            raise self._in_transaction(client_error(exc)) from None
 
     def commit_transaction(self, timeout_s: float) -> None:
         try:
             self._producer.commit_transaction(timeout_s)
         except KafkaException as exc:
-            raise client_error(exc) from None
+            raise self._in_transaction(client_error(exc)) from None
 
     def abort_transaction(self, timeout_s: float) -> None:
         try:

@@ -142,16 +142,20 @@ def admin(kafka_bootstrap: str) -> Iterator[Any]:
 
 @pytest.fixture
 def new_topic(admin: Any) -> Iterator[Callable[..., str]]:
-    """Factory: `new_topic(partitions=1, prefix="t")` creates a fresh topic and returns its name.
+    """Factory: `new_topic(partitions=1, prefix="t", configs=None)` creates a fresh topic (with
+    topic `configs`, such as max.message.bytes) and returns its name.
 
     Topics are deleted at the end of the test so a long session does not pile them up.
     """
     created: list[str] = []
 
-    def make(partitions: int = 1, prefix: str = "t") -> str:
+    def make(partitions: int = 1, prefix: str = "t",
+             configs: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}},
-                            wait_for_metadata=True)
+        options: dict[str, Any] = {"num_partitions": partitions, "replication_factor": 1}
+        if configs:
+            options["configs"] = configs
+        admin.create_topics({name: options}, wait_for_metadata=True)
         created.append(name)
         return name
 

@@ -62,6 +62,28 @@ def test_too_large_record_is_a_too_large_error(clients: Clients,
     assert len(errors) == 1 and errors[0] is not None and errors[0].kind == "too_large"
 
 
+def test_a_transaction_failed_by_a_record_its_topic_refuses_for_size_says_so(
+        clients: Clients, new_topic: Callable[..., str]) -> None:
+    """The broker (not the client) refuses a transactional record for its size: every call of
+    that transaction that then fails says too_large, never a lost group (librdkafka reported
+    "Erroneous state", and the scorer rewound for ever instead of finding the record)."""
+    topic = new_topic(prefix="small", configs={"max.message.bytes": "50000"})
+    producer = clients.producer(transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
+    producer.init_transactions(T)
+    producer.begin_transaction()
+    producer.send(topic, b"k", b"x" * 100_000)  # within the client's limit, over the topic's
+    errors: list[ClientError] = []
+    for call in (lambda: producer.flush(T), lambda: producer.send(topic, b"k", b"small"),
+                 lambda: producer.commit_transaction(T)):
+        try:
+            call()
+        except ClientError as exc:
+            errors.append(exc)
+    producer.discard()
+    assert errors, "the transaction committed a record its topic refuses"
+    assert [e.kind for e in errors] == ["too_large"] * len(errors), errors
+
+
 def test_queue_full_is_reported_at_once(clients: Clients, new_topic: Callable[..., str]) -> None:
     topic = new_topic(prefix="qf")
     producer = clients.producer(max_queued=3)
