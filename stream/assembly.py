@@ -82,12 +82,13 @@ def state_key(settings: Settings) -> StateKey:
     Traceback (most recent call last):
     stream.errors.ConfigError: no state key configured: ...
     """
+    previous = _previous_key(settings)
     if settings.state_key is not None:
-        return StateKey.from_text(reveal(settings.state_key), "state_key")
+        return StateKey.from_text(reveal(settings.state_key), "state_key", previous)
     if settings.state_key_file is not None:
         text = read_key_file(settings.state_key_file).strip()
         protect(text)
-        return StateKey.from_text(text, f"state_key_file {settings.state_key_file}")
+        return StateKey.from_text(text, f"state_key_file {settings.state_key_file}", previous)
     if settings.security_protocol != "PLAINTEXT":
         raise ConfigError(
             f"no state key configured: with security_protocol {settings.security_protocol} "
@@ -102,6 +103,23 @@ def state_key(settings: Settings) -> StateKey:
                 "(key id %s), readable by this user only; a deployment sets state_key_file or "
                 "FRAUDSTREAM_STATE_KEY, the same for every instance", path, key.key_id)
     return key
+
+
+def _previous_key(settings: Settings) -> tuple[StateKey, ...]:
+    """The key being retired (key rotation, state/keys.py), if one is configured."""
+    if settings.previous_state_key is not None:
+        text = reveal(settings.previous_state_key)
+        source = "previous_state_key"
+    elif settings.previous_state_key_file is not None:
+        text = read_key_file(settings.previous_state_key_file).strip()
+        protect(text)
+        source = f"previous_state_key_file {settings.previous_state_key_file}"
+    else:
+        return ()
+    if settings.state_key is None and settings.state_key_file is None:
+        raise ConfigError("a previous state key is set without a current one: rotation needs "
+                          "the new key in state_key_file or FRAUDSTREAM_STATE_KEY")
+    return (StateKey.from_text(text, source),)
 
 
 def pipeline_config(settings: Settings, key: StateKey | None = None) -> PipelineConfig:

@@ -215,6 +215,10 @@ class Settings(BaseSettings):
     # `dev_state_key_file`, with a WARNING; neither, on SSL or SASL: a ConfigError.
     state_key: SecretStr | None = None
     state_key_file: Path | None = None
+    # Rotation (README "Rotating the state key"): the key being retired, which still
+    # authenticates what it signed but signs nothing (FRAUDSTREAM_PREVIOUS_STATE_KEY or a file).
+    previous_state_key: SecretStr | None = None
+    previous_state_key_file: Path | None = None
     dev_state_key_file: Path = Path("~/.local/state/fraud-stream/dev-state.key")
 
     # Champion and challengers (shadow models, see stream/core/scoring/zoo.py for the
@@ -304,6 +308,9 @@ class Settings(BaseSettings):
         if self.state_key is not None and self.state_key_file is not None:
             raise ValueError("give the state key once: state_key (FRAUDSTREAM_STATE_KEY) or "
                              "state_key_file, not both")
+        if self.previous_state_key is not None and self.previous_state_key_file is not None:
+            raise ValueError("give the previous state key once: previous_state_key "
+                             "(FRAUDSTREAM_PREVIOUS_STATE_KEY) or previous_state_key_file")
         return self
 
     @classmethod

@@ -46,6 +46,10 @@ def global_options(
     state_key_file: Annotated[Path | None, Opt(
         metavar="FILE", help="The key that signs and authenticates state snapshots (the "
         "changelog's and snapshot files); or env FRAUDSTREAM_STATE_KEY.")] = None,
+    previous_state_key_file: Annotated[Path | None, Opt(
+        metavar="FILE", help="Key rotation: the state key being retired, which still "
+        "authenticates the snapshots it signed; or env FRAUDSTREAM_PREVIOUS_STATE_KEY.")
+    ] = None,
     log_level: Annotated[str, Opt(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
 ) -> None:
     """Accepted before or after the command (`stream.cli.argv` moves them in front)."""
@@ -68,6 +72,7 @@ def global_options(
             "application_id": application_id,
             "adopt_state_from": adopt_state_from,
             "state_key_file": state_key_file,
+            "previous_state_key_file": previous_state_key_file,
         },
     }
 

@@ -41,7 +41,7 @@ from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import learn_one, score_one, top_contributions
 from stream.core.scoring.pending import Decided, PendingBuffer
 from stream.state.changelog import PartitionChanges, PendingRow, Quarantined, RestoredState
-from stream.state.snapshot import PartitionSnapshot
+from stream.state.snapshot import PartitionSnapshot, signed_with_previous
 
 NO_CONTRIBUTIONS: dict[str, float] = {}
 # "corrected": the opposite of a label already learned, learned again; "repeated": the same.
@@ -117,6 +117,7 @@ class Pipeline:
         # Partitions touched since their last checkpoint, and their pending-record changes.
         self.dirty: set[int] = set()
         self._pending_changes: dict[int, dict[str, PendingRow | None]] = {}
+        self._tombstones: dict[int, list[bytes]] = {}  # forget_rows
 
     # -- partition ownership -------------------------------------------------------------
     def assign(self, partition: int) -> PartitionState:
@@ -258,6 +259,7 @@ class Pipeline:
         self.pending.drop_partition(partition)
         self.dirty.discard(partition)
         self._pending_changes.pop(partition, None)
+        self._tombstones.pop(partition, None)
 
     @property
     def partitions(self) -> dict[int, PartitionState]:
@@ -480,15 +482,19 @@ class Pipeline:
         if was_fraud == label.is_fraud:
             return "repeated"
         features = dict(zip(state.features.feature_names, packed, strict=True))
-        learn_one(state.model, features, label.is_fraud)
-        for model in state.challengers.values():
-            learn_one(model, features, label.is_fraud)
+        self._step(state, features, label.is_fraud)
         state.features.learn_label(merchant_id, label.is_fraud, label.timestamp, label.card_id)
         state.learned += 1
         state.learned_labels.put(label.transaction_id, seq, learned_at,
                                  (label.is_fraud, merchant_id, decided_at, packed))
         self.dirty.add(state.partition)
         return "corrected"
+
+    def _step(self, state: PartitionState, features: dict[str, float], is_fraud: bool) -> None:
+        """The models' step on one label: the champion's and every challenger's."""
+        learn_one(state.model, features, is_fraud)
+        for model in state.challengers.values():
+            learn_one(model, features, is_fraud)
 
     def _learn(
         self,
@@ -503,9 +509,7 @@ class Pipeline:
         assumed: bool = False,
         card_id: str | None = None,
     ) -> None:
-        learn_one(state.model, features, is_fraud)
-        for model in state.challengers.values():
-            learn_one(model, features, is_fraud)
+        self._step(state, features, is_fraud)
         state.features.learn_label(merchant_id, is_fraud, timestamp, card_id)
         # Challengers are compared only on decisions whose every score was kept (not on
         # records restored from a changelog, which hold the deciding score alone).
@@ -542,8 +546,17 @@ class Pipeline:
     def drain_changes(self, partition: int) -> PartitionChanges:
         """The partition's changes since its last drain, for the changelog (plain values)."""
         self.dirty.discard(partition)
-        return changes_of(self._partitions[partition], self.pending, self.model_version,
-                          self._pending_changes.pop(partition, {}), self.config.state_key)
+        changes = changes_of(self._partitions[partition], self.pending, self.model_version,
+                             self._pending_changes.pop(partition, {}), self.config.state_key)
+        changes.tombstones = self._tombstones.pop(partition, [])
+        return changes
+
+    def forget_rows(self, partition: int, keys: list[bytes]) -> None:
+        """Delete these changelog keys at the partition's next checkpoint: rows quarantined
+        on restore, so that no later restore meets them (and counts them) again."""
+        if keys and partition in self._partitions:
+            self._tombstones.setdefault(partition, []).extend(keys)
+            self.dirty.add(partition)
 
     def restore_from_changelog(self, partition: int, restored: RestoredState,
                                where: str = "changelog") -> list[Quarantined]:
@@ -553,10 +566,16 @@ class Pipeline:
         the changelog partition in messages)."""
         self.revoke(partition)
         state = self.assign(partition)
-        skipped = apply_restored(state, restored, self.model_version, self.pending,
-                                 self.config.state_key, where)
+        key = self.config.state_key
+        skipped = apply_restored(state, restored, self.model_version, self.pending, key, where)
         self._advance_clock(state)
         self.dirty.discard(partition)
+        if restored.snapshot is not None and signed_with_previous(restored.snapshot, key):
+            # Key rotation (state/keys.py): the next checkpoint re-signs it with the new key.
+            self.dirty.add(partition)
+            log.warning("%s: model snapshot signed with a previous state key; re-signed with "
+                        "the current key (id %s) at the next checkpoint", where,
+                        key.key_id if key is not None else "?")
         return skipped
 
     # -- read-only views for metrics and the summary ---------------------------------------

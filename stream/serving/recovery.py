@@ -39,6 +39,7 @@ from stream.serving.intake import Intake
 from stream.serving.ledger import Ledger
 from stream.serving.merchant_feed import MerchantFeed
 from stream.state.changelog import (
+    OWNER_KEY,
     Ownership,
     Quarantined,
     check_ownership,
@@ -218,7 +219,11 @@ class Recovery:
         where = f"changelog {s.changelog_topic}[{partition}]"
         ownership = check_ownership(restored, s.application_id, s.adopt_state_from, where)
         skipped = self.pipeline.restore_from_changelog(partition, restored, where)
-        self._quarantine(where, [*restored.quarantined, *skipped])
+        lost = [*restored.quarantined, *skipped]
+        self._quarantine(where, lost)
+        # Deleted at the next checkpoint, so the next restore does not meet them again (the
+        # owner row is cumulative and the model's is refused, never quarantined).
+        self.pipeline.forget_rows(partition, [q.key for q in lost if q.key != OWNER_KEY])
         self._note(partition, ownership)
         self.ledger.durable_events[partition] = self.pipeline.partitions[partition].events
         elapsed = time.perf_counter() - started

@@ -99,6 +99,10 @@ class PartitionChanges:
     learned: dict[str, RecentRow | None] = field(default_factory=dict)
     # The partition's place in the merchant feed: (last sequence number, stream time).
     view: tuple[int, float] | None = None
+    # Keys whose last row was quarantined on restore: deleted, so no later restore meets
+    # (and counts) them again. Written first: a new value of the same key in this
+    # checkpoint comes after, and wins.
+    tombstones: list[bytes] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -118,14 +122,20 @@ class RestoredState:
     unstamped: int = 0
     # Takeovers recorded in the partition (`o` rows): application -> the ones it adopted.
     adoptions: dict[str, set[str]] = field(default_factory=dict)
-    # Rows skipped as unreadable, in the order met.
-    quarantined: list[Quarantined] = field(default_factory=list)
+    # Rows skipped as unreadable, by key, in the order met; a later value or tombstone of
+    # the same key supersedes the bad row, which is then not reported (see `quarantined`).
+    bad_rows: dict[bytes, Quarantined] = field(default_factory=dict)
+
+    @property
+    def quarantined(self) -> list[Quarantined]:
+        """The rows skipped whose key's last record was the bad one: what the restore lost."""
+        return list(self.bad_rows.values())
 
 
 def encode_changes(changes: PartitionChanges) -> list[tuple[bytes, bytes | None]]:
     """Key/value pairs for the changelog; rows before the model so a reader never sees a
     model newer than its features within one committed checkpoint."""
-    out: list[tuple[bytes, bytes | None]] = []
+    out: list[tuple[bytes, bytes | None]] = [(k, None) for k in changes.tombstones]
     dumps = orjson.dumps
     out.extend((CARD + k.encode(), dumps(v)) for k, v in changes.cards.items())
     out.extend((CARD + k.encode(), None) for k in changes.cards_evicted)
@@ -172,8 +182,13 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
     >>> fold(state, b"p:" + bytes([255]), b"[]")
     >>> state.cards, [(q.store, q.reason) for q in state.quarantined]
     ({'card-1': [5.0, 1.0]}, [('card', 'not_finite'), ('pending', 'not_utf8')])
+    >>> fold(state, b"c:card-2", b"[6.0, 1.0]")  # a later good value: nothing was lost
+    >>> [(q.store, q.reason) for q in state.quarantined]
+    [('pending', 'not_utf8')]
     """
     state.records += 1
+    if state.bad_rows:
+        state.bad_rows.pop(key, None)  # superseded by this record
     if writer is None:
         state.unstamped += 1
     else:
@@ -186,27 +201,31 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
             state.view = _view_row(value)
         except BadRow as bad:  # the partition resumes its feed numbering from the feed
             state.view = None
-            state.quarantined.append(Quarantined("view", bad.reason, key, str(bad)))
+            _quarantine(state, Quarantined("view", bad.reason, key, str(bad)))
         return
     if key == OWNER_KEY:
         if value is not None:
             try:
                 app, adopted = owner_of(value)
             except BadRow as bad:
-                state.quarantined.append(Quarantined("owner", bad.reason, key, str(bad)))
+                _quarantine(state, Quarantined("owner", bad.reason, key, str(bad)))
                 return
             state.adoptions.setdefault(app, set()).update(adopted)
         return
     store = _STORES.get(key[:2])
+    # A tombstone of a key that cannot be restored (one quarantined before, `forget_rows`)
+    # deletes nothing, and is no bad row.
     if store is None:
-        state.quarantined.append(Quarantined("unknown", "unknown_key", key,
-                                             "not a changelog key (c:, n:, p:, d:, l:, m, o "
-                                             "or v)"))
+        if value is not None:
+            _quarantine(state, Quarantined("unknown", "unknown_key", key,
+                                           "not a changelog key (c:, n:, p:, d:, l:, m, o "
+                                           "or v)"))
         return
     try:
         name = key[2:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        state.quarantined.append(Quarantined(store, "not_utf8", key, str(exc)))
+        if value is not None:
+            _quarantine(state, Quarantined(store, "not_utf8", key, str(exc)))
         return
     target, read = _TARGETS[key[:2]](state)
     if value is None:
@@ -216,7 +235,11 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
         target[name] = read(value)
     except BadRow as bad:
         target.pop(name, None)  # its last value is unreadable: the key starts afresh
-        state.quarantined.append(Quarantined(store, bad.reason, key, str(bad)))
+        _quarantine(state, Quarantined(store, bad.reason, key, str(bad)))
+
+
+def _quarantine(state: RestoredState, row: Quarantined) -> None:
+    state.bad_rows[row.key] = row
 
 
 def _json(value: bytes) -> Any:

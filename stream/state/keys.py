@@ -15,6 +15,16 @@ in a message; it is named by `key_id`, a fingerprint that reveals nothing about 
 StateKey(key_id='492ce5051e60', source='doctest')
 >>> key.verify(key.sign(b"data"), b"data"), key.verify(key.sign(b"data"), b"data!")
 (True, False)
+
+Rotation: a key can carry `previous` keys, which authenticate what they signed but never sign
+(README "Rotating the state key"). Deploy the new key with the old one as previous; each
+partition restored from an old-key snapshot is re-signed with the new key at its next
+checkpoint; once none is left, drop the old key.
+
+>>> old = StateKey.from_text("the key we are retiring, 32 chars+", "old")
+>>> new = StateKey.from_text("correct horse battery staple, 32+", "new", previous=(old,))
+>>> new.verifying(old.sign(b"data"), b"data") is old, new.verifying(new.sign(b"x"), b"y")
+(True, None)
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ class StateKey:
     secret: bytes = field(repr=False)
     source: str = ""
     key_id: str = field(init=False, default="")
+    # Keys being retired: they authenticate, never sign (module docstring).
+    previous: tuple[StateKey, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.secret) < MIN_KEY_CHARS:
@@ -56,10 +68,11 @@ class StateKey:
         return f"StateKey(key_id={self.key_id!r}, source={self.source!r})"
 
     @classmethod
-    def from_text(cls, text: str, source: str) -> StateKey:
+    def from_text(cls, text: str, source: str,
+                  previous: tuple[StateKey, ...] = ()) -> StateKey:
         """A key given as text (a setting, a file): surrounding whitespace is not part of it,
         so a file written by `echo` works."""
-        return cls(text.strip().encode("utf-8"), source)
+        return cls(text.strip().encode("utf-8"), source, previous)
 
     def sign(self, *parts: bytes | memoryview) -> bytes:
         """The tag of the concatenated `parts` (given apart: a large body is not copied)."""
@@ -71,6 +84,13 @@ class StateKey:
     def verify(self, tag: bytes, *parts: bytes | memoryview) -> bool:
         """True when `tag` is the tag of `parts` under this key, compared in constant time."""
         return hmac.compare_digest(self.sign(*parts), tag)
+
+    def verifying(self, tag: bytes, *parts: bytes | memoryview) -> StateKey | None:
+        """The key, this one or a previous one, under which `tag` is the tag of `parts`."""
+        for key in (self, *self.previous):
+            if key.verify(tag, *parts):
+                return key
+        return None
 
 
 def read_key_file(path: Path) -> str:

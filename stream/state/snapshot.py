@@ -169,14 +169,21 @@ def authenticate(raw: bytes, key: StateKey | None, where: str = "snapshot") -> i
     if len(raw) < body_at:
         raise StateAuthenticationError(f"{where} carries no authentication tag: refused")
     view = memoryview(raw)
-    if not key.verify(raw[tag_at:body_at], view[:tag_at], view[body_at:]):
+    if key.verifying(raw[tag_at:body_at], view[:tag_at], view[body_at:]) is None:
+        retiring = "".join(f", previous key id {k.key_id}" for k in key.previous)
         raise StateAuthenticationError(
             f"{where} failed authentication: its tag does not match the state key of this "
-            f"scorer (key id {key.key_id}, from {key.source}; the snapshot names key id "
-            f"{str(header.get('key_id'))[:12]!r}); it was written with another key, or "
+            f"scorer (key id {key.key_id}, from {key.source}{retiring}; the snapshot names "
+            f"key id {str(header.get('key_id'))[:12]!r}); it was written with another key, or "
             f"altered, and is refused unread. Every instance of an application must share "
             f"one state key ({_SETTINGS})")
     return body_at
+
+
+def signed_with_previous(raw: bytes, key: StateKey | None) -> bool:
+    """Whether an authenticated snapshot was signed by one of `key`'s previous keys (its
+    header, covered by the tag, names the key): state to re-sign with the current key."""
+    return key is not None and read_header(raw).get("key_id") != key.key_id
 
 
 def decode_snapshot(raw: bytes, key: StateKey | None,

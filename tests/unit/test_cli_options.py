@@ -37,7 +37,8 @@ COMMANDS: dict[tuple[str, ...], list[str]] = {
 }
 GLOBAL_NAMES = {"--bootstrap-servers", "--config", "--security-protocol", "--sasl-mechanism",
                 "--sasl-username", "--sasl-password", "--ssl-cafile", "--kafka-client",
-                "--application-id", "--adopt-state-from", "--state-key-file", "--log-level"}
+                "--application-id", "--adopt-state-from", "--state-key-file",
+                "--previous-state-key-file", "--log-level"}
 
 
 class Captured(Exception):

@@ -26,6 +26,7 @@ from stream.state.keys import StateKey, dev_key
 from stream.state.snapshot import (
     FORMAT_VERSION,
     MAGIC,
+    PartitionSnapshot,
     SnapshotError,
     StateAuthenticationError,
     decode_snapshot,
@@ -208,3 +209,63 @@ def test_without_a_key_a_plaintext_cluster_gets_a_private_development_key(
     path.chmod(0o644)
     with pytest.raises(ConfigError, match="readable by other users"):
         dev_key(path)
+
+
+# -- rotation ----------------------------------------------------------------------------------
+def _changelog_of(key: StateKey) -> RestoredState:
+    live = Pipeline(PipelineConfig(track_changes=True, state_key=key))
+    for i in range(20):
+        live.score(Transaction(f"t{i}", f"c{i % 3}", "m1", 10.0 + i, 1.7e9 + i, i % 5 == 0), 0)
+    restored = RestoredState()
+    for name, value in encode_changes(live.drain_changes(0)):
+        fold(restored, name, value)
+    return restored
+
+
+def test_a_rotated_key_reads_the_old_keys_state_and_re_signs_it_at_the_next_checkpoint(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The new key with the old one as previous: the old snapshot restores (with a WARNING),
+    the partition is due for a checkpoint, and what that checkpoint writes is signed with
+    the new key, which reads it without the old one. Without the previous key it is refused."""
+    old_state = _changelog_of(OTHER_KEY)
+    with pytest.raises(StateAuthenticationError, match="failed authentication"):
+        Pipeline(PipelineConfig(state_key=KEY)).restore_from_changelog(0, old_state)
+    rotating = StateKey.from_text(KEY_TEXT, "new", previous=(OTHER_KEY,))
+    pipe = Pipeline(PipelineConfig(track_changes=True, state_key=rotating))
+    with caplog.at_level(logging.WARNING, logger="stream.core.pipeline"):
+        pipe.restore_from_changelog(0, old_state, "changelog t[0]")
+    assert "changelog t[0]: model snapshot signed with a previous state key" in caplog.text
+    assert pipe.export_partition(0).events == 20
+    assert 0 in pipe.dirty  # re-signed at the next checkpoint, even with no new input
+    resigned = RestoredState()
+    for name, value in encode_changes(pipe.drain_changes(0)):
+        fold(resigned, name, value)
+    assert resigned.snapshot is not None
+    assert read_header(resigned.snapshot)["key_id"] == KEY.key_id
+    fresh = Pipeline(PipelineConfig(state_key=KEY))
+    fresh.restore_from_changelog(0, resigned)
+    assert fresh.export_partition(0).events == 20 and 0 not in fresh.dirty
+
+
+def test_the_previous_key_authenticates_but_never_signs() -> None:
+    rotating = StateKey.from_text(KEY_TEXT, "new", previous=(OTHER_KEY,))
+    raw = encode_snapshot(PartitionSnapshot(0, None, 0.0, 3, 1), rotating)
+    assert read_header(raw)["key_id"] == KEY.key_id
+    assert decode_snapshot(raw, KEY).events == 3
+    with pytest.raises(StateAuthenticationError, match=f"previous key id {OTHER_KEY.key_id}"):
+        decode_snapshot(encode_snapshot(PartitionSnapshot(0, None, 0.0, 3, 1),
+                                        StateKey.from_text("x" * 40, "stranger")), rotating)
+
+
+def test_the_previous_key_comes_from_settings_only_with_a_current_one(tmp_path: Path) -> None:
+    old_text = "another-application-state-key-fedcba987654"
+    key = state_key(load_settings(environ={"FRAUDSTREAM_STATE_KEY": KEY_TEXT,
+                                           "FRAUDSTREAM_PREVIOUS_STATE_KEY": old_text}))
+    assert key.key_id == KEY.key_id and [k.key_id for k in key.previous] == [OTHER_KEY.key_id]
+    old_file = tmp_path / "old.key"
+    old_file.write_text(old_text + "\n")
+    from_files = state_key(load_settings(environ={}, state_key_file=key_file(tmp_path),
+                                         previous_state_key_file=old_file))
+    assert [k.key_id for k in from_files.previous] == [OTHER_KEY.key_id]
+    with pytest.raises(ConfigError, match="previous state key is set without a current one"):
+        state_key(load_settings(environ={"FRAUDSTREAM_PREVIOUS_STATE_KEY": old_text}))

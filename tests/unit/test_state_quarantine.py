@@ -167,3 +167,41 @@ def test_the_scorer_counts_and_logs_quarantined_rows_by_key(
                                "(not_json: not JSON:")
     assert f"{len(bad) - QUARANTINE_LINES} more rows quarantined" in lines[-1]
     assert "Traceback" not in caplog.text
+
+
+def test_quarantined_rows_are_deleted_at_the_next_checkpoint_and_not_counted_again() -> None:
+    """A restore that quarantines rows has the next checkpoint write tombstones for them
+    (before any new value of the same key), so a later restore neither meets nor counts them;
+    they were counted again on every restore before."""
+    settings = load_settings(environ={}, group_id="app", changelog_topic=TOPIC)
+    _, records = _live_records(pipeline_config(settings, KEY))
+    bad = [(key, value) for _, key, value, _, _ in BAD_ROWS if key != OWNER_KEY]
+    recovery, pipeline, registry = _recover([*records, *bad])
+    recovery.restore(0)
+    first = registry.get_sample_value("fraudstream_state_rows_quarantined_total",
+                                      {"store": "card", "reason": "not_json"})
+    assert first == 1.0 and 0 in pipeline.dirty
+    pipeline.score(_tx(200, card="bad-json"), 0)  # the quarantined card is live again
+    written = encode_changes(pipeline.drain_changes(0))
+    tombstones = [key for key, value in written if value is None]
+    assert set(tombstones) >= {key for key, _ in bad}
+    assert written.index((b"c:bad-json", None)) < max(
+        i for i, (key, value) in enumerate(written) if key == b"c:bad-json")
+
+    again, resumed, registry2 = _recover([*records, *bad, *written])
+    again.restore(0)
+    assert "bad-json" in resumed.partitions[0].features.card_store  # its new value, kept
+    assert 0 not in resumed.dirty
+    quarantined = [s for metric in registry2.collect()
+                   if metric.name == "fraudstream_state_rows_quarantined"
+                   for s in metric.samples if s.name.endswith("_total")]
+    assert sum(s.value for s in quarantined) == 0
+
+
+def test_a_bad_row_superseded_by_a_later_value_is_not_reported() -> None:
+    restored = RestoredState()
+    fold(restored, b"c:card-1", b"[1.0, NaN]")
+    fold(restored, b"c:card-1", b"[1.0, 2.0]")
+    fold(restored, b"n:m-1", b"garbage")
+    fold(restored, b"n:m-1", None)
+    assert restored.cards == {"card-1": [1.0, 2.0]} and restored.quarantined == []
