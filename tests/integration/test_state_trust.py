@@ -137,3 +137,15 @@ def test_corrupt_changelog_rows_are_quarantined_and_the_scorer_scores_on(
     verdicts = read_committed(kafka_bootstrap, topics.verdicts, len(events))
     assert len({orjson.loads(r.value)["transaction_id"] for r in verdicts}) == len(events)
     assert {r.partition for r in verdicts} == set(range(PARTITIONS))
+
+    # The run's checkpoints tombstoned the quarantined keys: a restart restores every
+    # partition again and meets none of them (each was counted again on every restore).
+    more = produce_traffic(kafka_bootstrap, topics.input, 100, seed=43)
+    again = CollectorRegistry()
+    restarted = run_scorer(settings.model_copy(update={"max_events": len(more)}), again)
+    assert restarted.transactions == len(more)
+    assert again.get_sample_value("fraudstream_restore_seconds_count") == PARTITIONS
+    counted = [s.value for metric in again.collect()
+               if metric.name == "fraudstream_state_rows_quarantined"
+               for s in metric.samples if s.name.endswith("_total")]
+    assert counted and sum(counted) == 0
