@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -13,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -176,9 +177,37 @@ def scorer_process(bootstrap: str, topics: Topics, group: str, *extra: str,
     if metrics_port is not None:
         args += ["--metrics-port", str(metrics_port)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return logged_process(args, env)
+
+
+_LOGS: dict[int, IO[bytes]] = {}
+
+
+def logged_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A scorer process whose stderr goes to a file, read by `stop`/`finish`/`stderr_of`.
+
+    Not to a pipe: a pipe that nobody reads while the process runs holds 64 KiB, and the
+    scorer's next log line then blocks it (a stalled scorer, seen as lost verdicts under
+    load, when rebalances and retries log more)."""
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=log, env=env)
+    _LOGS[proc.pid] = log
     STARTED.append(proc)
     return proc
+
+
+def stderr_of(proc: subprocess.Popen[bytes]) -> str:
+    """What the process has written to stderr so far."""
+    log = _LOGS[proc.pid]
+    log.seek(0)
+    return log.read().decode(errors="replace")
+
+
+def finish(proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> tuple[int, str]:
+    """Wait for the process to exit by itself; its exit code and stderr."""
+    proc.wait(timeout_s)
+    return proc.returncode, stderr_of(proc)
 
 
 def scraped(port: int, name: str, labels: str = "") -> float | None:
@@ -208,11 +237,11 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> tuple[int, s
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
-        _, err = proc.communicate(timeout=timeout_s)
+        proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
-        _, err = proc.communicate()
-    return proc.returncode, err.decode(errors="replace")
+        proc.wait()
+    return proc.returncode, stderr_of(proc)
 
 
 def new_group() -> str:

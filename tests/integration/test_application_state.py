@@ -17,6 +17,7 @@ import pytest
 from durability_support import (
     PARTITIONS,
     Topics,
+    finish,
     kill_leftovers,
     latest_model_snapshots,
     new_group,
@@ -135,9 +136,8 @@ def test_a_changelog_of_another_application_is_refused_with_one_error_line(
                     io["dlq_topic"], shared)
     proc = scorer_process(kafka_bootstrap, topics, other, "--max-events", "400",
                           kafka_client=kafka_client)
-    _, err_bytes = proc.communicate(timeout=120)
-    err = err_bytes.decode(errors="replace")
-    assert proc.returncode == 1, err[-2000:]
+    code, err = finish(proc)
+    assert code == 1, err[-2000:]
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err[-2000:]

@@ -14,14 +14,13 @@ comparisons run with the shared merchant table, the default.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from durability_support import make_topics, new_group, read_committed
+from durability_support import finish, logged_process, make_topics, new_group, read_committed
 from test_event_time import Recorder, replay_in_process
 
 from stream.contracts.codec import decode_label, decode_transaction
@@ -33,16 +32,15 @@ COUNT = 6_000
 
 
 def _start(bootstrap: str, kafka_client: str, group: str, flags: list[str]) -> Any:
-    return subprocess.Popen(
+    return logged_process(
         [sys.executable, "-m", "stream", "--bootstrap-servers", bootstrap, "run",
          "--group-id", group, "--idle-exit", "10", "--session-timeout-ms", "30000", *flags],
         # A loaded machine can stall an instance (or a fetch) for seconds: waiting as long as
         # it takes keeps every read exact and the order of events fixed (the default waits,
         # 2 s each, then read stale or give up the order, counted in their metrics).
-        env={**os.environ, "FRAUDSTREAM_KAFKA_CLIENT": kafka_client,
-             "FRAUDSTREAM_MERCHANT_STATE": "shared",
-             "FRAUDSTREAM_MERCHANT_MAX_WAIT_MS": "60000", "FRAUDSTREAM_MAX_TASK_IDLE_MS": "60000"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        {**os.environ, "FRAUDSTREAM_KAFKA_CLIENT": kafka_client,
+         "FRAUDSTREAM_MERCHANT_STATE": "shared",
+         "FRAUDSTREAM_MERCHANT_MAX_WAIT_MS": "60000", "FRAUDSTREAM_MAX_TASK_IDLE_MS": "60000"})
 
 
 def test_two_instances_score_as_one_pipeline_owning_every_partition(
@@ -63,9 +61,9 @@ def test_two_instances_score_as_one_pipeline_owning_every_partition(
     first = _start(kafka_bootstrap, kafka_client, group, topics.flags())
     time.sleep(1.0)
     second = _start(kafka_bootstrap, kafka_client, group, topics.flags())
-    outputs = [p.communicate(timeout=400) for p in (first, second)]
-    for process, (_, stderr) in zip((first, second), outputs, strict=True):
-        assert process.returncode == 0, stderr[-3000:]
+    outputs = [finish(p, timeout_s=400) for p in (first, second)]
+    for code, stderr in outputs:
+        assert code == 0, stderr[-3000:]
     for _, stderr in outputs:  # both joined, and each rebuilt its table from the feed
         assert stderr.count("merchant table rebuilt") >= 1, stderr[-3000:]
 

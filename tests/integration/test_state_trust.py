@@ -18,6 +18,7 @@ import pytest
 from durability_support import (
     PARTITIONS,
     Topics,
+    finish,
     kill_leftovers,
     make_topics,
     new_group,
@@ -83,9 +84,8 @@ def test_a_forged_changelog_snapshot_is_refused_and_runs_nothing(
 
     proc = scorer_process(kafka_bootstrap, topics, group, "--max-events", "200",
                           kafka_client=kafka_client)
-    _, err_bytes = proc.communicate(timeout=120)
-    err = err_bytes.decode(errors="replace")
-    assert proc.returncode == 1, err[-2000:]
+    code, err = finish(proc)
+    assert code == 1, err[-2000:]
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err[-2000:]
