@@ -166,6 +166,11 @@ class Settings(BaseSettings):
     # through the merchant feed; "partition": each partition sees its own traffic only. Opt-in
     # for now: on kafka-python the durability suite does not yet hold with it (README).
     merchant_state: Literal["shared", "partition"] = "partition"
+    # "shared": one champion learned from every partition's labels, through the merchant
+    # table (needs merchant_state "shared"; no promotion), read as of epochs of
+    # model_epoch_s of event time; "partition": each partition learns its own (README).
+    model_state: Literal["shared", "partition"] = "partition"
+    model_epoch_s: float = Field(300.0, gt=0)
     # How long the scorer holds input back for the other instances' merchant events before
     # it reads the merchant state as it is (counted as stale reads).
     merchant_max_wait_ms: float = Field(2000.0, ge=0)
@@ -301,6 +306,16 @@ class Settings(BaseSettings):
                 not self.sasl_plain_username or self.sasl_plain_password is None):
             raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_plain_username "
                              "and sasl_plain_password (FRAUDSTREAM_SASL_PLAIN_PASSWORD)")
+        return self
+
+    @model_validator(mode="after")
+    def _shared_model(self) -> Settings:
+        if self.model_state == "shared" and self.merchant_state != "shared":
+            raise ValueError("model_state 'shared' learns through the shared merchant table: "
+                             "set merchant_state = 'shared' too")
+        if self.model_state == "shared" and self.promotion_metric is not None:
+            raise ValueError("promotion swaps a partition's champion: not with "
+                             "model_state 'shared'")
         return self
 
     @model_validator(mode="after")

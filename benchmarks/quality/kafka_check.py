@@ -86,8 +86,10 @@ def run_kafka_check(bootstrap: str, data: Dataset, timeout_s: float = 1800.0) ->
             topics.labels, "--output-topic", output, "--dlq-topic", topics.dlq,
             "--changelog-topic", topics.changelog)
         started = time.perf_counter()
-        # The in-process online_p4 shares its merchant table: so does this scorer.
+        # The in-process online_p4 shares its merchant table and its champion: so does this
+        # scorer.
         os.environ["FRAUDSTREAM_MERCHANT_STATE"] = "shared"
+        os.environ["FRAUDSTREAM_MODEL_STATE"] = "shared"
         with ScorerProcess(command) as scorer:
             code = scorer.wait(timeout_s)
             if code != 0:

@@ -53,10 +53,13 @@ def run_online(data: Dataset, partitions: int, challengers: tuple[str, ...] = ()
     """Prequential pass over the whole stream: score, then learn each label as it arrives.
 
     ``shared_merchants``: one merchant table over all partitions (features/merchant_table.py),
-    each partition's watermark advanced by its next queued record, as the live intake does.
+    each partition's watermark advanced by its next queued record, as the live intake does,
+    and one champion learned through it (``model_state = "shared"``, scoring/timeline.py).
     """
     import time
 
+    if shared_merchants:  # the table, and the champion learned through it
+        settings = {"merchant_state": "shared", "model_state": "shared", **settings}
     config = load_settings(environ={}, challengers=challengers, **settings)
     pipeline = Pipeline(pipeline_config(config), model_version(config),
                         merchant_partitions=partitions if shared_merchants else None)

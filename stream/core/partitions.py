@@ -206,6 +206,11 @@ def _wrong_width(prefix: bytes, name: str, got: int, width: int) -> Quarantined:
                        f"{got} numbers where the current feature set has {width}")
 
 
+def champion_of(snap: PartitionSnapshot, champion: str) -> Any:
+    """A copy of the snapshot's champion (see `_models_by_name`)."""
+    return _models_by_name(snap, champion)[0]
+
+
 def _models_by_name(snap: PartitionSnapshot, champion: str) -> tuple[Any, dict[str, Any]]:
     """The snapshot's champion for `champion` (by name when the snapshot knows it, else the
     snapshot's own champion) and every other model by name; a promotion recorded in a

@@ -13,13 +13,14 @@ change tracking, and split apart each half would reach into the other's.
 
 from __future__ import annotations
 
+import copy
 import logging
 from array import array
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from stream.contracts.messages import Decision, Label, ModelState, Transaction
 from stream.core.budget import EARLY_LABEL_ENTRY_BYTES, ByteBudget
@@ -27,12 +28,14 @@ from stream.core.evaluation.drift import DriftEvent
 from stream.core.evaluation.oversight import Oversight
 from stream.core.evaluation.prequential import Summary
 from stream.core.evaluation.shadow import Promotion
+from stream.core.features.extractor import FeatureExtractor
 from stream.core.features.merchant_table import MerchantTable, TableView
 from stream.core.partitions import (
     Learned,
     PartitionState,
     Recent,
     apply_restored,
+    champion_of,
     changes_of,
     load_snapshot,
     snapshot_of,
@@ -40,6 +43,7 @@ from stream.core.partitions import (
 from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import learn_one, score_one, top_contributions
 from stream.core.scoring.pending import Decided, PendingBuffer
+from stream.core.scoring.timeline import ModelTimeline
 from stream.state.changelog import PartitionChanges, PendingRow, Quarantined, RestoredState
 from stream.state.snapshot import PartitionSnapshot, signed_with_previous
 
@@ -97,6 +101,9 @@ class Pipeline:
         # A trained snapshot (`stream train`) that every newly assigned partition starts from.
         self.init_from = init_from
         self.model_version = model_version or config.model.name
+        # One champion over every partition's labels (scoring/timeline.py), or None: each
+        # partition's own.
+        self.timeline = self._timeline(config)
         self.pending = PendingBuffer(config.pending_max, config.pending_ttl_s,
                                      config.pending_max_bytes)
         # One byte budget for the card state of every partition this instance holds.
@@ -118,6 +125,32 @@ class Pipeline:
         self.dirty: set[int] = set()
         self._pending_changes: dict[int, dict[str, PendingRow | None]] = {}
         self._tombstones: dict[int, list[bytes]] = {}  # forget_rows
+
+    def _timeline(self, config: PipelineConfig) -> ModelTimeline | None:
+        if config.model_state != "shared":
+            return None
+        if self.merchants is None:
+            raise ValueError("model_state 'shared' learns through the shared merchant table: "
+                             "it needs merchant_state 'shared'")
+        if config.oversight.promotion is not None:
+            raise ValueError("promotion swaps a partition's champion: not with "
+                             "model_state 'shared'")
+        names = FeatureExtractor(horizons_s=config.horizons_s).feature_names
+        start = None
+        if self.init_from is not None:
+            start = (champion_of(self.init_from, self.model_version), self.init_from.learned)
+        timeline = ModelTimeline(config.model, names, config.model_epoch_s, start)
+        self.merchants.timeline = timeline
+        return timeline
+
+    def _champion(self, state: PartitionState, t: float) -> tuple[Any, int]:
+        """The model that decides a transaction at `t`, and how many labels it learned: the
+        partition's, or the shared one as of the transaction's merchant cutoff."""
+        timeline = self.timeline
+        if timeline is None:
+            return state.model, state.learned
+        view = cast(TableView, state.merchants)
+        return timeline.at(view.effective(t) - view.table.delta_s)
 
     # -- partition ownership -------------------------------------------------------------
     def assign(self, partition: int) -> PartitionState:
@@ -220,9 +253,15 @@ class Pipeline:
         return self.merchants.frontier if self.merchants is not None else float("inf")
 
     def export_partition(self, partition: int, with_features: bool = True) -> PartitionSnapshot:
-        """Everything the partition has learned, as a snapshot (see state/snapshot.py)."""
-        return snapshot_of(self._partitions[partition], self.pending, self.model_version,
-                           with_features)
+        """Everything the partition has learned, as a snapshot (see state/snapshot.py); with
+        a shared champion, its current model and label count (a trained snapshot for
+        `--init-from`)."""
+        snapshot = snapshot_of(self._partitions[partition], self.pending, self.model_version,
+                               with_features)
+        if self.timeline is not None:
+            snapshot.model = copy.deepcopy(self.timeline.learner)
+            snapshot.learned = self.timeline.learned
+        return snapshot
 
     def restore_partition(self, snapshot: PartitionSnapshot, partition: int | None = None) -> None:
         """Replace a partition's state with a snapshot's (on assignment, after a restart)."""
@@ -279,9 +318,10 @@ class Pipeline:
             if seen is not None:
                 return self._duplicate(state, seen)
         features = state.features.extract(tx)
-        score = score_one(state.model, features)
+        model, learned_by_model = self._champion(state, tx.timestamp)
+        score = score_one(model, features)
         decision, model_state = self.config.warmup.decide(
-            self.config.policy, score, tx.amount, state.learned)
+            self.config.policy, score, tx.amount, learned_by_model)
         if state.challengers:
             shadow: Mapping[str, float] = {
                 name: score_one(model, features) for name, model in state.challengers.items()}
@@ -293,7 +333,7 @@ class Pipeline:
         # Explanations are for the analyst who reviews or declines; approvals (~95% of
         # traffic) skip them, which saves a fifth of the per-event cost.
         contributions = (
-            top_contributions(state.model, features, self.config.explain_top_k)
+            top_contributions(model, features, self.config.explain_top_k)
             if decision != "approve" else NO_CONTRIBUTIONS
         )
         learned = self._after_scoring(state, tx, features, score, shadow)
@@ -482,7 +522,7 @@ class Pipeline:
         if was_fraud == label.is_fraud:
             return "repeated"
         features = dict(zip(state.features.feature_names, packed, strict=True))
-        self._step(state, features, label.is_fraud)
+        self._step(state, features, label.is_fraud, label.timestamp)
         state.features.learn_label(merchant_id, label.is_fraud, label.timestamp, label.card_id)
         state.learned += 1
         state.learned_labels.put(label.transaction_id, seq, learned_at,
@@ -490,9 +530,16 @@ class Pipeline:
         self.dirty.add(state.partition)
         return "corrected"
 
-    def _step(self, state: PartitionState, features: dict[str, float], is_fraud: bool) -> None:
-        """The models' step on one label: the champion's and every challenger's."""
-        learn_one(state.model, features, is_fraud)
+    def _step(self, state: PartitionState, features: dict[str, float], is_fraud: bool,
+              t: float) -> None:
+        """The models' step on one label known at `t`: the champion's (the shared one's as a
+        table event, folded in event-time order) and every challenger's."""
+        timeline = self.timeline
+        if timeline is None:
+            learn_one(state.model, features, is_fraud)
+        else:
+            view = cast(TableView, state.merchants)
+            view.learn([features[name] for name in timeline.names], is_fraud, t)
         for model in state.challengers.values():
             learn_one(model, features, is_fraud)
 
@@ -509,7 +556,7 @@ class Pipeline:
         assumed: bool = False,
         card_id: str | None = None,
     ) -> None:
-        self._step(state, features, is_fraud)
+        self._step(state, features, is_fraud, timestamp)
         state.features.learn_label(merchant_id, is_fraud, timestamp, card_id)
         # Challengers are compared only on decisions whose every score was kept (not on
         # records restored from a changelog, which hold the deciding score alone).

@@ -27,6 +27,10 @@ class PipelineConfig:
     # `merchant_delta_s` of event time; input later than `merchant_lateness_s` counts late.
     merchant_delta_s: float = 60.0
     merchant_lateness_s: float = 30.0
+    # "shared": one champion learned from every partition's labels through the merchant
+    # table, read as of `model_epoch_s` epochs (scoring/timeline.py); "partition": one each.
+    model_state: str = "partition"
+    model_epoch_s: float = 300.0
     evict_every: int = 10_000
     label_delay_s: float = 0.0
     pending_ttl_s: float = 120 * 86400.0

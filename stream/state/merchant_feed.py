@@ -11,33 +11,40 @@ table's fold order depends only on the events, so every instance reads the same 
 
 A record is JSON: ``{"s": first sequence number, "w": watermark, "t": stream time,
 "e": [[effective time, kind, merchant, value], ...]}``; ``null`` stands for "none yet" (minus
-infinity) in ``w`` and ``t``. What is read back is untrusted: anything malformed raises
+infinity) in ``w`` and ``t``. Kind 0 is a transaction, 1 a label, 2 a labelled example for the
+shared champion (``model_state = "shared"``, core/scoring/timeline.py): merchant ``""``, value
+``[label, *features]``. What is read back is untrusted: anything malformed raises
 FeedError and the reader skips the record, counted.
 
 >>> raw = encode_feed(7, [(100.0, 0, "m1", 0.0), (130.0, 1, "m1", 1.0)], 70.0, 130.0)
 >>> feed = decode_feed(raw)
 >>> feed.first_seq, feed.events, feed.mark, feed.stream_time
 (7, [(100.0, 0, 'm1', 0.0), (130.0, 1, 'm1', 1.0)], 70.0, 130.0)
->>> decode_feed(b'{"s": 1, "w": null, "t": null, "e": [[1.0, 2, "m", 0.0]]}')
+>>> decode_feed(b'{"s": 1, "w": null, "t": null, "e": [[1.0, 2, "", [1, 0.5, 2]]]}').events
+[(1.0, 2, '', (1.0, 0.5, 2.0))]
+>>> decode_feed(b'{"s": 1, "w": null, "t": null, "e": [[1, 3, "m", 0]]}')  # doctest: +ELLIPSIS
 Traceback (most recent call last):
-stream.state.merchant_feed.FeedError: event 0: kind must be 0 (transaction) or 1 (label)
+stream.state.merchant_feed.FeedError: event 0: kind must be 0 (transaction), 1 (label) or 2...
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from stream.core.features.merchant_table import FeedEvent
+from stream.core.features.merchant_table import LEARN, FeedEvent
 from stream.errors import FraudStreamError
 
 __all__ = ["FeedError", "FeedRecord", "decode_feed", "encode_feed"]
 
 # A merchant id longer than this is not one (the codec bounds ids in events too).
 MAX_MERCHANT_CHARS = 1024
+# An example carries its label and at most this many features, less one.
+MAX_EXAMPLE_VALUES = 257
 
 
 class FeedError(FraudStreamError, ValueError):
@@ -56,7 +63,7 @@ def _time(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def encode_feed(first_seq: int, events: list[FeedEvent], mark: float,
+def encode_feed(first_seq: int, events: Sequence[FeedEvent], mark: float,
                 stream_time: float) -> bytes:
     """One feed record (see the module docstring)."""
     return orjson.dumps({"s": first_seq, "w": _time(mark), "t": _time(stream_time),
@@ -76,12 +83,28 @@ def _optional_time(value: Any, what: str) -> float:
     return -math.inf if value is None else _number(value, what)
 
 
+def _example(index: int, value: Any) -> tuple[float, ...]:
+    """A LEARN event's value: the label (0 or 1), then the decision-time features."""
+    if not isinstance(value, list) or not 2 <= len(value) <= MAX_EXAMPLE_VALUES:
+        raise FeedError(f"event {index}: an example must be a list [label, features...] of "
+                        f"2 to {MAX_EXAMPLE_VALUES} numbers")
+    example = tuple(_number(v, f"event {index}: example value") for v in value)
+    if example[0] not in (0.0, 1.0):
+        raise FeedError(f"event {index}: an example's label must be 0 or 1")
+    return example
+
+
 def _event(index: int, raw: Any) -> FeedEvent:
     if not isinstance(raw, list) or len(raw) != 4:
         raise FeedError(f"event {index}: must be [eff, kind, merchant, value]")
     eff, kind, merchant, value = raw
+    if kind == LEARN and not isinstance(kind, bool):
+        if merchant != "":
+            raise FeedError(f"event {index}: an example (kind 2) has no merchant")
+        return (_number(eff, f"event {index}: eff"), LEARN, "", _example(index, value))
     if kind not in (0, 1) or isinstance(kind, bool):
-        raise FeedError(f"event {index}: kind must be 0 (transaction) or 1 (label)")
+        raise FeedError(f"event {index}: kind must be 0 (transaction), 1 (label) or 2 "
+                        "(example)")
     if not isinstance(merchant, str) or not merchant or len(merchant) > MAX_MERCHANT_CHARS:
         raise FeedError(f"event {index}: merchant must be a string of 1 to "
                         f"{MAX_MERCHANT_CHARS} characters")

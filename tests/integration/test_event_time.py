@@ -80,11 +80,12 @@ def test_a_backlog_with_week_late_labels_scores_as_the_in_process_replay(
     assert verdicts == expected
 
 
-def replay_in_process(items: list[Transaction | Label], partitions: int
-                      ) -> tuple[dict[str, float], int]:
+def replay_in_process(items: list[Transaction | Label], partitions: int,
+                      **overrides: Any) -> tuple[dict[str, float], int]:
     """Scores of one in-process pipeline owning every partition, with the shared merchant
-    table (`stream run`'s default), each partition's watermark moved by its next record."""
-    settings = load_settings(environ={})
+    table, each partition's watermark moved by its next record; `overrides` are settings
+    (the shared champion's, say)."""
+    settings = load_settings(environ={}, **overrides)
     pipeline = Pipeline(pipeline_config(settings), model_version(settings),
                         merchant_partitions=partitions)
     # Each source (topic partition) is consumed in offset order: its next record's time, and

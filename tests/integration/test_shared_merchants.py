@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from durability_support import finish, logged_process, make_topics, new_group, read_committed
 from test_event_time import Recorder, replay_in_process
 
@@ -31,7 +32,8 @@ from stream.devtools.synthetic import TrafficConfig, generate
 COUNT = 6_000
 
 
-def _start(bootstrap: str, kafka_client: str, group: str, flags: list[str]) -> Any:
+def _start(bootstrap: str, kafka_client: str, group: str, flags: list[str],
+           model_env: dict[str, str]) -> Any:
     return logged_process(
         [sys.executable, "-m", "stream", "--bootstrap-servers", bootstrap, "run",
          "--group-id", group, "--idle-exit", "10", "--session-timeout-ms", "30000", *flags],
@@ -40,11 +42,19 @@ def _start(bootstrap: str, kafka_client: str, group: str, flags: list[str]) -> A
         # 2 s each, then read stale or give up the order, counted in their metrics).
         {**os.environ, "FRAUDSTREAM_KAFKA_CLIENT": kafka_client,
          "FRAUDSTREAM_MERCHANT_STATE": "shared",
-         "FRAUDSTREAM_MERCHANT_MAX_WAIT_MS": "60000", "FRAUDSTREAM_MAX_TASK_IDLE_MS": "60000"})
+         "FRAUDSTREAM_MERCHANT_MAX_WAIT_MS": "60000", "FRAUDSTREAM_MAX_TASK_IDLE_MS": "60000",
+         **model_env})
 
 
+# The champion per partition, or one shared through the feed with 30 s epochs (the stream
+# spans about five minutes of event time, labels two minutes late: ten model versions).
+MODELS = {"partition": {}, "shared": {"model_state": "shared", "model_epoch_s": 30.0}}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
 def test_two_instances_score_as_one_pipeline_owning_every_partition(
-    kafka_bootstrap: str, kafka_client: str, clients: Any, new_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_client: str, clients: Any, new_topic: Callable[..., str],
+    model: str,
 ) -> None:
     topics = make_topics(new_topic)
     # Dense traffic (about 20 transactions a second of event time over 1,000 cards and 100
@@ -58,9 +68,10 @@ def test_two_instances_score_as_one_pipeline_owning_every_partition(
     recorder.producer.close(10.0)
 
     group = new_group()
-    first = _start(kafka_bootstrap, kafka_client, group, topics.flags())
+    env = {f"FRAUDSTREAM_{name.upper()}": str(value) for name, value in MODELS[model].items()}
+    first = _start(kafka_bootstrap, kafka_client, group, topics.flags(), env)
     time.sleep(1.0)
-    second = _start(kafka_bootstrap, kafka_client, group, topics.flags())
+    second = _start(kafka_bootstrap, kafka_client, group, topics.flags(), env)
     outputs = [finish(p, timeout_s=400) for p in (first, second)]
     for code, stderr in outputs:
         assert code == 0, stderr[-3000:]
@@ -77,8 +88,9 @@ def test_two_instances_score_as_one_pipeline_owning_every_partition(
     items: list[Transaction | Label] = [
         decode_transaction(value) if topic == topics.input else decode_label(value)
         for topic, value in recorder.sent]
-    expected, learned = replay_in_process(items, 4)
+    expected, learned = replay_in_process(items, 4, merchant_state="shared", **MODELS[model])
     assert learned > COUNT // 2
+    assert len(set(expected.values())) > COUNT // 2  # the champion learned (0.5 untrained)
     differing = [tx for tx, score in expected.items() if verdicts[tx] != [score]]
     logs = "\n---\n".join(err[-2500:] for _, err in outputs)
     assert differing == [], (f"{len(differing)} of {COUNT} scores differ, first "

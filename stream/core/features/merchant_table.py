@@ -49,13 +49,21 @@ import heapq
 import math
 from array import array
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from stream.core.features import merchant as merchant_state
 
-__all__ = ["LABEL", "TX", "FeedEvent", "MerchantTable", "TableView"]
+if TYPE_CHECKING:
+    from stream.core.scoring.timeline import ModelTimeline
+
+__all__ = ["LABEL", "LEARN", "TX", "FeedEvent", "MerchantTable", "TableView"]
 
 TX = 0
 LABEL = 1
+LEARN = 2
+"""A labelled example for the shared champion (scoring/timeline.py): no merchant, and the
+value ``(label, *decision-time features)``."""
+Value = float | tuple[float, ...]
 _NEVER = math.inf
 
 
@@ -94,7 +102,10 @@ class MerchantTable:
         self.ordered = True
         self._local_min = -_NEVER
         self._remote_min = _NEVER
-        self._heap: list[tuple[float, int, int, int, str, float]] = []
+        self._heap: list[tuple[float, int, int, int, str, Value]] = []
+        # The shared champion, fed the LEARN events in the same fold order (None: the model
+        # stays per partition).
+        self.timeline: ModelTimeline | None = None
         # Current state (as of the frontier), in last-write order for eviction.
         self._state: OrderedDict[str, array[float]] = OrderedDict()
         # Per merchant: (eff of a folded event, copy of the state just before it), oldest
@@ -107,7 +118,7 @@ class MerchantTable:
 
     # -- writers ---------------------------------------------------------------------------
     def add(self, partition: int, seq: int, eff: float, merchant: str, kind: int,
-            value: float) -> None:
+            value: Value) -> None:
         """Queue one merchant event; it is folded once every partition's watermark passes it."""
         heapq.heappush(self._heap, (eff, partition, seq, kind, merchant, value))
 
@@ -187,8 +198,13 @@ class MerchantTable:
         self._frontier = frontier
         heap, state, before = self._heap, self._state, self._before
         keep_copies, ttl = self._horizon, self.ttl_s
+        timeline = self.timeline
         while heap and heap[0][0] < frontier:
             eff, _, _, kind, merchant, value = heapq.heappop(heap)
+            if kind == LEARN:
+                if timeline is not None and isinstance(value, tuple):
+                    timeline.learn(eff, value)
+                continue
             m = state.get(merchant)
             if m is None:
                 m = state[merchant] = array("d", self._zero)
@@ -236,6 +252,8 @@ class MerchantTable:
         if horizon <= self._horizon:
             return
         self._horizon = horizon
+        if self.timeline is not None:
+            self.timeline.release(horizon)
         before = self._before
         for merchant in [m for m, c in before.items() if c[-1][0] < horizon]:
             del before[merchant]
@@ -272,6 +290,8 @@ class MerchantTable:
         self._before.clear()
         self._horizon = -_NEVER
         self.folded = 0
+        if self.timeline is not None:
+            self.timeline.reset()
 
     def mark_of(self, partition: int) -> float:
         """The partition's watermark (without the local floor)."""
@@ -286,7 +306,7 @@ class MerchantTable:
         return sum(len(c) for c in self._before.values())
 
 
-FeedEvent = tuple[float, int, str, float]
+FeedEvent = tuple[float, int, str, "Value"]
 """One merchant event as it travels between instances: (eff, kind, merchant, value)."""
 
 
@@ -352,6 +372,10 @@ class TableView:
     def label(self, merchant: str, is_fraud: bool, t: float) -> None:
         self._emit(merchant, t, LABEL, 1.0 if is_fraud else 0.0)
 
+    def learn(self, features: list[float], is_fraud: bool, t: float) -> None:
+        """A labelled example for the shared champion, learned when the label is (``t``)."""
+        self._emit("", t, LEARN, (1.0 if is_fraud else 0.0, *features))
+
     def seen(self, t: float) -> None:
         """The partition processed an event at ``t`` (one with no merchant part, too); the
         events are processed in event-time order across the local partitions, so all of them
@@ -376,7 +400,7 @@ class TableView:
             self.stream_time = now
             self._mark()
 
-    def _emit(self, merchant: str, t: float, kind: int, value: float) -> None:
+    def _emit(self, merchant: str, t: float, kind: int, value: Value) -> None:
         self.seq += 1
         eff = self.effective(t)
         self.table.add(self.partition, self.seq, eff, merchant, kind, value)
