@@ -16,6 +16,14 @@ hands it out on resume (KAFKA-7548, dpkp/kafka-python#2981), and positions only 
 records `poll` returned, so after pause/resume the next record is the one after the last one
 returned, as the protocol requires.
 
+An assignment starts from the committed offsets, as librdkafka's does: kafka-python 3.0.12
+keeps a partition's position (and pause) when an eager rebalance revokes it and hands it
+straight back (`SubscriptionState.assign_from_subscribed`), past the records it had fetched.
+The scorer dropped those at revocation (they are not done: nothing of them is committed), so
+they were never processed by anyone until a restart; two instances whose group rebalanced
+left hundreds of transactions without a verdict. `_FromCommitted` seeks every assigned
+partition to its committed offset before the scorer hears of the assignment.
+
 kafka-python internals used (3.0.x): the subscription state (`_subscription.assignment`:
 positions, high watermarks and pauses without the broker round trip `position()` may make),
 the cluster metadata refresh with a timeout (`_cluster`, `_manager`, `_net`: `topics()` and
@@ -78,6 +86,38 @@ def partition_states(consumer: KafkaConsumer) -> list[State]:
         out.append((tp, None if position is None else position.offset, state.highwater,
                     state.paused))
     return out
+
+
+class _FromCommitted:
+    """The scorer's listener, with every assignment starting from the committed offsets (the
+    module docstring): the group protocol's contract, which kafka-python 3.0.12 keeps only
+    for partitions that are new to this member."""
+
+    def __init__(self, consumer: KafkaConsumer, listener: RebalanceListener,
+                 timeout_s: float) -> None:
+        self._consumer = consumer
+        self._listener = listener
+        self._timeout_s = timeout_s
+
+    def on_assigned(self, sources: list[Source]) -> None:
+        tps = [topic_partition(s) for s in sources]
+        if tps:
+            try:
+                committed = self._consumer._coordinator.fetch_committed_offsets(
+                    tps, timeout_ms=int(self._timeout_s * 1000))
+            except kerr.KafkaError as exc:  # raised from poll: the loop rewinds to them
+                raise client_error(exc, what="committed offsets") from None
+            for tp in tps:
+                found = committed.get(tp)
+                offset = found.offset if found is not None and found.offset >= 0 else None
+                seek_to(self._consumer, tp, BEGINNING if offset is None else offset)
+        self._listener.on_assigned(sources)
+
+    def on_revoked(self, sources: list[Source]) -> None:
+        self._listener.on_revoked(sources)
+
+    def on_lost(self, sources: list[Source]) -> None:
+        self._listener.on_lost(sources)
 
 
 def seek_to(consumer: KafkaConsumer, tp: TopicPartition, offset: int) -> None:
@@ -168,7 +208,7 @@ class KafkaPythonGroupConsumer:
         """Subscribe, then wait for the topics' metadata: kafka-python may otherwise join
         before it knows their partitions, get an empty assignment ("No partition metadata
         for topic") and rebalance again once the metadata arrives."""
-        self._bridge.listener = listener
+        self._bridge.listener = _FromCommitted(self._consumer, listener, self._timeout_s)
         self._consumer.subscribe(topics, listener=self._bridge.kafka_listener())
         try:
             refresh_metadata(self._consumer, min(self._timeout_s, 5.0))

@@ -136,6 +136,19 @@ def read_committed(bootstrap: str, topic: str, expected: int, timeout_s: float =
     return records
 
 
+def group_positions(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int | None, int]]:
+    """Per partition of `topic`: the group's committed offset and the end offset (to say,
+    when verdicts are missing, whether their input was committed without them)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                             enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        ends = consumer.end_offsets(parts)
+        return {tp.partition: (consumer.committed(tp), ends[tp]) for tp in parts}
+    finally:
+        consumer.close()
+
+
 def verdict_ids(records: list[Any]) -> Counter[str]:
     return Counter(orjson.loads(r.value)["transaction_id"] for r in records)
 

@@ -159,6 +159,32 @@ def test_callbacks_run_on_the_polling_thread_with_both_topics(
     assert sorted(committed) == sorted(every + mine)
 
 
+def test_a_partition_kept_across_a_rebalance_restarts_from_its_committed_offset(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
+    """What was fetched but not committed is fetched again after a rebalance, also for the
+    partition this member keeps: the scorer drops such records at revocation. kafka-python
+    kept the position past them, and they were never processed until a restart."""
+    topic = new_topic(partitions=2, prefix="keep")
+    for p in range(2):
+        produce(clients, topic, 10, start=10 * p, partition=p)
+    first, _ = subscribed([topic])
+    fetched, _ = drain(first, 20)
+    assert len(fetched) == 20
+    first.commit({(topic, 0): 3, (topic, 1): 3}, asynchronous=False)
+    second, _ = subscribed([topic])
+    deadline = time.monotonic() + T
+    again: list[Record] = []
+    while len(first.assignment()) != 1 or len(second.assignment()) != 1:
+        assert time.monotonic() < deadline
+        again.extend(first.poll(10, 0.1).records)
+        second.poll(10, 0.1)
+    kept = first.assignment()[0]
+    while len([r for r in again if r.source == kept]) < 7:
+        assert time.monotonic() < deadline, offsets(again, kept)
+        again.extend(first.poll(10, 0.1).records)
+    assert offsets(again, kept)[-7:] == list(range(3, 10))
+
+
 def test_a_failing_callback_surfaces_from_poll_and_loses_no_record(
         clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
     topic = new_topic(prefix="cbfail")
