@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import replace
 
 import orjson
@@ -64,19 +65,29 @@ class _Heads:
         return times[i] if i < len(times) else math.inf
 
 
-def _one_pipeline(items: list[Transaction | Label], **extra: object) -> dict[str, float]:
-    pipe, heads, scores = _pipeline(None, **extra), _Heads(items), {}
+def _replay(items: list[Transaction | Label], owner: dict[int, Pipeline],
+            before_each: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Every record, in the order one scorer owning all partitions processes them, by the
+    pipeline that owns its partition (`owner`); `before_each` runs before each record."""
+    heads, scores = _Heads(items), {}
     for p in range(PARTITIONS):
-        pipe.lookahead(p, heads.head(p))
+        owner[p].lookahead(p, heads.head(p))
     for p, item in consumed_order(items, PARTITIONS):
+        before_each()
+        pipe = owner[p]
         if isinstance(item, Transaction):
             scores[item.transaction_id] = pipe.score(item, p).score
         else:
             pipe.learn_label(item)
         heads.at[p] += 1
         pipe.lookahead(p, heads.head(p))
-    assert pipe.merchants is not None and pipe.merchants.stale_reads == 0
+    for pipe in set(owner.values()):
+        assert pipe.merchants is not None and pipe.merchants.stale_reads == 0
     return scores
+
+
+def _one_pipeline(items: list[Transaction | Label], **extra: object) -> dict[str, float]:
+    return _replay(items, dict.fromkeys(range(PARTITIONS), _pipeline(None, **extra)))
 
 
 def _two_instances(items: list[Transaction | Label]) -> dict[str, float]:
@@ -86,7 +97,6 @@ def _two_instances(items: list[Transaction | Label]) -> dict[str, float]:
     owner = {0: a, 1: a, 2: b, 3: b}
     for p, pipe in owner.items():
         pipe.assign(p)
-    heads, scores = _Heads(items), {}
 
     def exchange() -> None:
         for p, pipe in owner.items():
@@ -97,19 +107,8 @@ def _two_instances(items: list[Transaction | Label]) -> dict[str, float]:
                 other.apply_feed(p, record.first_seq, record.events, record.mark,
                                  record.stream_time)
 
-    for p in range(PARTITIONS):
-        owner[p].lookahead(p, heads.head(p))
-    for p, item in consumed_order(items, PARTITIONS):
-        exchange()
-        pipe = owner[p]
-        if isinstance(item, Transaction):
-            scores[item.transaction_id] = pipe.score(item, p).score
-        else:
-            pipe.learn_label(item)
-        heads.at[p] += 1
-        pipe.lookahead(p, heads.head(p))
+    scores = _replay(items, owner, exchange)
     for pipe in (a, b):
-        assert pipe.merchants is not None and pipe.merchants.stale_reads == 0
         assert pipe.timeline is not None and pipe.timeline.rejected == 0
     return scores
 
