@@ -89,7 +89,8 @@ def test_sigkill_takeover_and_restart_lose_and_duplicate_nothing(
     # Every partition's model learned from each labelled event exactly once.
     counts = partition_counts(kafka_bootstrap, topics.input)
     snapshots = latest_model_snapshots(kafka_bootstrap, topics.changelog)
-    assert {p: s.learned for p, s in snapshots.items()} == counts
+    assert {p: s.learned for p, s in snapshots.items()} == counts, (
+        {p: s.events for p, s in snapshots.items()}, err_b[-3000:], err_a2[-3000:])
     assert {p: s.events for p, s in snapshots.items()} == counts
 
 
