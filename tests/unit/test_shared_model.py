@@ -161,6 +161,9 @@ def test_released_copies_go_and_a_reset_starts_over() -> None:
     assert timeline.copies == 10
     timeline.release(55.0)
     assert timeline.copies == 5 and timeline.at(55.0)[1] == 50
+    # A read before every copy kept gets the oldest (not, by wrapping around, the newest),
+    # counted: release promises it never happens.
+    assert timeline.at(5.0)[1] == 50 and timeline.too_old == 1
     timeline.learn(200.0, (1.0,))  # another width: refused, counted
     assert timeline.rejected == 1
     timeline.reset()

@@ -71,6 +71,7 @@ class ModelTimeline:
         if start is not None:
             self.learner, self.learned = copy.deepcopy(start[0]), start[1]
         self.rejected = 0  # examples of another width (untrusted feed input)
+        self.too_old = 0  # reads before every copy kept (a release too early; never expected)
         # The next epoch boundary at or after every example learned so far.
         self._next = -_NEVER
         # (boundary, frozen learner, examples learned): the model of every read whose epoch
@@ -102,6 +103,9 @@ class ModelTimeline:
         if start >= self._next:
             return self.learner, self.learned
         i = bisect.bisect_right(self._starts, start) - 1
+        if i < 0:  # older than every copy kept (`release` promised no such read): the oldest
+            self.too_old += 1
+            i = 0
         return self._copies[i]
 
     def release(self, horizon: float) -> None:
