@@ -144,7 +144,12 @@ class MerchantFeed:
             polled = tail.poll(10_000, timeout_s)
         except ClientError as exc:
             raise InfrastructureError(f"merchant feed read failed: {exc}") from None
-        return sum(self._fold(record) for record in polled.records)
+        # The owned partitions' records are this instance's own, folded when they were made:
+        # not decoded again (with the shared champion most of a record is its examples'
+        # numbers, and validating them was most of a single instance's feed cost).
+        owned = self.pipeline.partitions
+        return sum(self._fold(record) for record in polled.records
+                   if record.partition not in owned)
 
     def _fold(self, record: Record) -> int:
         try:

@@ -225,8 +225,10 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
             checkpoint_interval_ms=50.0, session_timeout_ms=6000, max_outage_s=120.0,
             request_timeout_ms=5000, **topics.settings())
         thread, outcome = scorer_thread(settings, registry)
+        # A fresh broker creates its transaction-state and offsets topics on first use,
+        # which on a loaded 2-core machine has taken over 90 s.
         wait_for(lambda: (registry.get_sample_value(
-            "fraudstream_events_total", {"outcome": "scored"}) or 0) >= 3000, 90,
+            "fraudstream_events_total", {"outcome": "scored"}) or 0) >= 3000, 180,
             "the scorer to get going")
         broker.stop()
         wait_for(lambda: registry.get_sample_value("fraudstream_broker_up") == 0, 10,
