@@ -21,21 +21,54 @@ counted, never folded.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
 from stream.config import Settings
+from stream.core.features.merchant_table import FeedEvent
 from stream.core.pipeline import Pipeline
 from stream.errors import InfrastructureError
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import Clients, Reader
 from stream.kafka.records import BEGINNING, Record, Source
 from stream.observability.metrics import Metrics
+from stream.serving.handlers import RECORD_OVERHEAD
 from stream.state.merchant_feed import FeedError, decode_feed, encode_feed
 
 log = logging.getLogger("stream.serving.merchant_feed")
 
 Send = Callable[..., None]
+
+
+def feed_records(first: int, events: list[FeedEvent], mark: float, stream_time: float,
+                 limit: int, step: int = 500) -> list[bytes]:
+    """One partition's news as feed records of at most `limit` bytes each.
+
+    Why: a checkpoint's events can be far more than a record may hold (with the shared
+    champion every label carries its features, ~600 bytes: 1,600 labels make a megabyte), and
+    a refused record sent the scorer into checkpointing one input at a time. Only the last
+    record carries the new watermark and stream time; the others carry none (a reader may
+    fold one record before it fetches the next, and must not pass the watermark early).
+
+    >>> records = feed_records(1, [(1.0, 0, "m", 0.0)] * 5, 70.0, 80.0, limit=10_000, step=2)
+    >>> [decode_feed(r).first_seq for r in records], [decode_feed(r).mark for r in records]
+    ([1, 3, 5], [-inf, -inf, 70.0])
+    """
+    out: list[bytes] = []
+    i = 0
+    while True:
+        chunk = events[i:i + step]
+        last = i + len(chunk) >= len(events)
+        raw = encode_feed(first + i, chunk, mark if last else -math.inf,
+                          stream_time if last else -math.inf)
+        if len(raw) > limit and len(chunk) > 1:
+            step = max(1, len(chunk) // 2)
+            continue
+        out.append(raw)
+        i += len(chunk)
+        if last:
+            return out
 
 
 class MerchantFeed:
@@ -55,17 +88,18 @@ class MerchantFeed:
 
     # -- publishing (inside a checkpoint) ---------------------------------------------------
     def publish(self, send: Send, headers: tuple[tuple[str, bytes], ...]) -> int:
-        """One feed record per owned partition with news; returns how many were sent."""
+        """The owned partitions' news, in records that fit the output limit; returns how many
+        were sent."""
         sent = 0
         pipeline = self.pipeline
+        limit = self.settings.max_message_bytes - RECORD_OVERHEAD
         for partition in sorted(pipeline.partitions):
             drained = pipeline.drain_feed(partition)
             if drained is None:
                 continue
-            first, events, mark, stream_time = drained
-            send(self.topic, None, encode_feed(first, events, mark, stream_time),
-                 partition=partition, headers=headers)
-            sent += 1
+            for record in feed_records(*drained, limit=limit):
+                send(self.topic, None, record, partition=partition, headers=headers)
+                sent += 1
         return sent
 
     # -- reading ------------------------------------------------------------------------------
