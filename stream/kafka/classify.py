@@ -51,6 +51,8 @@ class ClientError(InfrastructureError):
     >>> type(classify(e, "commit")).__name__, str(classify(e, "commit"))
     ('InfrastructureError', 'commit: Local: Timed out')
     >>> type(classify(ClientError("x", kind="other", fatal=True), "send")).__name__
+    'InfrastructureError'
+    >>> type(classify(ClientError("fenced", kind="fenced", fatal=True), "send")).__name__
     'FencedError'
     >>> type(classify(ClientError("Message size too large", kind="too_large"), "send")).__name__
     'OutputTooLargeError'
@@ -66,12 +68,15 @@ class ClientError(InfrastructureError):
 
 
 def classify(error: ClientError, what: str) -> FraudStreamError:
-    """What the loop does about a failed call: stop (refused credentials; fenced, or any fatal
-    client state other than a timeout), redo after a rebalance (group moved), dead-letter the
-    input that made an output too large, or back off and rewind."""
+    """What the loop does about a failed call: stop (refused credentials; fenced: another
+    instance owns our transactional id), redo after a rebalance (group moved), dead-letter the
+    input that made an output too large, or back off and rewind. A fatal error that is not a
+    fence (librdkafka's "out of order sequence number" after a broker restart) makes the
+    producer unusable, not the scorer: the rewind replaces the producer, whose
+    initialisation aborts the old one's transaction, so exactly-once holds."""
     if error.kind == "auth":
         return AuthenticationError(f"{what}: {error}")
-    if error.kind == "fenced" or (error.fatal and error.kind != "timed_out"):
+    if error.kind == "fenced":
         return FencedError(f"{what}: {error}")
     if error.kind == "group_moved":
         return GroupMovedError(f"{what}: {error}")

@@ -165,3 +165,21 @@ def test_fencing_is_reported_as_such() -> None:
     made[0].fail["begin"] = [_kafka_error("fenced", fatal=True)]
     with pytest.raises(FencedError):
         delivery.send("verdicts", b"k", b"v")
+
+
+def test_a_fatal_producer_error_that_is_no_fence_replaces_the_producer() -> None:
+    """librdkafka after a broker restart: "out of order sequence number", fatal. The producer
+    is unusable, but no other instance owns our transactional id: the scorer used to stop
+    (FencedError); the rewind now starts a new producer, whose init aborts the old
+    transaction."""
+    delivery, made = _eos()
+    delivery.send("verdicts", b"k", b"v")
+    made[0].fail["commit"] = [_kafka_error("other", fatal=True)]
+    with pytest.raises(InfrastructureError) as raised:
+        delivery.commit(_tp(0, 1))
+    assert not isinstance(raised.value, FencedError)
+    made[0].fail["abort"] = [_kafka_error("other", fatal=True)]
+    delivery.reset()
+    assert len(made) == 2 and delivery.producer is made[1]
+    delivery.send("verdicts", b"k", b"v")
+    delivery.commit(_tp(0, 1))

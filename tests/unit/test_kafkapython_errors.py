@@ -66,9 +66,11 @@ def test_retriable_comes_from_the_kafka_python_class() -> None:
 def test_what_kafka_python_treats_as_fatal_is_fatal_and_never_retriable(exc: Any) -> None:
     error = client_error(exc)
     assert error.fatal and not error.retriable
-    # Refused permissions stop the scorer as such, not as "fenced by another instance".
-    expected = AuthenticationError if error.kind == "auth" else FencedError
-    assert isinstance(classify(error, "commit"), expected)
+    # Refused permissions stop the scorer as such, not as "fenced by another instance"; a
+    # fence stops it; any other fatal state replaces the producer and rewinds.
+    expected = {"auth": AuthenticationError, "fenced": FencedError}.get(error.kind,
+                                                                        InfrastructureError)
+    assert type(classify(error, "commit")) is expected
 
 
 def test_the_caller_knows_better_than_the_class() -> None:
