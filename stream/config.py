@@ -289,6 +289,14 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def transaction_timeout_ms(self) -> int:
+        """The exactly-once producers' `transaction.timeout.ms`: how long a crashed
+        instance's open transaction can hide later records from read_committed readers,
+        until the broker aborts it (it checks every 10 s by default), and so how long a
+        restore waits for one (stream/kafka/restore.py)."""
+        return max(60_000, self.request_timeout_ms * 2)
+
+    @property
     def merchant_feed_topic(self) -> str:
         """The merchant feed (shared merchant state): `<application_id>.merchant-feed`."""
         return self.internal_topic(MERCHANT_FEED)

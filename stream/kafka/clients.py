@@ -128,6 +128,10 @@ class Reader(Protocol):
         """The first offset and the end a read_committed reader can reach (the last stable
         offset); read until that offset or until `Polled.at_end`, whichever comes first."""
 
+    def log_end(self, source: Source, timeout_s: float) -> int:
+        """The high watermark, records of still-open transactions included: the last stable
+        offset stays below it while a transaction (a crashed instance's) is open."""
+
     def offsets_for_time(self, sources: list[Source], at_ms: int) -> dict[Source, int | None]:
         """The first offset at or after `at_ms` per partition (None: there is none)."""
 

@@ -143,7 +143,7 @@ def producer_options(settings: Settings, transactional_id: str | None,
     }
     if transactional_id is not None:
         options["transactional_id"] = transactional_id
-        options["transaction_timeout_ms"] = max(60_000, settings.request_timeout_ms * 2)
+        options["transaction_timeout_ms"] = settings.transaction_timeout_ms
     return options
 
 

@@ -39,6 +39,7 @@ class KafkaPythonReader:
 
     def __init__(self, options: dict[str, Any], timeout_s: float) -> None:
         self._consumer = new_consumer(options)
+        self._options = options
         self._timeout_s = timeout_s
         self._ends: dict[TopicPartition, int] = {}
         self._asked: dict[TopicPartition, float] = {}
@@ -57,6 +58,18 @@ class KafkaPythonReader:
         except kerr.KafkaError as exc:
             raise client_error(exc, what="watermarks") from None
         return int(low), int(high)
+
+    def log_end(self, source: Source, timeout_s: float) -> int:
+        """The high watermark: the end offset a read_uncommitted consumer's ListOffsets
+        returns (records of open transactions included), from a short-lived one."""
+        tp, timeout_ms = topic_partition(source), max(1, int(timeout_s * 1000))
+        consumer = new_consumer({**self._options, "isolation_level": "read_uncommitted"})
+        try:
+            return int(consumer.end_offsets([tp], timeout_ms=timeout_ms)[tp])
+        except kerr.KafkaError as exc:
+            raise client_error(exc, what="log end") from None
+        finally:
+            consumer.close(autocommit=False)
 
     def offsets_for_time(self, sources: list[Source], at_ms: int) -> dict[Source, int | None]:
         try:

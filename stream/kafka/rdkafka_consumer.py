@@ -224,6 +224,7 @@ class RdkafkaReader:
             config["fetch.max.bytes"] = 64 * 1024 * 1024
             config["max.partition.fetch.bytes"] = 16 * 1024 * 1024
         self._settings = settings
+        self._config = config
         self._assigned = False
         self._consumer = Consumer(config)
 
@@ -251,6 +252,18 @@ class RdkafkaReader:
         except KafkaException as exc:
             raise self._explained(exc) from None
         return int(low), int(high)
+
+    def log_end(self, source: Source, timeout_s: float) -> int:
+        """The high watermark (records of open transactions included): librdkafka asks it
+        of a read_uncommitted consumer only, so a short-lived one does."""
+        consumer = Consumer({**self._config, "isolation.level": "read_uncommitted"})
+        try:
+            _low, high = consumer.get_watermark_offsets(_tp(source), timeout=timeout_s)
+        except KafkaException as exc:
+            raise explained(client_error(exc), self._watch, lambda: consumer.poll(0)) from None
+        finally:
+            consumer.close()
+        return int(high)
 
     def offsets_for_time(self, sources: list[Source], at_ms: int) -> dict[Source, int | None]:
         timeout = self._settings.request_timeout_ms / 1000.0

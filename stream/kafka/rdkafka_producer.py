@@ -56,7 +56,7 @@ class RdkafkaProducer:
         self._too_large: ClientError | None = None  # a size refusal in this transaction
         if transactional_id is not None:
             config["transactional.id"] = transactional_id
-            config["transaction.timeout.ms"] = max(60_000, settings.request_timeout_ms * 2)
+            config["transaction.timeout.ms"] = settings.transaction_timeout_ms
             config["on_delivery"] = self._failed_delivery
             config["delivery.report.only.error"] = True
         self._transactional = transactional_id is not None

@@ -1,14 +1,17 @@
 """/metrics, /healthz and /readyz on one port, for Prometheus and for orchestrators.
 
 Liveness means the loop is turning: it beats on every poll, and a loop that has not beaten
-for `stuck_after_s` (a hung broker call, a deadlock) is reported dead so Kubernetes
-restarts it. Readiness means partitions are assigned, their state restored and the broker
-reachable, so traffic and scale-out decisions only count instances that are actually
-scoring. A broker outage makes an instance unready but not dead: the clients reconnect by
-themselves and a restart would not bring the broker back (the loop gives up after
-`max_outage_s`). Checkpoints that keep failing make it unready at once, and dead once they
-have failed for `stuck_after_s` with the broker reachable: a loop that turns but never makes
-progress is stuck too, and a broker that answers is not the reason.
+for `stuck_after_s` (a hung broker call, a deadlock) is reported dead so Kubernetes restarts
+it. A restore on assignment is alive however long it takes: it bounds itself (no progress
+for a minute, or a crashed instance's transaction still open after its timeout, fails it;
+stream/kafka/restore.py), and a restart would only start it over. Readiness means partitions
+are assigned, their state restored and the broker reachable, so traffic and scale-out
+decisions only count instances that are actually scoring. A broker outage makes an instance
+unready but not dead: the clients reconnect by themselves and a restart would not bring the
+broker back (the loop gives up after `max_outage_s`). Checkpoints that keep failing make it
+unready at once, and dead once they have failed for `stuck_after_s` with the broker
+reachable: a loop that turns but never makes progress is stuck too, and a broker that
+answers is not the reason.
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ class Health:
             age = now - self._last_beat
             failing = None if self._failing_since is None else now - self._failing_since
             broker_up = self._broker_down_since is None
+            restoring = self._restoring
+        if restoring:
+            return True, f"restoring state (loop beat {age:.1f}s ago)"
         if age > self.stuck_after_s:
             return False, f"loop stuck: no beat for {age:.1f}s"
         if failing is not None and failing > self.stuck_after_s and broker_up:

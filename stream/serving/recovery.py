@@ -213,7 +213,10 @@ class Recovery:
 
         reader = self.clients.reader(bulk=True)
         try:
-            restored = read_partition(reader, s.changelog_topic, partition, progress)
+            # The broker aborts a crashed instance's transaction within its timeout plus
+            # its 10-second check (stream/kafka/restore.py).
+            restored = read_partition(reader, s.changelog_topic, partition, progress,
+                                      settle_s=s.transaction_timeout_ms / 1000.0 + 15.0)
         finally:
             reader.close()
         where = f"changelog {s.changelog_topic}[{partition}]"

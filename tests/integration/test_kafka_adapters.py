@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 from kafka_adapters_support import (  # noqa: F401 - fixtures, used by name
     Recorder,
@@ -24,8 +25,10 @@ from kafka_adapters_support import (  # noqa: F401 - fixtures, used by name
 )
 
 from stream.contracts.partitioning import partition_for
+from stream.errors import InfrastructureError
 from stream.kafka.clients import Clients, GroupConsumer
 from stream.kafka.records import BEGINNING, Record, Source
+from stream.kafka.restore import read_partition
 
 
 def test_keyed_records_come_back_in_offset_order_where_murmur2_puts_them(
@@ -252,6 +255,42 @@ def test_reader_end_is_the_last_stable_offset(clients: Clients,
         reader.close()
         producer.abort_transaction(T)
         producer.close(T)
+
+
+def test_a_restore_waits_for_a_transaction_open_before_it_and_reads_what_committed_after(
+        clients: Clients, new_topic: Callable[..., str]) -> None:
+    """A crashed owner's open transaction holds the last stable offset below a later owner's
+    committed checkpoint: the restore must wait for it to end, not stop before both."""
+    topic = new_topic(prefix="settle")
+    row = orjson.dumps([1.7e9, 1.0, 2.0])
+    zombie = clients.producer(transactional_id=f"zombie-{uuid.uuid4().hex[:8]}")
+    zombie.init_transactions(T)
+    zombie.begin_transaction()
+    zombie.send(topic, b"c:crashed", row, partition=0)
+    zombie.flush(T)  # open: offset 0
+    later = clients.producer(transactional_id=f"later-{uuid.uuid4().hex[:8]}")
+    later.init_transactions(T)
+    later.begin_transaction()
+    later.send(topic, b"c:committed", row, partition=0)
+    later.commit_transaction(T)  # offset 1 and its marker, behind the open transaction
+    later.close(T)
+    reader = clients.reader(bulk=True)
+    aborter = threading.Timer(2.0, zombie.abort_transaction, args=(T,))
+    try:
+        assert reader.log_end((topic, 0), T) == 3
+        with pytest.raises(InfrastructureError, match="did not end within 1s"):
+            read_partition(reader, topic, 0, settle_s=1.0)
+        started = time.monotonic()
+        aborter.start()
+        state = read_partition(reader, topic, 0, settle_s=30.0)
+        assert time.monotonic() - started >= 1.5
+        assert set(state.cards) == {"committed"}
+    finally:
+        aborter.cancel()
+        if aborter.ident is not None:
+            aborter.join()
+        reader.close()
+        zombie.close(T)
 
 
 def test_admin_creates_lists_describes_and_reports_existing(clients: Clients) -> None:

@@ -49,6 +49,9 @@ class _EmptyChangelog:
     def watermarks(self, source: tuple[str, int], timeout_s: float) -> tuple[int, int]:
         return 0, 0
 
+    def log_end(self, source: tuple[str, int], timeout_s: float) -> int:
+        return 0
+
     def assign(self, starts: dict[tuple[str, int], int]) -> None:
         pass
 

@@ -117,6 +117,20 @@ def test_restoring_state_is_not_ready(server: HealthServer, health: Health) -> N
     assert status == 503 and "restoring" in body
 
 
+def test_a_long_restore_is_alive_and_not_ready(server: HealthServer, health: Health,
+                                                clock: FakeClock) -> None:
+    """A restore waiting for a crashed instance's transaction takes about 70 s: a liveness
+    probe that killed it there would only start it over."""
+    health.beat()
+    health.set_partitions(2, restoring=True)
+    clock.now += 70.0
+    status, body, _ = get(server.port, "/healthz")
+    assert status == 200 and "restoring" in body
+    assert get(server.port, "/readyz")[0] == 503
+    health.set_partitions(2)  # restored; the loop has not polled since
+    assert get(server.port, "/healthz")[0] == 503
+
+
 def test_stuck_loop_fails_both_probes_and_recovers(
     server: HealthServer, health: Health, clock: FakeClock
 ) -> None:
