@@ -102,6 +102,24 @@ class TimeAligner(Generic[R]):
         buffer = self._buffers.get(source)
         return self.timestamp(buffer[0]) if buffer else None
 
+    def restart_waits(self) -> None:
+        """Empty sources are waited for afresh from now: after a restore, which can take
+        longer than `max_wait_s` and during which nothing is fetched. Waits started at the
+        assignment would have run out before the first fetch, and the first partition
+        fetched would be released ahead of the others' earlier records.
+
+        >>> now = [0.0]
+        >>> aligner = TimeAligner(lambda r: r, max_wait_s=2.0, clock=lambda: now[0])
+        >>> aligner.track(["a", "b"]); now[0] = 5.0  # a 5-second restore
+        >>> aligner.restart_waits(); aligner.add("a", [7])
+        >>> aligner.release(caught_up=set()), aligner.timed_out  # b is waited for
+        ([], 0)
+        """
+        now = self.clock()
+        for source, buffer in self._buffers.items():
+            if not buffer:
+                self._empty_since[source] = now
+
     def clear(self) -> None:
         """Forget every buffered record (after a rewind: the records are fetched again)."""
         now = self.clock()

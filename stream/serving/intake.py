@@ -129,6 +129,11 @@ class Intake:
         """Partitions taken away: what they held is fetched again by their next owner."""
         self.track(set(self._aligner.sources()) - set(sources))
 
+    def restored(self) -> None:
+        """Partitions were restored (an assignment, a rewind): nothing was fetched meanwhile,
+        so the wait for each empty source starts now (TimeAligner.restart_waits)."""
+        self._aligner.restart_waits()
+
     def clear(self) -> None:
         """After a rewind: the held records will be fetched again from the committed offsets."""
         self._aligner.clear()

@@ -71,6 +71,7 @@ class ScorerLoop:
         # a dead instance costs one wait, not one per poll until the group notices.
         self._gave_up_at: float | None = None
         self._idle_since: dict[int, float] = {}
+        self._restores = (0, 0)  # (assignments, recoveries) when _idle_since was last valid
         self._stale_reads = 0
         self.handle = RecordHandler(settings, pipeline, metrics, delivery, self.ledger,
                                     same_partitions(topic_partitions or {}, settings))
@@ -197,6 +198,10 @@ class ScorerLoop:
         waiting = self._gated_since is not None
         self.feed.poll(0.05 if waiting else 0.0)  # waiting: wait on the feed, not in a spin
         pipeline, intake, idle = self.pipeline, self.intake, self._idle_since
+        restores = (self.rebalance.assignments, self.ledger.result.recoveries)
+        if restores != self._restores:  # nothing was fetched while restoring: not idleness
+            self._restores = restores
+            idle.clear()
         table = pipeline.merchants
         assert table is not None
         # Only another instance waits for an idle partition: alone, the floor covers it.

@@ -92,6 +92,7 @@ class Rebalance:
                 self.recovery.restore(partition)
         except InfrastructureError as exc:
             self.recovery.failed(InfrastructureError(f"restore failed: {exc}"))
+        self.intake.restored()  # nothing was fetched while restoring: wait from now
         self.metrics.assigned.set(len(self.pipeline.partitions))
         self.health.set_partitions(len(self.pipeline.partitions))
         log.info("partitions assigned: %s", _fmt(sources))

@@ -167,6 +167,7 @@ class Recovery:
             p for topic, p in self.consumer.assignment() if topic == self.settings.input_topic}
         for partition in sorted(owned):
             self.restore(partition)
+        self.intake.restored()  # nothing was fetched while restoring: wait from now
         assigned = self.consumer.assignment()
         for pending in (self.ledger.isolate_until, self.ledger.redo_until):
             for source in [s for s in pending if s not in assigned]:

@@ -1,0 +1,92 @@
+"""After a restore the loop waits for every partition's first fetch, as at any start: the
+event-time alignment's wait for an empty partition starts when the restore ends, not at the
+assignment. A restore longer than `max_task_idle_ms` (seconds, with a big changelog or the
+merchant feed) otherwise used up the wait before anything was fetched, and the first partition
+fetched went ahead of the others' earlier records: a restarted scorer then scored in another
+order than an uninterrupted one (the shared merchant table read stale state), which the
+durability suite's restart-versus-uninterrupted comparison caught on a loaded machine."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fuzz_support import NOW_MS
+from keys_support import KEY
+from prometheus_client import CollectorRegistry
+
+from stream.assembly import pipeline_config
+from stream.config import load_settings
+from stream.core.pipeline import Pipeline
+from stream.kafka.clients import RebalanceListener
+from stream.kafka.delivery import ExactlyOnce
+from stream.kafka.records import Polled, Record
+from stream.kafka.testing import MemoryConsumer, MemoryProducer
+from stream.observability.metrics import Metrics
+from stream.serving.loop import ScorerLoop
+
+RESTORE_S = 0.4  # per partition; the alignment waits 0.3 s for an empty one
+
+
+class _SlowEmptyChangelog:
+    def watermarks(self, source: tuple[str, int], timeout_s: float) -> tuple[int, int]:
+        time.sleep(RESTORE_S)
+        return 0, 0
+
+    def log_end(self, source: tuple[str, int], timeout_s: float) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class _Clients:
+    name = "memory"
+
+    def reader(self, bulk: bool = False) -> _SlowEmptyChangelog:
+        return _SlowEmptyChangelog()
+
+    def committed(self, sources: list[tuple[str, int]], timeout_s: float) -> dict[Any, Any]:
+        return {}
+
+
+class _Group(MemoryConsumer):
+    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        super().subscribe(topics, listener)
+        self.assigned = [(t, p) for t in topics for p in (0, 1)]
+        listener.on_assigned(list(self.assigned))
+
+    def close(self) -> None:
+        pass
+
+
+def _tx(partition: int, tid: str, at_ms: int) -> Record:
+    value = orjson.dumps({"transaction_id": tid, "card_id": f"card-{partition}",
+                          "merchant_id": "m1", "amount": 10.0, "timestamp": at_ms})
+    return Record("transactions", partition, 0, f"card-{partition}".encode(), value, at_ms)
+
+
+def test_the_first_partition_fetched_after_a_long_restore_waits_for_the_others() -> None:
+    settings = load_settings(environ={}, idle_exit_s=0.5, max_task_idle_ms=300.0)
+    labels = [("labels", 0), ("labels", 1)]
+    consumer = _Group([
+        # Partition 1 comes first with a later transaction; partition 0 in the next poll.
+        Polled([_tx(1, "later", NOW_MS + 60_000)], at_end=[("transactions", 1), *labels]),
+        Polled([_tx(0, "earlier", NOW_MS)], at_end=[("transactions", 0), ("transactions", 1),
+                                                    *labels]),
+    ])
+    made: list[MemoryProducer] = []
+
+    def producer() -> MemoryProducer:
+        made.append(MemoryProducer())
+        return made[-1]
+
+    loop = ScorerLoop(settings, Pipeline(pipeline_config(settings, KEY)),
+                      Metrics(CollectorRegistry()), _Clients(),  # type: ignore[arg-type]
+                      consumer, ExactlyOnce(producer, consumer, timeout_s=1.0))
+    loop.run()
+    scored = [orjson.loads(value or b"")["transaction_id"] for p in made
+              for topic, _, value, _ in p.sent if topic == settings.output_topic]
+    assert scored == ["earlier", "later"]
+    assert loop.intake.timed_out == 0
