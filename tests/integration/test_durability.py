@@ -25,6 +25,7 @@ from durability_support import (
     scorer_process,
     scorer_thread,
     scraped,
+    stderr_of,
     stop,
     verdict_ids,
     wait_for,
@@ -66,8 +67,12 @@ def test_sigkill_takeover_and_restart_lose_and_duplicate_nothing(
                        kafka_client=kafka_client)
     b = scorer_process(kafka_bootstrap, topics, group, kafka_client=kafka_client)
     try:
-        wait_for(lambda: (scraped(port_a, "fraudstream_events_total", 'outcome="scored"')
-                          or 0) >= 1500, 90, "scorer A to score 1,500 events")
+        try:
+            wait_for(lambda: (scraped(port_a, "fraudstream_events_total", 'outcome="scored"')
+                              or 0) >= 1500, 180, "scorer A to score 1,500 events")
+        except AssertionError as exc:  # with what both scorers logged so far
+            raise AssertionError(f"{exc}\n--- A:\n{stderr_of(a)[-6000:]}\n--- B:\n"
+                                 f"{stderr_of(b)[-6000:]}") from None
         a.send_signal(signal.SIGKILL)
         a.wait(10)
         a2 = scorer_process(kafka_bootstrap, topics, group, kafka_client=kafka_client)
