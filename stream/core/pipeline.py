@@ -127,10 +127,11 @@ class Pipeline:
         self._tombstones: dict[int, list[bytes]] = {}  # forget_rows
 
     def _timeline(self, config: PipelineConfig) -> ModelTimeline | None:
-        # Without a shared table (one partition in process: `stream train`, single-model
-        # replays) the partition's own champion is the shared one.
-        if config.model_state != "shared" or self.merchants is None:
+        if config.model_state != "shared":
             return None
+        if self.merchants is None:
+            raise ValueError("model_state 'shared' learns through the shared merchant table: "
+                             "it needs merchant_state 'shared'")
         if config.oversight.promotion is not None:
             raise ValueError("promotion swaps a partition's champion: not with "
                              "model_state 'shared'")

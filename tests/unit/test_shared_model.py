@@ -170,12 +170,9 @@ def test_released_copies_go_and_a_reset_starts_over() -> None:
     assert (timeline.learned, timeline.copies) == (0, 0)
 
 
-def test_the_champion_is_shared_by_default_unless_it_cannot_be() -> None:
-    assert load_settings(environ={}).model_state == "shared"
-    assert load_settings(environ={}, merchant_state="partition").model_state == "partition"
-    assert load_settings(environ={}, promotion_metric="roc_auc").model_state == "partition"
-    with pytest.raises(ValueError, match="set merchant_state = 'shared' too"):
-        load_settings(environ={}, merchant_state="partition", model_state="shared")
+def test_settings_refuse_a_shared_model_without_the_shared_table() -> None:
+    with pytest.raises(ValueError, match="needs merchant_state 'shared'|set merchant_state"):
+        load_settings(environ={}, model_state="shared")
     with pytest.raises(ValueError, match="promotion"):
         load_settings(environ={}, merchant_state="shared", model_state="shared",
                       promotion_metric="roc_auc")
