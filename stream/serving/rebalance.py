@@ -21,6 +21,7 @@ from stream.observability.lag import forget_partition
 from stream.observability.metrics import Metrics
 from stream.observability.quality import QualityGauges
 from stream.serving.checkpoint import Checkpointer
+from stream.serving.gc_policy import return_freed_memory
 from stream.serving.intake import Intake
 from stream.serving.recovery import RecoverableError, Recovery
 
@@ -93,6 +94,8 @@ class Rebalance:
         except InfrastructureError as exc:
             self.recovery.failed(InfrastructureError(f"restore failed: {exc}"))
         self.intake.restored()  # nothing was fetched while restoring: wait from now
+        if arriving:
+            return_freed_memory()  # what the restores' reads and folds freed
         self.metrics.assigned.set(len(self.pipeline.partitions))
         self.health.set_partitions(len(self.pipeline.partitions))
         log.info("partitions assigned: %s", _fmt(sources))

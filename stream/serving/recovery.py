@@ -34,6 +34,7 @@ from stream.kafka.records import BEGINNING, Source
 from stream.kafka.restore import read_partition
 from stream.observability.metrics import Metrics
 from stream.serving.checkpoint import Delivery
+from stream.serving.gc_policy import return_freed_memory
 from stream.serving.handlers import PoisonRecord
 from stream.serving.intake import Intake
 from stream.serving.ledger import Ledger
@@ -168,6 +169,7 @@ class Recovery:
         for partition in sorted(owned):
             self.restore(partition)
         self.intake.restored()  # nothing was fetched while restoring: wait from now
+        return_freed_memory()  # what the restores' reads and folds freed
         assigned = self.consumer.assignment()
         for pending in (self.ledger.isolate_until, self.ledger.redo_until):
             for source in [s for s in pending if s not in assigned]:
