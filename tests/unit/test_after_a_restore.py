@@ -9,11 +9,9 @@ uninterrupted comparison caught on a loaded machine."""
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import orjson
 import pytest
+from changelog_support import EmptyChangelog, GroupOfOne, LoopClients
 from fuzz_support import NOW_MS
 from keys_support import KEY
 from prometheus_client import CollectorRegistry
@@ -21,47 +19,14 @@ from prometheus_client import CollectorRegistry
 from stream.assembly import pipeline_config
 from stream.config import load_settings
 from stream.core.pipeline import Pipeline
-from stream.kafka.clients import RebalanceListener
 from stream.kafka.delivery import ExactlyOnce
 from stream.kafka.records import Polled, Record
-from stream.kafka.testing import MemoryConsumer, MemoryProducer
+from stream.kafka.testing import MemoryProducer
 from stream.observability.metrics import Metrics
 from stream.serving import rebalance
 from stream.serving.loop import ScorerLoop
 
 RESTORE_S = 0.4  # per partition; the alignment waits 0.3 s for an empty one
-
-
-class _SlowEmptyChangelog:
-    def watermarks(self, source: tuple[str, int], timeout_s: float) -> tuple[int, int]:
-        time.sleep(RESTORE_S)
-        return 0, 0
-
-    def log_end(self, source: tuple[str, int], timeout_s: float) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
-
-
-class _Clients:
-    name = "memory"
-
-    def reader(self, bulk: bool = False) -> _SlowEmptyChangelog:
-        return _SlowEmptyChangelog()
-
-    def committed(self, sources: list[tuple[str, int]], timeout_s: float) -> dict[Any, Any]:
-        return {}
-
-
-class _Group(MemoryConsumer):
-    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
-        super().subscribe(topics, listener)
-        self.assigned = [(t, p) for t in topics for p in (0, 1)]
-        listener.on_assigned(list(self.assigned))
-
-    def close(self) -> None:
-        pass
 
 
 def _tx(partition: int, tid: str, at_ms: int) -> Record:
@@ -72,7 +37,7 @@ def _tx(partition: int, tid: str, at_ms: int) -> Record:
 
 def _run(records: list[Polled]) -> tuple[ScorerLoop, list[str]]:
     settings = load_settings(environ={}, idle_exit_s=0.5, max_task_idle_ms=300.0)
-    consumer = _Group(records)
+    consumer = GroupOfOne(records)
     made: list[MemoryProducer] = []
 
     def producer() -> MemoryProducer:
@@ -80,7 +45,8 @@ def _run(records: list[Polled]) -> tuple[ScorerLoop, list[str]]:
         return made[-1]
 
     loop = ScorerLoop(settings, Pipeline(pipeline_config(settings, KEY)),
-                      Metrics(CollectorRegistry()), _Clients(),  # type: ignore[arg-type]
+                      Metrics(CollectorRegistry()),
+                      LoopClients(lambda: EmptyChangelog(delay_s=RESTORE_S)),  # type: ignore[arg-type]
                       consumer, ExactlyOnce(producer, consumer, timeout_s=1.0))
     loop.run()
     scored = [orjson.loads(value or b"")["transaction_id"] for p in made

@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 import orjson
+from changelog_support import GroupOfOne, LoopClients
 from fuzz_support import NOW_MS, near_valid
 from hypothesis import given
 from hypothesis import settings as fuzz_settings
@@ -20,56 +21,14 @@ from stream.assembly import pipeline_config
 from stream.config import Settings, load_settings
 from stream.contracts.codec import decode_transaction
 from stream.core.pipeline import Pipeline
-from stream.kafka.clients import RebalanceListener
 from stream.kafka.delivery import ExactlyOnce
 from stream.kafka.records import Polled, Record
-from stream.kafka.testing import MemoryConsumer, MemoryProducer
+from stream.kafka.testing import MemoryProducer
 from stream.observability.metrics import Metrics
 from stream.serving.loop import ScorerLoop
 from stream.state.changelog import RestoredState, fold
 
 PARTITIONS = (0, 1)
-
-
-class _AssigningConsumer(MemoryConsumer):
-    """Assigns every partition of both topics on subscribe, as a group of one would."""
-
-    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
-        super().subscribe(topics, listener)
-        self.assigned = [(t, p) for t in topics for p in PARTITIONS]
-        listener.on_assigned(list(self.assigned))
-
-
-class _EmptyChangelog:
-    """A changelog with nothing in it yet: every partition starts fresh."""
-
-    def partitions(self, topic: str) -> list[int]:
-        return list(PARTITIONS)
-
-    def watermarks(self, source: tuple[str, int], timeout_s: float) -> tuple[int, int]:
-        return 0, 0
-
-    def log_end(self, source: tuple[str, int], timeout_s: float) -> int:
-        return 0
-
-    def assign(self, starts: dict[tuple[str, int], int]) -> None:
-        pass
-
-    def poll(self, max_records: int, timeout_s: float) -> Polled:
-        return Polled()
-
-    def close(self) -> None:
-        pass
-
-
-class _Clients:
-    name = "memory"
-
-    def reader(self, bulk: bool = False) -> _EmptyChangelog:
-        return _EmptyChangelog()
-
-    def committed(self, sources: list[tuple[str, int]], timeout_s: float) -> dict[Any, Any]:
-        return {}
 
 
 entries = st.tuples(st.sampled_from(PARTITIONS), st.sampled_from(["tx", "label"]),
@@ -95,7 +54,7 @@ def _records(settings: Settings, drawn: tuple[list[Any], list[int]]) -> list[Rec
 def _run(settings: Settings, records: list[Record]) -> list[tuple[str, bytes | None,
                                                                   bytes | None, int | None]]:
     sources = [(t, p) for t in (settings.input_topic, settings.labels_topic) for p in PARTITIONS]
-    consumer = _AssigningConsumer([Polled(records, at_end=sources)])
+    consumer = GroupOfOne([Polled(records, at_end=sources)], PARTITIONS)
     made: list[MemoryProducer] = []
 
     def producer() -> MemoryProducer:
@@ -104,7 +63,7 @@ def _run(settings: Settings, records: list[Record]) -> list[tuple[str, bytes | N
 
     delivery = ExactlyOnce(producer, consumer, timeout_s=1.0)
     loop = ScorerLoop(settings, Pipeline(pipeline_config(settings, KEY)),
-                      Metrics(CollectorRegistry()), _Clients(),  # type: ignore[arg-type]
+                      Metrics(CollectorRegistry()), LoopClients(),  # type: ignore[arg-type]
                       consumer, delivery)
     result = loop.run()
     assert result.recoveries == 0
