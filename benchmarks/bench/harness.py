@@ -37,6 +37,14 @@ log = logging.getLogger("benchmarks.bench")
 PARTITIONS = 4
 LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 _TOPIC_ALREADY_EXISTS = 36
+# The broker `bench_broker` is running, if it started one: its CPU is read around each run.
+_RUNNING: list[LocalBroker] = []
+
+
+def local_broker_pid() -> int | None:
+    """The pid of the broker `bench_broker` started (None with KAFKA_BOOTSTRAP_SERVERS): the
+    broker shares the cores with the scorer, so its CPU per event is part of the cost."""
+    return _RUNNING[-1].pid() if _RUNNING else None
 
 
 @contextmanager
@@ -67,8 +75,10 @@ def bench_broker() -> Iterator[tuple[str, str]]:
                             str(exc).splitlines()[0])
                 with suppress(Exception):
                     broker.stop()
+        _RUNNING.append(broker)
         yield bootstrap, "local broker started by the benchmark"
     finally:
+        _RUNNING.clear()
         for broker, data_dir in brokers:
             with suppress(Exception):
                 broker.stop()
@@ -177,9 +187,11 @@ def traffic(count: int, cards: int, seed: int,
     return generate(TrafficConfig(count=count, fraud_rate=fraud_rate, seed=seed, n_cards=cards))
 
 
-def prefill(topics: Topics, count: int, cards: int, seed: int) -> Prefilled:
-    """Produce `count` events keyed by card_id into the input topic and wait until all are
-    acknowledged; each lands in the partition Kafka's murmur2 partitioner gives its key."""
+def prefill(topics: Topics, count: int, cards: int, seed: int, topic: str | None = None,
+            partitions_of_topic: int = PARTITIONS) -> Prefilled:
+    """Produce `count` events keyed by card_id into the input topic (or `topic`) and wait
+    until all are acknowledged; each lands in the partition Kafka's murmur2 partitioner gives
+    its key."""
     producer = connect(topics.settings()).producer(linger_ms=20.0)
     values: list[bytes] = []
     partitions: list[int] = []
@@ -196,9 +208,9 @@ def prefill(topics: Topics, count: int, cards: int, seed: int) -> Prefilled:
             value = orjson.dumps(event)
             key = event["card_id"].encode()
             values.append(value)
-            partitions.append(partition_for(key, PARTITIONS))
+            partitions.append(partition_for(key, partitions_of_topic))
             fraud += bool(event.get("is_fraud"))
-            send_waiting(producer, topics.input, key, value, on_delivery=delivered)
+            send_waiting(producer, topic or topics.input, key, value, on_delivery=delivered)
         left = producer.flush(120.0)
     finally:
         producer.close(10.0)

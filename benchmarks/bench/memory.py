@@ -1,4 +1,4 @@
-"""Resident bytes per card of feature state, measured in a fresh process.
+"""Resident bytes per card and per merchant of feature state, measured in a fresh process.
 
 Why a subprocess: RSS is a property of the whole process. In the benchmark's own process, the
 pre-filled event list, the clients and the freed-but-kept heap of earlier phases would blur it;
@@ -9,7 +9,10 @@ after, divided by the number of cards. It includes the key strings, the dict's s
 over-allocation, and allocator overhead: what a production process actually pays.
 
 Card ids look like the synthetic ones (`card-0000042`, 12 characters); real tokenised card ids
-are often longer, and each extra character costs one byte per card.
+are often longer, and each extra character costs one byte per card. Merchants are measured the
+same way (`merchant-0000042`, 16 characters), each with one transaction and one label, so
+their label windows are counted too; the transactions come from 1,000 cards, whose state is
+in place before the first reading.
 """
 
 from __future__ import annotations
@@ -56,9 +59,43 @@ def measure_here(cards: int) -> dict[str, Any]:
             "bytes_per_card": (after - before) / cards}
 
 
-def measure(cards: int, timeout_s: float = 600) -> dict[str, Any]:
-    """Run `measure_here` in a fresh interpreter and return its JSON result."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench.memory", "--cards", str(cards)],
+def measure_merchants_here(merchants: int, cards: int = 1000) -> dict[str, Any]:
+    """Feed one transaction and one label for each of `merchants` distinct merchants into one
+    FeatureExtractor (per-partition merchant state, the default) and report RSS growth per
+    merchant."""
+    from stream.contracts.messages import Transaction
+    from stream.core.features.extractor import FeatureExtractor
+    from stream.core.pipeline import PipelineConfig
+
+    config = PipelineConfig()
+    fx = FeatureExtractor(horizons_s=config.horizons_s, card_ttl_s=config.card_ttl_s,
+                          merchant_ttl_s=config.merchant_ttl_s,
+                          merchant_prior=config.merchant_prior, track_changes=False)
+    card_ids = [f"card-{i:07d}" for i in range(cards)]
+    t0 = 1.7e9
+    for i, card in enumerate(card_ids):  # the cards' state first: only merchants grow after
+        fx.extract(Transaction(f"warm-{i}", card, "warm-merchant", 5.0, t0 + i * 0.05))
+    fx.learn_label("warm-merchant", False, t0 + cards * 0.05)
+    gc.collect()
+    before = rss_bytes()
+    for i in range(merchants):
+        ts = t0 + (cards + i) * 0.05
+        merchant = f"merchant-{i:07d}"
+        fx.extract(Transaction(f"tx-{i}", card_ids[i % cards], merchant,
+                               5.0 + (i % 997) * 0.37, ts))
+        fx.learn_label(merchant, i % 100 == 0, ts)
+    gc.collect()
+    after = rss_bytes()
+    if fx.n_merchants != merchants + 1:
+        raise RuntimeError(f"expected {merchants + 1} merchants, found {fx.n_merchants}")
+    return {"merchants": merchants, "rss_before": before, "rss_after": after,
+            "bytes_per_merchant": (after - before) / merchants}
+
+
+def measure(cards: int, timeout_s: float = 600, what: str = "--cards") -> dict[str, Any]:
+    """Run `measure_here` (or, with what="--merchants", `measure_merchants_here`) in a fresh
+    interpreter and return its JSON result."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench.memory", what, str(cards)],
                           capture_output=True, text=True, timeout=timeout_s, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"memory probe failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -67,10 +104,15 @@ def measure(cards: int, timeout_s: float = 600) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Resident bytes per card of feature state.")
-    parser.add_argument("--cards", type=int, default=1_000_000)
+    parser = argparse.ArgumentParser(
+        description="Resident bytes per card or merchant of feature state.")
+    parser.add_argument("--cards", type=int, default=None)
+    parser.add_argument("--merchants", type=int, default=None)
     args = parser.parse_args(argv)
-    print(json.dumps(measure_here(args.cards)))
+    if args.merchants is not None:
+        print(json.dumps(measure_merchants_here(args.merchants)))
+    else:
+        print(json.dumps(measure_here(args.cards if args.cards is not None else 1_000_000)))
     return 0
 
 

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 EPS_KEYS = ("pipeline_at_least_once", "pipeline_exactly_once", "passthrough", "naive",
-            "model_only")
-# The targets of issue 6: (description, check(result) -> bool | None when not measurable).
+            "model_only", "scale_2_instances")
+CPU_KEYS = ("pipeline_at_least_once", "pipeline_exactly_once")
+# The targets of issues 6 and 14 (the table shows them beside the figures).
 TARGET_TEXT = {
-    "pipeline_at_least_once": ">= 10,000/s and >= 0.5 x passthrough",
-    "pipeline_exactly_once": ">= 0.8 x pipeline_at_least_once",
+    "pipeline_at_least_once": ">= 0.9 x model_only and >= 1.5 x naive",
+    "pipeline_exactly_once": ">= 0.85 x model_only",
+    "scale_2_instances": ">= 1.4 x one instance (extra.scale_out)",
     "p99": "<= 25 ms at 2,000/s",
     "bytes_per_card": "<= 500",
 }
@@ -55,24 +57,30 @@ def machine() -> dict[str, Any]:
             "packages": versions}
 
 
-def targets(result: dict[str, Any]) -> dict[str, bool | None]:
-    """Pass/fail per target; None when the figure is missing (e.g. exactly-once not yet)."""
+def targets(result: dict[str, Any], one_instance: float | None = None) -> dict[str, bool | None]:
+    """Pass/fail per target (issue 14's; issue 6's exactly-once one still stands); None when
+    a figure is missing (e.g. exactly-once not available, or the scale-out phase skipped)."""
     eps = result["eps"]
-    alo, eos, passthrough = (eps.get("pipeline_at_least_once"), eps.get("pipeline_exactly_once"),
-                             eps.get("passthrough"))
+    alo, eos, core, naive = (eps.get("pipeline_at_least_once"), eps.get("pipeline_exactly_once"),
+                             eps.get("model_only"), eps.get("naive"))
+    two = eps.get("scale_2_instances")
     p99 = result["latency_ms"].get("p99")
     bpc = result.get("bytes_per_card")
     return {
-        "pipeline_at_least_once": None if alo is None or not passthrough
-        else alo >= 10_000 and alo >= 0.5 * passthrough,
-        "pipeline_exactly_once": None if eos is None or not alo else eos >= 0.8 * alo,
+        "pipeline_at_least_once": None if alo is None or not core or not naive
+        else alo >= 0.9 * core and alo >= 1.5 * naive,
+        "pipeline_exactly_once": None if eos is None or not core else eos >= 0.85 * core,
+        "scale_2_instances": None if two is None or not one_instance
+        else two >= 1.4 * one_instance,
         "p99": None if p99 is None else p99 <= 25.0,
         "bytes_per_card": None if bpc is None else bpc <= 500.0,
     }
 
 
 def build(events: int, eps: dict[str, float | None], latency: dict[str, float | None],
-          bytes_per_card: float | None, extra: dict[str, Any]) -> dict[str, Any]:
+          bytes_per_card: float | None, extra: dict[str, Any],
+          bytes_per_merchant: float | None = None,
+          cpu: dict[str, float | None] | None = None) -> dict[str, Any]:
     """The result document, with ratios vs passthrough, machine, date and targets in extra."""
     other = "kafka_python."
     result: dict[str, Any] = {
@@ -84,6 +92,9 @@ def build(events: int, eps: dict[str, float | None], latency: dict[str, float | 
         "latency_ms": {"offered_eps": _num(latency.get("offered_eps")),
                        "p50": _num(latency.get("p50")), "p99": _num(latency.get("p99"))},
         "bytes_per_card": _num(bytes_per_card),
+        "bytes_per_merchant": _num(bytes_per_merchant),
+        # The scorer process's CPU seconds per million events (default adapter).
+        "cpu_seconds_per_million": {k: _num((cpu or {}).get(k)) for k in CPU_KEYS},
     }
     base = result["eps"]["passthrough"]
     ratios = {k: (round(v / base, 3) if v is not None and base else None)
@@ -93,7 +104,7 @@ def build(events: int, eps: dict[str, float | None], latency: dict[str, float | 
         "machine": machine(),
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.bench", *sys.argv[1:]]),
         "ratio_vs_passthrough": ratios,
-        "targets": targets(result),
+        "targets": targets(result, (extra.get("scale_out") or {}).get("scale_1_instance")),
         **extra,
     }
     return result
@@ -131,9 +142,15 @@ def table(result: dict[str, Any]) -> str:
     for key, value in result.get("kafka_python", {}).items():
         rows.append((f"kafka-python {key}", "null" if value is None else f"{value:,.0f} events/s",
                      "", "", ""))
+    for key, value in result["cpu_seconds_per_million"].items():
+        cores = "" if value is None else f"{value / 100:.2f} cores per 10,000 events/s"
+        rows.append((f"cpu_seconds_per_million {key}", "null" if value is None
+                     else f"{value:,.1f} s", "", cores, ""))
     bpc = result["bytes_per_card"]
     rows.append(("bytes_per_card", "null" if bpc is None else f"{bpc:,.0f} B", "",
                  TARGET_TEXT["bytes_per_card"], mark("bytes_per_card")))
+    bpm = result.get("bytes_per_merchant")
+    rows.append(("bytes_per_merchant", "null" if bpm is None else f"{bpm:,.0f} B", "", "", ""))
     header = ("figure", "value", "vs passthrough", "target", "")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip(),

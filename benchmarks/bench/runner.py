@@ -21,8 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import baselines, memory, report
-from benchmarks.bench.harness import Prefilled, Topics, bench_broker, prefill
+from benchmarks.bench.harness import (
+    Prefilled,
+    Topics,
+    bench_broker,
+    local_broker_pid,
+    prefill,
+)
 from benchmarks.bench.latency import measure_latency
+from benchmarks.bench.scale import scale_out
 from benchmarks.bench.scorer import has_run_flag, run_help, run_pipeline, scorer_env, stream_command
 
 log = logging.getLogger("benchmarks.bench")
@@ -40,6 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="latency samples skipped at the start (default min(5, seconds/4))")
     p.add_argument("--cards", type=int, default=1_000_000,
                    help="distinct cards for bytes_per_card")
+    p.add_argument("--merchants", type=int, default=200_000,
+                   help="distinct merchants for bytes_per_merchant")
+    p.add_argument("--warmup-events", type=int, default=50_000,
+                   help="events of an untimed scorer run first, to warm the broker's JIT "
+                        "(at most --events; 0: none)")
+    p.add_argument("--scale-events", type=int, default=None,
+                   help="events of the scale-out phase (default --events; 0: skip it)")
     p.add_argument("--traffic-cards", type=int, default=10_000,
                    help="distinct cards in the synthetic traffic of the Kafka phases")
     p.add_argument("--seed", type=int, default=7)
@@ -53,8 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None,
                    help="JSON output (default $BENCH_OUT, else bench-results.json)")
     args = p.parse_args(argv)
-    if args.events < 1 or args.cards < 1 or args.rate <= 0 or args.latency_seconds <= 0:
-        p.error("--events, --cards, --rate and --latency-seconds must be positive")
+    if args.events < 1 or args.cards < 1 or args.merchants < 1 or args.rate <= 0 \
+            or args.latency_seconds <= 0:
+        p.error("--events, --cards, --merchants, --rate and --latency-seconds must be positive")
+    args.warmup_events = max(0, min(args.warmup_events, args.events))
+    if args.scale_events is None:
+        args.scale_events = args.events
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
     args.profile_events = max(1, min(args.profile_events, args.events))
@@ -79,7 +97,8 @@ def _scorer_run(topics: Topics, events: int, extra_args: list[str], slow: bool =
         *extra_args,
     )
     timeout = _timeout(events, 100.0 if slow else 300.0)
-    return run_pipeline(command, events, scorer_env(topics.fresh_changelog()), timeout)
+    return run_pipeline(command, events, scorer_env(topics.fresh_changelog()), timeout,
+                        local_broker_pid())
 
 
 ALO = ["--guarantee", "at-least-once"]
@@ -134,13 +153,16 @@ def throughput_round(topics: Topics, prefilled: Prefilled, eos_reason: str | Non
                                                _timeout(n))
     # The same three on the other adapter (`kafka_client = kafka-python`).
     log.info("kafka-python: pipeline at-least-once, exactly-once, passthrough")
-    eps["kafka_python.pipeline_at_least_once"] = _scorer_run(
-        topics, n, [*alo_args, *KAFKA_PYTHON], slow=True).eps
+    kp_alo = _scorer_run(topics, n, [*alo_args, *KAFKA_PYTHON], slow=True)
+    eps["kafka_python.pipeline_at_least_once"] = kp_alo.eps
+    details.setdefault("kafka_python.pipeline_at_least_once", []).append(kp_alo.__dict__)
     eps["kafka_python.pipeline_exactly_once"] = None
     if eos_reason is None:
         try:
-            eps["kafka_python.pipeline_exactly_once"] = _scorer_run(
-                topics, n, [*EOS, *KAFKA_PYTHON], slow=True).eps
+            kp_eos = _scorer_run(topics, n, [*EOS, *KAFKA_PYTHON], slow=True)
+            eps["kafka_python.pipeline_exactly_once"] = kp_eos.eps
+            details.setdefault("kafka_python.pipeline_exactly_once", []).append(
+                kp_eos.__dict__)
         except RuntimeError as exc:
             log.warning("kafka-python exactly-once run failed: %s", str(exc)[-600:])
     eps["kafka_python.passthrough"] = baselines.passthrough(
@@ -193,12 +215,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rounds: list[dict[str, float | None]] = []
             details: dict[str, list[Any]] = {"pipeline_at_least_once": [],
                                              "pipeline_exactly_once": []}
+            if args.warmup_events:
+                # A fresh broker JIT-compiles its hot paths during the first minute of load
+                # (its C2 compiler threads took ~3.7 of 8 CPU seconds then): untimed, that
+                # cost would fall on whichever contender ran first.
+                t = time.monotonic()
+                log.info("warm-up: stream run --max-events %d, untimed", args.warmup_events)
+                _scorer_run(topics, args.warmup_events, alo_args)
+                phases["warmup_s"] = time.monotonic() - t
             t = time.monotonic()
             for _ in range(args.repeat):
                 eps, eos_reason = throughput_round(topics, prefilled, eos_reason, alo_args,
                                                    details)
                 rounds.append(eps)
             phases["throughput_s"] = time.monotonic() - t
+            scaled: dict[str, Any] | None = None
+            if args.scale_events:
+                t = time.monotonic()
+                scaled = scale_out(topics, args.scale_events, args.traffic_cards, args.seed,
+                                   _timeout(args.scale_events))
+                phases["scale_s"] = time.monotonic() - t
             log.info("latency: %.0f events/s for %.0fs", args.rate, args.latency_seconds)
             t = time.monotonic()
             lat, _ = measure_latency(
@@ -228,10 +264,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log.info("bytes_per_card: %d cards in a fresh process", args.cards)
     t = time.monotonic()
     mem = memory.measure(args.cards)
+    log.info("bytes_per_merchant: %d merchants in a fresh process", args.merchants)
+    mem.update(memory.measure(args.merchants, what="--merchants"))
     phases["memory_s"] = time.monotonic() - t
     phases["total_s"] = time.monotonic() - started
     keys = list(rounds[0])
     eps_median = {k: _median([r[k] for r in rounds]) for k in keys}
+    if scaled is not None:
+        eps_median["scale_2_instances"] = scaled["scale_2_instances"]
+    cpu = {k: _median([run["cpu_seconds_per_million"] for run in runs])
+           for k, runs in details.items()}
+    broker_cpu = {k: _median([run["broker_cpu_seconds_per_million"] for run in runs])
+                  for k, runs in details.items()}
     extra: dict[str, Any] = {
         "broker": where,
         "exactly_once_reason": eos_reason,
@@ -241,6 +285,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "traffic_cards": args.traffic_cards, "seconds": round(prefilled.seconds, 2)},
         "latency": latency_extra,
         "memory": mem,
+        "cpu_seconds_per_million": cpu,
+        "broker_cpu_seconds_per_million": broker_cpu,
+        "scale_out": scaled,
         "phases_s": {k: round(v, 1) for k, v in phases.items()},
         "method": "see docs/benchmark.md",
     }
@@ -248,7 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         extra["profile"] = profiled
     return report.build(
         args.events, eps_median, {"offered_eps": lat.offered_eps, "p50": lat.p50, "p99": lat.p99},
-        mem["bytes_per_card"], extra,
+        mem["bytes_per_card"], extra, mem["bytes_per_merchant"], cpu,
     )
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 _ASSIGNED = re.compile(r"partitions assigned: (?!none)")
+_ASSIGNMENT = re.compile(r"partitions assigned: (.*)$")
 _SUMMARY = re.compile(r"processed (\d+) records: (\d+) verdicts, (\d+) dead letters")
 _PR_SET_PDEATHSIG = 1
 
@@ -37,6 +38,30 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (all its threads: librdkafka's included),
+    from /proc/<pid>/stat; None where there is no /proc or the process is gone.
+
+    >>> cpu_seconds(os.getpid()) >= 0.0
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def count_inputs(assignment: str, topic: str) -> int:
+    """Partitions of `topic` in a `partitions assigned: ...` log line's list.
+
+    >>> count_inputs("tx[0], tx[3], labels[0], labels[3]", "tx")
+    2
+    """
+    return sum(1 for part in assignment.split(", ") if part.startswith(topic + "["))
 
 
 def stream_command(bootstrap: str, *args: str) -> list[str]:
@@ -59,15 +84,22 @@ def has_run_flag(flag: str, help_text: str | None = None) -> bool:
 class ScorerProcess:
     """One `stream run` child: its stderr watched line by line, and always stopped."""
 
-    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, command: list[str], env: dict[str, str] | None = None,
+                 broker_pid: int | None = None) -> None:
         self.command = command
         self.env = env
+        self.broker_pid = broker_pid  # a local broker: its CPU is read at the same moments
         self.lines: deque[str] = deque(maxlen=200)
         self.launched = 0.0
         self.assigned_at: float | None = None
         self.summary_at: float | None = None
         self.summary: tuple[int, int, int] | None = None
         self.assignments = 0
+        # The scorer's CPU seconds when the window opened and closed (cpu_seconds).
+        self.cpu_at_assigned: float | None = None
+        self.cpu_at_summary: float | None = None
+        self.broker_cpu: list[float | None] = []  # at the window's opening and close
+        self.assignment = ""  # the latest `partitions assigned` list
         self._assigned = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -95,16 +127,33 @@ class ScorerProcess:
         for line in pipe:
             now = time.monotonic()
             self.lines.append(line.rstrip())
+            listed = _ASSIGNMENT.search(line.rstrip())
+            if listed:
+                self.assignment = "" if listed[1] == "none" else listed[1]
             if _ASSIGNED.search(line):
                 self.assignments += 1
                 if self.assigned_at is None:
                     self.assigned_at = now
+                    self.cpu_at_assigned = self._cpu()
+                    self.broker_cpu.append(self._broker_cpu())
                     self._assigned.set()
             match = _SUMMARY.search(line)
             if match:
                 self.summary_at = now
+                self.cpu_at_summary = self._cpu()
+                self.broker_cpu.append(self._broker_cpu())
                 self.summary = (int(match[1]), int(match[2]), int(match[3]))
         self._assigned.set()  # the pipe closed: wake any waiter (it checks the process)
+
+    def _cpu(self) -> float | None:
+        return None if self._proc is None else cpu_seconds(self._proc.pid)
+
+    def _broker_cpu(self) -> float | None:
+        return None if self.broker_pid is None else cpu_seconds(self.broker_pid)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     @property
     def returncode(self) -> int | None:
@@ -161,6 +210,10 @@ class PipelineRun:
     verdicts: int
     dead_letters: int
     assignments: int  # more than 1: the group rebalanced inside the window
+    # The scorer process's CPU seconds (every thread) inside the window, per million events:
+    # what an operator budgets cores with. None without /proc.
+    cpu_seconds_per_million: float | None = None
+    broker_cpu_seconds_per_million: float | None = None  # a local broker's, same window
 
 
 def scorer_env(changelog_topic: str) -> dict[str, str]:
@@ -170,9 +223,9 @@ def scorer_env(changelog_topic: str) -> dict[str, str]:
 
 
 def run_pipeline(command: list[str], events: int, env: dict[str, str],
-                 timeout_s: float) -> PipelineRun:
+                 timeout_s: float, broker_pid: int | None = None) -> PipelineRun:
     """Run a `stream run --max-events N` command to completion and time its window."""
-    with ScorerProcess(command, env) as scorer:
+    with ScorerProcess(command, env, broker_pid) as scorer:
         code = scorer.wait(timeout_s)
         if code != 0:
             raise RuntimeError(f"`stream run` exited {code}:\n{scorer.tail()}")
@@ -184,6 +237,14 @@ def run_pipeline(command: list[str], events: int, env: dict[str, str],
         processed, verdicts, dead = scorer.summary or (events, events, 0)
         if processed != events:
             raise RuntimeError(f"scorer processed {processed} records, expected {events}")
+        cpu = None
+        if scorer.cpu_at_assigned is not None and scorer.cpu_at_summary is not None:
+            cpu = (scorer.cpu_at_summary - scorer.cpu_at_assigned) / events * 1e6
+        broker = None
+        if len(scorer.broker_cpu) == 2 and None not in scorer.broker_cpu:
+            opened, closed = scorer.broker_cpu
+            assert opened is not None and closed is not None
+            broker = (closed - opened) / events * 1e6
         return PipelineRun(
             eps=events / window if window > 0 else float("nan"),
             window_s=window,
@@ -192,4 +253,6 @@ def run_pipeline(command: list[str], events: int, env: dict[str, str],
             verdicts=verdicts,
             dead_letters=dead,
             assignments=scorer.assignments,
+            cpu_seconds_per_million=cpu,
+            broker_cpu_seconds_per_million=broker,
         )

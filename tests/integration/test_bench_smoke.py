@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 EPS_KEYS = {"pipeline_at_least_once", "pipeline_exactly_once", "passthrough", "naive",
-            "model_only"}
+            "model_only", "scale_2_instances"}
 
 
 def _is_number(value: object) -> bool:
@@ -27,6 +27,7 @@ def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench", "--events", "2000", "--cards", "10000",
          "--latency-seconds", "3", "--rate", "500", "--traffic-cards", "500",
+         "--merchants", "5000",
          "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=500, check=False,
     )
@@ -47,4 +48,13 @@ def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert all(_is_number(v) for v in result["latency_ms"].values()), result["latency_ms"]
     assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
     assert _is_number(result["bytes_per_card"]) and result["bytes_per_card"] > 0
+    assert _is_number(result["bytes_per_merchant"]) and result["bytes_per_merchant"] > 0
+    cpu = result["cpu_seconds_per_million"]
+    assert set(cpu) == {"pipeline_at_least_once", "pipeline_exactly_once"}
+    assert _is_number(cpu["pipeline_at_least_once"]) and cpu["pipeline_at_least_once"] > 0
+    assert set(result["kafka_python"]) == {"pipeline_at_least_once", "pipeline_exactly_once",
+                                           "passthrough"}
+    scale = result["extra"]["scale_out"]
+    assert [run["instances"] for run in scale["runs"]] == [1, 2]
+    assert _is_number(scale["scale_1_instance"]) and scale["scale_1_instance"] > 0
     assert result["extra"]["machine"]["nproc"] >= 1
