@@ -29,8 +29,13 @@ from stream.core.scoring.zoo import make_challenger, parse_challenger
 from stream.state.changelog import (
     CARD,
     LEARNED,
+    LEARNED_FRONT,
+    LEARNED_SEGMENT,
     MERCHANT,
     PENDING,
+    RECENT,
+    RECENT_FRONT,
+    RECENT_SEGMENT,
     PartitionChanges,
     PendingRow,
     Quarantined,
@@ -38,6 +43,7 @@ from stream.state.changelog import (
     RestoredState,
 )
 from stream.state.keys import StateKey
+from stream.state.segments import SegmentWriter, remembered
 from stream.state.snapshot import (
     PartitionSnapshot,
     SnapshotError,
@@ -82,6 +88,9 @@ class PartitionState:
             config.dedupe_max, config.dedupe_window_s, config.track_changes)
         self.learned_labels: RecentIds[Learned] = RecentIds(
             config.correction_max, config.correction_window_s, config.track_changes)
+        # Their changelog segments (stream/state/segments.py).
+        self.recent_log = SegmentWriter(RECENT_SEGMENT, RECENT_FRONT)
+        self.learned_log = SegmentWriter(LEARNED_SEGMENT, LEARNED_FRONT)
         self.clock = float("-inf")
         self.events = 0
         self.learned = 0
@@ -133,12 +142,25 @@ def changes_of(state: PartitionState, pending: PendingBuffer, model_name: str,
     return PartitionChanges(
         snapshot=encode_snapshot(snapshot, key), cards=cards, cards_evicted=cards_evicted,
         merchants=merchants, merchants_evicted=merchants_evicted, pending=pending_changes,
-        recent={k: None if e is None else [e[0], e[1], *e[2]]
-                for k, e in state.recent.drain_changes().items()},
-        learned={k: None if e is None else _learned_row(e)
-                 for k, e in state.learned_labels.drain_changes().items()},
+        segments=_segments(state),
         view=(view.seq, view.stream_time) if isinstance(view, TableView) else None,
     )
+
+
+def _segments(state: PartitionState) -> list[tuple[bytes, bytes | None]]:
+    """The two memories' changed rows as segments, with their fronts (segments.py)."""
+    out: list[tuple[bytes, bytes | None]] = []
+    recent = state.recent.drain_changes()
+    if recent:
+        out += state.recent_log.write(
+            {k: [e[0], e[1], *e[2]] for k, e in recent.items() if e is not None},
+            state.recent.front())
+    learned = state.learned_labels.drain_changes()
+    if learned:
+        out += state.learned_log.write(
+            {k: _learned_row(e) for k, e in learned.items() if e is not None},
+            state.learned_labels.front())
+    return out
 
 
 def _learned_row(entry: tuple[int, float, Learned]) -> RecentRow:
@@ -148,11 +170,14 @@ def _learned_row(entry: tuple[int, float, Learned]) -> RecentRow:
 
 def apply_restored(state: PartitionState, restored: RestoredState, champion: str,
                    pending: PendingBuffer, key: StateKey | None,
-                   where: str = "changelog") -> list[Quarantined]:
+                   where: str = "changelog", stale: list[bytes] | None = None,
+                   ) -> list[Quarantined]:
     """A changelog's content into a fresh partition state: the model snapshot authenticated
     with `key` (a SnapshotError refuses the partition), the rows held to the current feature
     set. Rows of the wrong width are skipped and returned (quarantined), not restored: their
-    numbers would mean other features, or break the label join later."""
+    numbers would mean other features, or break the label join later. The memories'
+    per-transaction rows (from before segments) are added to `stale`, for deletion; those
+    still remembered are written again, into a segment, at the next checkpoint."""
     if restored.snapshot is not None:
         # Its pending list is empty: pending records come from their own keys below.
         snapshot = decode_snapshot(restored.snapshot, key, f"{where} model snapshot")
@@ -171,18 +196,29 @@ def apply_restored(state: PartitionState, restored: RestoredState, champion: str
             skipped.append(_wrong_width(PENDING, tx_id, len(values), width))
             continue
         pending.put(tx_id, Decided(state.partition, merchant, ts, score, array("d", values)))
+    gone = stale if stale is not None else []
+    recent, alive, moved = remembered(restored.recent, restored.recent_segments,
+                                      restored.recent_front)
+    state.recent_log.adopt(alive)
+    gone += [RECENT + tx_id.encode() for tx_id in restored.recent]
     state.recent.restore(
-        (tx_id, (int(row[0]), float(row[1]),
-                 (float(row[2]), cast(Decision, row[3]), cast(ModelState, row[4]))))
-        for tx_id, row in restored.recent.items())
+        ((tx_id, (int(row[0]), float(row[1]),
+                  (float(row[2]), cast(Decision, row[3]), cast(ModelState, row[4]))))
+         for tx_id, row in recent.items()), restored.recent_front or 0)
+    state.recent.changed(moved)
+    labels, alive, moved = remembered(restored.learned, restored.learned_segments,
+                                      restored.learned_front)
+    state.learned_log.adopt(alive)
+    gone += [LEARNED + tx_id.encode() for tx_id in restored.learned]
     learned: list[tuple[str, tuple[int, float, Learned]]] = []
-    for tx_id, got in restored.learned.items():
+    for tx_id, got in labels.items():
         if len(got[5]) != width:
             skipped.append(_wrong_width(LEARNED, tx_id, len(got[5]), width))
             continue
         learned.append((tx_id, (int(got[0]), float(got[1]),
                                 (bool(got[2]), str(got[3]), float(got[4]), array("d", got[5])))))
-    state.learned_labels.restore(learned)
+    state.learned_labels.restore(learned, restored.learned_front or 0)
+    state.learned_labels.changed(moved)
     if restored.view is not None and isinstance(state.merchants, TableView):
         state.merchants.restore(*restored.view)
     return skipped

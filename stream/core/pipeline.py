@@ -614,9 +614,12 @@ class Pipeline:
         self.revoke(partition)
         state = self.assign(partition)
         key = self.config.state_key
-        skipped = apply_restored(state, restored, self.model_version, self.pending, key, where)
+        stale: list[bytes] = []
+        skipped = apply_restored(state, restored, self.model_version, self.pending, key, where,
+                                 stale)
         self._advance_clock(state)
         self.dirty.discard(partition)
+        self.forget_rows(partition, stale)  # per-transaction rows the segments replaced
         if restored.snapshot is not None and signed_with_previous(restored.snapshot, key):
             # Key rotation (state/keys.py): the next checkpoint re-signs it with the new key.
             self.dirty.add(partition)

@@ -2,9 +2,12 @@
 
 Record keys say what a record is, so compaction keeps exactly the latest of each:
 `m` the model snapshot (model, counters, label queue), `c:<card>` and `n:<merchant>` one
-feature row each, `p:<transaction>` a decision-time record awaiting its label, `d:<transaction>`
-a recent decision (for duplicates) and `l:<transaction>` a recently learned label (for
-corrections; both in stream/core/scoring/recent.py). A tombstone
+feature row each, `p:<transaction>` a decision-time record awaiting its label; the recent
+decisions (for duplicates) and the recently learned labels (for corrections; both in
+stream/core/scoring/recent.py) are written a checkpoint at a time, as segments `D:<writer>:<n>`
+and `L:<writer>:<n>` with their fronts `D` and `L` (stream/state/segments.py; changelogs
+written before segments hold them per transaction, `d:<transaction>` and `l:<transaction>`,
+still read). A tombstone
 (null value) deletes an evicted key. Restoring a partition is reading its changelog
 partition to the end (read_committed, so aborted checkpoints are never restored) and keeping
 the last value per key, as Kafka Streams does: `fold` here, the reading in stream/kafka/restore.py.
@@ -43,7 +46,9 @@ MODEL_KEY = b"m"
 OWNER_KEY = b"o"
 VIEW_KEY = b"v"
 CARD, MERCHANT, PENDING = b"c:", b"n:", b"p:"
-RECENT, LEARNED = b"d:", b"l:"
+RECENT, LEARNED = b"d:", b"l:"  # per transaction: read, no longer written
+RECENT_SEGMENT, LEARNED_SEGMENT = b"D:", b"L:"
+RECENT_FRONT, LEARNED_FRONT = b"D", b"L"
 Row = list[float]
 PendingRow = tuple[str, float, float, list[float]]
 # A recent decision [seq, time, score, decision, model_state]; a learned label [seq, time,
@@ -95,8 +100,9 @@ class PartitionChanges:
     merchants: dict[str, Row] = field(default_factory=dict)
     merchants_evicted: list[str] = field(default_factory=list)
     pending: dict[str, PendingRow | None] = field(default_factory=dict)
-    recent: dict[str, RecentRow | None] = field(default_factory=dict)
-    learned: dict[str, RecentRow | None] = field(default_factory=dict)
+    # The recent decisions' and learned labels' segments, fronts and segment tombstones,
+    # encoded (stream/state/segments.py).
+    segments: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     # The partition's place in the merchant feed: (last sequence number, stream time).
     view: tuple[int, float] | None = None
     # Keys whose last row was quarantined on restore: deleted, so no later restore meets
@@ -113,8 +119,13 @@ class RestoredState:
     cards: dict[str, Row] = field(default_factory=dict)
     merchants: dict[str, Row] = field(default_factory=dict)
     pending: dict[str, PendingRow] = field(default_factory=dict)
-    recent: dict[str, RecentRow] = field(default_factory=dict)
+    recent: dict[str, RecentRow] = field(default_factory=dict)  # per-transaction rows (legacy)
     learned: dict[str, RecentRow] = field(default_factory=dict)
+    # Segments by key, in offset order, and the fronts (stream/state/segments.py).
+    recent_segments: dict[bytes, dict[str, RecentRow]] = field(default_factory=dict)
+    learned_segments: dict[bytes, dict[str, RecentRow]] = field(default_factory=dict)
+    recent_front: int | None = None
+    learned_front: int | None = None
     view: tuple[int, float] | None = None
     records: int = 0
     # Records per writing application (their `application_id` header), and those without.
@@ -143,10 +154,7 @@ def encode_changes(changes: PartitionChanges) -> list[tuple[bytes, bytes | None]
     out.extend((MERCHANT + k.encode(), None) for k in changes.merchants_evicted)
     out.extend((PENDING + k.encode(), None if v is None else dumps(v))
                for k, v in changes.pending.items())
-    out.extend((RECENT + k.encode(), None if v is None else dumps(v))
-               for k, v in changes.recent.items())
-    out.extend((LEARNED + k.encode(), None if v is None else dumps(v))
-               for k, v in changes.learned.items())
+    out.extend(changes.segments)
     if changes.view is not None:
         out.append((VIEW_KEY, dumps(changes.view)))
     out.append((MODEL_KEY, changes.snapshot))
@@ -203,6 +211,9 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
             state.view = None
             _quarantine(state, Quarantined("view", bad.reason, key, str(bad)))
         return
+    if key[:2] in _SEGMENTS or key in _FRONTS:
+        _fold_memory(state, key, value)
+        return
     if key == OWNER_KEY:
         if value is not None:
             try:
@@ -218,8 +229,8 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
     if store is None:
         if value is not None:
             _quarantine(state, Quarantined("unknown", "unknown_key", key,
-                                           "not a changelog key (c:, n:, p:, d:, l:, m, o "
-                                           "or v)"))
+                                           "not a changelog key (c:, n:, p:, d:, l:, D:, L:, "
+                                           "D, L, m, o or v)"))
         return
     try:
         name = key[2:].decode("utf-8")
@@ -236,6 +247,51 @@ def fold(state: RestoredState, key: bytes, value: bytes | None,
     except BadRow as bad:
         target.pop(name, None)  # its last value is unreadable: the key starts afresh
         _quarantine(state, Quarantined(store, bad.reason, key, str(bad)))
+
+
+def _fold_memory(state: RestoredState, key: bytes, value: bytes | None) -> None:
+    """A segment or a front of the recent decisions or learned labels (segments.py)."""
+    if key in _FRONTS:
+        store = _FRONTS[key]
+        front = None
+        if value is not None:
+            try:
+                front = _sequence(_json(value), f"{store} front")
+            except BadRow as bad:  # every row is kept: the window and size bound still apply
+                _quarantine(state, Quarantined(store, bad.reason, key, str(bad)))
+        setattr(state, f"{store}_front", front)
+        return
+    store, check = _SEGMENTS[key[:2]]
+    segments: dict[bytes, dict[str, RecentRow]] = getattr(state, f"{store}_segments")
+    segments.pop(key, None)  # a rewritten key goes to its new place in offset order
+    if value is None:
+        return
+    try:
+        segments[key] = segment_rows(value, check, store)
+    except BadRow as bad:  # its rows start afresh, as if forgotten
+        _quarantine(state, Quarantined(store, bad.reason, key, str(bad)))
+
+
+def segment_rows(value: bytes, check: Callable[[Any], RecentRow],
+                 what: str) -> dict[str, RecentRow]:
+    """A segment: a JSON object of transaction id -> row, every row valid, or BadRow.
+
+    >>> segment_rows(b'{"t1": [7, 1.0, 0.25, "review", "ready"]}', _recent, "recent")
+    {'t1': [7, 1.0, 0.25, 'review', 'ready']}
+    >>> segment_rows(b'{"t1": [7]}', _recent, "recent")
+    Traceback (most recent call last):
+    stream.state.changelog.BadRow: recent segment, row 't1': recent decision has 1 fields, not 5
+    """
+    decoded = _json(value)
+    if not isinstance(decoded, dict):
+        raise BadRow("bad_shape", f"{what} segment is not a JSON object")
+    rows: dict[str, RecentRow] = {}
+    for tx_id, row in decoded.items():
+        try:
+            rows[tx_id] = check(row)
+        except BadRow as bad:
+            raise BadRow(bad.reason, f"{what} segment, row {tx_id[:64]!r}: {bad}") from None
+    return rows
 
 
 def _quarantine(state: RestoredState, row: Quarantined) -> None:
@@ -314,7 +370,10 @@ def recent_row(value: bytes) -> RecentRow:
     Traceback (most recent call last):
     stream.state.changelog.BadRow: recent decision is not one of approve, review, decline
     """
-    decoded = _json(value)
+    return _recent(_json(value))
+
+
+def _recent(decoded: Any) -> RecentRow:
     if not isinstance(decoded, list) or len(decoded) != 5:
         size = len(decoded) if isinstance(decoded, list) else type(decoded).__name__
         raise BadRow("bad_shape", f"recent decision has {size} fields, not 5")
@@ -334,7 +393,10 @@ def learned_row(value: bytes) -> RecentRow:
     >>> learned_row(b'[3, 1700000000.0, true, "m1", 1699999000.0, [1.0, 0.5]]')
     [3, 1700000000.0, True, 'm1', 1699999000.0, [1.0, 0.5]]
     """
-    decoded = _json(value)
+    return _learned(_json(value))
+
+
+def _learned(decoded: Any) -> RecentRow:
     if not isinstance(decoded, list) or len(decoded) != 6:
         size = len(decoded) if isinstance(decoded, list) else type(decoded).__name__
         raise BadRow("bad_shape", f"learned label has {size} fields, not 6")
@@ -361,6 +423,9 @@ _TARGETS: dict[bytes, Callable[[RestoredState], tuple[dict[str, Any],
     RECENT: lambda state: (state.recent, recent_row),
     LEARNED: lambda state: (state.learned, learned_row),
 }
+_SEGMENTS: dict[bytes, tuple[str, Callable[[Any], RecentRow]]] = {
+    RECENT_SEGMENT: ("recent", _recent), LEARNED_SEGMENT: ("learned", _learned)}
+_FRONTS = {RECENT_FRONT: "recent", LEARNED_FRONT: "learned"}
 
 
 def owner_of(value: bytes) -> tuple[str, list[str]]:

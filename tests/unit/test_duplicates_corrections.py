@@ -247,7 +247,7 @@ def test_a_restored_partition_answers_duplicates_and_corrections_exactly_as_befo
         if n % 37 == 0 or n == cut:
             for key, value in encode_changes(live.drain_changes(0)):
                 fold(restored, key, None if value is None else bytes(value))
-    assert restored.recent and restored.learned
+    assert restored.recent_segments and restored.learned_segments
     resumed = Pipeline(config)
     resumed.restore_from_changelog(0, restored)
     state, before = resumed.partitions[0], live.partitions[0]

@@ -24,11 +24,13 @@ from stream.contracts.topics import (
 from stream.core.pipeline import Pipeline, PipelineConfig
 from stream.state.changelog import (
     CARD,
-    LEARNED,
+    LEARNED_FRONT,
+    LEARNED_SEGMENT,
     MERCHANT,
     MODEL_KEY,
     PENDING,
-    RECENT,
+    RECENT_FRONT,
+    RECENT_SEGMENT,
     encode_changes,
 )
 from stream.state.snapshot import MAGIC as SNAPSHOT_MAGIC
@@ -206,8 +208,9 @@ def _changelog_records() -> list[tuple[bytes, bytes | None]]:
 
 
 def test_the_changelog_schema_describes_every_record_the_code_writes() -> None:
-    kinds = {CARD: "card", MERCHANT: "merchant", PENDING: "pending", RECENT: "recent",
-             LEARNED: "learned"}
+    kinds = {CARD: "card", MERCHANT: "merchant", PENDING: "pending",
+             RECENT_SEGMENT: "recent_segment", LEARNED_SEGMENT: "learned_segment",
+             RECENT_FRONT: "front", LEARNED_FRONT: "front"}
     whole = schema_validator("transactions.changelog")
     seen: set[str] = set()
     for key, value in _changelog_records():
@@ -216,7 +219,7 @@ def test_the_changelog_schema_describes_every_record_the_code_writes() -> None:
             errors = list(_changelog_validator("snapshot_header").iter_errors(read_header(value)))
             seen.add("model")
         elif value is None:
-            assert key[:2] in kinds  # tombstones delete rows, never the model
+            assert key[:2] in kinds  # tombstones delete rows and segments, never the model
             seen.add("tombstone")
             continue
         else:
@@ -226,7 +229,8 @@ def test_the_changelog_schema_describes_every_record_the_code_writes() -> None:
             errors += list(whole.iter_errors(document))
             seen.add(kind)
         assert not errors, (key, [e.message for e in errors])
-    assert seen == {"model", "tombstone", "card", "merchant", "pending", "recent", "learned"}
+    assert seen == {"model", "tombstone", "card", "merchant", "pending", "recent_segment",
+                    "learned_segment", "front"}
 
 
 @pytest.mark.parametrize(("kind", "value"), [
@@ -252,7 +256,8 @@ def test_the_changelog_schema_accepts_each_kind(kind: str, value: Any) -> None:
     ["m1", 1.767e9, 0.5, [0.1], "extra"],
     [17, 1.767e9, 0.12, "allow", "ready"],  # not a decision
     [4, 1.767e9, 1, "m1", 1.767e9, [0.1]],  # is_fraud must be a boolean
-    "x", 1, None,
+    {"t1": [17, 1.767e9, 0.12, "allow", "ready"]},  # a segment of something else
+    "x", -1, 1.5, None,  # a front is a sequence number
 ])
 def test_the_changelog_schema_rejects_other_values(value: Any) -> None:
     assert not schema_validator("transactions.changelog").is_valid(value)

@@ -39,6 +39,7 @@ class RecentIds(Generic[V]):
         self.enabled = max_size > 0 and window_s > 0
         self._entries: OrderedDict[str, tuple[int, float, V]] = OrderedDict()
         self._changes: dict[str, tuple[int, float, V] | None] = {}
+        self._next = 0  # past the highest sequence number ever remembered
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -62,10 +63,35 @@ class RecentIds(Generic[V]):
         if known is not None:
             seq, timestamp = known[0], known[1]
         entry = entries[transaction_id] = (seq, timestamp, value)
+        if seq >= self._next:
+            self._next = seq + 1
         if self.track_changes:
             self._changes[transaction_id] = entry
         if known is None and len(entries) > self.max_size:
             self._forget(entries.popitem(last=False)[0])
+
+    def front(self) -> int:
+        """The sequence number of the oldest entry (past the newest ever remembered when
+        empty): entries are forgotten oldest first only, so everything remembered is the
+        entries at or past it, which is what the changelog's segments rely on.
+
+        >>> memory = RecentIds[str](max_size=2, window_s=60.0)
+        >>> memory.put("t1", 1, 0.0, "a"); memory.put("t2", 2, 1.0, "b"); memory.front()
+        1
+        >>> memory.put("t3", 3, 2.0, "c"); memory.front(), memory.expire(100.0), memory.front()
+        (2, 2, 4)
+        """
+        for seq, _, _ in self._entries.values():
+            return seq
+        return self._next
+
+    def changed(self, transaction_ids: Iterable[str]) -> None:
+        """Count these remembered ids as changed: the next drain writes them again."""
+        if self.track_changes:
+            for tx_id in transaction_ids:
+                entry = self._entries.get(tx_id)
+                if entry is not None:
+                    self._changes[tx_id] = entry
 
     def items(self) -> list[tuple[str, tuple[int, float, V]]]:
         """Every entry, oldest first: (id, (sequence, event time, value))."""
@@ -94,8 +120,12 @@ class RecentIds(Generic[V]):
         changes, self._changes = self._changes, {}
         return changes
 
-    def restore(self, entries: Iterable[tuple[str, tuple[int, float, V]]]) -> None:
+    def restore(self, entries: Iterable[tuple[str, tuple[int, float, V]]],
+                front: int = 0) -> None:
         """Entries read back from a changelog, put back in their sequence order (the order
-        they were remembered in), so size bound and window forget the same ids next."""
+        they were remembered in), so size bound and window forget the same ids next;
+        `front`, the changelog's, keeps `front()` where it was when nothing is left."""
+        self._next = max(self._next, front)
         for tx_id, entry in sorted(entries, key=lambda item: item[1][0]):
             self._entries[tx_id] = entry
+            self._next = max(self._next, entry[0] + 1)
