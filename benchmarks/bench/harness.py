@@ -41,6 +41,28 @@ _TOPIC_ALREADY_EXISTS = 36
 _RUNNING: list[LocalBroker] = []
 
 
+def quiet_broker(max_wait_s: float = 120.0, below: float = 0.15,
+                 window_s: float = 3.0) -> float | None:
+    """Wait until the local broker uses less than `below` of a core over `window_s` (its log
+    cleaner compacting the throughput phases' changelogs, flushes and JIT work done), at most
+    `max_wait_s`; return the seconds waited (None without a local broker). A latency measured
+    while the broker is busy with the previous phase's leftovers measures those."""
+    from benchmarks.bench.scorer import cpu_seconds
+
+    pid = local_broker_pid()
+    if pid is None:
+        return None
+    started = time.monotonic()
+    last = cpu_seconds(pid)
+    while last is not None and time.monotonic() - started < max_wait_s:
+        time.sleep(window_s)
+        now = cpu_seconds(pid)
+        if now is None or (now - last) / window_s < below:
+            break
+        last = now
+    return time.monotonic() - started
+
+
 def local_broker_pid() -> int | None:
     """The pid of the broker `bench_broker` started (None with KAFKA_BOOTSTRAP_SERVERS): the
     broker shares the cores with the scorer, so its CPU per event is part of the cost."""

@@ -29,6 +29,7 @@ from benchmarks.bench.harness import (
     bench_broker,
     local_broker_pid,
     prefill,
+    quiet_broker,
 )
 from benchmarks.bench.latency import measure_latency
 from benchmarks.bench.scale import scale_out
@@ -231,6 +232,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                    details)
                 rounds.append(eps)
             phases["throughput_s"] = time.monotonic() - t
+            waited = quiet_broker()
+            if waited is not None:
+                phases["broker_quiet_wait_s"] = waited
+                log.info("the broker went quiet after %.1fs", waited)
             log.info("latency: %.0f events/s for %.0fs", args.rate, args.latency_seconds)
             t = time.monotonic()
             lat, _ = measure_latency(
@@ -238,6 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 args.warmup_seconds, tuple(alo_args))
             latency_extra: dict[str, Any] = {"at_least_once": lat.extra()}
             if eos_reason is None:
+                quiet_broker()
                 log.info("latency, exactly-once: %.0f events/s for %.0fs", args.rate,
                          args.latency_seconds)
                 try:
