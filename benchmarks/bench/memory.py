@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -33,30 +34,33 @@ def rss_bytes() -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure_here(cards: int) -> dict[str, Any]:
-    """Feed `cards` distinct cards into one FeatureExtractor and report RSS growth per card."""
-    from stream.contracts.messages import Transaction
+def _extractor() -> Any:
+    """One FeatureExtractor configured as the scorer's partitions are (no change tracking)."""
     from stream.core.features.extractor import FeatureExtractor
     from stream.core.pipeline import PipelineConfig
 
     config = PipelineConfig()
-    fx = FeatureExtractor(horizons_s=config.horizons_s, card_ttl_s=config.card_ttl_s,
-                          merchant_ttl_s=config.merchant_ttl_s,
-                          merchant_prior=config.merchant_prior, track_changes=False)
+    return FeatureExtractor(horizons_s=config.horizons_s, card_ttl_s=config.card_ttl_s,
+                            merchant_ttl_s=config.merchant_ttl_s,
+                            merchant_prior=config.merchant_prior, track_changes=False)
+
+
+def measure_here(cards: int) -> dict[str, Any]:
+    """Feed `cards` distinct cards into one FeatureExtractor and report RSS growth per card."""
+    from stream.contracts.messages import Transaction
+
+    fx = _extractor()
     merchants = [f"m-{i:05d}" for i in range(400)]
     fx.extract(Transaction("warm", "warm-card", merchants[0], 1.0, 1.7e9))  # first-call paths
-    gc.collect()
-    before = rss_bytes()
     t0 = 1.7e9
-    for i in range(cards):
-        fx.extract(Transaction(f"tx-{i}", f"card-{i:07d}", merchants[i % 400],
-                               5.0 + (i % 997) * 0.37, t0 + i * 0.05))
-    gc.collect()
-    after = rss_bytes()
-    if fx.n_cards != cards + 1:
-        raise RuntimeError(f"expected {cards + 1} cards in state, found {fx.n_cards}")
-    return {"cards": cards, "rss_before": before, "rss_after": after,
-            "bytes_per_card": (after - before) / cards}
+
+    def fill() -> int:
+        for i in range(cards):
+            fx.extract(Transaction(f"tx-{i}", f"card-{i:07d}", merchants[i % 400],
+                                   5.0 + (i % 997) * 0.37, t0 + i * 0.05))
+        return int(fx.n_cards)
+
+    return _rss_growth(fill, "card", cards)
 
 
 def measure_merchants_here(merchants: int, cards: int = 1000) -> dict[str, Any]:
@@ -64,32 +68,38 @@ def measure_merchants_here(merchants: int, cards: int = 1000) -> dict[str, Any]:
     FeatureExtractor (per-partition merchant state, the default) and report RSS growth per
     merchant."""
     from stream.contracts.messages import Transaction
-    from stream.core.features.extractor import FeatureExtractor
-    from stream.core.pipeline import PipelineConfig
 
-    config = PipelineConfig()
-    fx = FeatureExtractor(horizons_s=config.horizons_s, card_ttl_s=config.card_ttl_s,
-                          merchant_ttl_s=config.merchant_ttl_s,
-                          merchant_prior=config.merchant_prior, track_changes=False)
+    fx = _extractor()
     card_ids = [f"card-{i:07d}" for i in range(cards)]
     t0 = 1.7e9
     for i, card in enumerate(card_ids):  # the cards' state first: only merchants grow after
         fx.extract(Transaction(f"warm-{i}", card, "warm-merchant", 5.0, t0 + i * 0.05))
     fx.learn_label("warm-merchant", False, t0 + cards * 0.05)
+
+    def fill() -> int:
+        for i in range(merchants):
+            ts = t0 + (cards + i) * 0.05
+            merchant = f"merchant-{i:07d}"
+            fx.extract(Transaction(f"tx-{i}", card_ids[i % cards], merchant,
+                                   5.0 + (i % 997) * 0.37, ts))
+            fx.learn_label(merchant, i % 100 == 0, ts)
+        return int(fx.n_merchants)
+
+    return _rss_growth(fill, "merchant", merchants)
+
+
+def _rss_growth(fill: Callable[[], int], what: str, count: int) -> dict[str, Any]:
+    """RSS after `gc.collect()` before and after `fill` adds `count` keys of `what` to state
+    already holding one (its return: the keys held), per key."""
     gc.collect()
     before = rss_bytes()
-    for i in range(merchants):
-        ts = t0 + (cards + i) * 0.05
-        merchant = f"merchant-{i:07d}"
-        fx.extract(Transaction(f"tx-{i}", card_ids[i % cards], merchant,
-                               5.0 + (i % 997) * 0.37, ts))
-        fx.learn_label(merchant, i % 100 == 0, ts)
+    held = fill()
     gc.collect()
     after = rss_bytes()
-    if fx.n_merchants != merchants + 1:
-        raise RuntimeError(f"expected {merchants + 1} merchants, found {fx.n_merchants}")
-    return {"merchants": merchants, "rss_before": before, "rss_after": after,
-            "bytes_per_merchant": (after - before) / merchants}
+    if held != count + 1:
+        raise RuntimeError(f"expected {count + 1} {what}s in state, found {held}")
+    return {f"{what}s": count, "rss_before": before, "rss_after": after,
+            f"bytes_per_{what}": (after - before) / count}
 
 
 def measure(cards: int, timeout_s: float = 600, what: str = "--cards") -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import orjson
 from keys_support import KEY
+from memory_support import run_items as _go_on
 
 from stream.contracts.messages import Label, Transaction
 from stream.core.pipeline import Pipeline, PipelineConfig
@@ -96,17 +97,6 @@ def test_a_restore_from_the_compacted_changelog_remembers_exactly_what_the_live_
     # And it goes on exactly as the uninterrupted partition (duplicates, corrections).
     assert _go_on(resumed, items[cut:]) == _go_on(live, items[cut:])
     assert resumed.partitions[0].recent.items() == straight.partitions[0].recent.items()
-
-
-def _go_on(pipe: Pipeline, items: list[Transaction | Label]) -> list[object]:
-    out: list[object] = []
-    for item in items:
-        if isinstance(item, Transaction):
-            scored = pipe.score(item, 0)
-            out.append((scored.score, scored.decision, scored.duplicate))
-        else:
-            out.append(pipe.learn_label(item))
-    return out
 
 
 def test_a_changelog_written_per_transaction_still_restores_and_its_forgotten_rows_go() -> None:

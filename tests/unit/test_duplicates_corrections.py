@@ -9,13 +9,13 @@ scorer answers exactly as one that never stopped.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from keys_support import KEY
+from memory_support import run_items as _run
 from prometheus_client import CollectorRegistry
 
 from stream.assembly import pipeline_config
@@ -217,17 +217,6 @@ def _stream() -> list[Transaction | Label]:
             j = i - 28  # a label, or its correction
             items.append(Label(f"t{j}", f"c{j % 11}", j % 3 == 0, T0 + ts + 3.0))
     return items
-
-
-def _run(pipe: Pipeline, items: list[Transaction | Label]) -> list[Any]:
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, Transaction):
-            s = pipe.score(item, 0)
-            out.append((s.score, s.decision, s.duplicate))
-        else:
-            out.append(pipe.learn_label(item))
-    return out
 
 
 def test_a_restored_partition_answers_duplicates_and_corrections_exactly_as_before() -> None:
