@@ -27,14 +27,14 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import orjson
+
+from stream.state.changelog import RecentRow
 
 # Below the smallest `max_message_bytes` allowed (100,000), with room for the key, the
 # headers and the record overhead.
 SEGMENT_BYTES = 90_000
-RecentRow = list[Any]  # as stream.state.changelog names it: [seq, time, ...]
 
 
 class SegmentWriter:
