@@ -15,6 +15,7 @@ from stream.core.evaluation.shadow import PromotionRule
 from stream.core.pipeline_config import PipelineConfig
 from stream.core.scoring.model import ModelSpec
 from stream.core.scoring.policy import Policy
+from stream.core.scoring.sampling import LegitSampling
 from stream.core.scoring.warmup import Warmup
 from stream.core.scoring.zoo import challenger_names
 from stream.errors import ConfigError
@@ -128,6 +129,7 @@ def pipeline_config(settings: Settings, key: StateKey | None = None) -> Pipeline
     try:
         return PipelineConfig(
             model=model_spec(settings),
+            sampling=LegitSampling(settings.legit_sample_score, settings.legit_sample_floor),
             policy=Policy(settings.review_threshold, settings.decline_threshold),
             warmup=Warmup(settings.warmup_labels, settings.warmup_review_amount,
                           settings.warmup_decline_amount),

@@ -180,6 +180,11 @@ class Settings(BaseSettings):
     learning_rate: float = Field(0.005, gt=0)
     l2: float = Field(0.0, ge=0)
     fraud_weight: float = Field(5.0, gt=0)
+    # Legitimate labels scored below legit_sample_score are learned with probability
+    # score / legit_sample_score (at least legit_sample_floor) and weight 1 / probability
+    # (README "Learning from labels"); 0: every label is learned (the default).
+    legit_sample_score: float = Field(0.0, ge=0, le=1)
+    legit_sample_floor: float = Field(0.1, gt=0, le=1)
     review_threshold: float = Field(0.2, ge=0, le=1)
     decline_threshold: float = Field(0.6, ge=0, le=1)
     # The cold start (README "Cold start"): until a partition's model has learned from

@@ -104,6 +104,8 @@ class Pipeline:
         # One champion over every partition's labels (scoring/timeline.py), or None: each
         # partition's own.
         self.timeline = self._timeline(config)
+        # Which legitimate labels the per-partition models learn (scoring/sampling.py).
+        self.sampling = config.sampling
         self.pending = PendingBuffer(config.pending_max, config.pending_ttl_s,
                                      config.pending_max_bytes)
         # One byte budget for the card state of every partition this instance holds.
@@ -371,8 +373,8 @@ class Pipeline:
         scores = self._all_scores(score, shadow) if shadow else ()
         names = state.features.feature_names
         if label is not None and immediate:
-            self._learn(state, features, tx.merchant_id, score, label, label_ts, tx.timestamp,
-                        scores, card_id=tx.card_id)
+            self._learn(state, tx.transaction_id, features, tx.merchant_id, score, label,
+                        label_ts, tx.timestamp, scores, card_id=tx.card_id)
             if state.learned_labels.enabled:
                 self._remember_label(state, tx.transaction_id, label, tx.merchant_id,
                                      tx.timestamp, array("d", [features[n] for n in names]),
@@ -431,7 +433,7 @@ class Pipeline:
             if state is None:
                 continue
             features = dict(zip(state.features.feature_names, decided.features, strict=True))
-            self._learn(state, features, decided.merchant_id, decided.score, False,
+            self._learn(state, tx_id, features, decided.merchant_id, decided.score, False,
                         decided.timestamp + after_s, decided.timestamp, decided.shadow,
                         assumed=True)
             self._remember_label(state, tx_id, False, decided.merchant_id, decided.timestamp,
@@ -496,8 +498,8 @@ class Pipeline:
         self._track_pending(decided.partition, tx_id, None)
         names = state.features.feature_names
         features = dict(zip(names, decided.features, strict=True))
-        self._learn(state, features, decided.merchant_id, decided.score, is_fraud, timestamp,
-                    decided.timestamp, decided.shadow, card_id=card_id)
+        self._learn(state, tx_id, features, decided.merchant_id, decided.score, is_fraud,
+                    timestamp, decided.timestamp, decided.shadow, card_id=card_id)
         self._remember_label(state, tx_id, is_fraud, decided.merchant_id, decided.timestamp,
                              decided.features, timestamp)
         return True
@@ -531,21 +533,23 @@ class Pipeline:
         return "corrected"
 
     def _step(self, state: PartitionState, features: dict[str, float], is_fraud: bool,
-              t: float) -> None:
+              t: float, weight: float = 1.0) -> None:
         """The models' step on one label known at `t`: the champion's (the shared one's as a
-        table event, folded in event-time order) and every challenger's."""
+        table event, folded in event-time order) and every challenger's, each weighted by
+        `weight` (scoring/sampling.py; the shared champion learns every label, weight 1)."""
         timeline = self.timeline
         if timeline is None:
-            learn_one(state.model, features, is_fraud)
+            learn_one(state.model, features, is_fraud, weight)
         else:
             view = cast(TableView, state.merchants)
             view.learn([features[name] for name in timeline.names], is_fraud, t)
         for model in state.challengers.values():
-            learn_one(model, features, is_fraud)
+            learn_one(model, features, is_fraud, weight)
 
     def _learn(
         self,
         state: PartitionState,
+        tx_id: str,
         features: dict[str, float],
         merchant_id: str,
         score: float,
@@ -556,7 +560,12 @@ class Pipeline:
         assumed: bool = False,
         card_id: str | None = None,
     ) -> None:
-        self._step(state, features, is_fraud, timestamp)
+        if self.timeline is None and self.sampling.enabled:
+            weight = self.sampling.weight(tx_id, is_fraud, score)
+            if weight > 0.0:
+                self._step(state, features, is_fraud, timestamp, weight)
+        else:
+            self._step(state, features, is_fraud, timestamp)
         state.features.learn_label(merchant_id, is_fraud, timestamp, card_id)
         # Challengers are compared only on decisions whose every score was kept (not on
         # records restored from a changelog, which hold the deciding score alone).

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from stream.core.evaluation.oversight import OversightConfig
 from stream.core.scoring.model import ModelSpec
 from stream.core.scoring.policy import Policy
+from stream.core.scoring.sampling import LegitSampling
 from stream.core.scoring.warmup import Warmup
 from stream.state.keys import StateKey
 
@@ -16,6 +17,8 @@ class PipelineConfig:
     """Everything the core needs, as plain values (built from Settings by the CLI)."""
 
     model: ModelSpec = field(default_factory=ModelSpec)
+    # Which legitimate labels the per-partition models learn (scoring/sampling.py).
+    sampling: LegitSampling = field(default_factory=LegitSampling)
     policy: Policy = field(default_factory=Policy)
     # The cold start: decisions by fallback rules until a partition has learned enough labels.
     warmup: Warmup = field(default_factory=Warmup)

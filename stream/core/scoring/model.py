@@ -90,14 +90,110 @@ def make_model(spec: ModelSpec) -> compose.Pipeline:
     return compose.Pipeline(*preprocessing_steps(), regression)
 
 
+def _standard_steps(
+    model: compose.Pipeline,
+) -> tuple[preprocessing.StandardScaler, linear_model.LogisticRegression] | None:
+    """The scaler and regression of a `make_model` pipeline (compress, a plain scaler, a
+    logistic regression), or None for any other model (the zoo's, a snapshot's own)."""
+    steps = model.steps
+    if len(steps) != 3:
+        return None
+    first, scaler, regression = steps.values()
+    if (type(first) is not compose.FuncTransformer or first.func is not compress
+            or type(scaler) is not preprocessing.StandardScaler
+            or not scaler.with_std or scaler.window_size is not None
+            or type(regression) is not linear_model.LogisticRegression):
+        return None
+    return scaler, regression
+
+
+def _heavy_flags(names: tuple[str, ...]) -> tuple[bool, ...]:
+    flags = _heavy_flag_cache.get(names)
+    if flags is None:
+        if len(_heavy_flag_cache) > 64:
+            _heavy_flag_cache.clear()
+        heavy = set(_heavy_of(names))
+        flags = _heavy_flag_cache[names] = tuple(name in heavy for name in names)
+    return flags
+
+
+_heavy_flag_cache: dict[tuple[str, ...], tuple[bool, ...]] = {}
+
+
+def _scaled(scaler: preprocessing.StandardScaler, features: dict[str, float],
+            learn: bool) -> dict[str, float]:
+    """compress, then (when `learn`) the scaler's update, then its transform, in one pass.
+
+    The same arithmetic in the same order as River's `Pipeline.learn_one` /
+    `_transform_one` (FuncTransformer, `StandardScaler.learn_one`, `.transform_one`), so the
+    scaler's state and the result are bit for bit River's; one loop instead of three saves
+    about a third of the model's cost per event.
+    """
+    means = scaler.means
+    vars_ = scaler.vars
+    out: dict[str, float] = {}
+    flags = _heavy_flags(tuple(features))
+    if learn:
+        counts = scaler.counts
+        for (name, xi), heavy in zip(features.items(), flags, strict=True):
+            if heavy:
+                xi = log1p(xi) if xi > 0.0 else 0.0
+            count = counts[name] + 1
+            counts[name] = count
+            old_mean = means[name]
+            mean = old_mean + (xi - old_mean) / count
+            means[name] = mean
+            var = vars_[name]
+            var += ((xi - old_mean) * (xi - mean) - var) / count
+            vars_[name] = var
+            out[name] = (xi - mean) / var**0.5 if var else 0.0
+    else:
+        for (name, xi), heavy in zip(features.items(), flags, strict=True):
+            if heavy:
+                xi = log1p(xi) if xi > 0.0 else 0.0
+            var = vars_[name]
+            out[name] = (xi - means[name]) / var**0.5 if var else 0.0
+    return out
+
+
 def score_one(model: compose.Pipeline, features: dict[str, float]) -> float:
-    """Probability of fraud for one feature dict; never learns."""
-    return float(model.predict_proba_one(features).get(True, 0.0))
+    """Probability of fraud for one feature dict; never learns.
+
+    >>> model = make_model(ModelSpec())
+    >>> learn_one(model, {"amount_log": 1.0, "card_count_1d": 3.0}, True)
+    >>> score_one(model, {"amount_log": 1.0, "card_count_1d": 3.0}) == float(
+    ...     model.predict_proba_one({"amount_log": 1.0, "card_count_1d": 3.0})[True])
+    True
+    """
+    standard = _standard_steps(model)
+    if standard is None:
+        return float(model.predict_proba_one(features).get(True, 0.0))
+    scaler, regression = standard
+    return float(regression.predict_proba_one(_scaled(scaler, features, False))[True])
 
 
-def learn_one(model: compose.Pipeline, features: dict[str, float], is_fraud: bool) -> None:
-    """One SGD step on a labelled example (the scaler updates its statistics first)."""
-    model.learn_one(features, is_fraud)
+def learn_one(model: compose.Pipeline, features: dict[str, float], is_fraud: bool,
+              weight: float = 1.0) -> None:
+    """One SGD step on a labelled example (the scaler updates its statistics first); `weight`
+    scales the regression's step (an importance weight, scoring/sampling.py).
+
+    A `make_model` pipeline is stepped through directly (`_scaled`), exactly as River's
+    `Pipeline.learn_one` would; any other model (the zoo's) through River's.
+
+    >>> model = make_model(ModelSpec())
+    >>> learn_one(model, {"amount_log": 1.0}, True)
+    >>> model["StandardScaler"].counts["amount_log"], model["LogisticRegression"].intercept
+    (1, 0.01)
+    """
+    standard = _standard_steps(model)
+    if standard is None:
+        if weight == 1.0:
+            model.learn_one(features, is_fraud)
+        else:
+            model.learn_one(features, is_fraud, w=weight)
+        return
+    scaler, regression = standard
+    regression.learn_one(_scaled(scaler, features, True), is_fraud, weight)
 
 
 def top_contributions(
