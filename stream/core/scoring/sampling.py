@@ -2,12 +2,13 @@
 
 The model's step on a label is about 40% of the core's time per event, and almost all of it
 goes to legitimate labels (about 99% of them), most of which the model already scores near
-zero. With ``legit_score_at > 0`` a legitimate label is learned with probability
-``q = clamp(score / legit_score_at, legit_floor, 1)`` and importance weight ``1 / q``; fraud
+zero. With ``score_at > 0`` (the setting ``legit_sample_score``; ``floor`` is
+``legit_sample_floor``) a legitimate label is learned with probability
+``q = clamp(score / score_at, floor, 1)`` and importance weight ``1 / q``; fraud
 labels always. The log-loss gradient of a legitimate example is its score, so ``q`` follows
 the size of the step it would make (the variance-optimal choice for a fixed budget), the
 expected update is the full one, and a kept example's weighted gradient is at most
-``legit_score_at``. It makes the core about 1.5x faster but costs average precision
+``score_at``. It makes the core about 1.5x faster but costs average precision
 (README "Learning from labels" has the measurements), so it is an operator's choice.
 
 Tried and not kept: the scaler updating its statistics on one label in eight. On the
