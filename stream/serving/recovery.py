@@ -207,6 +207,12 @@ class Recovery:
             self.pipeline.assign(partition)
             return
         started = time.perf_counter()
+        # The partition's state goes before its changelog is read, not after (as
+        # `restore_from_changelog` would): what the read and the fold allocate then reuses
+        # the memory the old state held, instead of adding to it (a broker restart rewinds
+        # every partition; the soak's RSS stepped up at each rewind). A failed read leaves the
+        # partition without state, which the next rewind restores.
+        self.pipeline.revoke(partition)
 
         def progress(done: int, total: int) -> None:
             self.metrics.restore_records.labels(str(partition)).set(done)

@@ -1,4 +1,5 @@
-"""What follows a restore: the memory it freed is given back to the operating system, and the loop
+"""What surrounds a restore: the partition's old state goes before the changelog is read, the
+memory the restore freed is given back to the operating system, and the loop
 waits for every partition's first fetch, as at any start: the event-time alignment's wait for
 an empty partition starts when the restore ends, not at the assignment. A restore longer than
 `max_task_idle_ms` (seconds, with a big changelog or the merchant feed) otherwise used up the
@@ -76,3 +77,35 @@ def test_the_memory_a_restore_freed_is_given_back_after_the_restores(
     monkeypatch.setattr(rebalance, "return_freed_memory", lambda: calls.append(1) or True)
     _run([])
     assert calls == [1]  # once, after both partitions restored
+
+
+class _Watching(EmptyChangelog):
+    """An empty changelog that notes, when a partition's read starts, which partitions the
+    pipeline still holds state for."""
+
+    def __init__(self, pipeline: Pipeline, seen: list[tuple[int, list[int]]]) -> None:
+        super().__init__()
+        self.pipeline, self.seen = pipeline, seen
+
+    def watermarks(self, source: tuple[str, int], timeout_s: float) -> tuple[int, int]:
+        self.seen.append((source[1], sorted(self.pipeline.partitions)))
+        return super().watermarks(source, timeout_s)
+
+
+def test_a_rewind_drops_a_partitions_state_before_reading_its_changelog() -> None:
+    """Old and restored state side by side made each rewind (a broker restart) a step up in
+    the soak's RSS: the restore's reads and folds now reuse the old state's memory."""
+    settings = load_settings(environ={}, idle_exit_s=0.3, max_task_idle_ms=0.0)
+    pipeline = Pipeline(pipeline_config(settings, KEY))
+    seen: list[tuple[int, list[int]]] = []
+    consumer = GroupOfOne([Polled([_tx(0, "a", NOW_MS), _tx(1, "b", NOW_MS)])])
+    loop = ScorerLoop(settings, pipeline, Metrics(CollectorRegistry()),
+                      LoopClients(lambda: _Watching(pipeline, seen)),  # type: ignore[arg-type]
+                      consumer, ExactlyOnce(MemoryProducer, consumer, timeout_s=1.0))
+    loop.run()
+    assert {p: state.events for p, state in pipeline.partitions.items()} == {0: 1, 1: 1}
+    seen.clear()
+    loop.recovery.rewind()
+    assert seen == [(0, [1]), (1, [0])]  # each read without its own partition's old state
+    # The (empty) changelog is what the partitions are now.
+    assert {p: state.events for p, state in pipeline.partitions.items()} == {0: 0, 1: 0}
