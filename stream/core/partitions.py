@@ -195,7 +195,8 @@ def apply_restored(state: PartitionState, restored: RestoredState, champion: str
         if len(values) != width:
             skipped.append(_wrong_width(PENDING, tx_id, len(values), width))
             continue
-        pending.put(tx_id, Decided(state.partition, merchant, ts, score, array("d", values)))
+        packed = values if isinstance(values, array) else array("d", values)
+        pending.put(tx_id, Decided(state.partition, merchant, ts, score, packed))
     gone = stale if stale is not None else []
     recent, alive, moved = remembered(restored.recent, restored.recent_segments,
                                       restored.recent_front)
@@ -216,7 +217,8 @@ def apply_restored(state: PartitionState, restored: RestoredState, champion: str
             skipped.append(_wrong_width(LEARNED, tx_id, len(got[5]), width))
             continue
         learned.append((tx_id, (int(got[0]), float(got[1]),
-                                (bool(got[2]), str(got[3]), float(got[4]), array("d", got[5])))))
+                                (bool(got[2]), str(got[3]), float(got[4]),
+                                 got[5] if isinstance(got[5], array) else array("d", got[5])))))
     state.learned_labels.restore(learned, restored.learned_front or 0)
     state.learned_labels.changed(moved)
     if restored.view is not None and isinstance(state.merchants, TableView):

@@ -9,6 +9,8 @@ rows are deleted once forgotten; a segment or front anyone wrote wrongly is quar
 
 from __future__ import annotations
 
+import tracemalloc
+
 import orjson
 from keys_support import KEY
 from memory_support import run_items as _go_on
@@ -143,3 +145,29 @@ def test_a_bad_segment_or_front_is_quarantined_and_the_rest_restores() -> None:
     assert state.recent.items() == live.partitions[0].recent.items()
     # Without its front every learned row written is kept: none was forgotten yet here.
     assert state.learned_labels.items() == live.partitions[0].learned_labels.items()
+
+
+def test_a_restore_holds_decision_time_features_packed() -> None:
+    """The learned labels' and pending records' features were held as lists of float objects
+    until the whole partition was read (about 1.2 KB a row): a 10-minute soak's RSS stepped
+    from 229 to 361 MiB at a broker restart's rewind and stayed there. Packed, 8 bytes a
+    number."""
+    features = [0.1 * i + 0.001 for i in range(36)]
+    rows = 20_000
+    segments = [(f"L:w:{n}".encode(), orjson.dumps(
+        {f"t{n}-{i}": [n * 50 + i, 1.7e9, False, "m1", 1.7e9, features] for i in range(50)}))
+        for n in range(rows // 50)]
+    pending = [(f"p:q{i}".encode(), orjson.dumps(["m1", 1.7e9, 0.1, features]))
+               for i in range(rows)]
+    tracemalloc.start()
+    try:
+        state = RestoredState()
+        for key, value in segments + pending:
+            fold(state, key, value)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(len(rows) for rows in state.learned_segments.values()) == rows
+    assert len(state.pending) == rows
+    # Per row: the id, the row and 36 numbers packed: ~650 B; as lists of floats ~1,520 B.
+    assert held / (2 * rows) < 800, held / (2 * rows)
