@@ -126,8 +126,12 @@ def _scaled(scaler: preprocessing.StandardScaler, features: dict[str, float],
 
     The same arithmetic in the same order as River's `Pipeline.learn_one` /
     `_transform_one` (FuncTransformer, `StandardScaler.learn_one`, `.transform_one`), so the
-    scaler's state and the result are bit for bit River's; one loop instead of three saves
-    about a third of the model's cost per event.
+    scaler's state and the result are bit for bit River's; one loop instead of three took the
+    core from 81.0 to 74.8 us per event (README "Learning from labels").
+
+    >>> scaler = make_model(ModelSpec())["StandardScaler"]
+    >>> _scaled(scaler, {"card_count_1d": 0.0}, True), _scaled(scaler, {"card_count_1d": 3.0}, True)
+    ({'card_count_1d': 0.0}, {'card_count_1d': 1.0})
     """
     means = scaler.means
     vars_ = scaler.vars
