@@ -32,6 +32,7 @@ log = logging.getLogger("stream.delivery")
 
 QUEUE_FULL_TIMEOUT_S = 30.0
 ABORT_ATTEMPTS = 3  # timed-out aborts in a row before the producer is replaced
+OFFSETS_ATTEMPTS = 3  # timed-out sends of the offsets in a row, the same
 
 
 def send_waiting(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
@@ -180,6 +181,7 @@ class ExactlyOnce:
         self._open = False
         self._wedged = False  # a transactional call never returned: abandon the producer
         self._abort_timeouts = 0
+        self._offsets_timeouts = 0
         self.producer: Producer | None = self._start()
 
     def _start(self) -> Producer:
@@ -229,8 +231,14 @@ class ExactlyOnce:
         try:
             if offsets:
                 metadata = self.consumer.group_metadata()
-                self._bounded("send offsets", lambda: producer.send_offsets_to_transaction(
-                    offsets, metadata, self.timeout_s))
+                try:
+                    self._bounded("send offsets", lambda: producer.send_offsets_to_transaction(
+                        offsets, metadata, self.timeout_s))
+                except ClientError as exc:
+                    if exc.kind == "timed_out" and not exc.fatal:
+                        self._offsets_timeouts += 1
+                    raise
+                self._offsets_timeouts = 0
             self._bounded("commit", lambda: producer.commit_transaction(self.timeout_s))
         except ClientError as exc:
             raise classify(exc, "transaction commit failed") from exc
@@ -282,6 +290,15 @@ class ExactlyOnce:
         if replace:
             self._replace()
             return
+        if self._offsets_timeouts >= OFFSETS_ATTEMPTS:
+            # After a broker restart librdkafka can keep timing out on AddOffsetsToTxn with the
+            # producer it had (a clean-clone CI saw 20 in a row, 5 s each, until the test gave
+            # up): a new producer looks its coordinator up again, and its init aborts the
+            # transaction.
+            log.info("sending the offsets timed out %d times in a row; starting a new producer",
+                     self._offsets_timeouts)
+            self._replace()
+            return
         producer = self.producer
         try:
             self._bounded("abort", lambda: producer.abort_transaction(self.timeout_s))
@@ -306,7 +323,7 @@ class ExactlyOnce:
     def _replace(self) -> None:
         """Discard the producer (its open transaction with it) and start a new one."""
         self._open = False
-        self._abort_timeouts = 0
+        self._abort_timeouts = self._offsets_timeouts = 0
         old: Producer | None = self.producer
         self.producer = None
         if old is not None:

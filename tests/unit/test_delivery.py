@@ -11,7 +11,7 @@ import pytest
 
 from stream.errors import FencedError, InfrastructureError
 from stream.kafka.classify import ClientError, Kind
-from stream.kafka.delivery import ABORT_ATTEMPTS, AtLeastOnce, ExactlyOnce
+from stream.kafka.delivery import ABORT_ATTEMPTS, OFFSETS_ATTEMPTS, AtLeastOnce, ExactlyOnce
 from stream.kafka.testing import MemoryConsumer, MemoryProducer
 
 
@@ -126,6 +126,40 @@ def test_aborts_that_keep_timing_out_retire_the_producer() -> None:
     delivery.reset()  # the last attempt gives up on this producer
     assert len(made) == 2 and made[1].calls == ["init"]
     assert delivery.producer is made[1]
+
+
+def test_offsets_that_keep_timing_out_retire_the_producer() -> None:
+    """A clean-clone CI run: after a broker restart librdkafka timed out on AddOffsetsToTxn
+    20 times in a row with the same producer (abort fine each time), and the scorer never
+    committed again. A new producer looks its coordinator up afresh."""
+    delivery, made = _eos()
+    timeout = _kafka_error("timed_out", retriable=True)
+    made[0].fail["send_offsets"] = [timeout] * 10
+    for attempt in range(OFFSETS_ATTEMPTS):
+        delivery.send("verdicts", b"k", b"v")
+        with pytest.raises(InfrastructureError):
+            delivery.commit(_tp(0, 1))
+        delivery.reset()
+        assert len(made) == (1 if attempt < OFFSETS_ATTEMPTS - 1 else 2)
+    assert made[0].calls.count("abort") == OFFSETS_ATTEMPTS - 1  # the last one: replaced
+    assert made[1].calls == ["init"] and delivery.producer is made[1]
+    delivery.send("verdicts", b"k", b"v")
+    delivery.commit(_tp(0, 1))  # the new producer commits
+    assert made[1].calls[-2:] == ["send_offsets", "commit"]
+
+
+def test_a_timeout_between_successes_does_not_count_towards_a_new_producer() -> None:
+    delivery, made = _eos()
+    timeout = _kafka_error("timed_out", retriable=True)
+    for _ in range(2 * OFFSETS_ATTEMPTS):
+        made[0].fail["send_offsets"] = [timeout]
+        delivery.send("verdicts", b"k", b"v")
+        with pytest.raises(InfrastructureError):
+            delivery.commit(_tp(0, 1))
+        delivery.reset()
+        delivery.send("verdicts", b"k", b"v")
+        delivery.commit(_tp(0, 2))  # a success in between
+    assert len(made) == 1
 
 
 def test_a_call_that_never_returns_wedges_the_producer_and_reset_replaces_it() -> None:
