@@ -26,14 +26,15 @@ log = logging.getLogger("stream.assembly")
 
 
 def model_spec(settings: Settings) -> ModelSpec:
-    return ModelSpec(settings.learning_rate, settings.l2, settings.fraud_weight)
+    return ModelSpec(settings.learning_rate, settings.l2, settings.fraud_weight,
+                     settings.average_days)
 
 
 def model_version(settings: Settings) -> str:
     """The champion's name and the package version, as verdicts carry it.
 
     >>> from stream.config import load_settings
-    >>> model_version(load_settings(environ={})).startswith("logreg-lr0.005-w5@")
+    >>> model_version(load_settings(environ={})).startswith("logreg-lr0.005-w5-avg3@")
     True
     """
     return f"{model_spec(settings).name}@{stream.__version__}"

@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     learning_rate: float = Field(0.005, gt=0)
     l2: float = Field(0.0, ge=0)
     fraud_weight: float = Field(5.0, gt=0)
+    # The champion scores with an exponential average of its weights over this many days of
+    # label time (README "Learning from labels"); 0: with the raw weights.
+    average_days: float = Field(3.0, ge=0, le=365)
     # Legitimate labels scored below legit_sample_score are learned with probability
     # score / legit_sample_score (at least legit_sample_floor) and weight 1 / probability
     # (README "Learning from labels"); 0: every label is learned (the default).

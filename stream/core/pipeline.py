@@ -539,12 +539,12 @@ class Pipeline:
         `weight` (scoring/sampling.py; the shared champion learns every label, weight 1)."""
         timeline = self.timeline
         if timeline is None:
-            learn_one(state.model, features, is_fraud, weight)
+            learn_one(state.model, features, is_fraud, weight, t)
         else:
             view = cast(TableView, state.merchants)
             view.learn([features[name] for name in timeline.names], is_fraud, t)
         for model in state.challengers.values():
-            learn_one(model, features, is_fraud, weight)
+            learn_one(model, features, is_fraud, weight, t)
 
     def _learn(
         self,

@@ -63,7 +63,7 @@ def test_challenger_names_are_validated_and_canonical_when_the_core_is_built() -
     assert pipeline_config(settings).oversight.challengers == ("logreg-adam-lr0.01", "gnb")
     assert pipeline_config(load_settings(environ={})).oversight.challengers == ()  # off
     for names, message in [(("forest",), "unknown challenger family"),
-                           (("logreg-lr0.005-w5",), "champion model itself"),
+                           (("logreg-lr0.005-w5-avg3",), "champion model itself"),
                            (("gnb", "gnb"), "listed twice")]:
         with pytest.raises(ConfigError, match=message):
             pipeline_config(load_settings(environ={}, challengers=names))

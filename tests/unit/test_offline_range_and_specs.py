@@ -48,8 +48,8 @@ def test_every_challenger_family_builds_learns_and_scores(name: str) -> None:
 
 
 def test_the_default_champion_spelled_as_a_challenger_is_the_same_model() -> None:
-    assert parse_challenger("logreg-lr0.005-w5").name == ModelSpec().name
-    a, b = make_model(ModelSpec()), make_challenger(parse_challenger("logreg-lr0.005-w5"))
+    assert parse_challenger("logreg-lr0.005-w5-avg3").name == ModelSpec().name
+    a, b = make_model(ModelSpec()), make_challenger(parse_challenger("logreg-lr0.005-w5-avg3"))
     for i in range(50):
         x = {"amount": float(i % 7), "n": float(i % 3)}
         a.learn_one(x, i % 5 == 0)
@@ -61,7 +61,7 @@ def test_the_default_champion_spelled_as_a_challenger_is_the_same_model() -> Non
     (["xgboost"], "unknown challenger family"),
     (["logreg-lr0"], "bad parameter"),
     (["gnb", "GNB"], "listed twice"),
-    (["logreg-lr0.005-w5"], "is the champion"),
+    (["logreg-lr0.005-w5-avg3"], "is the champion"),
 ])
 def test_bad_challenger_lists_are_refused(names: list[str], message: str) -> None:
     with pytest.raises(ChallengerSpecError, match=message):

@@ -92,5 +92,5 @@ def test_the_learner_replay_is_the_champion_bit_for_bit() -> None:
     in its order; the champion's own candidate must then reproduce its scores exactly."""
     data = dataset()
     champion = run_online(data, partitions=1, warmup_labels=0)
-    scores = replay(record(data), CANDIDATES["sgd0.005-log-clip"])
+    scores = replay(record(data), CANDIDATES["sgd0.005-log-clip-avg3"])
     assert np.array_equal(scores, champion.scores)

@@ -16,8 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import log1p
+from typing import Any
 
 from river import compose, linear_model, optim, preprocessing
+
+from stream.core.scoring.averaged import AveragedLogisticRegression
+
+DAY_S = 86400.0
 
 HEAVY_PREFIXES = ("card_count_", "card_mean_amount_", "card_amount_ratio_", "merchant_count_")
 HEAVY_NAMES = frozenset({"card_recent_vs_long", "merchant_activity_ratio", "card_frauds_7d"})
@@ -60,34 +65,45 @@ class ModelSpec:
 
     `fraud_weight` up-weights the rare positive class in the loss: with 1% fraud an
     unweighted SGD learner spends most updates on legitimate traffic and ranks fraud late.
+
+    `average_days`: predictions use an exponential average of the weights over this many days
+    of label time (scoring/averaged.py); 0 scores with the raw weights.
     """
 
     learning_rate: float = 0.005
     l2: float = 0.0
     fraud_weight: float = 5.0
+    average_days: float = 3.0
     intercept_lr: float = 0.01
     clip_gradient: float = 1.0
 
     @property
     def name(self) -> str:
-        return f"logreg-lr{self.learning_rate:g}-w{self.fraud_weight:g}"
+        """The model's identity in verdicts and metrics.
+
+        >>> ModelSpec().name, ModelSpec(average_days=0.0).name
+        ('logreg-lr0.005-w5-avg3', 'logreg-lr0.005-w5')
+        """
+        name = f"logreg-lr{self.learning_rate:g}-w{self.fraud_weight:g}"
+        return f"{name}-avg{self.average_days:g}" if self.average_days > 0 else name
 
 
 def make_model(spec: ModelSpec) -> compose.Pipeline:
-    """Build an untrained compress + scaler + logistic regression pipeline.
+    """Build an untrained compress + scaler + logistic regression pipeline (averaged when
+    `spec.average_days` > 0).
 
     >>> model = make_model(ModelSpec())
     >>> model.predict_proba_one({"amount_log": 1.0})[True]
     0.5
     """
-    regression = linear_model.LogisticRegression(
-        optimizer=optim.SGD(spec.learning_rate),
-        loss=optim.losses.Log(weight_pos=spec.fraud_weight),
-        l2=spec.l2,
-        intercept_lr=spec.intercept_lr,
-        clip_gradient=spec.clip_gradient,
-    )
-    return compose.Pipeline(*preprocessing_steps(), regression)
+    params: dict[str, Any] = {
+        "optimizer": optim.SGD(spec.learning_rate),
+        "loss": optim.losses.Log(weight_pos=spec.fraud_weight), "l2": spec.l2,
+        "intercept_lr": spec.intercept_lr, "clip_gradient": spec.clip_gradient}
+    regression = (AveragedLogisticRegression(spec.average_days * DAY_S, **params)
+                  if spec.average_days > 0 else linear_model.LogisticRegression(**params))
+    # One step name for both, so code and snapshots find the regression the same way.
+    return compose.Pipeline(*preprocessing_steps(), ("LogisticRegression", regression))
 
 
 def _standard_steps(
@@ -102,9 +118,12 @@ def _standard_steps(
     if (type(first) is not compose.FuncTransformer or first.func is not compress
             or type(scaler) is not preprocessing.StandardScaler
             or not scaler.with_std or scaler.window_size is not None
-            or type(regression) is not linear_model.LogisticRegression):
+            or type(regression) not in _REGRESSIONS):
         return None
     return scaler, regression
+
+
+_REGRESSIONS = (linear_model.LogisticRegression, AveragedLogisticRegression)
 
 
 def _heavy_flags(names: tuple[str, ...]) -> tuple[bool, ...]:
@@ -177,27 +196,33 @@ def score_one(model: compose.Pipeline, features: dict[str, float]) -> float:
 
 
 def learn_one(model: compose.Pipeline, features: dict[str, float], is_fraud: bool,
-              weight: float = 1.0) -> None:
+              weight: float = 1.0, t: float | None = None) -> None:
     """One SGD step on a labelled example (the scaler updates its statistics first); `weight`
-    scales the regression's step (an importance weight, scoring/sampling.py).
+    scales the regression's step (an importance weight, scoring/sampling.py); `t`, the label's
+    time, moves an averaged regression's average (scoring/averaged.py).
 
     A `make_model` pipeline is stepped through directly (`_scaled`), exactly as River's
     `Pipeline.learn_one` would; any other model (the zoo's) through River's.
 
     >>> model = make_model(ModelSpec())
-    >>> learn_one(model, {"amount_log": 1.0}, True)
+    >>> learn_one(model, {"amount_log": 1.0}, True, t=0.0)
     >>> model["StandardScaler"].counts["amount_log"], model["LogisticRegression"].intercept
     (1, 0.01)
     """
     standard = _standard_steps(model)
     if standard is None:
-        if weight == 1.0:
-            model.learn_one(features, is_fraud)
-        else:
-            model.learn_one(features, is_fraud, w=weight)
+        params: dict[str, float] = {} if weight == 1.0 else {"w": weight}
+        if t is not None and isinstance(list(model.steps.values())[-1],
+                                        AveragedLogisticRegression):
+            params["t"] = t
+        model.learn_one(features, is_fraud, **params)
         return
     scaler, regression = standard
-    regression.learn_one(_scaled(scaler, features, True), is_fraud, weight)
+    scaled = _scaled(scaler, features, True)
+    if type(regression) is AveragedLogisticRegression:
+        regression.learn_one(scaled, is_fraud, weight, t)
+    else:
+        regression.learn_one(scaled, is_fraud, weight)
 
 
 def top_contributions(
@@ -210,7 +235,8 @@ def top_contributions(
     scaled = features
     for step in preprocess:
         scaled = step.transform_one(scaled)
-    weights = regression.weights
+    weights = (regression.scoring_weights() if isinstance(regression, AveragedLogisticRegression)
+               else regression.weights)
     terms = {name: weights.get(name, 0.0) * value for name, value in scaled.items()}
     ranked = sorted(terms.items(), key=lambda item: abs(item[1]), reverse=True)[:k]
     return {name: round(value, 6) for name, value in ranked}

@@ -91,7 +91,7 @@ class ModelTimeline:
             self._copies.append((copy.deepcopy(self.learner), self.learned))
             self._next = math.floor(eff / self.epoch_s) * self.epoch_s + self.epoch_s
         learn_one(self.learner, dict(zip(self.names, example[1:], strict=True)),
-                  example[0] != 0.0)
+                  example[0] != 0.0, t=eff)
         self.learned += 1
 
     def at(self, cutoff: float) -> tuple[compose.Pipeline, int]:

@@ -3,9 +3,11 @@
 A challenger name is a family followed by dash-separated parameters, and the name is the
 model's identity everywhere (metrics label, verdict `challengers` field, log lines):
 
-- `logreg[-<optimiser>][-lr<float>][-w<float>][-l2<float>]`: logistic regression, like the
-  champion, with another optimiser (`sgd`, `adam`, `adagrad`, `rmsprop`), learning rate,
-  fraud class weight or L2 penalty. `logreg-lr0.005-w5` is exactly the default champion.
+- `logreg[-<optimiser>][-lr<float>][-w<float>][-l2<float>][-avg<days>]`: logistic
+  regression, like the champion, with another optimiser (`sgd`, `adam`, `adagrad`,
+  `rmsprop`), learning rate, fraud class weight, L2 penalty or weight average (SGD only;
+  `avg0`: score with the raw weights; scoring/averaged.py). `logreg-lr0.005-w5-avg3` is
+  exactly the default champion.
 - `alma`: River's approximate large-margin classifier (a different linear learner).
 - `hoeffding[-g<int>]`: a Hoeffding tree (non-linear, grace period g); `hat[-g<int>]`, its
   adaptive variant that replaces branches when the data drifts.
@@ -47,7 +49,7 @@ class ChallengerSpec:
         parts = [self.family]
         if "opt" in self.params and self.params["opt"] != "sgd":
             parts.append(str(self.params["opt"]))
-        for key in ("lr", "w", "l2", "g"):
+        for key in ("lr", "w", "l2", "avg", "g"):
             if key in self.params:
                 parts.append(f"{key}{float(self.params[key]):g}")
         return "-".join(parts)
@@ -66,7 +68,8 @@ def parse_challenger(text: str) -> ChallengerSpec:
         raise ChallengerSpecError(
             f"unknown challenger family {family!r} in {text!r}; expected one of "
             f"{', '.join(FAMILIES)} (e.g. logreg-adam-lr0.01, hoeffding, gnb)")
-    allowed = {"logreg": ("lr", "w", "l2"), "hoeffding": ("g",), "hat": ("g",)}.get(family, ())
+    allowed = {"logreg": ("lr", "w", "l2", "avg"), "hoeffding": ("g",),
+               "hat": ("g",)}.get(family, ())
     params: dict[str, float | str] = {}
     for token in tokens:
         if family == "logreg" and token in OPTIMISERS:
@@ -111,9 +114,10 @@ def make_challenger(spec: ChallengerSpec) -> compose.Pipeline:
         lr = float(p.get("lr", _LOGREG_DEFAULTS.learning_rate))
         w = float(p.get("w", _LOGREG_DEFAULTS.fraud_weight))
         l2 = float(p.get("l2", _LOGREG_DEFAULTS.l2))
+        default_avg = _LOGREG_DEFAULTS.average_days
         opt = str(p.get("opt", "sgd"))
         if opt == "sgd":  # the champion's own factory: same params, same model, bit for bit
-            return make_model(ModelSpec(lr, l2, w))
+            return make_model(ModelSpec(lr, l2, w, float(p.get("avg", default_avg))))
         regression = linear_model.LogisticRegression(
             optimizer=_optimiser(opt, lr), loss=optim.losses.Log(weight_pos=w), l2=l2,
             intercept_lr=_LOGREG_DEFAULTS.intercept_lr,
