@@ -48,7 +48,9 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
+from bisect import bisect_left
 from collections import OrderedDict
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from stream.core.features import merchant as merchant_state
@@ -65,6 +67,7 @@ LEARN = 2
 value ``(label, *decision-time features)``."""
 Value = float | tuple[float, ...]
 _NEVER = math.inf
+_EFF = itemgetter(0)
 
 
 class MerchantTable:
@@ -235,10 +238,9 @@ class MerchantTable:
         m = self._state.get(merchant)
         copies = self._before.get(merchant)
         if copies is not None and cutoff <= copies[-1][0]:
-            for eff, copy in copies:
-                if cutoff <= eff:
-                    m = copy
-                    break
+            # The state before the first event at or after the cutoff; copies are in fold
+            # (effective-time) order, and a busy merchant keeps hundreds between releases.
+            m = copies[bisect_left(copies, cutoff, key=_EFF)][1]
         if m is None or m[0] < cutoff - self.ttl_s:  # idle past the TTL: unknown again
             m = self._zero
         merchant_state.features(m, t, self.prior, out)
