@@ -22,7 +22,7 @@ from stream.core.budget import ByteBudget
 from stream.core.features.extractor import FeatureExtractor, MerchantView
 from stream.core.features.merchant_table import TableView
 from stream.core.pipeline_config import PipelineConfig
-from stream.core.scoring.model import make_model
+from stream.core.scoring.model import in_form_of, make_model
 from stream.core.scoring.pending import Decided, DueLabels, PendingBuffer
 from stream.core.scoring.recent import RecentIds
 from stream.core.scoring.zoo import make_challenger, parse_challenger
@@ -113,7 +113,8 @@ def load_snapshot(state: PartitionState, snap: PartitionSnapshot, champion: str,
                   pending: PendingBuffer | None) -> None:
     """A snapshot's learning into a fresh partition state; its decision-time records into
     `pending` unless that is None (a warm start from a trained snapshot keeps none)."""
-    state.model, challengers = _models_by_name(snap, champion)
+    restored, challengers = _models_by_name(snap, champion)
+    state.model = in_form_of(restored, state.model)  # the configured form (weight average)
     for name in state.challengers:
         if name in challengers:  # a challenger not in the snapshot starts fresh
             state.challengers[name] = copy.deepcopy(challengers[name])

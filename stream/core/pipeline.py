@@ -41,7 +41,13 @@ from stream.core.partitions import (
     snapshot_of,
 )
 from stream.core.pipeline_config import PipelineConfig
-from stream.core.scoring.model import learn_one, score_one, top_contributions
+from stream.core.scoring.model import (
+    in_form_of,
+    learn_one,
+    make_model,
+    score_one,
+    top_contributions,
+)
 from stream.core.scoring.pending import Decided, PendingBuffer
 from stream.core.scoring.timeline import ModelTimeline
 from stream.state.changelog import PartitionChanges, PendingRow, Quarantined, RestoredState
@@ -140,7 +146,8 @@ class Pipeline:
         names = FeatureExtractor(horizons_s=config.horizons_s).feature_names
         start = None
         if self.init_from is not None:
-            start = (champion_of(self.init_from, self.model_version), self.init_from.learned)
+            start = (in_form_of(champion_of(self.init_from, self.model_version),
+                                make_model(config.model)), self.init_from.learned)
         timeline = ModelTimeline(config.model, names, config.model_epoch_s, start)
         self.merchants.timeline = timeline
         return timeline

@@ -151,3 +151,46 @@ def test_the_pipeline_scores_with_the_average_and_explains_with_it_and_a_snapsho
     restored = Pipeline(config)
     restored.restore_partition(pickle.loads(pickle.dumps(pipe.export_partition(0))))
     assert score_one(restored.partitions[0].model, features) == score_one(model, features)
+
+
+def _trained(spec: ModelSpec) -> Pipeline:
+    pipe = Pipeline(PipelineConfig(model=spec))
+    for tx in _traffic(600):
+        pipe.score(tx, 0)
+    return pipe
+
+
+def test_a_snapshot_from_before_the_average_restores_into_the_averaged_form_without_a_jump(
+) -> None:
+    old = _trained(ModelSpec(average_days=0.0))
+    snapshot = pickle.loads(pickle.dumps(old.export_partition(0)))
+    upgraded = Pipeline(PipelineConfig(model=ModelSpec(average_days=3.0)))
+    upgraded.restore_partition(snapshot)
+    model = upgraded.partitions[0].model
+    regression = model["LogisticRegression"]
+    assert isinstance(regression, AveragedLogisticRegression)
+    assert regression.weights == old.partitions[0].model["LogisticRegression"].weights
+    features = old.partitions[0].features.extract(_traffic(601)[-1])
+    assert score_one(model, features) == score_one(old.partitions[0].model, features)
+    # And back: a scorer configured without the average scores with the raw weights.
+    averaged = _trained(ModelSpec(average_days=0.5))
+    plain = Pipeline(PipelineConfig(model=ModelSpec(average_days=0.0)))
+    plain.restore_partition(pickle.loads(pickle.dumps(averaged.export_partition(0))))
+    back = plain.partitions[0].model["LogisticRegression"]
+    assert type(back) is linear_model.LogisticRegression
+    assert back.weights == averaged.partitions[0].model["LogisticRegression"].weights
+    # Another average_days keeps the average learned so far, over the new time constant.
+    longer = Pipeline(PipelineConfig(model=ModelSpec(average_days=2.0)))
+    longer.restore_partition(pickle.loads(pickle.dumps(averaged.export_partition(0))))
+    kept = longer.partitions[0].model["LogisticRegression"]
+    assert kept.average_s == 2 * DAY_S
+    assert kept.scoring_weights() == averaged.partitions[0].model[
+        "LogisticRegression"].scoring_weights()
+
+
+def test_rivers_clone_keeps_every_parameter() -> None:
+    regression = make_model(ModelSpec())["LogisticRegression"]
+    clone = regression.clone()
+    assert type(clone) is AveragedLogisticRegression and clone.average_s == 3 * DAY_S
+    assert clone.optimizer.learning_rate == 0.005 and clone.loss.weight_pos == 5.0
+    assert clone.clip_gradient == 1.0

@@ -37,9 +37,11 @@ from __future__ import annotations
 from math import expm1
 from typing import Any
 
-from river import linear_model, utils
+from river import linear_model, optim, utils
 
 __all__ = ["AveragedLogisticRegression"]
+
+_OWN = frozenset({"average_s", "_average", "average_intercept", "started_at", "averaged_at"})
 
 
 class AveragedLogisticRegression(linear_model.LogisticRegression):
@@ -49,19 +51,48 @@ class AveragedLogisticRegression(linear_model.LogisticRegression):
     ----------
     average_s
         The average's time constant, in seconds of label time (> 0).
-    kwargs
-        River's `LogisticRegression` parameters.
+    optimizer, loss, l2, l1, intercept_init, intercept_lr, clip_gradient, initializer
+        River's `LogisticRegression` parameters (named, so River's `clone` and `repr` see
+        them).
     """
 
-    def __init__(self, average_s: float, **kwargs: Any) -> None:
+    def __init__(self, average_s: float, optimizer: optim.base.Optimizer | None = None,
+                 loss: optim.losses.BinaryLoss | None = None, l2: float = 0.0,
+                 l1: float = 0.0, intercept_init: float = 0.0,
+                 intercept_lr: float | optim.base.Scheduler = 0.01,
+                 clip_gradient: float = 1e12,
+                 initializer: optim.base.Initializer | None = None) -> None:
         if not average_s > 0:
             raise ValueError(f"average_s must be > 0, got {average_s}")
-        super().__init__(**kwargs)
+        super().__init__(optimizer=optimizer, loss=loss, l2=l2, l1=l1,
+                         intercept_init=intercept_init, intercept_lr=intercept_lr,
+                         clip_gradient=clip_gradient, initializer=initializer)
         self.average_s = float(average_s)
         self._average: utils.VectorDict = utils.VectorDict(None)
         self.average_intercept = 0.0
         self.started_at: float | None = None  # label time of the first step that had one
         self.averaged_at: float | None = None  # the latest label time stepped to
+
+    @classmethod
+    def from_plain(cls, regression: linear_model.LogisticRegression,
+                   average_s: float) -> AveragedLogisticRegression:
+        """A plain regression's learning (taken over, not copied), scored through an average
+        from now on; the average starts as its weights, so the scores do not jump (a
+        snapshot written before the average existed, restored by a scorer that has it)."""
+        new = cls.__new__(cls)
+        new.__dict__.update(vars(regression))
+        new.average_s = float(average_s)
+        new._average = utils.VectorDict(None)
+        new.average_intercept = 0.0
+        new.started_at = new.averaged_at = None
+        new.follow(None)
+        return new
+
+    def to_plain(self) -> linear_model.LogisticRegression:
+        """The same learning (taken over, not copied), scored with the raw weights."""
+        plain = linear_model.LogisticRegression.__new__(linear_model.LogisticRegression)
+        plain.__dict__.update({k: v for k, v in vars(self).items() if k not in _OWN})
+        return plain
 
     def learn_one(self, x: dict[str, float], y: bool, w: float = 1.0,  # type: ignore[override]
                   t: float | None = None) -> None:

@@ -126,6 +126,37 @@ def _standard_steps(
 _REGRESSIONS = (linear_model.LogisticRegression, AveragedLogisticRegression)
 
 
+def in_form_of(model: compose.Pipeline, fresh: compose.Pipeline) -> compose.Pipeline:
+    """`model`'s learning, scored as `fresh` (a `make_model` of the configured spec) scores:
+    with or without the weight average, and over its time constant. A restored champion
+    takes the configured form, so an upgrade (a snapshot from before the average) or a
+    changed `average_days` applies to what is already learned; any other shape is returned
+    as it is.
+
+    >>> old = make_model(ModelSpec(average_days=0.0))
+    >>> learn_one(old, {"amount_log": 1.0}, True)
+    >>> new = in_form_of(old, make_model(ModelSpec()))
+    >>> type(new["LogisticRegression"]).__name__, score_one(new, {"amount_log": 1.0}) == score_one(
+    ...     old, {"amount_log": 1.0})
+    ('AveragedLogisticRegression', True)
+    """
+    ours, wanted = _standard_steps(model), _standard_steps(fresh)
+    if ours is None or wanted is None:
+        return model
+    regression, target = ours[1], wanted[1]
+    if isinstance(target, AveragedLogisticRegression):
+        if isinstance(regression, AveragedLogisticRegression):
+            regression.average_s = target.average_s
+            return model
+        regression = AveragedLogisticRegression.from_plain(regression, target.average_s)
+    elif isinstance(regression, AveragedLogisticRegression):
+        regression = regression.to_plain()
+    else:
+        return model
+    first, scaler, _ = model.steps.values()
+    return compose.Pipeline(first, scaler, ("LogisticRegression", regression))
+
+
 def _heavy_flags(names: tuple[str, ...]) -> tuple[bool, ...]:
     flags = _heavy_flag_cache.get(names)
     if flags is None:
@@ -212,7 +243,7 @@ def learn_one(model: compose.Pipeline, features: dict[str, float], is_fraud: boo
     standard = _standard_steps(model)
     if standard is None:
         params: dict[str, float] = {} if weight == 1.0 else {"w": weight}
-        if t is not None and isinstance(list(model.steps.values())[-1],
+        if t is not None and isinstance(next(reversed(model.steps.values())),
                                         AveragedLogisticRegression):
             params["t"] = t
         model.learn_one(features, is_fraud, **params)
