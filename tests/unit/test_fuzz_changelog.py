@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 from keys_support import KEY
@@ -60,6 +60,24 @@ def _step(pipe: Pipeline, item: Transaction | Label, partition: int) -> Any:
     return pipe.learn_label(item)
 
 
+def _tx(card: str, t: float) -> Transaction:
+    return Transaction("t0", card, "c1", 0.0, t)
+
+
+# Found by this test (2026-12-01): a fraud label for a card moved it to the back of the card
+# store's eviction order without changing its slot 0 (last transaction time), so the live
+# store kept it behind a fresher key past its TTL while the restored one, in slot-0 order,
+# evicted it; the card's next transaction then read as a first one.
+_T1, _T2, _T3 = T0 + 74_013.0, T0 + 99_105.0, T0 + 432_001.0
+@example(items=[_tx("c1", T0), Label("t0", "c1", False, T0), _tx("c2", T0), _tx("c1", T0),
+                _tx("0", _T1), Label("t0", "c2", True, _T1), Label("t0", "c1", False, _T1),
+                *[_tx("c1", _T1)] * 6, Label("t0", "c1", False, _T1), _tx("c1", _T1),
+                _tx("c1", _T1), _tx("c1", _T2), Label("t0", "c1", False, T0 + 265_015.0),
+                _tx("c1", _T3), _tx("c2", _T3)],
+         config=PipelineConfig(track_changes=True, state_key=KEY, label_delay_s=0.0,
+                               evict_every=7, dedupe_max=0, dedupe_window_s=3600.0,
+                               correction_max=0, card_ttl_s=5 * 86400.0),
+         cut=0.5, every=1)
 @fuzz_settings(max_examples=80)
 @given(items=streams(), config=configs, cut=st.floats(0.0, 1.0), every=st.integers(1, 9))
 def test_a_partition_restored_from_its_rows_continues_exactly(

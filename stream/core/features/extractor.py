@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Mapping
-from math import cos, exp, isfinite, log1p, sin, sqrt
+from math import cos, exp, inf, isfinite, log1p, sin, sqrt
 from typing import Any, Protocol
 from zlib import crc32
 
@@ -350,9 +350,11 @@ class FeatureExtractor:
         """``transform_one`` then ``learn_one`` in one pass over the state (the hot path)."""
         if not isfinite(tx.timestamp):  # before any state is touched
             raise ValueError(f"transaction {tx.transaction_id!r} has a non-finite timestamp")
+        t = tx.timestamp
         merch = (self._merchant_zero if self.merchants is not None
-                 else self._merchants.touch(tx.merchant_id))
-        return self._compute(tx, self._cards.touch(tx.card_id), merch, True)
+                 else self._merchants.touch(tx.merchant_id, t))
+        card = self._cards.touch(tx.card_id, t)
+        return self._compute(tx, card, merch, True)
 
     def learn_label(self, merchant_id: str, is_fraud: bool, timestamp: float,
                     card_id: str | None = None) -> None:
@@ -361,11 +363,16 @@ class FeatureExtractor:
         if not isfinite(timestamp):
             raise ValueError(f"label for merchant {merchant_id!r} has a non-finite timestamp")
         if self.merchants is None:
-            merchant_state.add_label(self._merchants.touch(merchant_id), is_fraud, timestamp)
+            merchant_state.add_label(self._merchants.touch(merchant_id, timestamp), is_fraud,
+                                     timestamp)
         else:
             self.merchants.label(merchant_id, is_fraud, timestamp)
         if is_fraud and card_id is not None:
-            card = self._cards.touch(card_id)
+            known = self._cards.peek(card_id)
+            # The label moves slot 0 (and the eviction order) only for a card with no
+            # transaction yet, as below.
+            card = self._cards.touch(
+                card_id, timestamp if known is None or known[1] == 0.0 else -inf)
             frauds = card[6]
             if frauds > 0.0:
                 df = timestamp - card[5]

@@ -109,9 +109,23 @@ class StateStore:
         """
         return self._data.get(key)
 
-    def touch(self, key: str) -> array[float]:
-        """The key's state for writing: created as zeros if absent, moved to the back of the
-        eviction order, and recorded as changed."""
+    def touch(self, key: str, t: float = math.inf) -> array[float]:
+        """The key's state for writing: created as zeros if absent, recorded as changed, and
+        moved to the back of the eviction order when the write is at event time ``t`` past
+        its slot 0 (the caller then advances slot 0 to ``t``).
+
+        Why only then: the eviction order must be the order of slot 0, which is what a
+        restore rebuilds it from. A write that leaves slot 0 alone (a card's fraud label,
+        a late event) and still moved the key made the live store keep a key that the
+        restored one evicts (``evict`` looks at the front key only).
+
+        >>> s = StateStore(width=2, ttl_s=10.0)
+        >>> s.touch("a", 100.0)[0] = 100.0
+        >>> s.touch("b", 105.0)[0] = 105.0
+        >>> _ = s.touch("a", 90.0)  # a late write: "a" keeps its place
+        >>> list(s.export())
+        ['a', 'b']
+        """
         data = self._data
         st = data.get(key)
         if st is None:
@@ -122,7 +136,7 @@ class StateStore:
             budget = self.budget
             if budget is not None and budget.add(size):
                 self._over_budget(budget)
-        else:
+        elif t > st[0]:
             data.move_to_end(key)
         if self.track_changes:
             self._changed.add(key)
