@@ -12,8 +12,9 @@ from stream.config import Settings
 from stream.contracts.codec import TimeBounds
 from stream.core.evaluation.oversight import OversightConfig
 from stream.core.evaluation.shadow import PromotionRule
+from stream.core.features.extractor import FeatureExtractor
 from stream.core.pipeline_config import PipelineConfig
-from stream.core.scoring.model import ModelSpec
+from stream.core.scoring.model import DEFAULT_CROSSES, ModelSpec
 from stream.core.scoring.policy import Policy
 from stream.core.scoring.sampling import LegitSampling
 from stream.core.scoring.warmup import Warmup
@@ -27,7 +28,38 @@ log = logging.getLogger("stream.assembly")
 
 def model_spec(settings: Settings) -> ModelSpec:
     return ModelSpec(settings.learning_rate, settings.l2, settings.fraud_weight,
-                     settings.average_days)
+                     settings.average_days, crosses=feature_crosses(settings))
+
+
+def feature_crosses(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The champion's feature crosses: the configured pairs, each checked against the feature
+    names of the configured horizons (a typo is a ConfigError, not a cross that never forms),
+    or, unset, the built-in pairs those features can form.
+
+    >>> from stream.config import load_settings
+    >>> feature_crosses(load_settings(environ={}, feature_crosses=["amount_log*is_night"]))
+    (('amount_log', 'is_night'),)
+    >>> len(feature_crosses(load_settings(environ={}))), feature_crosses(
+    ...     load_settings(environ={}, feature_crosses=[]))
+    (20, ())
+    """
+    names = FeatureExtractor(horizons_s=settings.horizons_s).feature_names
+    if settings.feature_crosses is None:
+        present = set(names)
+        return tuple(pair for pair in DEFAULT_CROSSES if present.issuperset(pair))
+    crosses: list[tuple[str, str]] = []
+    for text in settings.feature_crosses:
+        a, star, b = text.strip().partition("*")
+        unknown = [n for n in (a.strip(), b.strip()) if n not in names]
+        if not star or "*" in b or unknown:
+            raise ConfigError(
+                f"feature_crosses: {text!r} is not two feature names joined by '*'"
+                + (f" ({', '.join(map(repr, unknown))} unknown)" if star and unknown else "")
+                + f"; the features are: {', '.join(names)}")
+        pair = (a.strip(), b.strip())
+        if pair not in crosses:
+            crosses.append(pair)
+    return tuple(crosses)
 
 
 def model_version(settings: Settings) -> str:

@@ -183,6 +183,10 @@ class Settings(BaseSettings):
     # The champion scores with an exponential average of its weights over this many days of
     # label time (README "Learning from labels"); 0: with the raw weights.
     average_days: float = Field(3.0, ge=0, le=365)
+    # Pairs of features whose product the champion (and every challenger) also learns from,
+    # each "a*b" (README "Learning from labels"); unset: the built-in pairs
+    # (scoring/model.py DEFAULT_CROSSES) that the configured horizons can form; []: none.
+    feature_crosses: tuple[str, ...] | None = None
     # Legitimate labels scored below legit_sample_score are learned with probability
     # score / legit_sample_score (at least legit_sample_floor) and weight 1 / probability
     # (README "Learning from labels"); 0: every label is learned (the default).

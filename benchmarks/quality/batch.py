@@ -9,7 +9,9 @@ of whose labels are still missing), stay out, as in Dal Pozzolo et al. (2018).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -56,10 +58,19 @@ def run_batch(data: Dataset, features: np.ndarray, protocol: Protocol, kind: str
 
     Returns the scores and, per retraining, how many labelled examples it had.
     """
+    trained: dict[str, float] = {}
+    scores = train_and_score(data, features, protocol, lambda: _model(kind, seed), trained)
+    return scores, trained
+
+
+def train_and_score(data: Dataset, features: np.ndarray, protocol: Protocol,
+                    make: Callable[[], Any], trained: dict[str, float] | None = None,
+                    ) -> np.ndarray:
+    """`run_batch` for any scikit-learn classifier `make` builds (`trained`, when given,
+    receives the number of labelled examples per retraining)."""
     scores = np.full(len(data.transactions), np.nan)
     label_time = np.array(data.label_time)
     test_from, test_to = protocol.test_window(data)
-    trained: dict[str, float] = {}
     week = test_from
     while week < test_to:
         lo, hi = protocol.train_window(week)
@@ -70,10 +81,11 @@ def run_batch(data: Dataset, features: np.ndarray, protocol: Protocol, kind: str
                 f"the training window before {week - data.start:.0f}s has {len(y)} labelled "
                 "transactions of one class only: give the stream more days (or fewer "
                 "--train-days/--delay-days)")
-        model = _model(kind, seed)
-        model.fit(features[train], y)  # type: ignore[attr-defined]
+        model = make()
+        model.fit(features[train], y)
         test = (data.times >= week) & (data.times < min(week + WEEK_S, test_to))
-        scores[test] = model.predict_proba(features[test])[:, 1]  # type: ignore[attr-defined]
-        trained[f"{week:.0f}"] = float(train.sum())
+        scores[test] = model.predict_proba(features[test])[:, 1]
+        if trained is not None:
+            trained[f"{week:.0f}"] = float(train.sum())
         week += WEEK_S
-    return scores, trained
+    return scores

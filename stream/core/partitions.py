@@ -79,7 +79,8 @@ class PartitionState:
         self.model: compose.Pipeline = make_model(config.model)
         # Shadow models: same features, same labels, never decide (see scoring/zoo.py).
         self.challengers: dict[str, Any] = {
-            name: make_challenger(parse_challenger(name)) for name in config.oversight.challengers
+            name: make_challenger(parse_challenger(name), config.model.crosses)
+            for name in config.oversight.challengers
         }
         self.due = DueLabels(config.label_delay_s)
         # What it decided on recent transactions (a duplicate gets the same verdict again) and

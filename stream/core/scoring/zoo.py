@@ -7,7 +7,8 @@ model's identity everywhere (metrics label, verdict `challengers` field, log lin
   regression, like the champion, with another optimiser (`sgd`, `adam`, `adagrad`,
   `rmsprop`), learning rate, fraud class weight, L2 penalty or weight average (SGD only;
   `avg0`: score with the raw weights; scoring/averaged.py). `logreg-lr0.005-w5-avg3` is
-  exactly the default champion.
+  exactly the default champion. Every challenger sees the champion's inputs, its feature
+  crosses included (scoring/model.py `Crossed`).
 - `alma`: River's approximate large-margin classifier (a different linear learner).
 - `hoeffding[-g<int>]`: a Hoeffding tree (non-linear, grace period g); `hat[-g<int>]`, its
   adaptive variant that replaces branches when the data drifts.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 from river import base, compose, linear_model, naive_bayes, optim, tree
 
-from stream.core.scoring.model import ModelSpec, make_model, preprocessing_steps
+from stream.core.scoring.model import DEFAULT_CROSSES, ModelSpec, make_model, preprocessing_steps
 from stream.errors import ConfigError
 
 FAMILIES = ("logreg", "alma", "hoeffding", "hat", "gnb")
@@ -102,8 +103,10 @@ def _optimiser(name: str, lr: float) -> optim.base.Optimizer:
     return optim.SGD(lr)
 
 
-def make_challenger(spec: ChallengerSpec) -> compose.Pipeline:
-    """Build an untrained model for a spec.
+def make_challenger(spec: ChallengerSpec,
+                    crosses: tuple[tuple[str, str], ...] = DEFAULT_CROSSES) -> compose.Pipeline:
+    """Build an untrained model for a spec, over the champion's inputs (`crosses`: its
+    feature crosses).
 
     >>> model = make_challenger(parse_challenger("gnb"))
     >>> list(model.steps)
@@ -117,12 +120,13 @@ def make_challenger(spec: ChallengerSpec) -> compose.Pipeline:
         default_avg = _LOGREG_DEFAULTS.average_days
         opt = str(p.get("opt", "sgd"))
         if opt == "sgd":  # the champion's own factory: same params, same model, bit for bit
-            return make_model(ModelSpec(lr, l2, w, float(p.get("avg", default_avg))))
+            return make_model(ModelSpec(lr, l2, w, float(p.get("avg", default_avg)),
+                                        crosses=crosses))
         regression = linear_model.LogisticRegression(
             optimizer=_optimiser(opt, lr), loss=optim.losses.Log(weight_pos=w), l2=l2,
             intercept_lr=_LOGREG_DEFAULTS.intercept_lr,
             clip_gradient=_LOGREG_DEFAULTS.clip_gradient)
-        return compose.Pipeline(*preprocessing_steps(), regression)
+        return compose.Pipeline(*preprocessing_steps(crosses), regression)
     estimator: base.Classifier
     if spec.family == "alma":
         estimator = linear_model.ALMAClassifier()
@@ -132,7 +136,7 @@ def make_challenger(spec: ChallengerSpec) -> compose.Pipeline:
                      else tree.HoeffdingAdaptiveTreeClassifier(grace_period=grace, seed=0))
     else:
         estimator = naive_bayes.GaussianNB()
-    return compose.Pipeline(*preprocessing_steps(), estimator)
+    return compose.Pipeline(*preprocessing_steps(crosses), estimator)
 
 
 def challenger_names(texts: Sequence[str], champion: str) -> list[str]:
