@@ -17,6 +17,7 @@ from stream.contracts.codec import parse_timestamp
 from stream.contracts.messages import Transaction
 from stream.core.features.extractor import FeatureExtractor
 from stream.core.scoring.model import (
+    CROSS_CLAMP,
     DEFAULT_CROSSES,
     Crossed,
     ModelSpec,
@@ -53,27 +54,43 @@ def _extracted(n: int = 3_000) -> tuple[tuple[str, ...], np.ndarray]:
     return fx.feature_names, np.array(out)
 
 
-def test_the_crosses_are_products_of_the_compressed_features_recomputed_in_batch() -> None:
+def test_the_crosses_are_products_of_the_scaled_features_recomputed_in_batch() -> None:
     names, x = _extracted()
-    # The batch recomputation: log1p of the heavy-tailed columns (zero at or below 0), then
-    # each pair's product, column by column.
-    compressed = x.copy()
+    model = make_model(ModelSpec())
+    for i, row in enumerate(x[:2_000].tolist()):
+        learn_one(model, dict(zip(names, row, strict=True)), i % 50 == 0, t=float(i))
+    # The batch recomputation: log1p of the heavy-tailed columns (zero at or below 0),
+    # standardised with the scaler's statistics, clamped, then each pair's product.
+    compressed = x[2_000:].copy()
     for j, name in enumerate(names):
         if name.startswith(("card_count_", "card_mean_amount_", "card_amount_ratio_",
                             "merchant_count_")) or name in (
                 "card_recent_vs_long", "merchant_activity_ratio", "card_frauds_7d"):
-            compressed[:, j] = np.where(x[:, j] > 0, np.log1p(np.maximum(x[:, j], 0)), 0.0)
+            column = compressed[:, j]
+            compressed[:, j] = np.where(column > 0, np.log1p(np.maximum(column, 0)), 0.0)
+    scaler = model["StandardScaler"]
+    mean = np.array([scaler.means[n] for n in names])
+    std = np.sqrt(np.array([scaler.vars[n] for n in names]))
+    z = np.where(std > 0, (compressed - mean) / np.where(std > 0, std, 1.0), 0.0)
+    z = np.clip(z, -CROSS_CLAMP, CROSS_CLAMP)
     col = {n: j for j, n in enumerate(names)}
-    crossed = Crossed(DEFAULT_CROSSES)
-    rows_out = [crossed(dict(zip(names, row, strict=True))) for row in x.tolist()]
-    assert all(len(r) == len(names) + len(DEFAULT_CROSSES) for r in rows_out)
+    steps = list(model.steps.values())[:-1]
+    assert [type(step.func).__name__ for step in (steps[0], steps[2])] == ["function", "Crossed"]
+    transformed = []
+    for row in x[2_000:].tolist():
+        inputs = dict(zip(names, row, strict=True))
+        for step in steps:
+            inputs = step.transform_one(inputs)
+        transformed.append(inputs)
+    assert all(len(r) == len(names) + len(DEFAULT_CROSSES) for r in transformed)
+    assert list(transformed[0])[:len(names)] == list(names)  # features first, crosses after
     for a, b in DEFAULT_CROSSES:
-        expected = compressed[:, col[a]] * compressed[:, col[b]]
-        got = np.array([r[cross_name(a, b)] for r in rows_out])
-        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0.0)
+        expected = z[:, col[a]] * z[:, col[b]]
+        got = np.array([r[cross_name(a, b)] for r in transformed])
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
         assert np.all(np.isfinite(got))
-    # The features themselves are passed on compressed, in their own order, crosses after.
-    assert list(rows_out[0])[:len(names)] == list(names)
+    assert any(np.any(np.array([r[cross_name(a, b)] for r in transformed]) != 0.0)
+               for a, b in DEFAULT_CROSSES)
 
 
 def _state(model: compose.Pipeline) -> str:
@@ -95,7 +112,7 @@ def test_the_step_through_learns_the_crosses_as_rivers_pipeline(examples: list) 
         rivers.learn_one(features, is_fraud, w=weight, t=t)
         assert _state(ours) == _state(rivers)
     # The three crosses the names can form are learned; the fourth names a missing feature.
-    assert {k for k in ours["StandardScaler"].counts if "*" in k} == {
+    assert {k for k in ours["LogisticRegression"].weights if "*" in k} == {
         "amount_log*card_count_1d", "card_count_1d*hour_sin", "hour_sin*merchant_count_1d"}
 
 
@@ -107,14 +124,14 @@ def test_a_champion_restored_from_before_the_crosses_takes_them_without_a_jump()
         learn_one(old, {k: v * (1 + i % 5) for k, v in features.items()}, i % 7 == 0, t=i * 60.0)
     before = score_one(old, features)
     new = in_form_of(old, make_model(ModelSpec()))
-    assert new["compress"].func == Crossed(DEFAULT_CROSSES)
+    assert new["crosses"].func == Crossed(DEFAULT_CROSSES)
     assert score_one(new, features) == before  # a new cross starts unscaled, at weight 0
     for i in range(3):  # the cross's scaler needs two values before it passes any on
         learn_one(new, {**features, "amount_log": 1.0 + i}, True, t=(200 + i) * 60.0)
     assert new["LogisticRegression"].weights["amount_log*card_count_1d"] != 0.0
     # And back: a restore configured without crosses drops the step, keeps what was learned.
     plain = in_form_of(new, make_model(ModelSpec(crosses=())))
-    assert plain["compress"].func.__name__ == "compress"
+    assert list(plain.steps) == ["compress", "StandardScaler", "LogisticRegression"]
     assert plain["LogisticRegression"] is new["LogisticRegression"]
     # Already in the configured form: the same object back.
     assert in_form_of(new, make_model(ModelSpec())) is new
@@ -122,11 +139,11 @@ def test_a_champion_restored_from_before_the_crosses_takes_them_without_a_jump()
 
 def test_challengers_see_the_champions_crosses() -> None:
     spec = parse_challenger("gnb")
-    assert make_challenger(spec)["compress"].func == Crossed(DEFAULT_CROSSES)
-    assert make_challenger(spec, CROSSES[:1])["compress"].func == Crossed(CROSSES[:1])
-    assert make_challenger(spec, ())["compress"].func.__name__ == "compress"
+    assert make_challenger(spec)["crosses"].func == Crossed(DEFAULT_CROSSES)
+    assert make_challenger(spec, CROSSES[:1])["crosses"].func == Crossed(CROSSES[:1])
+    assert list(make_challenger(spec, ()).steps) == ["compress", "StandardScaler", "GaussianNB"]
     sgd = make_challenger(parse_challenger("logreg-lr0.01"), CROSSES[:1])
-    assert sgd["compress"].func == Crossed(CROSSES[:1])
+    assert sgd["crosses"].func == Crossed(CROSSES[:1])
 
 
 def test_the_setting_names_features_and_defaults_to_those_the_horizons_form() -> None:

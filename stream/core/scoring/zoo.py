@@ -110,7 +110,7 @@ def make_challenger(spec: ChallengerSpec,
 
     >>> model = make_challenger(parse_challenger("gnb"))
     >>> list(model.steps)
-    ['compress', 'StandardScaler', 'GaussianNB']
+    ['compress', 'StandardScaler', 'crosses', 'GaussianNB']
     """
     p = spec.params
     if spec.family == "logreg":
