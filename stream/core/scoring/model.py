@@ -110,7 +110,10 @@ class Crossed:
         out = dict(scaled)
         c = CROSS_CLAMP
         for a, b, name in self.resolve(tuple(scaled)):
-            out[name] = min(c, max(-c, out[a])) * min(c, max(-c, out[b]))
+            za, zb = out[a], out[b]
+            za = c if za > c else -c if za < -c else za
+            zb = c if zb > c else -c if zb < -c else zb
+            out[name] = za * zb
         return out
 
     def resolve(self, names: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
@@ -334,7 +337,10 @@ def _scaled(scaler: preprocessing.StandardScaler, features: dict[str, float],
     if crossed is not None:
         c = CROSS_CLAMP
         for a, b, name in crossed.resolve(names):
-            out[name] = min(c, max(-c, out[a])) * min(c, max(-c, out[b]))
+            za, zb = out[a], out[b]  # clamped by comparisons: min/max calls cost 2x here
+            za = c if za > c else -c if za < -c else za
+            zb = c if zb > c else -c if zb < -c else zb
+            out[name] = za * zb
     return out
 
 
