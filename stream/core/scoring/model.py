@@ -45,8 +45,9 @@ def _heavy_of(names: tuple[str, ...]) -> tuple[str, ...]:
     return heavy
 
 
-# The pairs whose product (after compress) the champion learns beside the features. Chosen by
-# an L1-penalised batch logistic regression over all 465 pairs of the decision-time features
+# The pairs whose product (of their scaled inputs) the champion learns beside the features.
+# Chosen by an L1-penalised batch logistic regression over all 465 pairwise products of the
+# standardised decision-time features
 # on the quality stream's training window only (days 7-28, seed 7; the test week unseen),
 # keeping the 20 largest weights, and checked on another seed's stream (docs/quality.md
 # "Feature crosses"). `feature_crosses` replaces them (README "Learning from labels").
@@ -108,12 +109,7 @@ class Crossed:
 
     def __call__(self, scaled: dict[str, float]) -> dict[str, float]:
         out = dict(scaled)
-        c = CROSS_CLAMP
-        for a, b, name in self.resolve(tuple(scaled)):
-            za, zb = out[a], out[b]
-            za = c if za > c else -c if za < -c else za
-            zb = c if zb > c else -c if zb < -c else zb
-            out[name] = za * zb
+        _add_crosses(out, self.resolve(tuple(scaled)))
         return out
 
     def resolve(self, names: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
@@ -130,6 +126,17 @@ class Crossed:
                       if a in present and b in present)
         _resolved[key] = (self.crosses, found)
         return found
+
+
+def _add_crosses(out: dict[str, float], plan: tuple[tuple[str, str, str], ...]) -> None:
+    """Add each planned `a*b` to `out`, from its clamped scaled inputs (River's step and the
+    step-through both call this, so their values are the same)."""
+    c = CROSS_CLAMP
+    for a, b, name in plan:
+        za, zb = out[a], out[b]  # clamped by comparisons: min/max calls cost 7x here
+        za = c if za > c else -c if za < -c else za
+        zb = c if zb > c else -c if zb < -c else zb
+        out[name] = za * zb
 
 
 def compress(features: dict[str, float]) -> dict[str, float]:
@@ -293,8 +300,6 @@ def _heavy_flags(names: tuple[str, ...]) -> tuple[bool, ...]:
 _heavy_flag_cache: dict[tuple[str, ...], tuple[bool, ...]] = {}
 
 
-
-
 def _scaled(scaler: preprocessing.StandardScaler, features: dict[str, float],
             learn: bool, crossed: Crossed | None = None) -> dict[str, float]:
     """compress, then (when `learn`) the scaler's update, then its transform, in one pass;
@@ -335,12 +340,7 @@ def _scaled(scaler: preprocessing.StandardScaler, features: dict[str, float],
             var = vars_[name]
             out[name] = (xi - means[name]) / var**0.5 if var else 0.0
     if crossed is not None:
-        c = CROSS_CLAMP
-        for a, b, name in crossed.resolve(names):
-            za, zb = out[a], out[b]  # clamped by comparisons: min/max calls cost 2x here
-            za = c if za > c else -c if za < -c else za
-            zb = c if zb > c else -c if zb < -c else zb
-            out[name] = za * zb
+        _add_crosses(out, crossed.resolve(names))
     return out
 
 
