@@ -87,7 +87,17 @@ class ScorerLoop:
         self._budget_drops: dict[str, int] = {}
         # Set by the wiring: tells how long the broker has been unreachable. The client
         # retries inside its polls forever, so an idle loop would otherwise never notice.
-        self.probe: Any = None
+        self._probe: Any = None
+
+    @property
+    def probe(self) -> Any:
+        return self._probe
+
+    @probe.setter
+    def probe(self, probe: Any) -> None:
+        """The broker probe; recovery asks it too, so that giving up says why."""
+        self._probe = probe
+        self.recovery.broker_down_for = probe.down_for
 
     @property
     def result(self) -> RunResult:

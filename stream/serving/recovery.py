@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from stream.config import Settings
@@ -75,6 +76,8 @@ class Recovery:
         self._stop = stop
         self.feed = feed
         self.broken_since: float | None = None
+        # How long the broker has been unreachable (the loop's probe, when it has one).
+        self.broker_down_for: Callable[[], float] = lambda: 0.0
         self._data_fault = False  # the last failure was an output too large, not Kafka
         self._legacy_noted = False
 
@@ -104,9 +107,20 @@ class Recovery:
         log.warning("checkpoint failed (%s, %d in a row): %s; rewinding to the last checkpoint",
                     reason, ledger.failures, exc)
         if now - ledger.failing_since > self.settings.max_outage_s:
-            raise InfrastructureError(
-                f"no checkpoint succeeded for more than {self.settings.max_outage_s:.0f}s "
-                f"({ledger.failures} failed in a row; max_outage_s): {exc}") from exc
+            raise InfrastructureError(self._giving_up(ledger.failures, exc)) from exc
+
+    def _giving_up(self, failures: int, exc: Exception) -> str:
+        """The one line the run ends with: the broker's absence first when the probe saw
+        it, since that is what an operator acts on (the client's own error can be as
+        indirect as kafka-python's "Unable to bootstrap")."""
+        outage = self.settings.max_outage_s
+        line = (f"no checkpoint succeeded for more than {outage:.0f}s ({failures} failed in a "
+                f"row; max_outage_s): {exc}")
+        down_s = self.broker_down_for()
+        if down_s > 0:
+            line = (f"Kafka unreachable for {down_s:.0f}s ({self.settings.bootstrap_servers}); "
+                    f"{line}; the next start resumes from the last checkpoint")
+        return line
 
     def _too_large(self, exc: OutputTooLargeError) -> None:
         """Find the record that made an output too large (module docstring)."""

@@ -132,7 +132,7 @@ def _settings(**extra: Any) -> Settings:
 
 
 def _run(events: list[dict[str, Any]], settings: Settings,
-         producer: Callable[[list[Any]], Broker] = Broker
+         producer: Callable[[list[Any]], Broker] = Broker, probe: Any = None
          ) -> tuple[ScorerLoop, CollectorRegistry, list[tuple[str, bytes | None, bytes | None]]]:
     consumer = LogConsumer(_log(events))
     written: list[tuple[str, bytes | None, bytes | None]] = []
@@ -140,6 +140,8 @@ def _run(events: list[dict[str, Any]], settings: Settings,
     delivery = AtLeastOnce(lambda: producer(written), consumer, timeout_s=1.0)
     loop = ScorerLoop(settings, Pipeline(pipeline_config(settings), "v1"), Metrics(registry),
                       Clients(consumer), consumer, delivery)  # type: ignore[arg-type]
+    if probe is not None:
+        loop.probe = probe
     timer = threading.Timer(30.0, loop.stop)  # a loop that never ends fails, not hangs
     timer.start()
     try:
@@ -228,6 +230,35 @@ def test_a_failure_repeating_on_the_same_records_is_not_a_recovery_and_ends_the_
     settings = _settings(max_events=12, max_outage_s=1.5)
     with pytest.raises(InfrastructureError, match="no checkpoint succeeded for more than 2s"):
         _run(events, settings, Refusing)
+
+
+class _Timeouts(Broker):
+    def poll(self, timeout_s: float) -> None:
+        self.ack(None, ClientError("KafkaTimeoutError: Unable to bootstrap", kind="timed_out"))
+
+
+class _Probe:
+    """The broker probe, down for a while (it is not consulted while the broker answers)."""
+
+    def __init__(self, down_s: float) -> None:
+        self.down_s = down_s
+
+    def down_for(self) -> float:
+        return self.down_s
+
+
+def test_giving_up_while_the_broker_is_gone_says_kafka_is_unreachable() -> None:
+    """A CI run ended with "no checkpoint succeeded ...: Unable to bootstrap" when the
+    broker had gone: kafka-python's failure while creating a consumer reached the
+    give-up line before the loop's probe check did. Whichever gives up, the line says
+    the broker is unreachable when the probe saw it so."""
+    events = [_event(i) for i in range(12)]
+    settings = _settings(max_events=12, max_outage_s=1.5)
+    with pytest.raises(InfrastructureError, match=r"^Kafka unreachable for 9s \(.*no checkpoint "
+                       r"succeeded for more than 2s .*Unable to bootstrap"):
+        _run(events, settings, _Timeouts, probe=_Probe(9.0))
+    with pytest.raises(InfrastructureError, match=r"^no checkpoint succeeded"):
+        _run(events, settings, _Timeouts, probe=_Probe(0.0))
 
 
 def test_failed_checkpoints_in_a_row_show_in_the_streak_gauge_and_reset_on_success() -> None:
