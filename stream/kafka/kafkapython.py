@@ -32,8 +32,12 @@ from stream.kafka.kafkapython_consumer import KafkaPythonGroupConsumer, new_cons
 from stream.kafka.kafkapython_errors import client_error
 from stream.kafka.kafkapython_producer import KafkaPythonProducer
 from stream.kafka.kafkapython_reader import KafkaPythonReader
+from stream.kafka.kafkapython_transport import install as install_transport_fix
 from stream.kafka.records import Source
 from stream.kafka.redact import reveal
+
+# kafka-python drops a broker's last answer when its close comes with it.
+install_transport_fix()
 
 
 class Redacted(str):
