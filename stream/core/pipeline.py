@@ -326,7 +326,7 @@ class Pipeline:
             seen = recent.get(tx.transaction_id)
             if seen is not None:
                 return self._duplicate(state, seen)
-        features = state.features.extract(tx)
+        features = state.features.extract(tx, state.clock)
         model, learned_by_model = self._champion(state, tx.timestamp)
         score = score_one(model, features)
         decision, model_state = self.config.warmup.decide(
@@ -532,7 +532,8 @@ class Pipeline:
             return "repeated"
         features = dict(zip(state.features.feature_names, packed, strict=True))
         self._step(state, features, label.is_fraud, label.timestamp)
-        state.features.learn_label(merchant_id, label.is_fraud, label.timestamp, label.card_id)
+        state.features.learn_label(merchant_id, label.is_fraud, label.timestamp, label.card_id,
+                                  state.clock)
         state.learned += 1
         state.learned_labels.put(label.transaction_id, seq, learned_at,
                                  (label.is_fraud, merchant_id, decided_at, packed))
@@ -573,7 +574,7 @@ class Pipeline:
                 self._step(state, features, is_fraud, timestamp, weight)
         else:
             self._step(state, features, is_fraud, timestamp)
-        state.features.learn_label(merchant_id, is_fraud, timestamp, card_id)
+        state.features.learn_label(merchant_id, is_fraud, timestamp, card_id, state.clock)
         # Challengers are compared only on decisions whose every score was kept (not on
         # records restored from a changelog, which hold the deciding score alone).
         shadow = None

@@ -113,7 +113,10 @@ class FeatureExtractor:
     horizons_s
         Time constants (seconds) of the decayed per-card windows.
     card_ttl_s, merchant_ttl_s
-        Event-time idle period after which ``evict`` forgets a card or merchant.
+        Event-time idle period after which a card or merchant is forgotten: ``evict``
+        frees it, and until then a read or write passed a ``clock`` past its TTL treats it
+        as new, so what is read never depends on when eviction ran (a restored store,
+        rebuilt in time order, evicts other keys than the live one after late input).
     merchant_prior
         Beta prior ``(a, b)`` of the merchant fraud rate: an unlabelled merchant scores
         ``a / (a + b)`` and the labelled ones shrink towards it.
@@ -329,12 +332,17 @@ class FeatureExtractor:
         out["is_night"] = 1.0 if sod < NIGHT_END_S else 0.0
         return out
 
-    def transform_one(self, tx: Transaction) -> dict[str, float]:
-        """Features of ``tx`` from the current state; no side effects."""
+    def transform_one(self, tx: Transaction, clock: float = -inf) -> dict[str, float]:
+        """Features of ``tx`` from the current state as of ``clock`` (keys idle past their
+        TTL then read as new); no side effects."""
         if not isfinite(tx.timestamp):
             raise ValueError(f"transaction {tx.transaction_id!r} has a non-finite timestamp")
         card = self._cards.peek(tx.card_id)
+        if card is not None and card[0] < clock - self.card_ttl_s:
+            card = None
         merch = None if self.merchants is not None else self._merchants.peek(tx.merchant_id)
+        if merch is not None and merch[0] < clock - self.merchant_ttl_s:
+            merch = None
         return self._compute(
             tx,
             self._card_zero if card is None else card,
@@ -346,33 +354,57 @@ class FeatureExtractor:
         """Add ``tx`` to its card's windows and its merchant's activity."""
         self.extract(tx)
 
-    def extract(self, tx: Transaction) -> dict[str, float]:
-        """``transform_one`` then ``learn_one`` in one pass over the state (the hot path)."""
+    def extract(self, tx: Transaction, clock: float = -inf) -> dict[str, float]:
+        """``transform_one`` then ``learn_one`` in one pass over the state (the hot path).
+
+        ``clock`` is the partition's clock (the latest event time it processed, never less
+        than any ``evict`` time so far): a key idle past its TTL at ``clock`` starts over,
+        as if it had been evicted (class docstring).
+
+        >>> fx = FeatureExtractor(card_ttl_s=100.0)
+        >>> _ = fx.extract(Transaction("t1", "c1", "m1", 10.0, timestamp=1000.0))
+        >>> fx.extract(Transaction("t2", "c1", "m1", 10.0, 1050.0), clock=1200.0)[
+        ...     "card_is_first_seen"]  # idle since 1000, past its TTL at 1200: new again
+        1.0
+        """
         if not isfinite(tx.timestamp):  # before any state is touched
             raise ValueError(f"transaction {tx.transaction_id!r} has a non-finite timestamp")
         t = tx.timestamp
-        merch = (self._merchant_zero if self.merchants is not None
-                 else self._merchants.touch(tx.merchant_id, t))
+        if self.merchants is not None:
+            merch = self._merchant_zero
+        else:
+            merch = self._merchants.touch(tx.merchant_id, t)
+            if merch[0] < clock - self.merchant_ttl_s:
+                merch[:] = self._merchant_zero
         card = self._cards.touch(tx.card_id, t)
+        if card[0] < clock - self.card_ttl_s:
+            card[:] = self._card_zero
         return self._compute(tx, card, merch, True)
 
     def learn_label(self, merchant_id: str, is_fraud: bool, timestamp: float,
-                    card_id: str | None = None) -> None:
+                    card_id: str | None = None, clock: float = -inf) -> None:
         """Count a delivered label in its merchant's windows and, when the card is known and
-        the label is fraud, in the card's (affects later transactions only)."""
+        the label is fraud, in the card's (affects later transactions only). Keys idle past
+        their TTL at ``clock`` start over first (``extract``)."""
         if not isfinite(timestamp):
             raise ValueError(f"label for merchant {merchant_id!r} has a non-finite timestamp")
         if self.merchants is None:
-            merchant_state.add_label(self._merchants.touch(merchant_id, timestamp), is_fraud,
-                                     timestamp)
+            merch = self._merchants.touch(merchant_id, timestamp)
+            if merch[0] < clock - self.merchant_ttl_s:
+                merch[:] = self._merchant_zero
+            merchant_state.add_label(merch, is_fraud, timestamp)
         else:
             self.merchants.label(merchant_id, is_fraud, timestamp)
         if is_fraud and card_id is not None:
             known = self._cards.peek(card_id)
+            if known is not None and known[0] < clock - self.card_ttl_s:
+                known = None  # idle past its TTL: as if evicted (reset below)
             # The label moves slot 0 (and the eviction order) only for a card with no
             # transaction yet, as below.
             card = self._cards.touch(
                 card_id, timestamp if known is None or known[1] == 0.0 else -inf)
+            if known is None:
+                card[:] = self._card_zero
             frauds = card[6]
             if frauds > 0.0:
                 df = timestamp - card[5]
