@@ -227,11 +227,7 @@ def run(
     gc_state = tune_for_serving()  # after the imports above: they are most of the heap
     logging.getLogger("stream.serving.wiring").debug("gc: %s", gc_state)
     result = run_scorer(settings)
-    typer.echo(
-        f"processed {result.transactions} records: {result.verdicts} verdicts, "
-        f"{result.dead_letters} dead letters, {result.labels} labels; learned from "
-        f"{result.labels_learned} labels, rolling ROC AUC {result.roc_auc:.4f}", err=True,
-    )
+    typer.echo(result.line(), err=True)
 
 
 # -- train, replay, compare (stream/offline) ---------------------------------------------------

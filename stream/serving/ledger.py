@@ -38,6 +38,36 @@ class RunResult:
     roc_auc: float = math.nan
     checkpoints: int = 0
     recoveries: int = 0
+    # Records released after polling max_task_idle_ms in vain for another source: their
+    # event-time order (and so the run's scores) is not assured to match a replay.
+    alignment_timeouts: int = 0
+    # Times the shared merchant table was read before the other instances caught up.
+    merchant_wait_timeouts: int = 0
+
+    def line(self) -> str:
+        """The CLI's exit line. Rewinds and unaligned releases are named only when they
+        happened: they are why a run's scores can differ from a replay of the same input.
+
+        >>> print(RunResult(transactions=3, verdicts=3, roc_auc=0.5).line().split("; "))
+        ... # doctest: +NORMALIZE_WHITESPACE
+        ['processed 3 records: 3 verdicts, 0 dead letters, 0 labels',
+         'learned from 0 labels, rolling ROC AUC 0.5000']
+        >>> print(RunResult(recoveries=1, alignment_timeouts=40).line().split("; ", 2)[2])
+        1 rewinds; 40 records released out of assured event-time order (max_task_idle_ms)
+        """
+        parts = [f"processed {self.transactions} records: {self.verdicts} verdicts, "
+                 f"{self.dead_letters} dead letters, {self.labels} labels",
+                 f"learned from {self.labels_learned} labels, rolling ROC AUC "
+                 f"{self.roc_auc:.4f}"]
+        if self.recoveries:
+            parts.append(f"{self.recoveries} rewinds")
+        if self.alignment_timeouts:
+            parts.append(f"{self.alignment_timeouts} records released out of assured "
+                         "event-time order (max_task_idle_ms)")
+        if self.merchant_wait_timeouts:
+            parts.append(f"{self.merchant_wait_timeouts} merchant waits given up "
+                         "(merchant_max_wait_ms)")
+        return "; ".join(parts)
 
     def copy(self) -> RunResult:
         return replace(self, dead_letter_reasons=dict(self.dead_letter_reasons))

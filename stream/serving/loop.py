@@ -122,6 +122,7 @@ class ScorerLoop:
             if self.feed is not None:
                 self.feed.close()
         summary = self.pipeline.summary()
+        self.result.alignment_timeouts = self.intake.timed_out
         self.result.labels_learned = summary.labels
         self.result.roc_auc = summary.roc_auc
         return self.result
@@ -245,6 +246,7 @@ class ScorerLoop:
             self._gated_since = None
             self._gave_up_at = remote
             self.metrics.merchant_waits.inc()
+            self.result.merchant_wait_timeouts += 1
             log.warning("waited %.1fs for the other instances' merchant events (their "
                         "frontier is %.0fs of event time behind); reading merchant state as "
                         "it is until they move", self.settings.merchant_max_wait_ms / 1000.0,
