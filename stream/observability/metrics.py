@@ -164,7 +164,7 @@ class Metrics:
         )
         self.alignment_timeouts = Counter(
             f"{PREFIX}_alignment_timeouts",
-            "Records released after waiting max_task_idle_ms in vain for a partition that "
+            "Records released after polling max_task_idle_ms in vain for a partition that "
             "might still hold earlier records (their event-time order is not assured).",
             registry=r,
         )

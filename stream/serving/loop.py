@@ -164,8 +164,7 @@ class ScorerLoop:
     def _poll_once(self, remaining: int | None) -> int:
         """One poll: hand its records to the intake, process what it releases."""
         s = self.settings
-        polled = self.consumer.poll(s.max_poll_records, s.poll_timeout_ms / 1000.0)
-        self.intake.take(polled)
+        polled = self.intake.poll(s.max_poll_records, s.poll_timeout_ms / 1000.0)
         processed = 0
         input_topic, ledger, handle = s.input_topic, self.ledger, self.handle
         until = self._merchant_gate() if self.feed is not None else math.inf

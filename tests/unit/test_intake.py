@@ -180,3 +180,33 @@ def test_without_bounds_the_intake_checks_no_event_time() -> None:
     intake.take(batch(tx(0, 253_402_300_799_999, 0), eof("tx", 0), eof("tx", 1),
                       eof("labels", 0), eof("labels", 1)))
     assert [a.time for a in intake.release()] == [253_402_300_799.999]
+
+
+def test_time_spent_between_polls_is_not_time_waited_for_a_source() -> None:
+    """A slow machine spent more than `max_task_idle_ms` processing and checkpointing between
+    two polls; the wall-clock wait then ran out for a transactions partition that had not even
+    been polled again, and its labels left ahead of earlier transactions (93,793 records in
+    `make quality`'s Kafka check). Only time spent polling counts as waiting."""
+    wall = [0.0]
+
+    class TimedConsumer(MemoryConsumer):
+        def poll(self, max_records: int, timeout_s: float) -> Polled:
+            wall[0] += 0.01  # a poll that finds the next records already fetched
+            return super().poll(max_records, timeout_s)
+
+    day = 86_400_000
+    consumer = TimedConsumer([
+        batch(tx(0, 1 * day, 0), label(0, 8 * day, 0)),  # the tx source empties at once
+        batch(),  # polls while the next tx fetch is in flight
+        batch(),
+        batch(tx(1, 2 * day, 0), eof("tx", 0), eof("labels", 0)),
+    ])
+    intake = Intake(consumer, "tx", "labels", max_wait_s=2.0, clock=lambda: wall[0])
+    intake.track([("tx", 0), ("labels", 0)])
+    out: list[tuple[str, int]] = []
+    for _ in range(4):
+        intake.poll(500, 0.1)
+        out += [(a.record.topic, a.record.offset) for a in intake.release()]
+        wall[0] += 5.0  # processing, a checkpoint and a GC pause: longer than the wait
+    assert out == [("tx", 0), ("tx", 1), ("labels", 0)]
+    assert intake.timed_out == 0
