@@ -103,6 +103,7 @@ class Intake:
         # The aligner's clock is the time spent polling; `clock` only times the polls.
         self._clock = clock
         self._polled_s = 0.0
+        self._poll_started = 0.0  # when the current poll's wait began (see `restored`)
         self._aligner: TimeAligner[Arrival] = TimeAligner(
             _time, max_wait_s=max_wait_s, max_buffered=2**62, clock=self._poll_time,
             rank=self._rank)
@@ -142,7 +143,10 @@ class Intake:
 
     def restored(self) -> None:
         """Partitions were restored (an assignment, a rewind): nothing was fetched meanwhile,
-        so the wait for each empty source starts now (TimeAligner.restart_waits)."""
+        so the wait for each empty source starts now (TimeAligner.restart_waits). A restore
+        on assignment runs inside the poll (the rebalance callback): its time is not polling,
+        so the poll's own wait starts again when it ends."""
+        self._poll_started = self._clock()
         self._aligner.restart_waits()
 
     def clear(self) -> None:
@@ -177,9 +181,9 @@ class Intake:
         >>> _ = intake.poll(500, 0.1); len(intake.release()), intake.timed_out  # 3 s: give up
         (1, 1)
         """
-        started = self._clock()
+        self._poll_started = self._clock()
         polled = self.consumer.poll(most, timeout_s)
-        self._polled_s += max(0.0, self._clock() - started)
+        self._polled_s += max(0.0, self._clock() - self._poll_started)
         self.take(polled)
         return polled
 

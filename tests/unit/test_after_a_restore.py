@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from stream.assembly import pipeline_config
 from stream.config import load_settings
 from stream.core.pipeline import Pipeline
+from stream.kafka.clients import RebalanceListener
 from stream.kafka.delivery import ExactlyOnce
 from stream.kafka.records import Polled, Record
 from stream.kafka.testing import MemoryProducer
@@ -36,9 +37,24 @@ def _tx(partition: int, tid: str, at_ms: int) -> Record:
     return Record("transactions", partition, 0, f"card-{partition}".encode(), value, at_ms)
 
 
-def _run(records: list[Polled]) -> tuple[ScorerLoop, list[str]]:
+class AssignedInPoll(GroupOfOne):
+    """Assigns inside the first poll, as the real clients do (the rebalance callback runs in
+    `poll`): the restore's time is then inside the poll that the alignment times."""
+
+    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        self._topics, self._listener = topics, listener
+
+    def poll(self, max_records: int, timeout_s: float) -> Polled:
+        if not self.assigned:
+            self.assigned = [(t, p) for t in self._topics for p in (0, 1)]
+            self._listener.on_assigned(list(self.assigned))
+        return super().poll(max_records, timeout_s)
+
+
+def _run(records: list[Polled], consumer_type: type[GroupOfOne] = GroupOfOne
+         ) -> tuple[ScorerLoop, list[str]]:
     settings = load_settings(environ={}, idle_exit_s=0.5, max_task_idle_ms=300.0)
-    consumer = GroupOfOne(records)
+    consumer = consumer_type(records)
     made: list[MemoryProducer] = []
 
     def producer() -> MemoryProducer:
@@ -55,14 +71,16 @@ def _run(records: list[Polled]) -> tuple[ScorerLoop, list[str]]:
     return loop, scored
 
 
-def test_the_first_partition_fetched_after_a_long_restore_waits_for_the_others() -> None:
+@pytest.mark.parametrize("consumer_type", [GroupOfOne, AssignedInPoll])
+def test_the_first_partition_fetched_after_a_long_restore_waits_for_the_others(
+        consumer_type: type[GroupOfOne]) -> None:
     labels = [("labels", 0), ("labels", 1)]
     loop, scored = _run([
         # Partition 1 comes first with a later transaction; partition 0 in the next poll.
         Polled([_tx(1, "later", NOW_MS + 60_000)], at_end=[("transactions", 1), *labels]),
         Polled([_tx(0, "earlier", NOW_MS)], at_end=[("transactions", 0), ("transactions", 1),
                                                     *labels]),
-    ])
+    ], consumer_type)
     assert scored == ["earlier", "later"]
     assert loop.intake.timed_out == 0
 
