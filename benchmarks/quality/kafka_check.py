@@ -107,10 +107,10 @@ def run_kafka_check(bootstrap: str, data: Dataset, timeout_s: float = 1800.0) ->
             "--changelog-topic", topics.changelog)
         started = time.perf_counter()
         # The in-process online_p4 shares its merchant table and its champion: so does this
-        # scorer.
-        os.environ["FRAUDSTREAM_MERCHANT_STATE"] = "shared"
-        os.environ["FRAUDSTREAM_MODEL_STATE"] = "shared"
-        with ScorerProcess(command) as scorer:
+        # scorer (its own environment: the drift benchmark that follows runs in this one).
+        env = {**os.environ, "FRAUDSTREAM_MERCHANT_STATE": "shared",
+               "FRAUDSTREAM_MODEL_STATE": "shared"}
+        with ScorerProcess(command, env) as scorer:
             code = scorer.wait(timeout_s)
             if code != 0:
                 raise RuntimeError(f"`stream run` exited {code}:\n{scorer.tail()}")
