@@ -41,7 +41,8 @@ class RunResult:
     # Records released after polling max_task_idle_ms in vain for another source: their
     # event-time order (and so the run's scores) is not assured to match a replay.
     alignment_timeouts: int = 0
-    # Times the shared merchant table was read before the other instances caught up.
+    # Times the loop stopped holding input back for the other instances' merchant events
+    # after merchant_max_wait_ms, and read the shared merchant table as it was.
     merchant_wait_timeouts: int = 0
 
     def line(self) -> str:

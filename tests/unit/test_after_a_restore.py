@@ -46,7 +46,7 @@ class AssignedInPoll(GroupOfOne):
 
     def poll(self, max_records: int, timeout_s: float) -> Polled:
         if not self.assigned:
-            self.assigned = [(t, p) for t in self._topics for p in (0, 1)]
+            self.assigned = [(t, p) for t in self._topics for p in self._partitions]
             self._listener.on_assigned(list(self.assigned))
         return super().poll(max_records, timeout_s)
 
