@@ -24,16 +24,15 @@ from stream.kafka.classify import ClientError
 from stream.kafka.clients import connect
 from stream.kafka.delivery import send_waiting
 from stream.kafka.records import BEGINNING
+from stream.serving.ledger import MERCHANT_WAITS, REWINDS, UNALIGNED
 
 log = logging.getLogger("benchmarks.quality")
 PARTITIONS = 4
 
 
-_DEPARTURES = {
-    "rewinds": re.compile(r"; (\d+) rewinds"),
-    "unaligned_records": re.compile(r"; (\d+) records released out of assured event-time"),
-    "merchant_wait_timeouts": re.compile(r"; (\d+) merchant waits given up"),
-}
+_DEPARTURES = {name: re.compile(rf"; (\d+) {re.escape(phrase)}") for name, phrase in (
+    ("rewinds", REWINDS), ("unaligned_records", UNALIGNED),
+    ("merchant_wait_timeouts", MERCHANT_WAITS))}
 
 
 def departures(exit_line: str) -> dict[str, float]:

@@ -22,6 +22,12 @@ from dataclasses import dataclass, field, replace
 
 from stream.kafka.records import Source
 
+# The exit line's names for what can make a run depart from a replay of the same input; the
+# Kafka check of `make quality` reads them back (benchmarks/quality/kafka_check.py).
+REWINDS = "rewinds"
+UNALIGNED = "records released out of assured event-time order"
+MERCHANT_WAITS = "merchant waits given up"
+
 
 @dataclass(slots=True)
 class RunResult:
@@ -61,13 +67,11 @@ class RunResult:
                  f"learned from {self.labels_learned} labels, rolling ROC AUC "
                  f"{self.roc_auc:.4f}"]
         if self.recoveries:
-            parts.append(f"{self.recoveries} rewinds")
+            parts.append(f"{self.recoveries} {REWINDS}")
         if self.alignment_timeouts:
-            parts.append(f"{self.alignment_timeouts} records released out of assured "
-                         "event-time order (max_task_idle_ms)")
+            parts.append(f"{self.alignment_timeouts} {UNALIGNED} (max_task_idle_ms)")
         if self.merchant_wait_timeouts:
-            parts.append(f"{self.merchant_wait_timeouts} merchant waits given up "
-                         "(merchant_max_wait_ms)")
+            parts.append(f"{self.merchant_wait_timeouts} {MERCHANT_WAITS} (merchant_max_wait_ms)")
         return "; ".join(parts)
 
     def copy(self) -> RunResult:
