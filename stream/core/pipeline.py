@@ -29,7 +29,12 @@ from stream.core.evaluation.oversight import Oversight
 from stream.core.evaluation.prequential import Summary
 from stream.core.evaluation.shadow import Promotion
 from stream.core.features.extractor import FeatureExtractor
-from stream.core.features.merchant_table import MerchantTable, TableView
+from stream.core.features.merchant_table import (
+    ImageMismatch,
+    MerchantTable,
+    TableImage,
+    TableView,
+)
 from stream.core.partitions import (
     Learned,
     PartitionState,
@@ -245,6 +250,47 @@ class Pipeline:
             for view in self._views.values():
                 view.restore(0, float("-inf"))
 
+    def export_merchants(self) -> TableImage:
+        """The shared table (and champion) with every partition's place in it, for a rebuild
+        that loads it instead of folding the whole feed (`load_merchants`). Taken when the
+        owned partitions' news is published (a checkpoint's feed records), so what it holds
+        of them is what the feed holds: ValueError otherwise.
+
+        Exact for any partition restored from a checkpoint at or after it: copies for reads
+        behind the frontier are kept back to the slowest partition's reads, every
+        partition's (`_tidy_merchants`)."""
+        table = self.merchants
+        if table is None:
+            raise ValueError("no shared merchant table to export (merchant_state 'partition')")
+        if self.feed_news():
+            raise ValueError("an owned partition has merchant events not yet published: "
+                             "export after the checkpoint's feed records")
+        image = table.image()
+        image.views = {p: (v.seq, v.stream_time) for p, v in self._views.items()}
+        image.lateness_s = self.config.merchant_lateness_s
+        return image
+
+    def load_merchants(self, image: TableImage) -> None:
+        """Start the shared table from an image (`export_merchants`), as a rebuild that folded
+        the feed up to it would; the owned partitions are then restored from their changelog
+        as after any rebuild. ImageMismatch (nothing changed) when it was folded under other
+        settings; the caller then folds the whole feed."""
+        table = self.merchants
+        if table is None:
+            raise ImageMismatch("this scorer keeps merchant state per partition")
+        lateness = self.config.merchant_lateness_s
+        if image.lateness_s != lateness:
+            raise ImageMismatch(f"the merchant table image was taken with merchant_lateness_s "
+                                f"{image.lateness_s}, this scorer runs {lateness}")
+        if any(not 0 <= p < table.partitions for p in image.views):
+            raise ImageMismatch("the merchant table image names a partition this table "
+                                f"does not have ({table.partitions} partitions)")
+        table.load(image)
+        for view in self._views.values():
+            view.restore(0, float("-inf"))
+        for p, (seq, stream_time) in image.views.items():
+            self._view(p).resume(seq, stream_time)
+
     def merchant_lag(self) -> float:
         """Seconds of event time by which the owned partitions' latest reads run ahead of the
         merchant table's frontier (0: every read is exact)."""
@@ -415,12 +461,17 @@ class Pipeline:
 
     def _tidy_merchants(self) -> None:
         """Evict idle merchants; drop state copies no partition can read any more (a read's
-        cutoff is never before its partition's stream time - lateness - delta)."""
+        cutoff is never before its partition's stream time - lateness - delta).
+
+        Every partition's stream time bounds it, the other instances' (as their feed
+        records carry it) too, not only the owned ones': a table image
+        (`export_merchants`) must answer the reads of any partition restarted from its
+        last checkpoint, whoever restarts it. Memory only: no read of an owned partition
+        is before its own bound."""
         table = self.merchants
         assert table is not None
-        views = self._views
-        lowest = min((views[p].stream_time - views[p].lateness_s for p in self._partitions
-                      if p in views), default=float("-inf"))
+        lowest = min((v.stream_time - v.lateness_s for v in self._views.values()),
+                     default=float("-inf"))
         horizon = lowest - table.delta_s
         table.release(horizon)
         table.evict(horizon)

@@ -34,14 +34,33 @@ from __future__ import annotations
 import bisect
 import copy
 import math
+from dataclasses import dataclass
 
 from river import compose
 
+from stream.core.features.merchant_table import ImageMismatch
 from stream.core.scoring.model import ModelSpec, learn_one, make_model
 
-__all__ = ["ModelTimeline"]
+__all__ = ["ModelTimeline", "TimelineImage"]
 
 _NEVER = math.inf
+
+
+@dataclass(slots=True)
+class TimelineImage:
+    """The shared champion at one point of the table's fold (part of a ``TableImage``): the
+    learner, its epoch copies still readable, and what a fold under other settings would
+    differ in (``spec``, ``names``, ``epoch_s``: ``load`` refuses an image that differs)."""
+
+    spec: ModelSpec
+    names: tuple[str, ...]
+    epoch_s: float
+    learner: compose.Pipeline
+    learned: int
+    rejected: int
+    next_start: float
+    starts: list[float]
+    copies: list[tuple[compose.Pipeline, int]]
 
 
 class ModelTimeline:
@@ -131,3 +150,37 @@ class ModelTimeline:
     @property
     def copies(self) -> int:
         return len(self._copies)
+
+    def image(self) -> TimelineImage:
+        """The timeline as it stands; the learner is copied (it goes on learning), the epoch
+        copies are shared (frozen: only read).
+
+        >>> timeline = ModelTimeline(ModelSpec(), ("amount_log",), epoch_s=100.0)
+        >>> timeline.learn(10.0, (1.0, 5.0))
+        >>> other = ModelTimeline(ModelSpec(), ("amount_log",), epoch_s=100.0)
+        >>> other.load(timeline.image()); other.learn(150.0, (0.0, 1.0))
+        >>> timeline.learn(150.0, (0.0, 1.0))
+        >>> other.at(120.0)[1], other.learner["LogisticRegression"].weights == (
+        ...     timeline.learner["LogisticRegression"].weights)
+        (1, True)
+        """
+        return TimelineImage(self.spec, self.names, self.epoch_s,
+                             copy.deepcopy(self.learner), self.learned, self.rejected,
+                             self._next, list(self._starts), list(self._copies))
+
+    def load(self, image: TimelineImage) -> None:
+        """Continue from an image (ImageMismatch when it learned another model, other features
+        or other epochs: a fold of the feed under this timeline's settings would differ)."""
+        ours = (self.spec, self.names, self.epoch_s)
+        theirs = (image.spec, tuple(image.names), image.epoch_s)
+        if ours != theirs:
+            raise ImageMismatch(f"the shared champion's image learned {theirs}, this scorer "
+                                f"runs {ours}")
+        if len(image.starts) != len(image.copies):
+            raise ImageMismatch("the shared champion's image has a copy list that does not "
+                                "match its epochs")
+        self.learner = copy.deepcopy(image.learner)
+        self.learned, self.rejected = image.learned, image.rejected
+        self._next = image.next_start
+        self._starts = list(image.starts)
+        self._copies = list(image.copies)

@@ -1,0 +1,253 @@
+"""Table images (features/merchant_table.py `TableImage`, pipeline `export_merchants` /
+`load_merchants`): a rebuild that loads an image and folds only what came after it scores
+exactly as a scorer that never stopped, without relearning the labels before it."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+from dataclasses import replace
+
+import pytest
+from keys_support import KEY
+from test_merchant_table import PRIOR, _events
+from test_shared_model import PARTITIONS, _Heads, _items, _one_pipeline, _pipeline
+
+from stream.contracts.messages import Label, Transaction
+from stream.contracts.partitioning import consumed_order, partition_for
+from stream.core.features.merchant_table import ImageMismatch, MerchantTable
+from stream.core.pipeline import Pipeline
+from stream.state.changelog import RestoredState, encode_changes, fold
+from stream.state.merchant_feed import decode_feed, encode_feed
+from stream.state.snapshot import SnapshotError, StateAuthenticationError
+from stream.state.table_image import decode_table_image, encode_table_image
+
+
+def _feed_in_order(tables: list[MerchantTable], events: list) -> None:
+    """Add each event and move its partition's watermark to it (events eff-sorted)."""
+    for eff, p, seq, merchant, kind, value in events:
+        for table in tables:
+            table.add(p, seq, eff, merchant, kind, value)
+            table.watermark(p, eff)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_loaded_image_continues_as_the_table_it_was_taken_from(seed: int) -> None:
+    events = sorted(_events(seed, 3000, partitions=4), key=lambda e: (e[0], e[1], e[2]))
+    cut = len(events) // 2
+    live = MerchantTable(4, PRIOR, delta_s=60.0)
+    _feed_in_order([live], events[:cut])
+    horizon = events[cut - 200][0]
+    live.release(horizon)
+    loaded = MerchantTable(4, PRIOR, delta_s=60.0)
+    loaded.load(live.image())
+    assert len(loaded) == len(live) and loaded.copies == live.copies and loaded.copies > 0
+    _feed_in_order([live, loaded], events[cut:])
+    for table in (live, loaded):
+        for p in range(4):
+            table.watermark(p, math.inf)
+    rng = random.Random(seed)
+    for _ in range(300):
+        merchant, cutoff = f"m{rng.randrange(8)}", rng.uniform(horizon, 30 * 86400.0)
+        a: dict[str, float] = {}
+        b: dict[str, float] = {}
+        assert live.read(merchant, cutoff, cutoff + 60.0, a)
+        assert loaded.read(merchant, cutoff, cutoff + 60.0, b)
+        assert a == b  # bit for bit, reads behind the old frontier included
+    assert live.folded == loaded.folded == len(events)
+
+
+def test_an_image_of_other_parameters_is_refused_and_changes_nothing() -> None:
+    source = MerchantTable(2, PRIOR, delta_s=60.0)
+    source.add(0, 1, 100.0, "m1", 0, 0.0)
+    source.watermark(0, 200.0)
+    source.watermark(1, 200.0)
+    target = MerchantTable(2, PRIOR, delta_s=120.0)
+    target.add(0, 1, 50.0, "m2", 0, 0.0)
+    with pytest.raises(ImageMismatch, match="delta_s"):
+        target.load(source.image())
+    assert target.waiting == 1 and len(target) == 0
+    image = source.image()
+    image.merchants[0][1].append(0.0)  # a row one value too wide
+    with pytest.raises(ImageMismatch, match="values per merchant"):
+        MerchantTable(2, PRIOR, delta_s=60.0).load(image)
+
+
+def _exchange(owner: dict[int, Pipeline]) -> None:
+    """Every outstanding feed record to the other instance, through the feed's JSON."""
+    for p, pipe in owner.items():
+        drained = pipe.drain_feed(p)
+        if drained is None:
+            continue
+        record = decode_feed(encode_feed(*drained))
+        for other in {*owner.values()} - {pipe}:
+            other.apply_feed(p, record.first_seq, record.events, record.mark,
+                             record.stream_time)
+
+
+LAG_S = 20.0
+"""How far B runs behind A in event time: within what the merchant reads allow (lateness 30
+s), and enough that B's reads need older state copies than A's own reads do."""
+TIDY = {"evict_every": 1}  # release copies and evict often, as a long run does
+
+
+def _lagged(items: list[Transaction | Label],
+            lag_s: float) -> list[tuple[int, Transaction | Label]]:
+    """The order one scorer owning all partitions processes them, with partitions 2 and 3
+    (B's) each record `lag_s` of event time later; every partition keeps its own order."""
+    keyed, latest = [], -math.inf
+    for i, (p, item) in enumerate(consumed_order(items, PARTITIONS)):
+        latest = max(latest, item.timestamp)
+        keyed.append((latest + (lag_s if p >= 2 else 0.0), i, p, item))
+    return [(p, item) for _, _, p, item in sorted(keyed, key=lambda k: (k[0], k[1]))]
+
+
+def _restart_b_from_an_image(items: list[Transaction | Label], cut: int,
+                             taken_by: str) -> tuple[dict[str, float], Pipeline, Pipeline]:
+    """Instances A (partitions 0, 1) and B (2, 3, running `LAG_S` behind) exchange their
+    feeds before each record; at record `cut`, B checkpoints (its changelog rows) and is
+    replaced by a new instance that loads the table image `taken_by` one of them and
+    restores B's partitions from the changelog, then goes on. Returns every score, A and
+    the new instance."""
+    a, b = _pipeline(0, **TIDY), _pipeline(2, **TIDY)
+    owner = {0: a, 1: a, 2: b, 3: b}
+    for p, pipe in owner.items():
+        pipe.assign(p)
+    heads, scores = _Heads(items), {}
+    for p in range(PARTITIONS):
+        owner[p].lookahead(p, heads.head(p))
+    for n, (p, item) in enumerate(_lagged(items, LAG_S)):
+        _exchange(owner)
+        if n == cut:
+            restored = {q: RestoredState() for q in (2, 3)}
+            for q in (2, 3):
+                for key, value in encode_changes(b.drain_changes(q)):
+                    fold(restored[q], key, value)
+            image = (a if taken_by == "a" else b).export_merchants()
+            b = _pipeline(2, **TIDY)
+            b.load_merchants(image)
+            for q in (2, 3):
+                b.restore_from_changelog(q, restored[q])
+                b.lookahead(q, heads.head(q))
+                owner[q] = b
+        pipe = owner[p]
+        if isinstance(item, Transaction):
+            scores[item.transaction_id] = pipe.score(item, p).score
+        else:
+            pipe.learn_label(item)
+        heads.at[p] += 1
+        pipe.lookahead(p, heads.head(p))
+    for pipe in (a, b):
+        assert pipe.merchants is not None and pipe.merchants.stale_reads == 0
+    return scores, a, b
+
+
+@pytest.mark.parametrize("taken_by", ["a", "b"])
+def test_an_instance_restarted_from_a_table_image_scores_as_one_that_never_stopped(
+        taken_by: str) -> None:
+    """The image is exact for any partition restored from a checkpoint at or after it,
+    whichever instance took it: each instance keeps the state copies that the slowest
+    partition's reads need, the other instances' partitions included."""
+    rng = random.Random(7)
+    items = [replace(i, timestamp=i.timestamp - rng.uniform(0.0, 25.0))  # late, as it comes
+             if isinstance(i, Transaction) else i for i in _items()]
+    expected = _one_pipeline(items, **TIDY)
+    got, a, restarted = _restart_b_from_an_image(items, cut=4000, taken_by=taken_by)
+    assert got == expected
+    # Nothing before the cut reached the new instance but the image (no feed is read again
+    # here), and its champion learned what A's did.
+    assert a.timeline is not None and restarted.timeline is not None
+    assert restarted.timeline.learned == a.timeline.learned > 2900
+
+
+def test_an_instance_keeps_the_copies_every_partitions_reads_need_not_only_its_own() -> None:
+    """What makes an image exact for a partition another instance restarts: A, ahead of B,
+    keeps the state copies B's reads can still ask for (a read's cutoff is never before its
+    partition's stream time - lateness - delta). Keeping only what A's own partitions need
+    would have let A drop them (the restart test above rarely meets such a read: it takes
+    input late by nearly the lateness, on B, just after the restart)."""
+    items = _items(1500)
+    a, b = _pipeline(0, **TIDY), _pipeline(2, **TIDY)
+    owner = {0: a, 1: a, 2: b, 3: b}
+    for p, pipe in owner.items():
+        pipe.assign(p)
+    checked = 0
+    for n, (p, item) in enumerate(_lagged(items, 25.0)):
+        _exchange(owner)
+        pipe = owner[p]
+        if isinstance(item, Transaction):
+            pipe.score(item, p)
+        else:
+            pipe.learn_label(item)
+        if n % 100 == 99:
+            table = a.merchants
+            assert table is not None
+            b_views = [b._views[q] for q in (2, 3)]
+            b_reads_from = min(v.stream_time - v.lateness_s for v in b_views) - table.delta_s
+            a_reads_from = min(a._views[q].stream_time - 30.0 for q in (0, 1)) - table.delta_s
+            assert table.image().horizon <= b_reads_from
+            checked += b_reads_from < a_reads_from  # B behind: A's own reads would allow more
+    assert checked > 10
+
+
+def test_an_image_with_unpublished_news_or_other_lateness_is_refused() -> None:
+    items = [i for i in _items(200) if isinstance(i, Transaction)]
+    pipe = _pipeline(0)
+    pipe.assign(0)
+    first = next(i for i in items if partition_for(i.card_id.encode(), PARTITIONS) == 0)
+    pipe.score(first, 0)
+    with pytest.raises(ValueError, match="not yet published"):
+        pipe.export_merchants()
+    pipe.drain_feed(0)
+    image = pipe.export_merchants()
+    other = _pipeline(0, merchant_lateness_s=10.0)
+    with pytest.raises(ImageMismatch, match="merchant_lateness_s"):
+        other.load_merchants(image)
+    with pytest.raises(ImageMismatch, match="per partition"):
+        Pipeline(replace(pipe.config, model_state="partition")).load_merchants(image)
+
+
+def _signed_image() -> tuple[bytes, Pipeline]:
+    pipe = _pipeline(0)
+    for p in range(PARTITIONS):
+        pipe.assign(p)
+    for p, item in consumed_order(_items(300), PARTITIONS):
+        if isinstance(item, Transaction):
+            pipe.score(item, p)
+        else:
+            pipe.learn_label(item)
+    for p in range(PARTITIONS):
+        pipe.drain_feed(p)
+    return encode_table_image(pipe.export_merchants(), KEY), pipe
+
+
+def test_a_signed_image_round_trips_and_loads_as_its_source() -> None:
+    raw, source = _signed_image()
+    image = decode_table_image(raw, KEY)
+    loaded = _pipeline(0)
+    loaded.load_merchants(image)
+    assert source.merchants is not None and loaded.merchants is not None
+    assert source.timeline is not None and loaded.timeline is not None
+    ours, theirs = loaded.merchants.image(), source.merchants.image()
+    assert len(ours.merchants) > 10 and ours.queued
+    assert (ours.timeline.learner["LogisticRegression"].weights
+            == theirs.timeline.learner["LogisticRegression"].weights)
+    ours.timeline = theirs.timeline = None  # models compare by identity
+    assert ours == theirs
+    assert loaded.timeline.learned == source.timeline.learned > 100
+
+
+def test_an_image_is_authenticated_before_it_is_unpickled_and_checked_after() -> None:
+    raw, _ = _signed_image()
+    with pytest.raises(StateAuthenticationError, match="no state key"):
+        decode_table_image(raw, None)
+    with pytest.raises(SnapshotError, match="bad magic"):  # a partition snapshot is not one
+        decode_table_image(b"FSNAP" + raw[5:], KEY)
+    forged = raw[:-10] + pickle.dumps(("os.system", "id"))[:10]
+    with pytest.raises(StateAuthenticationError, match="failed authentication"):
+        decode_table_image(forged, KEY)
+    image = decode_table_image(raw, KEY)
+    image.queued.append((1.0, 0, 1, 9, "m", 0.0))  # a kind no fold knows
+    with pytest.raises(SnapshotError, match="queued event"):
+        decode_table_image(encode_table_image(image, KEY), KEY)
