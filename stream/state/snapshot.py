@@ -110,12 +110,13 @@ def encode_snapshot(snapshot: PartitionSnapshot, key: StateKey) -> bytes:
     return head + key.sign(head, body) + body
 
 
-def read_header(raw: bytes) -> dict[str, Any]:
-    """The header alone (cheap, plain JSON, nothing unpickled; not yet authenticated)."""
-    if not raw.startswith(MAGIC) or len(raw) < len(MAGIC) + _HEADER.size:
+def read_header(raw: bytes, magic: bytes = MAGIC) -> dict[str, Any]:
+    """The header alone (cheap, plain JSON, nothing unpickled; not yet authenticated).
+    `magic`: what the bytes must start with (a table image has its own, state/table_image.py)."""
+    if not raw.startswith(magic) or len(raw) < len(magic) + _HEADER.size:
         raise SnapshotError("not a fraud-stream snapshot (bad magic bytes)")
-    (size,) = _HEADER.unpack_from(raw, len(MAGIC))
-    start = len(MAGIC) + _HEADER.size
+    (size,) = _HEADER.unpack_from(raw, len(magic))
+    start = len(magic) + _HEADER.size
     try:
         header: Any = orjson.loads(raw[start:start + size])
     except orjson.JSONDecodeError as exc:
@@ -150,12 +151,13 @@ def check_compatible(header: dict[str, Any]) -> None:
         )
 
 
-def authenticate(raw: bytes, key: StateKey | None, where: str = "snapshot") -> int:
+def authenticate(raw: bytes, key: StateKey | None, where: str = "snapshot",
+                 magic: bytes = MAGIC) -> int:
     """Check `raw`'s tag under `key`; return where the body starts. Plain bytes and JSON only:
     nothing is unpickled here, so a forged snapshot runs nothing. StateAuthenticationError
     when there is no key, no tag, or a tag that does not match."""
     try:
-        header = read_header(raw)
+        header = read_header(raw, magic)
         check_format(header)
     except SnapshotError as exc:
         raise SnapshotError(f"{where}: {exc}") from None
@@ -163,8 +165,8 @@ def authenticate(raw: bytes, key: StateKey | None, where: str = "snapshot") -> i
         raise StateAuthenticationError(
             f"{where} cannot be authenticated: no state key is configured ({_SETTINGS}); "
             "snapshots are never unpickled unauthenticated")
-    (size,) = _HEADER.unpack_from(raw, len(MAGIC))
-    tag_at = len(MAGIC) + _HEADER.size + size
+    (size,) = _HEADER.unpack_from(raw, len(magic))
+    tag_at = len(magic) + _HEADER.size + size
     body_at = tag_at + TAG_SIZE
     if len(raw) < body_at:
         raise StateAuthenticationError(f"{where} carries no authentication tag: refused")

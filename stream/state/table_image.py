@@ -1,0 +1,138 @@
+"""Signed bytes of a merchant table image (features/merchant_table.py `TableImage`): the shared
+merchant table and champion at one point of the fold, for a rebuild that loads it instead of
+folding the whole merchant feed.
+
+Why a format of its own: an image holds the shared champion (a River model, pickled, as the
+partition snapshots hold theirs), so it is authenticated before anything is unpickled, with
+the partition snapshot's framing and key (state/snapshot.py: magic bytes, a JSON header, an
+HMAC-SHA256 tag, the body) under its own magic bytes, so that neither is ever taken for the
+other. After unpickling, its shape is checked (`_check`): a signed image from a broken build
+must be refused with a reason, never crash the loop that folds it later.
+
+>>> from stream.core.features.merchant_table import MerchantTable
+>>> from stream.state.keys import StateKey
+>>> key = StateKey.from_text("k" * 32, "doctest")
+>>> table = MerchantTable(partitions=2)
+>>> table.add(0, 1, 100.0, "m1", 0, 0.0); table.watermark(0, 150.0); table.watermark(1, 150.0)
+>>> raw = encode_table_image(table.image(), key)
+>>> [m for m, _ in decode_table_image(raw, key).merchants]
+['m1']
+>>> decode_table_image(raw[:-1] + bytes([raw[-1] ^ 1]), key)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+stream.state.snapshot.StateAuthenticationError: merchant table image failed authentication: ...
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+import orjson
+
+from stream.core.features.merchant_table import TableImage
+from stream.core.scoring.timeline import TimelineImage
+from stream.state.keys import StateKey
+from stream.state.snapshot import (
+    _HEADER,
+    FORMAT_VERSION,
+    SnapshotError,
+    _version,
+    authenticate,
+    check_compatible,
+    read_header,
+)
+
+__all__ = ["MAGIC", "decode_table_image", "encode_table_image"]
+
+MAGIC = b"FTIMG"
+
+
+def encode_table_image(image: TableImage, key: StateKey) -> bytes:
+    """MAGIC, the header's length, a JSON header (versions, the fold's frontier and size),
+    the tag, the pickled image."""
+    header = orjson.dumps({
+        "format": FORMAT_VERSION,
+        "mac": "hmac-sha256",
+        "key_id": key.key_id,
+        "river": _version("river"),
+        "package": _version("fraud-stream"),
+        "partitions": image.partitions,
+        "frontier": image.frontier if math.isfinite(image.frontier) else None,
+        "merchants": len(image.merchants),
+        "folded": image.folded,
+    })
+    body = pickle.dumps(image, protocol=pickle.HIGHEST_PROTOCOL)
+    head = MAGIC + _HEADER.pack(len(header)) + header
+    return head + key.sign(head, body) + body
+
+
+def decode_table_image(raw: bytes, key: StateKey | None,
+                       where: str = "merchant table image") -> TableImage:
+    """Authenticate, check versions, unpickle, check the shape; any failure is a
+    SnapshotError that says why, prefixed by `where`."""
+    body_at = authenticate(raw, key, where, MAGIC)
+    try:
+        check_compatible(read_header(raw, MAGIC))
+    except SnapshotError as exc:
+        raise SnapshotError(f"{where}: {exc}") from None
+    try:
+        image = pickle.loads(raw[body_at:])
+    except Exception as exc:  # an authenticated body from an incompatible build, say
+        raise SnapshotError(f"corrupt {where} body: {type(exc).__name__}: {exc}") from None
+    problem = _check(image)
+    if problem:
+        raise SnapshotError(f"{where} is malformed: {problem}")
+    return image
+
+
+def _floats(values: Any) -> bool:
+    return isinstance(values, list) and all(type(v) is float for v in values)
+
+
+def _check(image: Any) -> str:
+    """What is wrong with an unpickled image's shape ("" when nothing is): the types the
+    table's fold and reads rely on. Widths and parameters are the table's to check
+    (`MerchantTable.load` raises ImageMismatch)."""
+    if not isinstance(image, TableImage):
+        return f"not a TableImage but {type(image).__name__}"
+    if type(image.partitions) is not int or image.partitions < 1:
+        return f"partitions {image.partitions!r}"
+    scalars = (image.frontier, image.horizon, image.lateness_s)
+    if not all(type(v) is float for v in scalars) or type(image.folded) is not int:
+        return "a frontier, horizon, lateness or count that is not a number"
+    if not _floats(image.marks) or not isinstance(image.params, dict):
+        return "watermarks or parameters of the wrong type"
+    if not isinstance(image.merchants, list) or not all(
+            isinstance(row, tuple) and len(row) == 2 and isinstance(row[0], str)
+            and _floats(row[1]) for row in image.merchants):
+        return "a merchant row that is not (name, numbers)"
+    if not isinstance(image.copies, list) or not all(
+            isinstance(row, tuple) and len(row) == 2 and isinstance(row[0], str)
+            and isinstance(row[1], list)
+            and all(isinstance(c, tuple) and len(c) == 2 and type(c[0]) is float
+                    and _floats(c[1]) for c in row[1]) for row in image.copies):
+        return "a state copy that is not (name, [(time, numbers)])"
+    if not isinstance(image.queued, list) or not all(_queued(e) for e in image.queued):
+        return "a queued event that is not (time, partition, seq, kind, merchant, value)"
+    if not isinstance(image.views, dict) or not all(
+            type(p) is int and isinstance(v, tuple) and len(v) == 2 and type(v[0]) is int
+            and type(v[1]) is float for p, v in image.views.items()):
+        return "a partition position that is not (seq, stream time)"
+    timeline = image.timeline
+    if timeline is not None and not (
+            isinstance(timeline, TimelineImage) and type(timeline.learned) is int
+            and _floats(timeline.starts) and isinstance(timeline.copies, list)
+            and len(timeline.copies) == len(timeline.starts)):
+        return "a shared champion that is not a TimelineImage with one copy per epoch"
+    return ""
+
+
+def _queued(event: Any) -> bool:
+    if not (isinstance(event, tuple) and len(event) == 6):
+        return False
+    eff, partition, seq, kind, merchant, value = event
+    return (type(eff) is float and type(partition) is int and type(seq) is int
+            and kind in (0, 1, 2) and isinstance(merchant, str)
+            and (type(value) is float or (isinstance(value, tuple)
+                                          and all(type(v) is float for v in value))))
