@@ -23,10 +23,10 @@ from stream.errors import ConfigError
 
 TOPICS_DIR = Path(__file__).resolve().parents[2] / "topics"
 ROLES = ("transactions", "labels", "verdicts", "transactions.dlq", "transactions.changelog",
-         "transactions.merchant-feed")
-# The changelog and the merchant feed are internal topics: each role keeps the spec file's
-# name, while its topic is named per application (`Settings.internal_topic`, through
-# `Settings.topic_names()`).
+         "transactions.merchant-feed", "transactions.merchant-images")
+# The changelog, the merchant feed and its images are internal topics: each role keeps the
+# spec file's name, while its topic is named per application (`Settings.internal_topic`,
+# through `Settings.topic_names()`).
 # Roles keyed by card_id whose partition N must line up with partition N of `transactions`.
 CO_PARTITIONED = ("labels", "transactions.changelog", "transactions.merchant-feed")
 

@@ -24,8 +24,13 @@ stream.state.snapshot.StateAuthenticationError: merchant table image failed auth
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -43,9 +48,13 @@ from stream.state.snapshot import (
     read_header,
 )
 
-__all__ = ["MAGIC", "decode_table_image", "encode_table_image"]
+__all__ = ["MAGIC", "MANIFEST_KEY", "Manifest", "chunk_of", "decode_manifest",
+           "decode_table_image", "encode_table_image", "image_records", "join_chunks"]
 
 MAGIC = b"FTIMG"
+MANIFEST_KEY = b"manifest"
+_CHUNK_KEY = re.compile(rb"c:([0-9a-f]{16}):(0|[1-9][0-9]{0,8})")
+_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def encode_table_image(image: TableImage, key: StateKey) -> bytes:
@@ -136,3 +145,100 @@ def _queued(event: Any) -> bool:
             and kind in (0, 1, 2) and isinstance(merchant, str)
             and (type(value) is float or (isinstance(value, tuple)
                                           and all(type(v) is float for v in value))))
+
+
+# -- on the merchant-images topic: chunks, then a manifest ----------------------------------
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The latest image on the topic (topics/transactions.merchant-images.schema.json)."""
+
+    id: str
+    chunks: int
+    size: int
+    sha256: str
+    positions: dict[int, int]
+    frontier: float | None = None
+    merchants: int = 0
+
+    def chunk_keys(self) -> list[bytes]:
+        return [b"c:%s:%d" % (self.id.encode(), n) for n in range(self.chunks)]
+
+
+def image_records(raw: bytes, positions: Mapping[int, int], image: TableImage,
+                  limit: int) -> tuple[Manifest, list[tuple[bytes, bytes]]]:
+    """A signed image as records of at most `limit` bytes of value: its chunks, then the
+    manifest that names them (written last: a reader never meets a manifest before its
+    chunks). The id is random per image, so two writers never overwrite each other's chunks.
+
+    >>> from stream.core.features.merchant_table import MerchantTable
+    >>> manifest, records = image_records(b"x" * 25, {0: 7}, MerchantTable(1).image(), 10)
+    >>> [len(v) for _, v in records[:-1]], records[-1][0], manifest.chunks
+    ([10, 10, 5], b'manifest', 3)
+    >>> decode_manifest(records[-1][1]) == manifest
+    True
+    """
+    image_id = secrets.token_hex(8)
+    pieces = [raw[i:i + limit] for i in range(0, len(raw), limit)] or [b""]
+    manifest = Manifest(image_id, len(pieces), len(raw), hashlib.sha256(raw).hexdigest(),
+                        dict(positions),
+                        image.frontier if math.isfinite(image.frontier) else None,
+                        len(image.merchants))
+    records = list(zip(manifest.chunk_keys(), pieces, strict=True))
+    value = orjson.dumps({
+        "id": manifest.id, "chunks": manifest.chunks, "bytes": manifest.size,
+        "sha256": manifest.sha256,
+        "positions": {str(p): o for p, o in sorted(manifest.positions.items())},
+        "frontier": manifest.frontier, "merchants": manifest.merchants})
+    return manifest, [*records, (MANIFEST_KEY, value)]
+
+
+def decode_manifest(value: bytes) -> Manifest:
+    """A manifest record's value, checked field by field (untrusted: anyone able to write the
+    topic can put anything there); SnapshotError says what is wrong."""
+    try:
+        raw: Any = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"merchant image manifest is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SnapshotError("merchant image manifest is not a JSON object")
+    image_id, chunks, size, digest = (raw.get(k) for k in ("id", "chunks", "bytes", "sha256"))
+    positions = raw.get("positions")
+    if not (isinstance(image_id, str) and _ID.fullmatch(image_id)):
+        raise SnapshotError("merchant image manifest: `id` is not 16 hex digits")
+    for name, number in (("chunks", chunks), ("bytes", size)):
+        if type(number) is not int or number < 1:
+            raise SnapshotError(f"merchant image manifest: `{name}` is not a positive integer")
+    if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise SnapshotError("merchant image manifest: `sha256` is not 64 hex digits")
+    if not isinstance(positions, dict) or not all(
+            isinstance(p, str) and p.isdigit() and type(o) is int and o >= 0
+            for p, o in positions.items()):
+        raise SnapshotError("merchant image manifest: `positions` is not partition -> offset")
+    frontier = raw.get("frontier")
+    merchants = raw.get("merchants", 0)
+    assert isinstance(chunks, int) and isinstance(size, int)
+    return Manifest(image_id, chunks, size, digest, {int(p): o for p, o in positions.items()},
+                    float(frontier) if isinstance(frontier, int | float) else None,
+                    merchants if type(merchants) is int else 0)
+
+
+def chunk_of(key: bytes | None) -> str | None:
+    """The image id a record key names as one of its chunks (None: not a chunk key)."""
+    match = _CHUNK_KEY.fullmatch(key or b"")
+    return match.group(1).decode() if match else None
+
+
+def join_chunks(manifest: Manifest, chunks: Mapping[bytes, bytes]) -> bytes:
+    """The manifest's image from the chunks read; SnapshotError when one is missing or the
+    joined bytes are not the ones the manifest names."""
+    parts = []
+    for key in manifest.chunk_keys():
+        part = chunks.get(key)
+        if part is None:
+            raise SnapshotError(f"merchant image {manifest.id}: chunk {key.decode()} is missing")
+        parts.append(part)
+    raw = b"".join(parts)
+    if len(raw) != manifest.size or hashlib.sha256(raw).hexdigest() != manifest.sha256:
+        raise SnapshotError(f"merchant image {manifest.id}: its chunks do not add up to the "
+                            "image its manifest names (size or SHA-256)")
+    return raw
