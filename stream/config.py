@@ -55,6 +55,8 @@ CHANGELOG = "changelog"
 """The state changelog's internal-topic name: `<application_id>.changelog`."""
 MERCHANT_FEED = "merchant-feed"
 """The merchant feed's internal-topic name: `<application_id>.merchant-feed`."""
+MERCHANT_IMAGES = "merchant-images"
+"""The merchant table images' internal-topic name: `<application_id>.merchant-images`."""
 
 
 
@@ -174,6 +176,11 @@ class Settings(BaseSettings):
     # How long the scorer holds input back for the other instances' merchant events before
     # it reads the merchant state as it is (counted as stale reads).
     merchant_max_wait_ms: float = Field(2000.0, ge=0)
+    # Every this many seconds (wall clock), the instance that owns input partition 0 writes
+    # an image of the shared merchant table (and champion) to the merchant-images topic, in
+    # a checkpoint; a rebuild loads the latest and folds only the merchant feed after it. 0:
+    # none written (a rebuild folds the whole feed).
+    merchant_image_interval_s: float = Field(600.0, ge=0)
     evict_every: int = Field(10_000, gt=0)
 
     # Model and policy.
@@ -313,6 +320,11 @@ class Settings(BaseSettings):
         """The merchant feed (shared merchant state): `<application_id>.merchant-feed`."""
         return self.internal_topic(MERCHANT_FEED)
 
+    @property
+    def merchant_images_topic(self) -> str:
+        """Images of the shared merchant table: `<application_id>.merchant-images`."""
+        return self.internal_topic(MERCHANT_IMAGES)
+
     @model_validator(mode="after")
     def _sasl_complete(self) -> Settings:
         """A SASL protocol needs a mechanism (the clients would each guess another one), and
@@ -376,7 +388,8 @@ class Settings(BaseSettings):
         return {"transactions": self.input_topic, "labels": self.labels_topic,
                 "verdicts": self.output_topic, "transactions.dlq": self.dlq_topic,
                 "transactions.changelog": self.changelog_topic,
-                "transactions.merchant-feed": self.merchant_feed_topic}
+                "transactions.merchant-feed": self.merchant_feed_topic,
+                "transactions.merchant-images": self.merchant_images_topic}
 
 
 def _flatten(table: dict[str, Any]) -> dict[str, Any]:

@@ -162,6 +162,12 @@ class Metrics:
             "rebalance and rewind).",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r,
         )
+        self.merchant_images = Counter(
+            f"{PREFIX}_merchant_images",
+            "Images of the shared merchant table: written (by the owner of input partition "
+            "0), loaded by a rebuild, or refused by one (which then folds the whole feed).",
+            ["event"], registry=r,
+        )
         self.alignment_timeouts = Counter(
             f"{PREFIX}_alignment_timeouts",
             "Records released after polling max_task_idle_ms in vain for a partition that "

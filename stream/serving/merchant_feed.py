@@ -11,9 +11,11 @@ the checkpoint's transaction under exactly-once; every instance reads all of the
 that depends on the events alone, so the same input gives the same merchant state, and the
 same scores, for any number of instances.
 
-A rebuild (on start, on every rebalance and after a rewind) empties the table and reads the
-whole feed back, before the owned partitions are restored from their changelog; the feed's
-retention therefore bounds how far back a rebuilt merchant state reaches (topics/
+A rebuild (on start, on every rebalance and after a rewind) empties the table, loads the
+latest image of it when there is a usable one (serving/merchant_images.py), and reads the
+feed back from where the image stands (from its start without one), before the owned
+partitions are restored from their changelog; the feed's retention therefore bounds how far
+back a rebuilt merchant state reaches without images (topics/
 transactions.merchant-feed.toml). Feed records are untrusted: a malformed one is skipped and
 counted, never folded.
 """
@@ -34,6 +36,7 @@ from stream.kafka.clients import Clients, Reader
 from stream.kafka.records import BEGINNING, Record, Source
 from stream.observability.metrics import Metrics
 from stream.serving.handlers import RECORD_OVERHEAD
+from stream.serving.merchant_images import MerchantImages, feed_starts
 from stream.state.merchant_feed import FeedError, decode_feed, encode_feed
 
 log = logging.getLogger("stream.serving.merchant_feed")
@@ -85,6 +88,13 @@ class MerchantFeed:
         self._tail: Reader | None = None
         self._next_poll = 0.0
         self._bad_logged = 0
+        # Per feed partition, the offset after the last record read (folded, or an owned
+        # partition's own, folded when made): where an image taken now stands in the feed.
+        self.positions: dict[int, int] = {}
+        # Images need the state key (they are signed): without one the feed is folded whole.
+        self.images = (MerchantImages(settings, pipeline, metrics)
+                       if settings.merchant_image_interval_s > 0
+                       and pipeline.config.state_key is not None else None)
 
     # -- publishing (inside a checkpoint) ---------------------------------------------------
     def publish(self, send: Send, headers: tuple[tuple[str, bytes], ...]) -> int:
@@ -100,6 +110,9 @@ class MerchantFeed:
             for record in feed_records(*drained, limit=limit):
                 send(self.topic, None, record, partition=partition, headers=headers)
                 sent += 1
+        images = self.images
+        if images is not None and images.due():  # every owned partition's news is out now
+            sent += images.write(send, headers, dict(self.positions))
         return sent
 
     # -- reading ------------------------------------------------------------------------------
@@ -113,17 +126,22 @@ class MerchantFeed:
             self._tail = self.clients.reader(bulk=True)
         reader = self._tail
         ends = self._ends(reader, stall_s)
-        todo = {source for source, (low, high) in ends.items() if high > low}
+        positions = self.images.load(reader, ends, stall_s) if self.images is not None else None
+        starts = feed_starts(ends, positions)
+        todo = {source for source, (low, high) in ends.items()
+                if high > (low if starts[source] == BEGINNING else starts[source])}
         folded = 0
         if todo:
-            reader.assign({source: BEGINNING for source in ends})
+            reader.assign(starts)
             folded = self._read_to(reader, todo, {s: h for s, (_, h) in ends.items()}, stall_s)
         else:
             reader.assign({source: high for source, (_, high) in ends.items()})
+        self.positions = {p: high for (_, p), (_, high) in ends.items()}
         elapsed = time.perf_counter() - started
         self.metrics.merchant_rebuild_seconds.observe(elapsed)
-        log.info("merchant table rebuilt from %s in %.2fs: %d events, %d merchants",
-                 self.topic, elapsed, folded, len(self.pipeline.merchants or ()))
+        log.info("merchant table rebuilt from %s%s in %.2fs: %d events, %d merchants",
+                 self.topic, " and an image" if positions is not None else "", elapsed,
+                 folded, len(self.pipeline.merchants or ()))
         return folded
 
     def _ends(self, reader: Reader, stall_s: float) -> dict[Source, tuple[int, int]]:
@@ -181,9 +199,13 @@ class MerchantFeed:
         # The owned partitions' records are this instance's own, folded when they were made:
         # not decoded again (with the shared champion most of a record is its examples'
         # numbers, and validating them was most of a single instance's feed cost).
-        owned = self.pipeline.partitions
-        return sum(self._fold(record) for record in polled.records
-                   if record.partition not in owned)
+        owned, positions = self.pipeline.partitions, self.positions
+        folded = 0
+        for record in polled.records:
+            if record.partition not in owned:
+                folded += self._fold(record)
+            positions[record.partition] = record.next_offset
+        return folded
 
     def _fold(self, record: Record) -> int:
         try:

@@ -73,35 +73,46 @@ def check_topics(consumer: GroupConsumer, settings: Settings) -> dict[str, int]:
 
 
 def ensure_merchant_feed(clients: Clients, settings: Settings, partitions: dict[str, int]) -> None:
-    """Create the application's merchant feed when it is missing, as Kafka Streams creates
-    its internal topics (one partition per input partition, the config of
-    topics/transactions.merchant-feed.toml); refuse one with another partition count."""
+    """Create the application's merchant feed and its images topic when they are missing, as
+    Kafka Streams creates its internal topics (the feed with one partition per input
+    partition, the images with one; the config of their specs in topics/); refuse a feed
+    with another partition count."""
     topic, wanted = settings.merchant_feed_topic, partitions[settings.input_topic]
     found = partitions.get(topic)
     if found is None:
-        spec = load_specs(settings.topics_dir).get("transactions.merchant-feed")
-        config = dict(spec.config) if spec is not None else {}
-        replicas = spec.replication_factor if spec is not None else 1
-        admin = clients.admin()
-        try:
-            error = admin.create_topics({topic: (wanted, replicas, config)}).get(topic)
-        except ClientError as exc:
-            raise InfrastructureError(f"cannot create {topic}: {exc}") from None
-        finally:
-            admin.close()
-        if error is not None and error != "already exists":
-            raise InfrastructureError(
-                f"cannot create {topic}: {error}; create it with `stream topics apply "
-                f"--application-id {settings.application_id}` (or give the scorer the right "
-                "to create its internal topics)")
-        log.info("created the merchant feed %s (%d partitions)", topic, wanted)
-        partitions[topic] = wanted
+        _create_internal(clients, settings, partitions, topic, "transactions.merchant-feed",
+                         wanted)
     elif found != wanted:
         raise ConfigError(
             f"{topic} has {found} partitions but {settings.input_topic} has {wanted}: the "
             "merchant feed is partitioned like the input; delete it (the scorer recreates "
             "it and rebuilds the merchant table from what the others publish) or recreate it "
             f"with {wanted} partitions")
+    images = settings.merchant_images_topic
+    if settings.merchant_image_interval_s > 0 and images not in partitions:
+        _create_internal(clients, settings, partitions, images, "transactions.merchant-images",
+                         1)
+
+
+def _create_internal(clients: Clients, settings: Settings, partitions: dict[str, int],
+                     topic: str, role: str, count: int) -> None:
+    spec = load_specs(settings.topics_dir).get(role)
+    config = dict(spec.config) if spec is not None else {}
+    replicas = spec.replication_factor if spec is not None else 1
+    admin = clients.admin()
+    try:
+        error = admin.create_topics({topic: (count, replicas, config)}).get(topic)
+    except ClientError as exc:
+        raise InfrastructureError(f"cannot create {topic}: {exc}") from None
+    finally:
+        admin.close()
+    if error is not None and error != "already exists":
+        raise InfrastructureError(
+            f"cannot create {topic}: {error}; create it with `stream topics apply "
+            f"--application-id {settings.application_id}` (or give the scorer the right "
+            "to create its internal topics)")
+    log.info("created %s (%d partitions)", topic, count)
+    partitions[topic] = count
 
 
 @dataclass

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -99,31 +100,43 @@ def test_sigkill_takeover_and_restart_lose_and_duplicate_nothing(
     assert {p: s.events for p, s in snapshots.items()} == counts
 
 
-@pytest.mark.parametrize("state", ["partition", "shared"])
+@pytest.mark.parametrize("state", ["partition", "shared", "shared-images"])
 def test_stop_and_restart_scores_exactly_like_an_uninterrupted_run(
     kafka_bootstrap: str, kafka_client: str, new_topic: Callable[..., str], state: str
 ) -> None:
-    """Also with the shared merchant table and champion (the restart rebuilds the table from
-    the merchant feed: a restore longer than max_task_idle_ms once let the first partition
-    fetched run ahead of the others, and the restarted run read merchant state stale)."""
+    """Also with the shared merchant table and champion: rebuilt from the whole merchant feed
+    on the restart (a restore longer than max_task_idle_ms once let the first partition
+    fetched run ahead of the others, and the restarted run read merchant state stale), or
+    (`shared-images`, an image every half second) from the latest table image and the feed
+    after it."""
     interrupted, straight = make_topics(new_topic), make_topics(new_topic)
     events = produce_traffic(kafka_bootstrap, interrupted.input, 16_000, seed=21)
     produce_traffic(kafka_bootstrap, straight.input, 16_000, seed=21)
     # The stream spans 1.7 days of event time: a 6-hour weight average is in use for most of
     # it, so the comparison covers the average the changelog carries with the model too.
-    base = {"bootstrap_servers": kafka_bootstrap, "checkpoint_interval_ms": 50.0,
-            "merchant_state": state, "model_state": state, "average_days": 0.25}
+    mode = state.split("-")[0]
+    base: dict[str, Any] = {"bootstrap_servers": kafka_bootstrap, "checkpoint_interval_ms": 50.0,
+                            "merchant_state": mode, "model_state": mode, "average_days": 0.25}
+    if state == "shared-images":
+        base["merchant_image_interval_s"] = 0.5
 
-    def run(topics: Topics, group: str, max_events: int) -> None:
+    def run(topics: Topics, group: str, max_events: int) -> CollectorRegistry:
         settings = load_settings(environ={}, group_id=group, max_events=max_events,
                                  kafka_client=kafka_client,
                                  **topics.settings(), **base)
-        assert run_scorer(settings, CollectorRegistry()).transactions == max_events
+        registry = CollectorRegistry()
+        assert run_scorer(settings, registry).transactions == max_events
+        return registry
 
     group = new_group()
-    run(interrupted, group, 10_000)
-    run(interrupted, group, 6_000)  # a new process: state restored from the changelog
+    first = run(interrupted, group, 10_000)
+    second = run(interrupted, group, 6_000)  # a new process: state restored from the changelog
     run(straight, new_group(), 16_000)
+    if state == "shared-images":
+        images = "fraudstream_merchant_images_total"
+        assert (first.get_sample_value(images, {"event": "written"}) or 0) >= 1
+        assert second.get_sample_value(images, {"event": "loaded"}) == 1
+        assert second.get_sample_value(images, {"event": "refused"}) is None
 
     def scores(topics: Topics) -> dict[str, float]:
         records = read_committed(kafka_bootstrap, topics.verdicts, 16_000)
