@@ -55,6 +55,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from stream.core.features import merchant as merchant_state
+from stream.errors import FraudStreamError
 
 if TYPE_CHECKING:
     from stream.core.scoring.timeline import ModelTimeline
@@ -72,7 +73,7 @@ _NEVER = math.inf
 _EFF = itemgetter(0)
 
 
-class ImageMismatch(ValueError):
+class ImageMismatch(FraudStreamError, ValueError):
     """A table image folded under other parameters than this table's (partition count,
     prior, delta, TTL, lateness, the shared champion's form): loading it would not give the
     state a fold of the feed gives, so it is refused and the caller folds the feed."""
