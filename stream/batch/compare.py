@@ -162,10 +162,15 @@ def summarise(
 def compare_snapshots(
     a: PartitionSnapshot, b: PartitionSnapshot, items: Iterable[Sourced],
     config: PipelineConfig, names: tuple[str, str] = ("A", "B"),
+    merchant_partitions: int | None = None,
 ) -> Comparison:
-    """Both snapshots continue score-then-learn on the same items, in lockstep."""
-    pa = Pipeline(config, a.model_name or None, init_from=a)
-    pb = Pipeline(config, b.model_name or None, init_from=b)
+    """Both snapshots continue score-then-learn on the same items, in lockstep
+    (`merchant_partitions`: a shared merchant table over that many partitions, as
+    `replay_items` keeps it)."""
+    pa = Pipeline(config, a.model_name or None, init_from=a,
+                  merchant_partitions=merchant_partitions)
+    pb = Pipeline(config, b.model_name or None, init_from=b,
+                  merchant_partitions=merchant_partitions)
     rows: list[Row] = []
     labels: dict[str, bool] = {}
     invalid = 0

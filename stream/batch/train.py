@@ -40,10 +40,15 @@ class TrainResult:
 def train(
     items: Iterable[Sourced], config: PipelineConfig, model_version: str | None = None,
     init_from: PartitionSnapshot | None = None, progress: bool = False,
-    total: int | None = None,
+    total: int | None = None, merchant_partitions: int | None = None,
 ) -> TrainResult:
-    """Score-then-learn every item on partition 0 and export the partition's state."""
-    pipeline = Pipeline(config, model_version, init_from=init_from)
+    """Score-then-learn every item on partition 0 and export the partition's state.
+
+    `merchant_partitions=1`: merchant state in a one-partition shared table, as a scorer
+    with `merchant_state = "shared"` keeps it (and the only way to train the shared
+    champion, which learns through the table)."""
+    pipeline = Pipeline(config, model_version, init_from=init_from,
+                        merchant_partitions=merchant_partitions)
     pipeline.assign(0)
     started = time.perf_counter()
     with progress_bar("train", total, progress) as tick:
@@ -57,10 +62,12 @@ def train_file(
     path: Path, out: Path, config: PipelineConfig, model_version: str | None = None,
     labels: Path | None = None, init_from: PartitionSnapshot | None = None,
     progress: bool = False, key: StateKey | None = None,
+    merchant_partitions: int | None = None,
 ) -> TrainResult:
     """`stream train`: a history file (and optional labels file) in, a snapshot file out,
     signed with `key` (default: the config's state key; one of them is needed)."""
-    result = train(file_items(path, labels), config, model_version, init_from, progress)
+    result = train(file_items(path, labels), config, model_version, init_from, progress,
+                   merchant_partitions=merchant_partitions)
     signer = key or config.state_key
     if signer is None:
         raise SnapshotError(f"cannot write {out}: no state key to sign it with")

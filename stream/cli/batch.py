@@ -48,6 +48,13 @@ def _config(settings: Settings, init: PartitionSnapshot | None) -> tuple[Any, st
     return pipeline_config(settings), version
 
 
+def _one_table(settings: Settings) -> int | None:
+    """A history file is one stream, run as partition 0: with `merchant_state = "shared"` its
+    merchant state (and a shared champion) lives in a one-partition table, as the scorer
+    keeps it (without it a shared champion has nothing to learn through)."""
+    return 1 if settings.merchant_state == "shared" else None
+
+
 def _bounds(settings: Settings) -> Any:
     """The event-time bounds the live scorer applies, for files too (settings' skews)."""
     from stream.assembly import time_bounds
@@ -123,7 +130,8 @@ def train_command(
     items = file_items(file, labels, _bounds(settings)) if file is not None else \
         synthetic_items(synthetic or 0, seed, fraud_rate, scenario=scenario,
                         delayed_labels=realistic_labels)
-    result = train(items, config, version, init, progress, total=synthetic)
+    result = train(items, config, version, init, progress, total=synthetic,
+                   merchant_partitions=_one_table(settings))
     save_snapshot(out, result.snapshot, key)
     s = result.stats
     typer.echo(f"trained on {s.transactions:,} transactions and {s.labels:,} labels "
@@ -190,7 +198,7 @@ def replay_command(
             factory = (lambda p: VerdictWriter(producer, target, p)) if producer else None
             pipeline, stats, sent, seconds = replay_items(
                 file_items(file, labels, _bounds(settings)), config, version, init, factory,
-                None, progress)
+                None, progress, merchant_partitions=_one_table(settings))
         finally:
             if producer is not None:
                 producer.close(10.0)
@@ -275,7 +283,8 @@ def compare_command(
         a, b = (load_snapshot(p, key) for p in snapshots)
         config, _ = _config(settings, a)
         comparison = compare_snapshots(a, b, file_items(file, labels, _bounds(settings)),
-                                       config, (snapshots[0].name, snapshots[1].name))
+                                       config, (snapshots[0].name, snapshots[1].name),
+                                       merchant_partitions=_one_table(settings))
     typer.echo(text_report(comparison))
     if html is not None:
         html.write_text(html_report(comparison), encoding="utf-8")

@@ -93,8 +93,14 @@ def test_html_report_is_self_contained(trained: dict[str, Path]) -> None:
     assert urls == {"http://www.w3.org/2000/svg"}
 
 
+@pytest.mark.parametrize("state", ["partition", "shared"])
 def test_cli_train_then_compare_self(trained: dict[str, Path], capsys: pytest.CaptureFixture[
-        str]) -> None:
+        str], monkeypatch: pytest.MonkeyPatch, state: str) -> None:
+    """Also with the shared merchant table and champion configured (`stream train`, `replay
+    --file` and `compare` once stopped with a traceback: the shared champion learns through
+    a table the batch pipelines did not have)."""
+    monkeypatch.setenv("FRAUDSTREAM_MERCHANT_STATE", state)
+    monkeypatch.setenv("FRAUDSTREAM_MODEL_STATE", state)
     tmp = trained["tmp"]
     keyed = ["--state-key-file", str(key_file(tmp))]  # the key the fixture's snapshots have
     with pytest.raises(SystemExit) as exited:
@@ -103,6 +109,12 @@ def test_cli_train_then_compare_self(trained: dict[str, Path], capsys: pytest.Ca
     assert exited.value.code in (0, None)
     out = capsys.readouterr().out
     assert "trained on 2,000 transactions" in out and "ROC AUC" in out and "PR AUC" in out
+    with pytest.raises(SystemExit) as exited:
+        main(["replay", "--file", str(trained["fresh"]), "--init-from",
+              str(tmp / "cli.snapshot"), "--out", str(tmp / "replayed.snapshot"),
+              "--no-progress", *keyed])
+    assert exited.value.code in (0, None)
+    assert "replayed 2,000 transactions" in capsys.readouterr().out
     html = tmp / "report.html"
     with pytest.raises(SystemExit) as exited:
         main(["compare", str(tmp / "cli.snapshot"), str(tmp / "cli.snapshot"), "--file",
