@@ -24,8 +24,9 @@ def topic_config(tmp_path: Path, admin: Any) -> Iterator[tuple[Path, list[str]]]
     path = tmp_path / "topics.toml"
     path.write_text("".join(f'{key} = "{name}"\n' for key, name in zip(KEYS, names, strict=True))
                     + f'application_id = "{prefix}"\n')
-    # The application's internal topics are named after it: the merchant feed too.
-    names.append(f"{prefix}.merchant-feed")
+    # The application's internal topics are named after it: the merchant feed and its
+    # images too.
+    names += [f"{prefix}.merchant-feed", f"{prefix}.merchant-images"]
     yield path, names
     doomed = [name for name in names if name in set(admin.list_topics())]
     if doomed:
