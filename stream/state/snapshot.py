@@ -92,22 +92,31 @@ class PartitionSnapshot:
     challengers: dict[str, Any] = field(default_factory=dict)
 
 
-def encode_snapshot(snapshot: PartitionSnapshot, key: StateKey) -> bytes:
-    """MAGIC, the header's length, a JSON header with the versions, the tag, the pickled body."""
+def encode_signed(magic: bytes, fields: dict[str, Any], body: Any, key: StateKey) -> bytes:
+    """`magic`, the header's length, a JSON header (format, MAC, key id and versions, then
+    `fields`), the tag, the pickled `body`: the framing of every signed state object (a
+    partition snapshot here, a merchant table image in state/table_image.py)."""
     header = orjson.dumps({
         "format": FORMAT_VERSION,
         "mac": "hmac-sha256",
         "key_id": key.key_id,
         "river": _version("river"),
         "package": _version("fraud-stream"),
+        **fields,
+    })
+    pickled = pickle.dumps(body, protocol=pickle.HIGHEST_PROTOCOL)
+    head = magic + _HEADER.pack(len(header)) + header
+    return head + key.sign(head, pickled) + pickled
+
+
+def encode_snapshot(snapshot: PartitionSnapshot, key: StateKey) -> bytes:
+    """MAGIC, the header's length, a JSON header with the versions, the tag, the pickled body."""
+    return encode_signed(MAGIC, {
         "partition": snapshot.partition,
         "events": snapshot.events,
         "learned": snapshot.learned,
         "model_name": snapshot.model_name,
-    })
-    body = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
-    head = MAGIC + _HEADER.pack(len(header)) + header
-    return head + key.sign(head, body) + body
+    }, snapshot, key)
 
 
 def read_header(raw: bytes, magic: bytes = MAGIC) -> dict[str, Any]:
@@ -188,19 +197,25 @@ def signed_with_previous(raw: bytes, key: StateKey | None) -> bool:
     return key is not None and read_header(raw).get("key_id") != key.key_id
 
 
+def decode_signed(raw: bytes, key: StateKey | None, where: str, magic: bytes = MAGIC) -> Any:
+    """Authenticate, check versions, then unpickle (`encode_signed`'s framing); any failure
+    is a SnapshotError with the reason, prefixed by `where`."""
+    body_at = authenticate(raw, key, where, magic)
+    try:
+        check_compatible(read_header(raw, magic))
+    except SnapshotError as exc:
+        raise SnapshotError(f"{where}: {exc}") from None
+    try:
+        return pickle.loads(raw[body_at:])
+    except Exception as exc:  # an authenticated body from an incompatible build, say
+        raise SnapshotError(f"corrupt {where} body: {type(exc).__name__}: {exc}") from None
+
+
 def decode_snapshot(raw: bytes, key: StateKey | None,
                     where: str = "snapshot") -> PartitionSnapshot:
     """Authenticate, check versions, then unpickle; any failure is a SnapshotError with the
     reason, prefixed by `where` (a file, a changelog partition)."""
-    body_at = authenticate(raw, key, where)
-    try:
-        check_compatible(read_header(raw))
-    except SnapshotError as exc:
-        raise SnapshotError(f"{where}: {exc}") from None
-    try:
-        snapshot = pickle.loads(raw[body_at:])
-    except Exception as exc:  # an authenticated body from an incompatible build, say
-        raise SnapshotError(f"corrupt {where} body: {type(exc).__name__}: {exc}") from None
+    snapshot = decode_signed(raw, key, where)
     if not isinstance(snapshot, PartitionSnapshot):
         raise SnapshotError(f"{where} body is not a PartitionSnapshot")
     return snapshot

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 import re
 import secrets
 from collections.abc import Mapping
@@ -38,15 +37,7 @@ import orjson
 from stream.core.features.merchant_table import TableImage
 from stream.core.scoring.timeline import TimelineImage
 from stream.state.keys import StateKey
-from stream.state.snapshot import (
-    _HEADER,
-    FORMAT_VERSION,
-    SnapshotError,
-    _version,
-    authenticate,
-    check_compatible,
-    read_header,
-)
+from stream.state.snapshot import SnapshotError, decode_signed, encode_signed
 
 __all__ = ["MAGIC", "MANIFEST_KEY", "Manifest", "chunk_of", "decode_manifest",
            "decode_table_image", "encode_table_image", "image_records", "join_chunks"]
@@ -60,38 +51,23 @@ _ID = re.compile(r"[0-9a-f]{16}")
 def encode_table_image(image: TableImage, key: StateKey) -> bytes:
     """MAGIC, the header's length, a JSON header (versions, the fold's frontier and size),
     the tag, the pickled image."""
-    header = orjson.dumps({
-        "format": FORMAT_VERSION,
-        "mac": "hmac-sha256",
-        "key_id": key.key_id,
-        "river": _version("river"),
-        "package": _version("fraud-stream"),
+    return encode_signed(MAGIC, {
         "partitions": image.partitions,
         "frontier": image.frontier if math.isfinite(image.frontier) else None,
         "merchants": len(image.merchants),
         "folded": image.folded,
-    })
-    body = pickle.dumps(image, protocol=pickle.HIGHEST_PROTOCOL)
-    head = MAGIC + _HEADER.pack(len(header)) + header
-    return head + key.sign(head, body) + body
+    }, image, key)
 
 
 def decode_table_image(raw: bytes, key: StateKey | None,
                        where: str = "merchant table image") -> TableImage:
     """Authenticate, check versions, unpickle, check the shape; any failure is a
     SnapshotError that says why, prefixed by `where`."""
-    body_at = authenticate(raw, key, where, MAGIC)
-    try:
-        check_compatible(read_header(raw, MAGIC))
-    except SnapshotError as exc:
-        raise SnapshotError(f"{where}: {exc}") from None
-    try:
-        image = pickle.loads(raw[body_at:])
-    except Exception as exc:  # an authenticated body from an incompatible build, say
-        raise SnapshotError(f"corrupt {where} body: {type(exc).__name__}: {exc}") from None
+    image = decode_signed(raw, key, where, MAGIC)
     problem = _check(image)
     if problem:
         raise SnapshotError(f"{where} is malformed: {problem}")
+    assert isinstance(image, TableImage)
     return image
 
 

@@ -13,11 +13,10 @@ from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry
-from test_shared_model import PARTITIONS, _items, _pipeline
+from test_shared_model import PARTITIONS, _pipeline
+from test_table_image import trained
 
 from stream.config import load_settings
-from stream.contracts.messages import Transaction
-from stream.contracts.partitioning import consumed_order
 from stream.core.pipeline import Pipeline
 from stream.kafka.records import BEGINNING, Polled, Record, Source
 from stream.observability.metrics import Metrics
@@ -69,20 +68,6 @@ class Topic:
         return TopicReader({(TOPIC, 0): self.log})
 
 
-def _trained(**extra: object) -> Pipeline:
-    pipe = _pipeline(0, **extra)
-    for p in range(PARTITIONS):
-        pipe.assign(p)
-    for p, item in consumed_order(_items(400), PARTITIONS):
-        if isinstance(item, Transaction):
-            pipe.score(item, p)
-        else:
-            pipe.learn_label(item)
-    for p in range(PARTITIONS):
-        pipe.drain_feed(p)
-    return pipe
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -103,7 +88,7 @@ def _count(metrics: Metrics, event: str) -> float:
 
 def test_an_image_is_due_every_interval_on_the_owner_of_partition_0_only() -> None:
     clock = Clock()
-    owner, _ = _images(_trained(), clock)
+    owner, _ = _images(trained(400), clock)
     assert not owner.due()
     clock.now = 60.0
     assert owner.due()
@@ -117,7 +102,7 @@ def test_an_image_is_due_every_interval_on_the_owner_of_partition_0_only() -> No
 
 
 def test_a_written_image_loads_back_as_the_table_it_was_taken_from() -> None:
-    source, topic = _trained(), Topic()
+    source, topic = trained(400), Topic()
     writer, written = _images(source)
     sent = writer.write(topic.send, (), {0: 10, 1: 11, 2: 12, 3: 13})
     assert sent == len(topic.log) > 2  # chunks (a 100 kB record limit) and the manifest
@@ -144,14 +129,14 @@ def _refused(topic: Topic, target: Pipeline | None = None,
 
 def test_an_image_with_a_chunk_missing_is_refused() -> None:
     topic = Topic()
-    _images(_trained())[0].write(topic.send, (), {})
+    _images(trained(400))[0].write(topic.send, (), {})
     del topic.log[1]
     _refused(topic)
 
 
 def test_an_image_signed_with_another_key_is_refused() -> None:
     topic = Topic()
-    _images(_trained())[0].write(topic.send, (), {})
+    _images(trained(400))[0].write(topic.send, (), {})
     other_key = StateKey.from_text("o" * 32, "test")
     target = Pipeline(replace(_pipeline(2).config, state_key=other_key),
                       merchant_partitions=PARTITIONS, merchant_feed=True)
@@ -160,7 +145,7 @@ def test_an_image_signed_with_another_key_is_refused() -> None:
 
 def test_an_image_whose_feed_positions_retention_has_passed_is_refused() -> None:
     topic = Topic()
-    _images(_trained())[0].write(topic.send, (), {0: 3, 1: 3, 2: 3, 3: 3})
+    _images(trained(400))[0].write(topic.send, (), {0: 3, 1: 3, 2: 3, 3: 3})
     ends = dict(FEED_ENDS)
     ends[("feed", 1)] = (5, 50)  # the records after the image's offset 3 are gone
     _refused(topic, ends=ends)
@@ -168,14 +153,14 @@ def test_an_image_whose_feed_positions_retention_has_passed_is_refused() -> None
 
 def test_an_image_of_other_settings_is_refused() -> None:
     topic = Topic()
-    _images(_trained())[0].write(topic.send, (), {})
+    _images(trained(400))[0].write(topic.send, (), {})
     _refused(topic, _pipeline(2, merchant_delta_s=120.0))
 
 
 @pytest.mark.parametrize("manifest", [b"{", b"[]", b'{"id": "x"}'])
 def test_a_malformed_manifest_is_skipped_for_the_last_good_one(manifest: bytes) -> None:
     topic = Topic()
-    _images(_trained())[0].write(topic.send, (), {})
+    _images(trained(400))[0].write(topic.send, (), {})
     topic.send(TOPIC, b"manifest", manifest)
     loader, metrics = _images(_pipeline(2))
     assert loader.load(topic.reader(), FEED_ENDS, 1.0) == {}
@@ -184,7 +169,7 @@ def test_a_malformed_manifest_is_skipped_for_the_last_good_one(manifest: bytes) 
 
 def test_the_next_image_deletes_the_chunks_of_the_images_it_replaces() -> None:
     topic, clock = Topic(), Clock()
-    pipe = _trained()
+    pipe = trained(400)
     first, _ = _images(pipe, clock)
     first.write(topic.send, (), {})
     old_chunks = {r.key for r in topic.log if r.key != b"manifest"}

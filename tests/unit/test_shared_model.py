@@ -66,14 +66,17 @@ class _Heads:
 
 
 def _replay(items: list[Transaction | Label], owner: dict[int, Pipeline],
-            before_each: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Every record, in the order one scorer owning all partitions processes them, by the
-    pipeline that owns its partition (`owner`); `before_each` runs before each record."""
+            before_each: Callable[[int, _Heads], None] = lambda n, heads: None,
+            order: list[tuple[int, Transaction | Label]] | None = None) -> dict[str, float]:
+    """Every record, in the order one scorer owning all partitions processes them (or
+    `order`), by the pipeline that owns its partition (`owner`, which `before_each` may
+    change); `before_each(n, heads)` runs before the n-th record."""
     heads, scores = _Heads(items), {}
     for p in range(PARTITIONS):
         owner[p].lookahead(p, heads.head(p))
-    for p, item in consumed_order(items, PARTITIONS):
-        before_each()
+    records = order if order is not None else list(consumed_order(items, PARTITIONS))
+    for n, (p, item) in enumerate(records):
+        before_each(n, heads)
         pipe = owner[p]
         if isinstance(item, Transaction):
             scores[item.transaction_id] = pipe.score(item, p).score
@@ -98,7 +101,7 @@ def _two_instances(items: list[Transaction | Label]) -> dict[str, float]:
     for p, pipe in owner.items():
         pipe.assign(p)
 
-    def exchange() -> None:
+    def exchange(n: int, heads: _Heads) -> None:
         for p, pipe in owner.items():
             drained = pipe.drain_feed(p)
             if drained is not None:

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from keys_support import KEY
 from test_merchant_table import PRIOR, _events
-from test_shared_model import PARTITIONS, _Heads, _items, _one_pipeline, _pipeline
+from test_shared_model import PARTITIONS, _Heads, _items, _one_pipeline, _pipeline, _replay
 
 from stream.contracts.messages import Label, Transaction
 from stream.contracts.partitioning import consumed_order, partition_for
@@ -114,33 +114,26 @@ def _restart_b_from_an_image(items: list[Transaction | Label], cut: int,
     owner = {0: a, 1: a, 2: b, 3: b}
     for p, pipe in owner.items():
         pipe.assign(p)
-    heads, scores = _Heads(items), {}
-    for p in range(PARTITIONS):
-        owner[p].lookahead(p, heads.head(p))
-    for n, (p, item) in enumerate(_lagged(items, LAG_S)):
+
+    def before_each(n: int, heads: _Heads) -> None:
         _exchange(owner)
-        if n == cut:
-            restored = {q: RestoredState() for q in (2, 3)}
-            for q in (2, 3):
-                for key, value in encode_changes(b.drain_changes(q)):
-                    fold(restored[q], key, value)
-            image = (a if taken_by == "a" else b).export_merchants()
-            b = _pipeline(2, **TIDY)
-            b.load_merchants(image)
-            for q in (2, 3):
-                b.restore_from_changelog(q, restored[q])
-                b.lookahead(q, heads.head(q))
-                owner[q] = b
-        pipe = owner[p]
-        if isinstance(item, Transaction):
-            scores[item.transaction_id] = pipe.score(item, p).score
-        else:
-            pipe.learn_label(item)
-        heads.at[p] += 1
-        pipe.lookahead(p, heads.head(p))
-    for pipe in (a, b):
-        assert pipe.merchants is not None and pipe.merchants.stale_reads == 0
-    return scores, a, b
+        if n != cut:
+            return
+        old = owner[2]
+        restored = {q: RestoredState() for q in (2, 3)}
+        for q in (2, 3):
+            for key, value in encode_changes(old.drain_changes(q)):
+                fold(restored[q], key, value)
+        image = (a if taken_by == "a" else old).export_merchants()
+        new = _pipeline(2, **TIDY)
+        new.load_merchants(image)
+        for q in (2, 3):
+            new.restore_from_changelog(q, restored[q])
+            new.lookahead(q, heads.head(q))
+            owner[q] = new
+
+    scores = _replay(items, owner, before_each, _lagged(items, LAG_S))
+    return scores, a, owner[2]
 
 
 @pytest.mark.parametrize("taken_by", ["a", "b"])
@@ -208,17 +201,24 @@ def test_an_image_with_unpublished_news_or_other_lateness_is_refused() -> None:
         Pipeline(replace(pipe.config, model_state="partition")).load_merchants(image)
 
 
-def _signed_image() -> tuple[bytes, Pipeline]:
-    pipe = _pipeline(0)
+def trained(count: int = 300, **extra: object) -> Pipeline:
+    """One instance owning every partition, `count` transactions and their labels in, its
+    news drained (as after a checkpoint's feed records): ready to export an image."""
+    pipe = _pipeline(0, **extra)
     for p in range(PARTITIONS):
         pipe.assign(p)
-    for p, item in consumed_order(_items(300), PARTITIONS):
+    for p, item in consumed_order(_items(count), PARTITIONS):  # no lookahead: events queue
         if isinstance(item, Transaction):
             pipe.score(item, p)
         else:
             pipe.learn_label(item)
     for p in range(PARTITIONS):
         pipe.drain_feed(p)
+    return pipe
+
+
+def _signed_image() -> tuple[bytes, Pipeline]:
+    pipe = trained()
     return encode_table_image(pipe.export_merchants(), KEY), pipe
 
 
