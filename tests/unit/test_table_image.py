@@ -184,6 +184,17 @@ def test_an_instance_keeps_the_copies_every_partitions_reads_need_not_only_its_o
     assert checked > 10
 
 
+def test_an_image_of_another_champion_is_refused_before_anything_changes() -> None:
+    image = trained().export_merchants()
+    other = trained(model_epoch_s=60.0)
+    assert other.merchants is not None and other.timeline is not None
+    before = (len(other.merchants), other.merchants.waiting, other.timeline.learned)
+    with pytest.raises(ImageMismatch, match="shared champion's image learned"):
+        other.load_merchants(image)
+    assert (len(other.merchants), other.merchants.waiting, other.timeline.learned) == before
+    assert before[0] > 0 and before[2] > 0
+
+
 def test_an_image_with_unpublished_news_or_other_lateness_is_refused() -> None:
     items = [i for i in _items(200) if isinstance(i, Transaction)]
     pipe = _pipeline(0)

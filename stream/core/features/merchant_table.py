@@ -397,6 +397,8 @@ class MerchantTable:
                                 + (" " if image.timeline is not None else "out ")
                                 + "the shared champion; this table runs"
                                 + (" " if self.timeline is not None else "out ") + "it")
+        if self.timeline is not None:
+            self.timeline.check(image.timeline)
         self.reset()
         if self.timeline is not None:
             self.timeline.load(image.timeline)

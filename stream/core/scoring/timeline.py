@@ -168,9 +168,10 @@ class ModelTimeline:
                              copy.deepcopy(self.learner), self.learned, self.rejected,
                              self._next, list(self._starts), list(self._copies))
 
-    def load(self, image: TimelineImage) -> None:
-        """Continue from an image (ImageMismatch when it learned another model, other features
-        or other epochs: a fold of the feed under this timeline's settings would differ)."""
+    def check(self, image: TimelineImage) -> None:
+        """ImageMismatch when the image learned another model, other features or other
+        epochs (a fold of the feed under this timeline's settings would differ); called
+        before anything is replaced."""
         ours = (self.spec, self.names, self.epoch_s)
         theirs = (image.spec, tuple(image.names), image.epoch_s)
         if ours != theirs:
@@ -179,6 +180,10 @@ class ModelTimeline:
         if len(image.starts) != len(image.copies):
             raise ImageMismatch("the shared champion's image has a copy list that does not "
                                 "match its epochs")
+
+    def load(self, image: TimelineImage) -> None:
+        """Continue from an image (`check`ed first)."""
+        self.check(image)
         self.learner = copy.deepcopy(image.learner)
         self.learned, self.rejected = image.learned, image.rejected
         self._next = image.next_start
