@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from stream.errors import InfrastructureError
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import Reader
-from stream.kafka.records import BEGINNING
+from stream.kafka.records import BEGINNING, Record
 from stream.state.changelog import RestoredState, fold, writer_of
 
 log = logging.getLogger("stream.kafka")
@@ -84,27 +84,39 @@ def _settled(reader: Reader, source: tuple[str, int], timeout_s: float,
     return low, stable
 
 
-def _read_to_end(reader: Reader, state: RestoredState, source: tuple[str, int], low: int,
-                 high: int, total: int, progress: Progress | None, poll_s: float,
-                 stall_s: float) -> None:
-    now = time.monotonic()
-    next_report, last_progress = now + 1.0, now
-    done = 0
+def batches_to_end(reader: Reader, source: tuple[str, int], high: int, poll_s: float = 0.2,
+                   stall_s: float = 60.0, what: str = "changelog read"
+                   ) -> Iterator[list[Record]]:
+    """The records of `source` (assigned by the caller) up to offset `high`, a poll's worth
+    at a time: how a compacted topic is read back (a changelog partition, the merchant
+    images). InfrastructureError, naming `what`, when a poll fails or nothing comes for
+    `stall_s` (broker gone)."""
+    last_progress = time.monotonic()
     while True:
         try:
             polled = reader.poll(10_000, poll_s)
         except ClientError as exc:
-            raise InfrastructureError(f"changelog read failed: {exc}") from None
+            raise InfrastructureError(f"{what} failed: {exc}") from None
         now = time.monotonic()
-        for record in polled.records:
-            fold(state, record.key or b"", record.value,
-                 writer_of(record.headers) if record.headers else None)
-            done = record.next_offset - low
+        if polled.records:
             last_progress = now
-        if source in polled.at_end or low + done >= high:
+            yield polled.records
+            if polled.records[-1].next_offset >= high:
+                return
+        if source in polled.at_end:
             return
         if now - last_progress > stall_s:
-            raise InfrastructureError(f"changelog read made no progress for {stall_s:.0f}s")
-        if progress is not None and now >= next_report:
-            progress(done, total)
-            next_report = now + 1.0
+            raise InfrastructureError(f"{what} made no progress for {stall_s:.0f}s")
+
+
+def _read_to_end(reader: Reader, state: RestoredState, source: tuple[str, int], low: int,
+                 high: int, total: int, progress: Progress | None, poll_s: float,
+                 stall_s: float) -> None:
+    next_report = time.monotonic() + 1.0
+    for records in batches_to_end(reader, source, high, poll_s, stall_s):
+        for record in records:
+            fold(state, record.key or b"", record.value,
+                 writer_of(record.headers) if record.headers else None)
+        if progress is not None and time.monotonic() >= next_report:
+            progress(records[-1].next_offset - low, total)
+            next_report = time.monotonic() + 1.0

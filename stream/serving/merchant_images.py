@@ -30,10 +30,10 @@ from collections.abc import Callable
 from stream.config import Settings
 from stream.core.features.merchant_table import ImageMismatch
 from stream.core.pipeline import Pipeline
-from stream.errors import InfrastructureError
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import Reader
 from stream.kafka.records import BEGINNING, Source
+from stream.kafka.restore import batches_to_end
 from stream.observability.metrics import Metrics
 from stream.serving.handlers import RECORD_OVERHEAD
 from stream.state.snapshot import SnapshotError
@@ -138,16 +138,9 @@ class MerchantImages:
         if high <= low:
             return None, chunks
         reader.assign({source: BEGINNING})
-        last_progress = time.monotonic()
-        done = False
-        while not done:
-            try:
-                polled = reader.poll(1_000, 0.2)
-            except ClientError as exc:
-                raise InfrastructureError(f"{self.topic} read failed: {exc}") from None
-            for record in polled.records:
-                last_progress = time.monotonic()
-                done = done or record.next_offset >= high
+        for records in batches_to_end(reader, source, high, stall_s=stall_s,
+                                      what=f"{self.topic} read"):
+            for record in records:
                 if record.key == MANIFEST_KEY and record.value is not None:
                     try:
                         manifest = decode_manifest(record.value)
@@ -159,10 +152,6 @@ class MerchantImages:
                         chunks.pop(record.key, None)
                     else:
                         chunks[record.key] = record.value
-            done = done or source in polled.at_end
-            if not done and time.monotonic() - last_progress > stall_s:
-                raise InfrastructureError(f"{self.topic} read made no progress for "
-                                          f"{stall_s:.0f}s")
         # Every chunk alive goes with the next image: it replaces the manifest's too.
         self._stale = set(chunks)
         return manifest, chunks
