@@ -165,13 +165,13 @@ class Settings(BaseSettings):
     merchant_delta_s: float = Field(60.0, ge=0)
     merchant_lateness_s: float = Field(30.0, ge=0)
     # "shared": one merchant table over every partition's traffic, shared between instances
-    # through the merchant feed; "partition": each partition sees its own traffic only. Opt-in
-    # for now: on kafka-python the durability suite does not yet hold with it (README).
-    merchant_state: Literal["shared", "partition"] = "partition"
+    # through the merchant feed and rebuilt from its images; "partition": each partition
+    # sees its own traffic only, which detects less the more partitions there are (README).
+    merchant_state: Literal["shared", "partition"] = "shared"
     # "shared": one champion learned from every partition's labels, through the merchant
     # table (needs merchant_state "shared"; no promotion), read as of epochs of
     # model_epoch_s of event time; "partition": each partition learns its own (README).
-    model_state: Literal["shared", "partition"] = "partition"
+    model_state: Literal["shared", "partition"] = "shared"
     model_epoch_s: float = Field(300.0, gt=0)
     # How long the scorer holds input back for the other instances' merchant events before
     # it reads the merchant state as it is (counted as stale reads).

@@ -189,7 +189,9 @@ def _stages(values: list[bytes], partitions: list[int]) -> dict[str, float]:
     from stream.core.scoring.model import learn_one, score_one, top_contributions
 
     settings = load_settings()
-    pipeline = Pipeline(pipeline_config(settings), model_version(settings))
+    shared = settings.merchant_state == "shared"  # as `stream run` keeps it (events in order)
+    pipeline = Pipeline(pipeline_config(settings), model_version(settings),
+                        merchant_partitions=max(partitions) + 1 if shared else None)
     clock = time.perf_counter
     acc: defaultdict[str, float] = defaultdict(float)
     for value, partition in zip(values, partitions, strict=True):

@@ -58,8 +58,8 @@ def run_online(data: Dataset, partitions: int, challengers: tuple[str, ...] = ()
     """
     import time
 
-    if shared_merchants:  # the table, and the champion learned through it
-        settings = {"merchant_state": "shared", "model_state": "shared", **settings}
+    state = "shared" if shared_merchants else "partition"  # the table and its champion, or not
+    settings = {"merchant_state": state, "model_state": state, **settings}
     config = load_settings(environ={}, challengers=challengers, **settings)
     pipeline = Pipeline(pipeline_config(config), model_version(config),
                         merchant_partitions=partitions if shared_merchants else None)

@@ -16,6 +16,7 @@ from changelog_support import EmptyChangelog, GroupOfOne, LoopClients
 from fuzz_support import NOW_MS
 from keys_support import KEY
 from prometheus_client import CollectorRegistry
+from state_support import PER_PARTITION
 
 from stream.assembly import pipeline_config
 from stream.config import load_settings
@@ -53,7 +54,8 @@ class AssignedInPoll(GroupOfOne):
 
 def _run(records: list[Polled], consumer_type: type[GroupOfOne] = GroupOfOne
          ) -> tuple[ScorerLoop, list[str]]:
-    settings = load_settings(environ={}, idle_exit_s=0.5, max_task_idle_ms=300.0)
+    settings = load_settings(environ={}, idle_exit_s=0.5, max_task_idle_ms=300.0,
+                             **PER_PARTITION)
     consumer = consumer_type(records)
     made: list[MemoryProducer] = []
 
@@ -113,7 +115,8 @@ class _Watching(EmptyChangelog):
 def test_a_rewind_drops_a_partitions_state_before_reading_its_changelog() -> None:
     """Old and restored state side by side made each rewind (a broker restart) a step up in
     the soak's RSS: the restore's reads and folds now reuse the old state's memory."""
-    settings = load_settings(environ={}, idle_exit_s=0.3, max_task_idle_ms=0.0)
+    settings = load_settings(environ={}, idle_exit_s=0.3, max_task_idle_ms=0.0,
+                             **PER_PARTITION)
     pipeline = Pipeline(pipeline_config(settings, KEY))
     seen: list[tuple[int, list[int]]] = []
     consumer = GroupOfOne([Polled([_tx(0, "a", NOW_MS), _tx(1, "b", NOW_MS)])])

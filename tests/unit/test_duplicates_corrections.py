@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from keys_support import KEY
 from memory_support import run_items as _run
 from prometheus_client import CollectorRegistry
+from state_support import PER_PARTITION
 
 from stream.assembly import pipeline_config
 from stream.config import load_settings
@@ -290,7 +291,7 @@ def _arrival(offset: int, item: Transaction | Label, topic: str) -> Arrival:
 
 def test_duplicates_and_corrections_are_counted_from_zero_and_logged(
         caplog: pytest.LogCaptureFixture) -> None:
-    settings = load_settings(environ={})
+    settings = load_settings(environ={}, **PER_PARTITION)
     registry = CollectorRegistry()
     sink, ledger = _Sink(), Ledger()
     handler = RecordHandler(settings, Pipeline(pipeline_config(settings)), Metrics(registry),

@@ -16,6 +16,7 @@ from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 from keys_support import KEY
 from prometheus_client import CollectorRegistry
+from state_support import PER_PARTITION
 
 from stream.assembly import pipeline_config
 from stream.config import Settings, load_settings
@@ -75,7 +76,7 @@ def _run(settings: Settings, records: list[Record]) -> list[tuple[str, bytes | N
 def test_every_record_gets_one_verdict_or_one_dead_letter_and_nothing_breaks(
         drawn: tuple[list[Any], list[int]]) -> None:
     settings = load_settings(environ={}, idle_exit_s=0.01, checkpoint_events=7,
-                             max_task_idle_ms=0.0)
+                             max_task_idle_ms=0.0, **PER_PARTITION)
     records = _records(settings, drawn)
     sent = _run(settings, records)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
+from state_support import PER_PARTITION
 
 from stream.assembly import model_version, pipeline_config
 from stream.config import Settings, load_settings
@@ -117,7 +118,8 @@ def _records(count: int) -> list[Record]:
 def _settings(max_events: int, checkpoint_interval_ms: float) -> Settings:
     return load_settings(environ={}, group_id="g", input_topic="tx", labels_topic="labels",
                          output_topic="verdicts", max_events=max_events, changelog=False,
-                         checkpoint_interval_ms=checkpoint_interval_ms, max_poll_records=3)
+                         checkpoint_interval_ms=checkpoint_interval_ms, max_poll_records=3,
+                         **PER_PARTITION)
 
 
 def _run(fail_commits: set[int], checkpoint_interval_ms: float = 0.0,

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
+from state_support import PER_PARTITION
 
 from stream.assembly import pipeline_config
 from stream.config import Settings, load_settings
@@ -127,7 +128,7 @@ def _settings(**extra: Any) -> Settings:
         "labels_topic": LABELS, "output_topic": VERDICTS, "dlq_topic": DLQ,
         "max_message_bytes": LIMIT, "dead_letter_payload_bytes": 4096,
         "max_field_length": 100_000, "checkpoint_events": 5, "checkpoint_interval_ms": 10_000,
-        "max_task_idle_ms": 0, "warmup_labels": 0}
+        "max_task_idle_ms": 0, "warmup_labels": 0, **PER_PARTITION}
     return load_settings(environ={}, **{**values, **extra})
 
 

@@ -175,7 +175,7 @@ def test_released_copies_go_and_a_reset_starts_over() -> None:
 
 def test_settings_refuse_a_shared_model_without_the_shared_table() -> None:
     with pytest.raises(ValueError, match="needs merchant_state 'shared'|set merchant_state"):
-        load_settings(environ={}, model_state="shared")
+        load_settings(environ={}, merchant_state="partition", model_state="shared")
     with pytest.raises(ValueError, match="promotion"):
         load_settings(environ={}, merchant_state="shared", model_state="shared",
                       promotion_metric="roc_auc")

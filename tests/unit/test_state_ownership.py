@@ -15,6 +15,7 @@ import yaml
 from changelog_support import ChangelogClients
 from keys_support import KEY
 from prometheus_client import CollectorRegistry
+from state_support import PER_PARTITION
 
 from stream.assembly import model_version, pipeline_config
 from stream.cli import main
@@ -126,7 +127,7 @@ def _events(count: int, seed: int = 3) -> list[dict[str, Any]]:
 
 
 def _changes(count: int) -> list[tuple[bytes, bytes | None]]:
-    pipe = Pipeline(pipeline_config(load_settings(environ={}), KEY))
+    pipe = Pipeline(pipeline_config(load_settings(environ={}, **PER_PARTITION), KEY))
     for event in _events(count):
         pipe.score(decode_transaction(orjson.dumps(event)), 0)
     return encode_changes(pipe.drain_changes(0))
@@ -250,7 +251,7 @@ class _Delivery:
 
 def _settings(application: str, **extra: Any) -> Settings:
     return load_settings(environ={}, group_id="fraud-stream", application_id=application,
-                         changelog_topic=TOPIC, **extra)
+                         changelog_topic=TOPIC, **{**PER_PARTITION, **extra})
 
 
 def _checkpointed(application: str, count: int) -> tuple[list[Record], Pipeline]:

@@ -13,6 +13,7 @@ import pytest
 from changelog_support import ChangelogClients
 from keys_support import KEY
 from prometheus_client import CollectorRegistry
+from state_support import PER_PARTITION
 
 from stream.assembly import model_version, pipeline_config
 from stream.config import load_settings
@@ -124,7 +125,7 @@ def test_rows_of_the_wrong_width_are_quarantined_before_the_label_handler() -> N
 
 # -- the scorer's side: counted, logged by key, rate-limited ---------------------------------------
 def _recover(records: list[tuple[bytes, bytes | None]]) -> tuple[Recovery, Pipeline, Any]:
-    settings = load_settings(environ={}, group_id="app", changelog_topic=TOPIC)
+    settings = load_settings(environ={}, group_id="app", changelog_topic=TOPIC, **PER_PARTITION)
     pipeline = Pipeline(pipeline_config(settings, KEY), model_version(settings))
     registry = CollectorRegistry()
     as_records = [Record(TOPIC, 0, offset, key, value, 0, stamp("app"))
@@ -138,7 +139,7 @@ def _recover(records: list[tuple[bytes, bytes | None]]) -> tuple[Recovery, Pipel
 
 def test_the_scorer_counts_and_logs_quarantined_rows_by_key(
         caplog: pytest.LogCaptureFixture) -> None:
-    settings = load_settings(environ={}, group_id="app", changelog_topic=TOPIC)
+    settings = load_settings(environ={}, group_id="app", changelog_topic=TOPIC, **PER_PARTITION)
     config = pipeline_config(settings, KEY)
     _, records = _live_records(config)
     bad = [(key, value) for _, key, value, _, _ in BAD_ROWS if key != OWNER_KEY]
@@ -173,7 +174,7 @@ def test_quarantined_rows_are_deleted_at_the_next_checkpoint_and_not_counted_aga
     """A restore that quarantines rows has the next checkpoint write tombstones for them
     (before any new value of the same key), so a later restore neither meets nor counts them;
     they were counted again on every restore before."""
-    settings = load_settings(environ={}, group_id="app", changelog_topic=TOPIC)
+    settings = load_settings(environ={}, group_id="app", changelog_topic=TOPIC, **PER_PARTITION)
     _, records = _live_records(pipeline_config(settings, KEY))
     bad = [(key, value) for _, key, value, _, _ in BAD_ROWS if key != OWNER_KEY]
     recovery, pipeline, registry = _recover([*records, *bad])

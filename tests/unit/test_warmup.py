@@ -8,6 +8,7 @@ import math
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
+from state_support import PER_PARTITION
 
 from stream.assembly import pipeline_config
 from stream.config import load_settings
@@ -117,7 +118,8 @@ def _arrival(i: int, amount: float, fraud: bool | None) -> Arrival:
 
 
 def test_the_handler_counts_warming_decisions_and_verdicts_say_so() -> None:
-    settings = load_settings(environ={}, warmup_labels=4, warmup_decline_amount=900.0)
+    settings = load_settings(environ={}, warmup_labels=4, warmup_decline_amount=900.0,
+                             **PER_PARTITION)
     registry = CollectorRegistry()
     sink = _Sink()
     handler = RecordHandler(settings, Pipeline(pipeline_config(settings)), Metrics(registry),
