@@ -343,11 +343,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _shared_model(self) -> Settings:
         if self.model_state == "shared" and self.merchant_state != "shared":
-            raise ValueError("model_state 'shared' learns through the shared merchant table: "
-                             "set merchant_state = 'shared' too")
+            raise ValueError("model_state 'shared' (the default) learns through the shared "
+                             "merchant table: with merchant_state = 'partition' set "
+                             "model_state = 'partition' too")
         if self.model_state == "shared" and self.promotion_metric is not None:
             raise ValueError("promotion swaps a partition's champion: not with "
-                             "model_state 'shared'")
+                             "model_state 'shared' (the default); set model_state = "
+                             "'partition' to promote challengers")
         return self
 
     @model_validator(mode="after")

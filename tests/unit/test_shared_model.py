@@ -174,8 +174,11 @@ def test_released_copies_go_and_a_reset_starts_over() -> None:
 
 
 def test_settings_refuse_a_shared_model_without_the_shared_table() -> None:
-    with pytest.raises(ValueError, match="needs merchant_state 'shared'|set merchant_state"):
-        load_settings(environ={}, merchant_state="partition", model_state="shared")
-    with pytest.raises(ValueError, match="promotion"):
-        load_settings(environ={}, merchant_state="shared", model_state="shared",
-                      promotion_metric="roc_auc")
+    # The shared champion is the default: going back to per-partition merchant state alone,
+    # or asking for promotion, says which setting to change.
+    with pytest.raises(ValueError, match="set model_state = 'partition' too"):
+        load_settings(environ={}, merchant_state="partition")
+    with pytest.raises(ValueError, match="set model_state = 'partition' to promote"):
+        load_settings(environ={}, promotion_metric="roc_auc")
+    assert load_settings(environ={}, merchant_state="partition", model_state="partition",
+                         promotion_metric="roc_auc").promotion_metric == "roc_auc"
