@@ -28,7 +28,7 @@ from stream.core.verdicts import to_verdict
 from stream.devtools.progress import progress_bar
 from stream.errors import InfrastructureError
 from stream.kafka.classify import ClientError
-from stream.kafka.clients import Producer, connect
+from stream.kafka.clients import Producer, Reader, connect
 from stream.kafka.ranges import Ranges, RangeSpec, read_aligned, resolve
 from stream.state.snapshot import PartitionSnapshot
 
@@ -145,6 +145,14 @@ def replay_items(
     return pipeline, stats, sent, time.perf_counter() - started
 
 
+def _merchant_partitions(settings: Settings, reader: Reader, single_model: bool) -> int | None:
+    """The merchant state as the live scorer keeps it: shared over the input partitions, or
+    over one when `single_model` runs every record as partition 0's (None: per partition)."""
+    if settings.merchant_state != "shared":
+        return None
+    return 1 if single_model else len(reader.partitions(settings.input_topic))
+
+
 def replay_topic(
     settings: Settings, config: PipelineConfig, spec: RangeSpec, *,
     model_version: str | None = None, init_from: PartitionSnapshot | None = None,
@@ -175,13 +183,10 @@ def replay_topic(
 
         items = record_items(read_aligned(reader, ranges), settings.input_topic, single_model,
                              time_bounds(settings), settings.max_field_length)
-        # The merchant state as the live scorer keeps it: shared over the input partitions.
-        shared = settings.merchant_state == "shared" and not single_model
-        inputs = len(reader.partitions(settings.input_topic)) if shared else 0
         pipeline, stats, sent, seconds = replay_items(
             items, config, model_version, init_from,
             writer_factory if producer is not None else None, total, progress, on_scored,
-            merchant_partitions=inputs or None)
+            merchant_partitions=_merchant_partitions(settings, reader, single_model))
     finally:
         if producer is not None:
             producer.close(10.0)

@@ -45,8 +45,11 @@ def train(
     """Score-then-learn every item on partition 0 and export the partition's state.
 
     `merchant_partitions=1`: merchant state in a one-partition shared table, as a scorer
-    with `merchant_state = "shared"` keeps it (and the only way to train the shared
-    champion, which learns through the table)."""
+    with `merchant_state = "shared"` keeps it; the shared champion (`model_state =
+    "shared"`, the default) learns through that table, so it is what a config with it gets
+    when no count is given (every item is partition 0's)."""
+    if merchant_partitions is None and config.model_state == "shared":
+        merchant_partitions = 1
     pipeline = Pipeline(config, model_version, init_from=init_from,
                         merchant_partitions=merchant_partitions)
     pipeline.assign(0)

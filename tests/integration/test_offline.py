@@ -89,16 +89,17 @@ def test_train_then_run_init_from_continues_from_the_trained_state(
 ) -> None:
     history = tmp_path / "history.jsonl"
     write_jsonl(_events(2000, seed=1), history)
-    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=400)
+    # State per partition: the offline check below scores one partition at a time (the
+    # shared default is checked live against a replay below).
+    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=400,
+                         merchant_state="partition", model_state="partition")
     config = pipeline_config(settings, state_key(settings))
     snapshot_path = tmp_path / "model.snapshot"
     train_file(history, snapshot_path, config, "trained-model")
     live_events = _events(400, seed=2)
     _produce(kafka_bootstrap, topics["input_topic"], live_events)
 
-    # Merchant state per partition: the offline check below scores one partition at a time.
-    result = run_scorer(settings.model_copy(update={"init_from": snapshot_path,
-                                                    "merchant_state": "partition"}),
+    result = run_scorer(settings.model_copy(update={"init_from": snapshot_path}),
                         CollectorRegistry())
     assert result.verdicts == 400
     records = _read(kafka_bootstrap, topics["output_topic"])

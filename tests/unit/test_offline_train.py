@@ -45,6 +45,23 @@ def test_train_equals_feeding_the_live_pipeline_by_hand(tmp_path: Path) -> None:
     assert Pipeline(config, init_from=snap).score(tx, 7).score == by_hand.score(tx, 0).score
 
 
+def test_the_shared_champion_trains_through_a_one_partition_table_by_default() -> None:
+    """The default settings' champion (`model_state = "shared"`) learns through the merchant
+    table; `train` called without a table size (as a library caller does) gives it the one
+    partition a history file is, instead of stopping with a ValueError."""
+    from stream.contracts.codec import decode_transaction
+
+    events = _events(1500)
+    config = PipelineConfig(label_delay_s=3600.0, model_state="shared")
+    items = [(0, decode_transaction(orjson.dumps(e)), None) for e in events]
+    result = train(iter(items), config, "m")
+    by_hand = Pipeline(config, "m", merchant_partitions=1)
+    for event in events:
+        by_hand.score(decode_transaction(orjson.dumps(event)), 0)
+    assert result.evaluation == by_hand.summary() and result.stats.learned > 0
+    assert result.snapshot.learned == by_hand.export_partition(0).learned > 0
+
+
 def test_csv_and_jsonl_train_the_same_model(tmp_path: Path) -> None:
     events = _events(1500)
     write_jsonl(events, tmp_path / "h.jsonl")
