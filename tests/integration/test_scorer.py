@@ -23,6 +23,7 @@ from topic_io import read_all as _read_all
 from topic_io import scorer_topics
 
 from stream.config import Settings, load_settings
+from stream.contracts.codec import decode_transaction
 from stream.contracts.topics import schema_validator
 from stream.devtools.synthetic import TrafficConfig, generate
 from stream.serving.wiring import run_scorer
@@ -243,19 +244,28 @@ def _by_partition(records: list[Any]) -> dict[int, list[dict[str, Any]]]:
     return out
 
 
+PER_PARTITION = {"merchant_state": "partition", "model_state": "partition"}
+
+
+@pytest.mark.parametrize("state", ["partition", "shared"])
 def test_cold_start_approves_while_warming_and_a_restart_keeps_the_label_count(
-    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str]
+    kafka_bootstrap: str, kafka_client: str, topics: dict[str, str], state: str
 ) -> None:
     """README "Cold start" on the real broker. A fresh scorer with no labels scores everything
     0.5, which the thresholds would send to review: it approves all of it and says `warming`.
-    Labels then end each partition's warm-up after exactly `warmup_labels` of them, and a
-    restarted scorer restores that count from the changelog and is ready at once."""
+    Labels then end the warm-up after `warmup_labels` of them: exactly that many of each
+    partition's with a model per partition; with the shared champion (the default), one
+    count over every partition's labels, as of each transaction's epoch. A restarted scorer
+    restores the count (from the changelog, or the merchant feed's rebuild) and is ready at
+    once."""
     events = _events(950, seed=13)
     unlabelled = [{k: v for k, v in e.items() if k != "is_fraud"} for e in events]
     _produce(kafka_bootstrap, topics["input_topic"],
              [(e["card_id"].encode(), orjson.dumps(e)) for e in unlabelled[:300]])
     registry = CollectorRegistry()
-    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=300)
+    settings = _settings(kafka_bootstrap, topics, kafka_client, max_events=300,
+                         **(PER_PARTITION if state == "partition" else {}))
+    assert settings.model_state == state
     assert settings.warmup_labels == 500 and settings.review_threshold <= 0.5
     assert run_scorer(settings, registry).verdicts == 300
     records = _read_all(kafka_bootstrap, topics["output_topic"], 300)
@@ -282,12 +292,26 @@ def test_cold_start_approves_while_warming_and_a_restart_keeps_the_label_count(
     records = _read_all(kafka_bootstrap, topics["output_topic"], 900)
     phase2 = {p: v[seen.get(p, 0):] for p, v in _by_partition(records).items()}
     assert sum(len(v) for v in phase2.values()) == 600
+    warming = 0
     for verdicts in phase2.values():
-        assert len(verdicts) > 100
-        assert [v["model_state"] for v in verdicts] == ["warming"] * 100 + ["ready"] * (
-            len(verdicts) - 100)
+        states = [v["model_state"] for v in verdicts]
+        first_ready = states.index("ready")
+        assert states == ["warming"] * first_ready + ["ready"] * (len(states) - first_ready)
+        warming += first_ready
+        if state == "partition":
+            assert first_ready == 100
+    if state == "shared":
+        # One count: the warm-up ends at one event time for every partition (a read's epoch
+        # lags its transaction by at most delta and an epoch), not after 100 labels each.
+        at = {e["transaction_id"]: decode_transaction(orjson.dumps(e)).timestamp
+              for e in events}
+        last_warming = max(at[v["transaction_id"]] for vs in phase2.values() for v in vs
+                           if v["model_state"] == "warming")
+        first_ready_time = min(at[v["transaction_id"]] for vs in phase2.values() for v in vs
+                               if v["model_state"] == "ready")
+        assert 0 < warming and last_warming <= first_ready_time + 60.0 + 300.0
     assert registry.get_sample_value("fraudstream_warming_decisions_total",
-                                     {"decision": "approve"}) == 100 * len(phase2)
+                                     {"decision": "approve"}) == warming
 
     # Restarted (same group): the label count comes back from the changelog.
     _produce(kafka_bootstrap, topics["input_topic"],
