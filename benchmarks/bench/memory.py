@@ -11,8 +11,13 @@ over-allocation, and allocator overhead: what a production process actually pays
 Card ids look like the synthetic ones (`card-0000042`, 12 characters); real tokenised card ids
 are often longer, and each extra character costs one byte per card. Merchants are measured the
 same way (`merchant-0000042`, 16 characters), each with one transaction and one label, so
-their label windows are counted too; the transactions come from 1,000 cards, whose state is
-in place before the first reading.
+their label windows are counted too, in the merchant state the settings give the scorer: a
+partition's own (`merchant_state = "partition"`; the transactions come from 1,000 cards, whose
+state is in place before the first reading), or the shared merchant table (the default), each
+merchant's row after the table has folded its events and let go of the copies kept for reads
+behind the frontier (as the scorer does every `evict_every` events; the copies in that window
+are a matter of traffic in `delta + lateness` of event time, not of how many merchants there
+are).
 """
 
 from __future__ import annotations
@@ -64,9 +69,51 @@ def measure_here(cards: int) -> dict[str, Any]:
 
 
 def measure_merchants_here(merchants: int, cards: int = 1000) -> dict[str, Any]:
+    """RSS growth per merchant of the merchant state the settings (defaults < environment)
+    give the scorer: the shared table (`measure_table_merchants_here`) or a partition's own."""
+    from stream.config import load_settings
+
+    if load_settings().merchant_state == "shared":
+        return measure_table_merchants_here(merchants)
+    return measure_extractor_merchants_here(merchants, cards)
+
+
+def measure_table_merchants_here(merchants: int) -> dict[str, Any]:
+    """Fold one transaction and one label for each of `merchants` distinct merchants into a
+    shared merchant table configured as the scorer's (one partition, its view emitting them
+    as a partition task does) and report RSS growth per merchant, after the copies for reads
+    behind the frontier are let go."""
+    from stream.core.features.merchant_table import MerchantTable, TableView
+    from stream.core.pipeline import PipelineConfig
+
+    config = PipelineConfig()
+    table = MerchantTable(1, config.merchant_prior, config.merchant_delta_s,
+                          config.merchant_ttl_s)
+    view = TableView(table, 0, config.merchant_lateness_s)
+    t0 = 1.7e9
+    view.transaction("warm-merchant", t0)
+    view.label("warm-merchant", False, t0)
+
+    behind = config.merchant_lateness_s + config.merchant_delta_s
+
+    def fill() -> int:
+        for i in range(merchants):
+            ts = t0 + (i + 1) * 0.05
+            merchant = f"merchant-{i:07d}"
+            view.transaction(merchant, ts)
+            view.label(merchant, i % 100 == 0, ts)
+            if i % config.evict_every == 0:  # the scorer's tidy: copies no read can ask for
+                table.release(ts - behind)
+        view.lookahead(float("inf"))  # nothing more will come: the frontier passes it all
+        table.release(t0 + (merchants + 1) * 0.05)
+        return len(table)
+
+    return _rss_growth(fill, "merchant", merchants)
+
+
+def measure_extractor_merchants_here(merchants: int, cards: int = 1000) -> dict[str, Any]:
     """Feed one transaction and one label for each of `merchants` distinct merchants into one
-    FeatureExtractor (per-partition merchant state, the default) and report RSS growth per
-    merchant."""
+    FeatureExtractor (a partition's own merchant state) and report RSS growth per merchant."""
     from stream.contracts.messages import Transaction
 
     fx = _extractor()
