@@ -182,3 +182,31 @@ def test_settings_refuse_a_shared_model_without_the_shared_table() -> None:
         load_settings(environ={}, promotion_metric="roc_auc")
     assert load_settings(environ={}, merchant_state="partition", model_state="partition",
                          promotion_metric="roc_auc").promotion_metric == "roc_auc"
+
+
+def test_instances_started_from_one_snapshot_score_alike_and_are_ready_at_once() -> None:
+    """README "Migration: shared state as the default": a trained snapshot (here `train`'s, as
+    `stream train` or `replay --single-model --out` write it) starts the shared champion on
+    every instance; each is ready at once, and instances owning different partitions score
+    a transaction alike (as one pipeline owning both would)."""
+    from stream.batch.train import train
+
+    settings = load_settings(environ={}, warmup_labels=500)
+    assert settings.model_state == "shared"  # the default
+    config = pipeline_config(settings, KEY)
+    history = [(0, item, None) for item in _items(2400, seed=9)]
+    snapshot = train(iter(history), config, "warm").snapshot
+    assert snapshot.learned >= 500
+    later = [replace(i, timestamp=i.timestamp + 86400.0) for i in _items(200, seed=10)
+             if isinstance(i, Transaction)]
+    scores = []
+    for owned in (0, 2):
+        pipe = Pipeline(config, "warm", init_from=snapshot, merchant_partitions=PARTITIONS,
+                        merchant_feed=True)
+        pipe.assign(owned)
+        first = pipe.score(replace(later[0], transaction_id="probe"), owned)
+        assert first.model_state == "ready"
+        scores.append(first.score)
+    fresh = Pipeline(config, "fresh", merchant_partitions=PARTITIONS)
+    assert scores[0] == scores[1] != fresh.score(replace(later[0], transaction_id="probe"),
+                                                 0).score
