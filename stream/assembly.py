@@ -197,6 +197,22 @@ def pipeline_config(settings: Settings, key: StateKey | None = None) -> Pipeline
         raise ConfigError(f"invalid settings: {exc}") from None
 
 
+def merchant_partitions(settings: Settings, partitions: int) -> int | None:
+    """The `Pipeline`'s merchant table size for a run over `partitions` input partitions:
+    all of them with the shared table (`merchant_state = "shared"`, the default), None (a
+    merchant state per partition) otherwise. A file or a single-model replay is one stream,
+    partition 0: pass 1.
+
+    >>> from stream.config import load_settings
+    >>> merchant_partitions(load_settings(environ={}), 4)
+    4
+    >>> merchant_partitions(load_settings(environ={}, merchant_state="partition",
+    ...                                   model_state="partition"), 4) is None
+    True
+    """
+    return partitions if settings.merchant_state == "shared" else None
+
+
 def time_bounds(settings: Settings) -> TimeBounds:
     """Where an event time may lie (the live intake and the batch sources check alike).
 

@@ -28,7 +28,7 @@ import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
 from benchmarks.bench.harness import PARTITIONS, Prefilled, Topics
-from stream.assembly import model_version, pipeline_config
+from stream.assembly import merchant_partitions, model_version, pipeline_config
 from stream.contracts.codec import decode_transaction
 from stream.core.pipeline import Pipeline
 from stream.kafka.clients import connect
@@ -168,9 +168,8 @@ def model_only(prefilled: Prefilled, topics: Topics) -> float:
     the events come in event-time order, which keeps the table's reads exact.
     """
     settings = topics.settings()
-    shared = settings.merchant_state == "shared"
     pipeline = Pipeline(pipeline_config(settings), model_version(settings),
-                        merchant_partitions=PARTITIONS if shared else None)
+                        merchant_partitions=merchant_partitions(settings, PARTITIONS))
     values, partitions = prefilled.values, prefilled.partitions
     gc.collect()
     started = time.perf_counter()

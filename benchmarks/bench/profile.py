@@ -181,7 +181,7 @@ def stage_breakdown(prefilled: Prefilled, limit: int = 50_000) -> dict[str, Any]
 
 
 def _stages(values: list[bytes], partitions: list[int]) -> dict[str, float]:
-    from stream.assembly import model_version, pipeline_config
+    from stream.assembly import merchant_partitions, model_version, pipeline_config
     from stream.config import load_settings
     from stream.contracts.codec import decode_transaction, encode_verdict, format_time
     from stream.contracts.messages import Verdict
@@ -189,9 +189,9 @@ def _stages(values: list[bytes], partitions: list[int]) -> dict[str, float]:
     from stream.core.scoring.model import learn_one, score_one, top_contributions
 
     settings = load_settings()
-    shared = settings.merchant_state == "shared"  # as `stream run` keeps it (events in order)
+    # The merchant state as `stream run` keeps it (the events come in order).
     pipeline = Pipeline(pipeline_config(settings), model_version(settings),
-                        merchant_partitions=max(partitions) + 1 if shared else None)
+                        merchant_partitions=merchant_partitions(settings, max(partitions) + 1))
     clock = time.perf_counter
     acc: defaultdict[str, float] = defaultdict(float)
     for value, partition in zip(values, partitions, strict=True):

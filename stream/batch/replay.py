@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from stream.assembly import time_bounds
+from stream.assembly import merchant_partitions, time_bounds
 from stream.batch.source import RunStats, Sourced, decode_as, run_items
 from stream.config import Settings
 from stream.contracts.codec import MAX_FIELD_LENGTH, TimeBounds, encode_verdict
@@ -28,7 +28,7 @@ from stream.core.verdicts import to_verdict
 from stream.devtools.progress import progress_bar
 from stream.errors import InfrastructureError
 from stream.kafka.classify import ClientError
-from stream.kafka.clients import Producer, Reader, connect
+from stream.kafka.clients import Producer, connect
 from stream.kafka.ranges import Ranges, RangeSpec, read_aligned, resolve
 from stream.state.snapshot import PartitionSnapshot
 
@@ -145,14 +145,6 @@ def replay_items(
     return pipeline, stats, sent, time.perf_counter() - started
 
 
-def _merchant_partitions(settings: Settings, reader: Reader, single_model: bool) -> int | None:
-    """The merchant state as the live scorer keeps it: shared over the input partitions, or
-    over one when `single_model` runs every record as partition 0's (None: per partition)."""
-    if settings.merchant_state != "shared":
-        return None
-    return 1 if single_model else len(reader.partitions(settings.input_topic))
-
-
 def replay_topic(
     settings: Settings, config: PipelineConfig, spec: RangeSpec, *,
     model_version: str | None = None, init_from: PartitionSnapshot | None = None,
@@ -186,7 +178,10 @@ def replay_topic(
         pipeline, stats, sent, seconds = replay_items(
             items, config, model_version, init_from,
             writer_factory if producer is not None else None, total, progress, on_scored,
-            merchant_partitions=_merchant_partitions(settings, reader, single_model))
+            # The merchant state as the live scorer keeps it; a single model runs every
+            # record as partition 0's.
+            merchant_partitions=merchant_partitions(
+                settings, 1 if single_model else len(reader.partitions(settings.input_topic))))
     finally:
         if producer is not None:
             producer.close(10.0)

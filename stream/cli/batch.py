@@ -52,7 +52,9 @@ def _one_table(settings: Settings) -> int | None:
     """A history file is one stream, run as partition 0: with `merchant_state = "shared"` its
     merchant state (and a shared champion) lives in a one-partition table, as the scorer
     keeps it (without it a shared champion has nothing to learn through)."""
-    return 1 if settings.merchant_state == "shared" else None
+    from stream.assembly import merchant_partitions
+
+    return merchant_partitions(settings, 1)
 
 
 def _bounds(settings: Settings) -> Any:

@@ -17,7 +17,13 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from stream.assembly import challengers, model_version, pipeline_config, state_key
+from stream.assembly import (
+    challengers,
+    merchant_partitions,
+    model_version,
+    pipeline_config,
+    state_key,
+)
 from stream.config import Settings
 from stream.contracts.topics import load_specs
 from stream.core.pipeline import Pipeline
@@ -186,7 +192,8 @@ def build_scorer(
     if shared:
         ensure_merchant_feed(clients, settings, partitions)
     pipeline = Pipeline(pipeline_config(settings, key), version, init_from=init,
-                        merchant_partitions=partitions[settings.input_topic] if shared else None,
+                        merchant_partitions=merchant_partitions(
+                            settings, partitions[settings.input_topic]),
                         merchant_feed=shared)
     if settings.changelog:
         log.info("application %r (group %r): state in %s%s", settings.application_id,
