@@ -85,6 +85,19 @@ def classify(error: ClientError, what: str) -> FraudStreamError:
     return InfrastructureError(f"{what}: {error}")
 
 
+def without_generation(group: object) -> ClientError:
+    """The refusal of group metadata that carries no generation (module docstring of
+    `stream.kafka.clients`, `GroupConsumer.group_metadata`).
+
+    >>> e = without_generation("fraud-stream")
+    >>> e.kind, type(classify(e, "transaction commit")).__name__
+    ('group_moved', 'GroupMovedError')
+    """
+    return ClientError(f"this member of group {group!r} holds no generation (its session "
+                       "expired, or it is rejoining): its partitions may belong to another "
+                       "member, so it commits nothing", kind="group_moved")
+
+
 class FailureWatch:
     """The last refused login and the last failed TLS handshake one client (or, for
     kafka-python, the process) reported on the side, to explain a call that then timed out.

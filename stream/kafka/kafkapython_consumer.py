@@ -41,7 +41,7 @@ from typing import Any
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka import errors as kerr
 
-from stream.kafka.classify import ClientError
+from stream.kafka.classify import ClientError, without_generation
 from stream.kafka.clients import RebalanceListener
 from stream.kafka.kafkapython_errors import WATCH, client_error
 from stream.kafka.kafkapython_rebalance import CallbackError, CallerThread
@@ -323,7 +323,13 @@ class KafkaPythonGroupConsumer:
             raise client_error(exc, what="offset commit") from None
 
     def group_metadata(self) -> object:
-        return self._consumer.group_metadata()
+        """kafka-python resets the generation to -1 on its IO thread as soon as a heartbeat
+        finds the session expired, before the caller's next poll hears of the lost partitions
+        (`clients.GroupConsumer.group_metadata`)."""
+        metadata = self._consumer.group_metadata()
+        if metadata.generation_id < 0:
+            raise without_generation(metadata.group_id)
+        return metadata
 
     def lag(self, positions: Mapping[Source, int]) -> dict[Source, int]:
         out: dict[Source, int] = {}

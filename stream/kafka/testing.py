@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from stream.kafka.classify import ClientError
+from stream.kafka.classify import ClientError, without_generation
 from stream.kafka.clients import DeliveryCallback, RebalanceListener
 from stream.kafka.records import Headers, Polled, Source
 
@@ -36,6 +36,7 @@ class MemoryConsumer:
         self.calls: list[tuple[str, Any]] = []
         self.commits: list[tuple[dict[Source, int], bool]] = []
         self.listener: RebalanceListener | None = None
+        self.generation = 1  # -1: the session expired under it (the client reset it)
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
         self.listener = listener
@@ -61,7 +62,9 @@ class MemoryConsumer:
         self.commits.append((dict(offsets), asynchronous))
 
     def group_metadata(self) -> object:
-        return ("group-metadata",)
+        if self.generation < 0:
+            raise without_generation("memory")
+        return ("group-metadata", self.generation)
 
     def lag(self, positions: Mapping[Source, int]) -> dict[Source, int]:
         return {}

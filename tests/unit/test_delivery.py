@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.errors import FencedError, InfrastructureError
+from stream.errors import FencedError, GroupMovedError, InfrastructureError
 from stream.kafka.classify import ClientError, Kind
 from stream.kafka.delivery import ABORT_ATTEMPTS, OFFSETS_ATTEMPTS, AtLeastOnce, ExactlyOnce
 from stream.kafka.testing import MemoryConsumer, MemoryProducer
@@ -192,6 +192,22 @@ def test_a_timed_out_init_is_retried_on_the_same_producer() -> None:
     # A second replacement started while the first still initialises would fence it.
     assert len(made) == 2 and made[1].calls == ["init", "init"]
     assert delivery.producer is made[1]
+
+
+def test_a_member_without_a_generation_commits_nothing_and_aborts() -> None:
+    """A zombie woken after its session expired: its client reset the generation before the
+    next poll reports the lost partitions. A broker would accept the offsets without a
+    generation (it skips the KIP-447 check), so the commit is refused here and the reset
+    aborts the transaction: its verdicts never become visible (the CI's paused-zombie test
+    saw them twice on kafka-python before this)."""
+    delivery, made = _eos()
+    delivery.send("verdicts", b"k", b"v")
+    delivery.consumer.generation = -1  # type: ignore[attr-defined]
+    with pytest.raises(GroupMovedError):
+        delivery.commit(_tp(0, 1))
+    assert "send_offsets" not in made[0].calls and "commit" not in made[0].calls
+    delivery.reset()
+    assert made[0].calls[-1] == "abort"
 
 
 def test_fencing_is_reported_as_such() -> None:
