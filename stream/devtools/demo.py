@@ -22,7 +22,7 @@ from rich.live import Live
 from stream.config import Settings
 from stream.contracts.topics import specs_for
 from stream.devtools.broker import LocalBroker, is_answering
-from stream.devtools.demo_screen import RunView, logs_above, summary, value
+from stream.devtools.demo_screen import LogRelay, RunView, logs_above, summary, value
 from stream.devtools.producer import produce_events
 from stream.devtools.synthetic import TrafficConfig, generate
 from stream.kafka.admin import apply_topics
@@ -31,6 +31,8 @@ from stream.kafka.clients import connect
 from stream.serving.wiring import build_scorer, serve_metrics
 
 log = logging.getLogger("stream.devtools.demo")
+REFRESH_S = 1.0  # the summary's redraws
+TICK_S = 0.1  # log lines logged on other threads reach the screen within this
 
 
 def ensure_broker(settings: Settings, port: int, console: Console) -> LocalBroker | None:
@@ -94,27 +96,31 @@ def run_demo(
 ) -> None:
     """Run the demo until everything produced is processed, `seconds` pass, or Ctrl-C."""
     console = Console()
-    with logs_above(console):
-        _run(settings, console, registry if registry is not None else REGISTRY, count=count,
-             rate=rate, fraud_rate=fraud_rate, broker_port=broker_port, seconds=seconds)
+    with logs_above(console) as relay:
+        _run(settings, console, relay, registry if registry is not None else REGISTRY,
+             count=count, rate=rate, fraud_rate=fraud_rate, broker_port=broker_port,
+             seconds=seconds)
 
 
 def _run(
-    settings: Settings, console: Console, registry: CollectorRegistry, *, count: int,
-    rate: float, fraud_rate: float, broker_port: int, seconds: float | None,
+    settings: Settings, console: Console, relay: LogRelay, registry: CollectorRegistry, *,
+    count: int, rate: float, fraud_rate: float, broker_port: int, seconds: float | None,
 ) -> None:
+    """This thread alone writes to the terminal: it prints what the others logged
+    (`relay.drain`) and redraws the summary (demo_screen's module docstring)."""
     if not is_answering(settings.bootstrap_servers, timeout_s=3.0):
         settings = settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{broker_port}"})
     broker = ensure_broker(settings, broker_port, console)
+    relay.drain()
     try:
         apply_demo_topics(settings, console)
         earlier = records_waiting(settings)
         scorer = build_scorer(settings, registry)
         server = serve_metrics(settings, scorer.health, registry)
         url = None if server is None else f"localhost:{server.port}/metrics"
+        relay.drain()
         produced = _start_producer(settings, count, rate, fraud_rate)
         scorer_thread = threading.Thread(target=scorer.loop.run, name="scorer", daemon=True)
-        scorer_thread.start()
         started = last_at = time.monotonic()
         last_scored = 0.0
 
@@ -123,16 +129,22 @@ def _run(
                            time.monotonic() - started, scorer.loop.pipeline.model_version,
                            settings.metrics_window, url, done)
 
-        with Live(summary(registry, view(0.0)), console=console, refresh_per_second=2,
+        with Live(summary(registry, view(0.0)), console=console, auto_refresh=False,
                   vertical_overflow="ellipsis") as live:
+            scorer_thread.start()
             try:
+                next_update = started + REFRESH_S
                 while scorer_thread.is_alive():
-                    time.sleep(1.0)
+                    time.sleep(TICK_S)
+                    relay.drain()
                     now = time.monotonic()
+                    if now < next_update:
+                        continue
+                    next_update = now + REFRESH_S
                     scored = value(registry, "fraudstream_events_total", outcome="scored")
                     per_second = (scored - last_scored) / max(1e-9, now - last_at)
                     last_at, last_scored = now, scored
-                    live.update(summary(registry, view(per_second)))
+                    live.update(summary(registry, view(per_second)), refresh=True)
                     processed = scored + value(registry, "fraudstream_events_total",
                                                outcome="dead_lettered")
                     finished = produced["done"] and processed >= produced["n"] + (earlier or 0)
@@ -142,15 +154,25 @@ def _run(
                 log.info("stopping...")
             finally:  # inside Live: shutdown log lines still scroll above the summary
                 scorer.loop.stop()
-                scorer_thread.join(timeout=30)
+                _join(scorer_thread, relay, timeout_s=30.0)
                 scorer.close()
                 if server is not None:
                     server.shutdown()
+                relay.drain()
                 live.update(summary(registry, view(0.0, done=True)), refresh=True)
     finally:
+        relay.drain()
         if broker is not None:
             console.print("stopping the local broker")
             broker.stop()
+
+
+def _join(thread: threading.Thread, relay: LogRelay, timeout_s: float) -> None:
+    """Wait for `thread`, printing what it logs meanwhile (its shutdown lines)."""
+    deadline = time.monotonic() + timeout_s
+    while thread.is_alive() and time.monotonic() < deadline:
+        thread.join(TICK_S)
+        relay.drain()
 
 
 def _start_producer(settings: Settings, count: int, rate: float,

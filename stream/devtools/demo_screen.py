@@ -9,6 +9,14 @@ the repeated, headless summaries seen in a 150x45 terminal. The log lines themse
 detected, partitions assigned, a broker retry) are part of what the demo shows, so they stay on
 screen, where a file would need a second terminal to be seen at all.
 
+Only the demo's own thread writes to the terminal. A record logged on another thread (the
+scorer's restores and assignments, the clients' threads) is queued and printed by the demo's
+loop (`LogRelay.drain`), and the summary is redrawn by the same loop, never by rich's refresh
+thread. rich's `Live` moves the cursor up by the height of the summary it last drew before
+printing anything above it; two threads printing at once (the scorer's first log lines while
+the summary was being drawn for the first time) left the summary's title and top border
+behind once in a clean-clone CI run, above the log lines.
+
 Every number says what it counts. The scorer's counters come from the Prometheus registry and
 count what this process did; the group's committed offsets decide where it starts, so records
 an earlier run produced but never got scored are scored (and counted) now: the summary says how
@@ -19,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -120,24 +130,67 @@ def summary(registry: CollectorRegistry, view: RunView) -> RenderableType:
     return Constrain(table, MAX_WIDTH)
 
 
+class LogRelay(logging.Handler):
+    """Keeps records for the thread that owns the screen, which prints them (`drain`).
+
+    >>> import io
+    >>> console = Console(width=100, file=io.StringIO(), color_system=None)
+    >>> relay = LogRelay(console)
+    >>> relay.handle(logging.makeLogRecord({"name": "stream", "msg": "assigned", "levelno": 20,
+    ...                                      "levelname": "INFO"}))
+    True
+    >>> console.file.getvalue(), relay.drain(), "stream: assigned" in console.file.getvalue()
+    ('', 1, True)
+    """
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self._records: deque[logging.LogRecord] = deque()
+        self._printer = RichHandler(console=console, show_path=False,
+                                    log_time_format="%H:%M:%S", markup=False,
+                                    rich_tracebacks=False)
+        self._printer.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._records.append(record)  # a deque's appends and pops are thread-safe
+
+    def drain(self) -> int:
+        """Print every record kept so far (on the screen's thread); returns how many."""
+        printed = 0
+        while self._records:
+            self._printer.handle(self._records.popleft())
+            printed += 1
+        return printed
+
+
+def _logged_warning(message: Warning | str, category: type[Warning], filename: str,
+                    lineno: int, file: object = None, line: str | None = None) -> None:
+    """`warnings.showwarning` as `logging.captureWarnings` has it, for the demo's span only."""
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    logging.getLogger("py.warnings").warning("%s", text.rstrip())
+
+
 @contextlib.contextmanager
-def logs_above(console: Console) -> Iterator[None]:
-    """Route every log record through `console` while the demo runs (see the module's doc).
+def logs_above(console: Console) -> Iterator[LogRelay]:
+    """Route every log record through `console` while the demo runs (see the module's doc);
+    the caller prints them with the returned relay's `drain`, which runs once more on exit.
 
     The root logger's handlers are swapped, not added to, so nothing also writes to the raw
     terminal; they are put back on exit. Levels are untouched: `--log-level` still decides,
     and the swapped handlers' filters carry over (the CLI's quieting of the Kafka clients).
     """
     root = logging.getLogger()
-    handler = RichHandler(console=console, show_path=False, log_time_format="%H:%M:%S",
-                          markup=False, rich_tracebacks=False)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    relay = LogRelay(console)
     saved = root.handlers[:]
     for replaced in saved:
         for kept in replaced.filters:
-            handler.addFilter(kept)
-    root.handlers = [handler]
+            relay.addFilter(kept)
+    root.handlers = [relay]
+    showwarning = warnings.showwarning
+    warnings.showwarning = _logged_warning  # it would write to stderr from its own thread
     try:
-        yield
+        yield relay
     finally:
+        warnings.showwarning = showwarning
         root.handlers = saved
+        relay.drain()
