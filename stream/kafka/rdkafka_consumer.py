@@ -190,8 +190,10 @@ class RdkafkaGroupConsumer:
             raise client_error(exc) from None
 
     def group_metadata(self) -> object:
-        """librdkafka resets the generation to -1 when the session expires, before the
-        caller's next poll serves the lost partitions (`clients.GroupConsumer.group_metadata`)."""
+        """The same refusal as kafka-python's (`clients.GroupConsumer.group_metadata`), where
+        the hole was seen; librdkafka's metadata carries -1 while a member is still joining
+        (seen on the real broker), and the frozen member of test_zombie_member.py was fenced
+        by the broker on this adapter even without the check: defence in depth."""
         metadata = self._consumer.consumer_group_metadata()
         if generation_of(metadata) == -1:
             raise without_generation(self._group)
