@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.soak.check import account
-from benchmarks.soak.summary import rss_segments, rss_summary
+from benchmarks.soak.summary import recovered_after, rss_segments, rss_summary
 from benchmarks.soak.traffic import SteadyTraffic
 from stream.config import load_settings
 from stream.devtools.broker import LocalBroker, find_free_port
@@ -250,11 +250,6 @@ def _sample(run: Run, clients: Clients, topic: str, pid: int, started: float,
     run.samples.append({"t_s": round(now, 1), "pid": pid,
                         "rss_mib": None if rss is None else round(rss, 1),
                         "lag": behind, "produced": traffic.total})
-    normal = max(100.0, run.config.rate)  # about a second of traffic
-    for fault in run.faults:
-        if fault.recovered_after_s is None and behind is not None and behind <= normal \
-                and now > fault.at_s + 1.0:
-            fault.recovered_after_s = round(now - fault.at_s, 1)
     log.info("soak %6.0fs: rss %s MiB, lag %s, produced %d", now, run.samples[-1]["rss_mib"],
              behind, traffic.total)
 
@@ -273,6 +268,10 @@ def _drain(run: Run, clients: Clients, topic: str, scorer: Scorer, started: floa
 
 def _report(run: Run, traffic: SteadyTraffic, drained: float | None, exit_code: int,
             accounting: dict[str, Any]) -> dict[str, Any]:
+    normal = max(100.0, run.config.rate)  # about a second of traffic
+    times = recovered_after(run.samples, [f.at_s for f in run.faults], normal)
+    for fault, after in zip(run.faults, times, strict=True):
+        fault.recovered_after_s = after
     recovered = all(f.recovered_after_s is not None for f in run.faults)
     ok = accounting["ok"] and drained is not None and recovered and exit_code == 0
     return {
