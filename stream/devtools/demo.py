@@ -32,7 +32,7 @@ from stream.serving.wiring import build_scorer, serve_metrics
 
 log = logging.getLogger("stream.devtools.demo")
 REFRESH_S = 1.0  # the summary's redraws
-TICK_S = 0.1  # log lines logged on other threads reach the screen within this
+TICK_S = 0.1  # while the summary is up, lines logged on other threads show within this
 
 
 def ensure_broker(settings: Settings, port: int, console: Console) -> LocalBroker | None:
