@@ -77,12 +77,15 @@ class GroupConsumer(Protocol):
     def group_metadata(self) -> object:
         """The member's group metadata, for `Producer.send_offsets_to_transaction` (KIP-447).
 
-        Raises ClientError(kind="group_moved", `classify.without_generation`) when the member
-        holds no generation: its session expired under it (a long pause) and its client has
-        already reset the generation, or it is rejoining. A broker accepts a transactional
-        offset commit without a generation from anyone, even into a group with members (it
-        skips the member check, for clients older than KIP-447), so such a zombie would commit
-        the offsets of work its successor redoes: every verdict of that transaction twice."""
+        kafka-python's adapter raises ClientError(kind="group_moved",
+        `classify.without_generation`) when the member holds no generation: its session
+        expired under it (a long pause) and the client has already reset the generation, or
+        it is rejoining. A broker accepts a transactional offset commit without a generation
+        from anyone, even into a group with members (it skips the member check, for clients
+        older than KIP-447), so such a zombie would commit the offsets of work its successor
+        redoes: every verdict of that transaction twice. librdkafka's metadata is passed on:
+        the broker fenced a frozen member on that adapter (tests/integration/
+        test_zombie_member.py)."""
 
     def lag(self, positions: Offsets) -> dict[Source, int]:
         """Records behind the end of each assigned partition, from the client's cached high

@@ -1,12 +1,13 @@
 """A member whose session expired commits nothing, on both adapters (KIP-447 fencing).
 
-Both clients reset the generation to -1 as soon as a heartbeat finds the session gone, before
-the application's next poll reports the lost partitions. A broker accepts a transactional
-offset commit without a generation even into a group with members (it skips the member check
-for clients older than KIP-447), so a scorer woken mid-batch used to commit offsets its
-successor had already redone: the clean-clone CI's paused-zombie test saw 1,000 verdicts twice
-on kafka-python. The adapters now refuse group metadata without a generation
-(`GroupConsumer.group_metadata`), and the delivery aborts.
+kafka-python resets the generation to -1 as soon as a heartbeat finds the session gone,
+before the application's next poll reports the lost partitions. A broker accepts a
+transactional offset commit without a generation even into a group with members (it skips
+the member check for clients older than KIP-447), so a scorer woken mid-batch used to commit
+offsets its successor had already redone: the clean-clone CI's paused-zombie test saw 1,000
+verdicts twice on kafka-python. That adapter now refuses group metadata without a generation
+(`GroupConsumer.group_metadata`), and the delivery aborts; on librdkafka the broker fences
+the frozen member as it is.
 """
 
 from __future__ import annotations
