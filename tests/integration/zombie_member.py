@@ -17,24 +17,14 @@ from __future__ import annotations
 import sys
 import time
 
+from kafka_adapters_support import Recorder  # this script's directory is on sys.path
+
 from stream.config import load_settings
 from stream.errors import FraudStreamError
 from stream.kafka.clients import connect
 from stream.kafka.delivery import ExactlyOnce
-from stream.kafka.records import Source
 
 SETTLE_S = 4.0  # heartbeats every second: the expired session is seen well within this
-
-
-class _Quiet:
-    def on_assigned(self, sources: list[Source]) -> None:
-        pass
-
-    def on_revoked(self, sources: list[Source]) -> None:
-        pass
-
-    def on_lost(self, sources: list[Source]) -> None:
-        pass
 
 
 def main(bootstrap: str, client: str, group: str, input_topic: str, output: str) -> str:
@@ -43,7 +33,7 @@ def main(bootstrap: str, client: str, group: str, input_topic: str, output: str)
                              heartbeat_interval_ms=1000)
     clients = connect(settings)
     consumer = clients.group_consumer()
-    consumer.subscribe([input_topic], _Quiet())
+    consumer.subscribe([input_topic], Recorder())
     deadline = time.monotonic() + 60
     records = []
     while not records:
