@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 import uuid
+from array import array
 from pathlib import Path
 from typing import cast
 
@@ -69,7 +70,8 @@ def produce_feed(bootstrap: str, topic: str, merchants: int, examples: int = 0) 
             batch += [(t, TX, f"m{i:07d}", 0.0), (t + 1.0, LABEL, f"m{i:07d}", fraud)]
             if i < examples:
                 batch.append((t + 1.0, LEARN, "",
-                              (fraud, *(((i * 7 + j) % 13) / 13.0 for j in range(width)))))
+                              array("d", [fraud, *(((i * 7 + j) % 13) / 13.0
+                                                   for j in range(width))])))
             if len(batch) >= PER_RECORD:
                 send_waiting(producer, topic, None, encode_feed(seq, batch, t - 30.0, t),
                              partition=partition)

@@ -21,7 +21,7 @@ FeedError and the reader skips the record, counted.
 >>> feed.first_seq, feed.events, feed.mark, feed.stream_time
 (7, [(100.0, 0, 'm1', 0.0), (130.0, 1, 'm1', 1.0)], 70.0, 130.0)
 >>> decode_feed(b'{"s": 1, "w": null, "t": null, "e": [[1.0, 2, "", [1, 0.5, 2]]]}').events
-[(1.0, 2, '', (1.0, 0.5, 2.0))]
+[(1.0, 2, '', array('d', [1.0, 0.5, 2.0]))]
 >>> decode_feed(b'{"s": 1, "w": null, "t": null, "e": [[1, 3, "m", 0]]}')  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 stream.state.merchant_feed.FeedError: event 0: kind must be 0 (transaction), 1 (label) or 2...
@@ -30,6 +30,7 @@ stream.state.merchant_feed.FeedError: event 0: kind must be 0 (transaction), 1 (
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +68,14 @@ def encode_feed(first_seq: int, events: Sequence[FeedEvent], mark: float,
                 stream_time: float) -> bytes:
     """One feed record (see the module docstring)."""
     return orjson.dumps({"s": first_seq, "w": _time(mark), "t": _time(stream_time),
-                         "e": events})
+                         "e": events}, default=_plain)
+
+
+def _plain(value: Any) -> list[float]:
+    """An example's array as a JSON list (orjson asks for what it cannot encode itself)."""
+    if type(value) is array:
+        return value.tolist()
+    raise TypeError(f"cannot encode {type(value).__name__} in a feed record")
 
 
 def _number(value: Any, what: str) -> float:
@@ -83,12 +91,12 @@ def _optional_time(value: Any, what: str) -> float:
     return -math.inf if value is None else _number(value, what)
 
 
-def _example(index: int, value: Any) -> tuple[float, ...]:
+def _example(index: int, value: Any) -> array[float]:
     """A LEARN event's value: the label (0 or 1), then the decision-time features."""
     if not isinstance(value, list) or not 2 <= len(value) <= MAX_EXAMPLE_VALUES:
         raise FeedError(f"event {index}: an example must be a list [label, features...] of "
                         f"2 to {MAX_EXAMPLE_VALUES} numbers")
-    example = tuple(_number(v, f"event {index}: example value") for v in value)
+    example = array("d", [_number(v, f"event {index}: example value") for v in value])
     if example[0] not in (0.0, 1.0):
         raise FeedError(f"event {index}: an example's label must be 0 or 1")
     return example

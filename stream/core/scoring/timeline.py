@@ -34,6 +34,7 @@ from __future__ import annotations
 import bisect
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from river import compose
@@ -98,7 +99,7 @@ class ModelTimeline:
         self._starts: list[float] = []
         self._copies: list[tuple[compose.Pipeline, int]] = []
 
-    def learn(self, eff: float, example: tuple[float, ...]) -> None:
+    def learn(self, eff: float, example: Sequence[float]) -> None:
         """Learn one example, ``(label, *features)``, in the table's fold order."""
         if len(example) != 1 + len(self.names):
             self.rejected += 1
