@@ -152,6 +152,13 @@ class Reader(Protocol):
     def poll(self, max_records: int, timeout_s: float) -> Polled:
         """Up to `max_records`, waiting up to `timeout_s` only when nothing is fetched yet."""
 
+    def pause(self, sources: list[Source]) -> None:
+        """Stop fetching these assigned partitions; what was prefetched for them is dropped
+        and fetched again after `resume` (flow control: a rebuild's partitions that run
+        ahead)."""
+
+    def resume(self, sources: list[Source]) -> None: ...
+
     def close(self) -> None: ...
 
 

@@ -132,7 +132,7 @@ def seek_to(consumer: KafkaConsumer, tp: TopicPartition, offset: int) -> None:
         raise ClientError(f"seek: {exc}", kind="group_moved") from None
 
 
-def _unpark(consumer: KafkaConsumer, resumed: list[TopicPartition]) -> None:
+def unpark(consumer: KafkaConsumer, resumed: list[TopicPartition]) -> None:
     """Drop the parsed records kafka-python parked for resumed partitions; their next fetch
     reads them again (positions only move past records `poll` returned).
 
@@ -305,7 +305,7 @@ class KafkaPythonGroupConsumer:
         assigned = self._consumer.assignment()
         resumed = [tp for tp in map(topic_partition, sources) if tp in assigned]
         self._consumer.resume(*resumed)
-        _unpark(self._consumer, resumed)
+        unpark(self._consumer, resumed)
 
     def seek(self, source: Source, offset: int) -> None:
         seek_to(self._consumer, topic_partition(source), offset)

@@ -25,6 +25,7 @@ from stream.kafka.kafkapython_consumer import (
     seek_to,
     to_records,
     topic_partition,
+    unpark,
 )
 from stream.kafka.kafkapython_errors import client_error
 from stream.kafka.records import Polled, Source
@@ -111,6 +112,14 @@ class KafkaPythonReader:
                 log.debug("reader end offsets: %s", exc)
         return [(tp.topic, tp.partition) for tp, position, _, _ in states
                 if position is not None and tp in ends and position >= ends[tp]]
+
+    def pause(self, sources: list[Source]) -> None:
+        self._consumer.pause(*map(topic_partition, sources))
+
+    def resume(self, sources: list[Source]) -> None:
+        resumed = list(map(topic_partition, sources))
+        self._consumer.resume(*resumed)
+        unpark(self._consumer, resumed)
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

@@ -290,5 +290,11 @@ class RdkafkaReader:
         except KafkaException as exc:
             raise client_error(exc) from None
 
+    def pause(self, sources: list[Source]) -> None:
+        self._consumer.pause([_tp(s) for s in sources])
+
+    def resume(self, sources: list[Source]) -> None:
+        self._consumer.resume([_tp(s) for s in sources])
+
     def close(self) -> None:
         self._consumer.close()
