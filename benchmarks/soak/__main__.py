@@ -1,7 +1,7 @@
 """`make soak`: a long run of the scorer on a real broker, with faults (README "Soak test").
 
     python -m benchmarks.soak --minutes 30 --rate 400 [--broker-restarts 1] [--kills 1]
-        [--kafka-client librdkafka|kafka-python] [--out soak-results.json]
+        [--kafka-client librdkafka|kafka-python] [--out soak-results.json] [--keep DIR]
 
 Prints a summary and writes the full report (every sample included) as JSON; exits 1 when
 an input was lost or answered twice, the lag did not recover, or the scorer did not stop
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--sample-s", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=Path("soak-results.json"))
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="work in DIR and keep it: the scorers' logs (scorer-N.log, what "
+                             "each rebuild and restore took) and the broker's data")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for name in ("kafka", "rdkafka", "stream.kafka"):  # the harness's own clients: quiet
@@ -40,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                         broker_restarts=args.broker_restarts, kills=args.kills,
                         kafka_client=args.kafka_client, partitions=args.partitions,
                         sample_s=args.sample_s)
-    report = soak(config)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    report = soak(config, args.keep)
     args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     brief = {k: v for k, v in report.items() if k != "samples"}
     print(orjson.dumps(brief, option=orjson.OPT_INDENT_2).decode())
