@@ -12,10 +12,13 @@ events directly gives any shape in a fraction of a second, reproducibly.
 
 from __future__ import annotations
 
+from typing import Any
+
 from stream.core.features.merchant_table import MerchantTable, TableView
+from stream.core.pipeline import Pipeline
 from stream.serving.merchant_feed import feed_records
 
-__all__ = ["synthetic_feed"]
+__all__ = ["folded", "synthetic_feed"]
 
 
 def synthetic_feed(partitions: int, transactions: int, names: int, merchants: int = 50,
@@ -46,3 +49,15 @@ def synthetic_feed(partitions: int, transactions: int, names: int, merchants: in
     for view in views:  # what the last round of transactions left
         publish(view)
     return records
+
+
+def folded(pipeline: Pipeline) -> tuple[Any, ...]:
+    """What a pipeline's shared table and champion hold (the frontier, every merchant's row,
+    the events still queued, the champion's example count and weights): equal for any two
+    folds of the same feed records, whatever order they arrived in."""
+    table, timeline = pipeline.merchants, pipeline.timeline
+    if table is None or timeline is None:
+        raise ValueError("folded() needs the shared merchant table and champion")
+    image = table.image()
+    return (image.frontier, image.merchants, image.queued, timeline.learned,
+            timeline.learner["LogisticRegression"].weights)

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from stream.assembly import model_version, pipeline_config
 from stream.config import load_settings
 from stream.core.pipeline import Pipeline
-from stream.devtools.feed import synthetic_feed
+from stream.devtools.feed import folded, synthetic_feed
 from stream.kafka.clients import connect
 from stream.observability.metrics import Metrics
 from stream.serving.merchant_feed import MerchantFeed
@@ -27,14 +27,6 @@ from stream.state.merchant_feed import decode_feed
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-
-
-def _fold(pipeline: Pipeline) -> tuple[Any, ...]:
-    table, timeline = pipeline.merchants, pipeline.timeline
-    assert table is not None and timeline is not None
-    image = table.image()
-    return (image.frontier, image.merchants, image.queued, timeline.learned,
-            timeline.learner["LogisticRegression"].weights)
 
 
 def _rebuild(settings: Any, records: dict[int, list[bytes]], queue_max: int) -> tuple[
@@ -77,7 +69,7 @@ def test_a_rebuild_pauses_the_partitions_ahead_and_folds_every_record_once(
 
         paced, feed = _rebuild(settings, records, queue_max=2_000)
         assert feed.rebuild_pauses > 0
-        assert _fold(paced) == _fold(expected)
+        assert folded(paced) == folded(expected)
         _, unpaced = _rebuild(settings, records, queue_max=10**9)
         assert unpaced.rebuild_pauses == 0
         # Each partition's first poll counts before the frontier can move at all.

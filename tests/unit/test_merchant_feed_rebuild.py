@@ -5,14 +5,12 @@ a broker restart (`make soak`). The partitions ahead are paused now; the fold is
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry
 
 from stream.assembly import model_version, pipeline_config
 from stream.config import load_settings
 from stream.core.pipeline import Pipeline
-from stream.devtools.feed import synthetic_feed
+from stream.devtools.feed import folded, synthetic_feed
 from stream.kafka.records import BEGINNING, Polled, Record, Source
 from stream.observability.metrics import Metrics
 from stream.serving.merchant_feed import MerchantFeed
@@ -82,14 +80,6 @@ def _rebuilt(queue_max: int) -> tuple[Pipeline, MerchantFeed, BlockedReader]:
     return pipeline, feed, reader
 
 
-def _fold(pipeline: Pipeline) -> tuple[Any, ...]:
-    table, timeline = pipeline.merchants, pipeline.timeline
-    assert table is not None and timeline is not None
-    image = table.image()
-    return (image.frontier, image.merchants, image.queued, timeline.learned,
-            timeline.learner["LogisticRegression"].weights)
-
-
 def test_a_rebuild_pauses_the_partitions_ahead_and_folds_the_same() -> None:
     paced, feed, reader = _rebuilt(queue_max=2_000)
     unpaced, unbounded, free = _rebuilt(queue_max=10**9)
@@ -101,7 +91,7 @@ def test_a_rebuild_pauses_the_partitions_ahead_and_folds_the_same() -> None:
     # Over the limit by at most one poll (20 records) from each partition: every partition
     # has to bring something before the frontier moves at all.
     assert feed.rebuild_queued_peak <= 2_000 + PARTITIONS * 20 * 90
-    assert _fold(paced) == _fold(unpaced)
+    assert folded(paced) == folded(unpaced)
     assert paced.timeline is not None and paced.timeline.learned > 10_000
 
 
