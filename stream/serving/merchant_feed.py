@@ -180,7 +180,7 @@ class MerchantFeed:
         paused: set[Source] = set()
         try:
             while todo:
-                try:  # a few polls' records at a time: the pause acts from the next poll
+                try:  # a pause acts from the next poll: few records a poll keep it prompt
                     polled = reader.poll(self.poll_records, 0.2)
                 except ClientError as exc:
                     raise InfrastructureError(f"merchant feed read failed: {exc}") from None
@@ -207,13 +207,14 @@ class MerchantFeed:
 
         Why: the table folds an event only once every partition's watermark has passed it,
         and a bulk reader delivers the feed partition by partition (16 MB fetches), so a
-        rebuild queued most of the feed at once: 527,057 events for a 200,000-transaction
-        feed of 8 partitions in process, and in `make soak` a broker restart left the
-        scorer 307 MiB larger for good. As Kafka Streams pauses a partition whose buffer is
-        full, the partitions ahead of the one holding the frontier back wait at the client
-        (which drops what it prefetched for them and fetches it again on resume) until the
-        queue is down to half; the partition that holds it back is never paused, so the read
-        always moves. Pausing changes only the order records arrive in, never the fold's."""
+        rebuild queued most of the feed at once: 524,559 events of a 600,000-event feed of 8
+        partitions in process, and in `make soak` a broker restart left the scorer 307 MiB
+        larger for good (+133 MiB with the pauses). As Kafka Streams pauses a partition
+        whose buffer is full, the partitions ahead of the one holding the frontier back wait
+        at the client (which drops what it prefetched for them and fetches it again on
+        resume) until the queue is down to half; the partition that holds it back is never
+        paused, so the read always moves. Pausing changes only the order records arrive in,
+        never the fold's."""
         table = self.pipeline.merchants
         if table is None:
             return paused
