@@ -138,8 +138,18 @@ class Intake:
             self._resume(list(self._paused))
 
     def revoke(self, sources: Iterable[Source]) -> None:
-        """Partitions taken away: what they held is fetched again by their next owner."""
-        self.track(set(self._aligner.sources()) - set(sources))
+        """Partitions taken away: what they held is fetched again by their next owner.
+
+        Those this intake paused are resumed at the client first, while still assigned: a
+        client may keep a partition's pause through the rebalance that gives it straight
+        back (kafka-python 3.0 keeps a retained partition's state, its pause included, across
+        an eager rebalance), and a pause the intake has forgotten is never lifted. That
+        partition was then never fetched again: a scorer paused by a dead instance's stalled
+        merchant frontier stopped for good when a new member joined."""
+        gone = set(sources)
+        if self._paused & gone:
+            self._resume(sorted(self._paused & gone))
+        self.track(set(self._aligner.sources()) - gone)
 
     def restored(self) -> None:
         """Partitions were restored (an assignment, a rewind): nothing was fetched meanwhile,

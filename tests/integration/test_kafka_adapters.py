@@ -29,6 +29,7 @@ from stream.errors import InfrastructureError
 from stream.kafka.clients import Clients, GroupConsumer
 from stream.kafka.records import BEGINNING, Record, Source
 from stream.kafka.restore import read_partition
+from stream.serving.intake import Intake
 
 
 def test_keyed_records_come_back_in_offset_order_where_murmur2_puts_them(
@@ -186,6 +187,53 @@ def test_a_partition_kept_across_a_rebalance_restarts_from_its_committed_offset(
         assert time.monotonic() < deadline, offsets(again, kept)
         again.extend(first.poll(10, 0.1).records)
     assert offsets(again, kept)[-7:] == list(range(3, 10))
+
+
+class IntakeListener(Recorder):
+    """Revocations and assignments passed to an intake, as the scorer's rebalance does."""
+
+    intake: Intake
+
+    def on_assigned(self, sources: list[Source]) -> None:
+        super().on_assigned(sources)
+        self.intake.track(sources)
+
+    def on_revoked(self, sources: list[Source]) -> None:
+        super().on_revoked(sources)
+        self.intake.revoke(sources)
+
+
+def test_a_partition_the_intake_paused_is_fetched_again_after_a_rebalance_keeps_it(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
+    """The intake pauses a partition far ahead. An eager rebalance revokes it and gives it
+    straight back, and kafka-python 3.0 keeps its pause through that: the intake forgot the
+    pause at revocation without lifting it, and the partition was never fetched again."""
+    topic = new_topic(partitions=2, prefix="pausekeep")
+    for p in range(2):
+        produce(clients, topic, 50, start=50 * p, partition=p)
+    listener = IntakeListener()
+    first, _ = subscribed([topic], listener)
+    intake = Intake(first, topic, "labels", max_wait_s=0.0, pause_above=5)
+    listener.intake = intake
+    seen: set[Source] = set()
+    deadline = time.monotonic() + T
+    while seen != {(topic, 0), (topic, 1)}:  # each then holds over 5 records: paused
+        assert time.monotonic() < deadline, seen
+        polled = first.poll(100, 0.2)
+        intake.take(polled)
+        seen |= {r.source for r in polled.records}
+    second, _ = subscribed([topic])
+    while len(first.assignment()) != 1 or len(second.assignment()) != 1:
+        assert time.monotonic() < deadline
+        intake.take(first.poll(100, 0.1))
+        second.poll(10, 0.1)
+    kept = first.assignment()[0]
+    released: list[Record] = []
+    while len(offsets(released, kept)) < 50:
+        assert time.monotonic() < deadline, (kept, offsets(released, kept))
+        intake.take(first.poll(100, 0.2))
+        released.extend(a.record for a in intake.release())
+    assert offsets(released, kept) == list(range(50))  # nothing was committed: all again
 
 
 def test_a_failing_callback_surfaces_from_poll_and_loses_no_record(

@@ -131,6 +131,23 @@ def test_revoked_partitions_lose_what_they_held() -> None:
     assert [a.record.partition for a in intake.release()] == [1]
 
 
+def test_a_paused_partition_given_straight_back_by_a_rebalance_is_fetched_again() -> None:
+    """An eager rebalance revokes every partition and gives most straight back; a client may
+    keep their pauses through it (kafka-python 3.0 does, as MemoryConsumer does). The intake
+    forgot its pauses at revocation without lifting them, so such a partition was never
+    fetched again."""
+    consumer = MemoryConsumer()
+    intake = make(consumer, pause_above=2)
+    intake.take(batch(*[tx(i, 1000 + i, 0) for i in range(5)]))
+    assert consumer.paused == {("tx", 0)}
+    everything = [("tx", 0), ("tx", 1), ("labels", 0), ("labels", 1)]
+    intake.revoke(everything)
+    intake.track(everything)
+    assert consumer.paused == set()
+    intake.take(batch(*[tx(i, 1000 + i, 0) for i in range(5)]))  # paused again when due
+    assert consumer.paused == {("tx", 0)}
+
+
 def test_a_rewind_clears_everything_and_lifts_pauses() -> None:
     consumer = MemoryConsumer()
     intake = make(consumer, pause_above=2)
