@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable, Hashable
 
 from stream.core.pipeline import Pipeline
 from stream.kafka.clients import GroupConsumer
@@ -14,17 +15,20 @@ from stream.observability.metrics import Metrics
 
 
 def refresh(metrics: Metrics, consumer: GroupConsumer, pipeline: Pipeline,
-            positions: dict[Source, int]) -> None:
-    """Lag per assigned partition and state sizes (model metrics: quality.py).
+            positions: dict[Source, int]) -> dict[Source, int]:
+    """Lag per assigned partition and state sizes (model metrics: quality.py); returns the
+    lag by partition.
 
     The high watermark is the client's cached value from its last fetch response and the
     position is ours (or the client's): no broker round trip on the loop's thread.
     """
-    for (topic, partition), behind in consumer.lag(positions).items():
+    lags = consumer.lag(positions)
+    for (topic, partition), behind in lags.items():
         metrics.lag.labels(topic, str(partition)).set(behind)
     for kind, size in pipeline.state_sizes().items():
         metrics.state_keys.labels(kind).set(size)
     metrics.assigned.set(len(pipeline.partitions))
+    return lags
 
 
 def refresh_budgets(metrics: Metrics, pipeline: Pipeline, counted: dict[str, int]) -> None:
@@ -36,6 +40,43 @@ def refresh_budgets(metrics: Metrics, pipeline: Pipeline, counted: dict[str, int
         if new > 0:
             metrics.state_budget_drops.labels(kind).inc(new)
             counted[kind] = budget.dropped
+
+
+class StallWatch:
+    """Says when input has waited with nothing done for `after_s`, once per `after_s`.
+
+    Why: a stall that raises nothing is silent. A partition paused and never resumed, or a
+    gate that never opens, leaves the scorer healthy in every other way while its lag grows;
+    this names it in the log (with the loop's state, see ScorerLoop) instead of leaving it to
+    be found from a dashboard. `progress` is anything that changes when work is done (the
+    loop passes its committed positions, assignments and recoveries).
+
+    >>> times = iter([0.0, 10.0, 31.0, 40.0, 62.0, 63.0])
+    >>> watch = StallWatch(after_s=30.0, clock=lambda: next(times))
+    >>> [watch.stalled(progress=1, waiting=w) for w in (5, 5, 5, 5, 5)]
+    [None, None, 31.0, None, 62.0]
+    >>> watch.stalled(progress=2, waiting=5) is None  # work was done: the count restarts
+    True
+    """
+
+    def __init__(self, after_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.after_s = after_s
+        self._clock = clock
+        self._progress: Hashable = None
+        self._since = self._reported = 0.0
+
+    def stalled(self, progress: Hashable, waiting: int) -> float | None:
+        """Seconds without progress while `waiting` > 0 records wait, when a report is due."""
+        now = self._clock()
+        if waiting <= 0 or progress != self._progress:
+            self._progress, self._since = progress, now
+            self._reported = now
+            return None
+        if now - self._reported < self.after_s:
+            return None
+        self._reported = now
+        return now - self._since
 
 
 def forget_partition(metrics: Metrics, source: Source) -> None:

@@ -137,6 +137,11 @@ class Intake:
         if self._paused:  # a client keeps pauses across assignments: lift ours explicitly
             self._resume(list(self._paused))
 
+    @property
+    def paused(self) -> list[Source]:
+        """The sources this intake has paused at the client."""
+        return sorted(self._paused)
+
     def revoke(self, sources: Iterable[Source]) -> None:
         """Partitions taken away: what they held is fetched again by their next owner.
 

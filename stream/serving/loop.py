@@ -21,6 +21,7 @@ from stream.config import Settings
 from stream.core.pipeline import Pipeline
 from stream.errors import InfrastructureError
 from stream.kafka.clients import Clients, GroupConsumer
+from stream.kafka.records import Source
 from stream.observability import lag
 from stream.observability.health import Health
 from stream.observability.metrics import Metrics
@@ -85,6 +86,7 @@ class ScorerLoop:
         self._next_gauges = 0.0
         self._timed_out = 0
         self._budget_drops: dict[str, int] = {}
+        self._stall = lag.StallWatch()
         # Set by the wiring: tells how long the broker has been unreachable. The client
         # retries inside its polls forever, so an idle loop would otherwise never notice.
         self._probe: Any = None
@@ -285,12 +287,34 @@ class ScorerLoop:
         if self.rebalance.fenced is not None:
             raise self.rebalance.fenced
 
+    def _report_stall(self, lags: dict[Source, int]) -> None:
+        """A warning, once every `StallWatch.after_s`, while input waits and nothing is done,
+        naming what could hold it: the intake's holdings and pauses, the merchant gate, a
+        rewind. (An intake that forgot its pauses across a rebalance once stopped a scorer
+        for good, silently.)"""
+        progress = (sum(self.ledger.done.values()), self.rebalance.assignments,
+                    self.ledger.result.recoveries)
+        waiting = sum(lags.values())
+        stalled = self._stall.stalled(progress, waiting)
+        if stalled is None:
+            return
+        if self._gated_since is not None:
+            gate = f"waiting {time.monotonic() - self._gated_since:.1f}s for other instances"
+        else:
+            gate = "given up until the others move" if self._gave_up_at is not None else "open"
+        behind = ", ".join(f"{t}[{p}] {n}" for (t, p), n in sorted(lags.items()) if n)
+        log.warning("nothing done for %.0fs while %d input records wait (%s); the intake "
+                    "holds %d and has paused %s; merchant gate %s; %s", stalled, waiting,
+                    behind, len(self.intake), self.intake.paused or "nothing", gate,
+                    "a failure is being recovered" if self.recovery.broken else "no failure")
+
     def _refresh_gauges(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now < self._next_gauges:
             return
         self._next_gauges = now + 1.0
-        lag.refresh(self.metrics, self.consumer, self.pipeline, self.ledger.done)
+        self._report_stall(lag.refresh(self.metrics, self.consumer, self.pipeline,
+                                       self.ledger.done))
         lag.refresh_budgets(self.metrics, self.pipeline, self._budget_drops)
         self.metrics.buffered.set(len(self.intake))
         timed_out = self.intake.timed_out
