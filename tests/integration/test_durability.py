@@ -16,6 +16,7 @@ import pytest
 from durability_support import (
     Topics,
     TrafficStream,
+    group_positions,
     kill_leftovers,
     latest_model_snapshots,
     make_topics,
@@ -88,9 +89,12 @@ def test_sigkill_takeover_and_restart_lose_and_duplicate_nothing(
     assert code_b == 0, err_b[-2000:]
     assert code_a2 == 0, err_a2[-2000:]
     ids = verdict_ids(verdicts)
-    # On a shortfall, what the two survivors logged says where they were.
+    # On a shortfall, where the group's offsets are and what the two survivors logged (a
+    # string: pytest shortens the repr of anything else to a line).
     assert len(ids) == 20_000 and set(ids) == {e["transaction_id"] for e in events}, (
-        len(ids), err_b[-4000:], err_a2[-4000:])
+        f"{len(ids)} verdicts; group offsets (committed, end) by input partition: "
+        f"{group_positions(kafka_bootstrap, group, topics.input)}\n--- B:\n{err_b[-5000:]}"
+        f"\n--- A2:\n{err_a2[-5000:]}")
     assert max(ids.values()) == 1, "a committed verdict was duplicated"
     # Every partition's model learned from each labelled event exactly once.
     counts = partition_counts(kafka_bootstrap, topics.input)
