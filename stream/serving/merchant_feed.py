@@ -45,7 +45,8 @@ Send = Callable[..., None]
 # Events the table may queue during a rebuild before the partitions ahead are paused: 18 to
 # 50 MB (queued, an example of 31 features takes about 500 bytes, a transaction or label 180).
 QUEUE_MAX = 100_000
-# Feed records a rebuild's poll returns at most: a pause takes effect from the next poll.
+# Feed records a rebuild's poll returns at most: a pause takes effect from the next poll,
+# so fewer when the records are large (`rebuild_poll_size`).
 REBUILD_POLL_RECORDS = 1_000
 
 
@@ -77,6 +78,31 @@ def feed_records(first: int, events: list[FeedEvent], mark: float, stream_time: 
         i += len(chunk)
         if last:
             return out
+
+
+def rebuild_poll_size(most: int, queue_max: int, partitions: int,
+                      events_per_record: float) -> int:
+    """Feed records a rebuild's next poll may return: at most `most`, and few enough that
+    one poll from every partition adds at most half of `queue_max` events.
+
+    Why: a rebuild pauses the partitions that run ahead only after a poll, and the frontier
+    moves only once every partition has brought something, so the table can queue one poll
+    per partition beyond its limit. A feed record holds a whole checkpoint's events (tens to
+    hundreds), and 1,000 of them a poll let the queue reach 229,074 events against a limit of
+    100,000 (`make soak`, the process started from an image).
+
+    Until a poll has shown how large the records are, 10: a first poll of 1,000 records of
+    166 events each queued 166,000 events before anything could be paused.
+
+    >>> rebuild_poll_size(1_000, 100_000, 4, 0.0), rebuild_poll_size(1_000, 100_000, 4, 40.0)
+    (10, 312)
+    >>> rebuild_poll_size(1_000, 100_000, 16, 5_000.0)  # never nothing: the read must move
+    1
+    """
+    if events_per_record <= 0.0:
+        return min(most, 10)
+    fits = int(queue_max / (2 * partitions * events_per_record))
+    return max(1, min(most, fits))
 
 
 class MerchantFeed:
@@ -175,15 +201,18 @@ class MerchantFeed:
 
     def _read_to(self, reader: Reader, todo: set[Source], ends: dict[Source, int],
                  stall_s: float) -> int:
-        folded = 0
+        folded = records = 0
         last_progress = time.monotonic()
         paused: set[Source] = set()
         try:
             while todo:
+                size = rebuild_poll_size(self.poll_records, self.queue_max, self.partitions,
+                                         folded / records if records else 0.0)
                 try:  # a pause acts from the next poll: few records a poll keep it prompt
-                    polled = reader.poll(self.poll_records, 0.2)
+                    polled = reader.poll(size, 0.2)
                 except ClientError as exc:
                     raise InfrastructureError(f"merchant feed read failed: {exc}") from None
+                records += len(polled.records)
                 for record in polled.records:
                     folded += self._fold(record)
                     if record.next_offset >= ends[record.source]:

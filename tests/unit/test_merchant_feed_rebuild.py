@@ -88,9 +88,11 @@ def test_a_rebuild_pauses_the_partitions_ahead_and_folds_the_same() -> None:
     # before the last partition's watermarks let it fold any of them.
     assert unbounded.rebuild_queued_peak > 30_000
     assert reader.pauses > 0 and not reader.paused
-    # Over the limit by at most one poll (20 records) from each partition: every partition
-    # has to bring something before the frontier moves at all.
-    assert feed.rebuild_queued_peak <= 2_000 + PARTITIONS * 20 * 90
+    # Every partition has to bring something before the frontier moves at all, so the
+    # table can queue one poll from each beyond the limit: a poll is sized to the records'
+    # events (about 90 here) so that those come to half the limit at most. Polls of 20
+    # records each, whatever their size, reached 6,769.
+    assert feed.rebuild_queued_peak <= 2_000 * 3 // 2 + PARTITIONS * 90
     assert folded(paced) == folded(unpaced)
     assert paced.timeline is not None and paced.timeline.learned > 10_000
 
