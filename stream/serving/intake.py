@@ -148,9 +148,9 @@ class Intake:
         Those this intake paused are resumed at the client first, while still assigned: a
         client may keep a partition's pause through the rebalance that gives it straight
         back (kafka-python 3.0 keeps a retained partition's state, its pause included, across
-        an eager rebalance), and a pause the intake has forgotten is never lifted. That
-        partition was then never fetched again: a scorer paused by a dead instance's stalled
-        merchant frontier stopped for good when a new member joined."""
+        an eager rebalance, librdkafka too), and a pause the intake has forgotten is never
+        lifted: that partition was never fetched again (tests/integration/
+        test_kafka_adapters.py, both clients)."""
         gone = set(sources)
         if self._paused & gone:
             self._resume(sorted(self._paused & gone))

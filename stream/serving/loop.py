@@ -290,12 +290,14 @@ class ScorerLoop:
     def _report_stall(self, lags: dict[Source, int]) -> None:
         """A warning, once every `StallWatch.after_s`, while input waits and nothing is done,
         naming what could hold it: the intake's holdings and pauses, the merchant gate, a
-        rewind. (An intake that forgot its pauses across a rebalance once stopped a scorer
-        for good, silently.)"""
+        rewind. (An intake that forgot its pauses across a rebalance could stop a scorer for
+        good, silently.) One offset a partition is not taken for waiting input: after a
+        transactional producer's last record comes its commit marker, which is no record, so
+        a scorer at the end of such a partition is one offset "behind" for good."""
         progress = (sum(self.ledger.done.values()), self.rebalance.assignments,
                     self.ledger.result.recoveries)
         waiting = sum(lags.values())
-        stalled = self._stall.stalled(progress, waiting)
+        stalled = self._stall.stalled(progress, sum(max(0, n - 1) for n in lags.values()))
         if stalled is None:
             return
         if self._gated_since is not None:

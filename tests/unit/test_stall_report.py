@@ -54,3 +54,18 @@ def test_input_that_waits_with_nothing_done_is_reported_with_the_loops_state(
     assert "5 input records wait (tx[0] 5)" in stalls[0]
     assert "has paused nothing" in stalls[0] and "merchant gate open" in stalls[0]
 
+
+
+class AtATransactionalEnd(StuckConsumer):
+    """Every partition one offset "behind": its last offset is a commit marker, no record."""
+
+    def lag(self, positions: Mapping[Source, int]) -> dict[Source, int]:
+        return {TX: 1, ("labels", 0): 1}
+
+
+def test_a_commit_marker_at_the_end_of_a_partition_is_not_waiting_input(
+        caplog: pytest.LogCaptureFixture) -> None:
+    loop = _loop(AtATransactionalEnd(_records(6)), after_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="stream.serving"):
+        loop.run()
+    assert not [r for r in caplog.records if "nothing done for" in r.getMessage()]
