@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import tempfile
 import time
 import uuid
 from array import array
-from pathlib import Path
 from typing import cast
 
 from prometheus_client import CollectorRegistry
@@ -33,7 +31,7 @@ from stream.config import load_settings
 from stream.core.features.extractor import FeatureExtractor
 from stream.core.features.merchant_table import LABEL, LEARN, TX, FeedEvent
 from stream.core.pipeline import Pipeline
-from stream.devtools.broker import LocalBroker, find_free_port
+from stream.devtools.broker import given_or_local
 from stream.kafka.clients import connect
 from stream.kafka.delivery import send_waiting
 from stream.observability.metrics import Metrics
@@ -146,13 +144,7 @@ def main() -> None:
                         help="labelled examples for a shared champion (0: no shared champion)")
     parser.add_argument("--bootstrap", default=None)
     args = parser.parse_args()
-    broker = None
-    bootstrap = args.bootstrap
-    if bootstrap is None:
-        broker = LocalBroker(port=find_free_port(),
-                             data_dir=Path(tempfile.mkdtemp(prefix="fraud-stream-merchants-")))
-        bootstrap = broker.start()
-    try:
+    with given_or_local(args.bootstrap, "fraud-stream-merchants-") as bootstrap:
         application = f"measure-{uuid.uuid4().hex[:8]}"
         started = time.perf_counter()
         events = produce_feed(bootstrap, f"{application}.merchant-feed", args.merchants,
@@ -168,9 +160,6 @@ def main() -> None:
         pipeline, feed = scorer(bootstrap, application, shared_model)
         rebuild(pipeline, feed, "from the image")
         feed.close()
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

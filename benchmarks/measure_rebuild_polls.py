@@ -18,17 +18,15 @@ import argparse
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from stream.assembly import model_version, pipeline_config
 from stream.config import Settings, load_settings
 from stream.core.pipeline import Pipeline
-from stream.devtools.broker import LocalBroker, find_free_port
+from stream.devtools.broker import given_or_local
 from stream.devtools.feed import synthetic_feed
 from stream.kafka.clients import connect
 from stream.observability.metrics import Metrics
@@ -100,13 +98,7 @@ def main() -> None:
     if args.child:
         print(rebuild(args.bootstrap, *args.child), flush=True)
         return
-    broker = None
-    bootstrap = args.bootstrap
-    if bootstrap is None:
-        broker = LocalBroker(port=find_free_port(),
-                             data_dir=Path(tempfile.mkdtemp(prefix="fraud-stream-rebuild-")))
-        bootstrap = broker.start()
-    try:
+    with given_or_local(args.bootstrap, "fraud-stream-rebuild-") as bootstrap:
         application = f"polls-{uuid.uuid4().hex[:8]}"
         print(f"produced {produce(bootstrap, application, args.transactions):,} feed records")
         for _ in range(args.rounds):
@@ -115,9 +107,6 @@ def main() -> None:
                     subprocess.run([sys.executable, "-m", "benchmarks.measure_rebuild_polls",
                                     "--bootstrap", bootstrap, "--child", application, client,
                                     mode], check=True)
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 from stream.assembly import state_key
 from stream.config import load_settings
 from stream.contracts.messages import Transaction
 from stream.core.pipeline import Pipeline, PipelineConfig
-from stream.devtools.broker import LocalBroker, find_free_port
+from stream.devtools.broker import given_or_local
 from stream.kafka.clients import connect
 from stream.kafka.delivery import send_waiting
 from stream.kafka.restore import read_partition
@@ -99,16 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.restore_only:
         flow(args.cards, ttl_s=86400.0, span_s=30 * 86400.0)
-    broker = None
-    bootstrap = args.bootstrap
-    if bootstrap is None:
-        broker = LocalBroker(port=find_free_port(), data_dir=Path(tempfile.mkdtemp()))
-        bootstrap = broker.start()
-    try:
+    with given_or_local(args.bootstrap) as bootstrap:
         restore_time(bootstrap, args.cards)
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

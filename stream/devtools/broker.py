@@ -478,3 +478,24 @@ class LocalBroker:
                 return True
             time.sleep(0.1)
         return False
+
+
+@contextlib.contextmanager
+def given_or_local(bootstrap: str | None, prefix: str = "fraud-stream-") -> Iterator[str]:
+    """`bootstrap` as it is, or a local broker on a free port in a new temporary directory,
+    stopped on exit: what a measurement script runs against (its `--bootstrap` option).
+
+    >>> with given_or_local("127.0.0.1:9092") as bootstrap:
+    ...     bootstrap
+    '127.0.0.1:9092'
+    """
+    if bootstrap is not None:
+        yield bootstrap
+        return
+    import tempfile
+
+    broker = LocalBroker(port=find_free_port(), data_dir=Path(tempfile.mkdtemp(prefix=prefix)))
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
