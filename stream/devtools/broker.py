@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -492,8 +493,6 @@ def given_or_local(bootstrap: str | None, prefix: str = "fraud-stream-") -> Iter
     if bootstrap is not None:
         yield bootstrap
         return
-    import tempfile
-
     broker = LocalBroker(port=find_free_port(), data_dir=Path(tempfile.mkdtemp(prefix=prefix)))
     try:
         yield broker.start()

@@ -206,8 +206,8 @@ class IntakeListener(Recorder):
 def test_a_partition_the_intake_paused_is_fetched_again_after_a_rebalance_keeps_it(
         clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
     """The intake pauses a partition far ahead. An eager rebalance revokes it and gives it
-    straight back, and kafka-python 3.0 keeps its pause through that: the intake forgot the
-    pause at revocation without lifting it, and the partition was never fetched again."""
+    straight back, and both clients keep its pause through that: the intake forgot the pause
+    at revocation without lifting it, and the partition was never fetched again."""
     topic = new_topic(partitions=2, prefix="pausekeep")
     for p in range(2):
         produce(clients, topic, 50, start=50 * p, partition=p)

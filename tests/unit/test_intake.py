@@ -133,7 +133,7 @@ def test_revoked_partitions_lose_what_they_held() -> None:
 
 def test_a_paused_partition_given_straight_back_by_a_rebalance_is_fetched_again() -> None:
     """An eager rebalance revokes every partition and gives most straight back; a client may
-    keep their pauses through it (kafka-python 3.0 does, as MemoryConsumer does). The intake
+    keep their pauses through it (both clients do, as MemoryConsumer does). The intake
     forgot its pauses at revocation without lifting them, so such a partition was never
     fetched again."""
     consumer = MemoryConsumer()
