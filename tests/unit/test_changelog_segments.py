@@ -12,12 +12,15 @@ from __future__ import annotations
 import tracemalloc
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from keys_support import KEY
 from memory_support import run_items as _go_on
 
 from stream.contracts.messages import Label, Transaction
 from stream.core.pipeline import Pipeline, PipelineConfig
 from stream.state.changelog import RestoredState, encode_changes, fold
+from stream.state.segments import SEGMENT_BYTES, _encoded
 
 T0 = 1.767e9
 CONFIG = PipelineConfig(track_changes=True, state_key=KEY, label_delay_s=30.0, evict_every=10,
@@ -171,3 +174,22 @@ def test_a_restore_holds_decision_time_features_packed() -> None:
     assert len(state.pending) == rows
     # Per row: the id, the row and 36 numbers packed: ~650 B; as lists of floats ~1,520 B.
     assert held / (2 * rows) < 800, held / (2 * rows)
+
+
+_ROW = st.lists(st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False)),
+                min_size=1, max_size=2_000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=40), _ROW, max_size=120))
+def test_segments_hold_every_row_once_in_order_each_within_the_record_limit(
+        rows: dict[str, list[float]]) -> None:
+    """The packing that encodes each row once: every chunk is exactly orjson's encoding of
+    its rows (what a restore decodes), within SEGMENT_BYTES unless a single row is larger,
+    and the chunks together are the rows, in order."""
+    chunks = _encoded(rows)
+    assert [k for chunk, _ in chunks for k in chunk] == list(rows)
+    for chunk, value in chunks:
+        assert value == orjson.dumps(chunk)
+        assert len(value) <= SEGMENT_BYTES or len(chunk) == 1
+    assert len(chunks) <= 1 + 2 * len(orjson.dumps(rows)) // SEGMENT_BYTES
