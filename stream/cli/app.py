@@ -193,6 +193,8 @@ def run(
     = None,
     checkpoint_interval_ms: Annotated[float | None, Opt(min=0.0, help="Checkpoint period.")]
     = None,
+    checkpoint_idle_ms: Annotated[float | None, Opt(
+        min=0.0, help="Checkpoint period once caught up (nothing fetched waits).")] = None,
     checkpoint_events: Annotated[int | None, Opt(min=1, help="Checkpoint every N records.")]
     = None,
     transactional_id: Annotated[str | None, Opt(help="Exactly-once producer id.")] = None,
@@ -218,8 +220,9 @@ def run(
         input_topic=input_topic,
         output_topic=output_topic, labels_topic=labels_topic, dlq_topic=dlq_topic,
         changelog_topic=changelog_topic, group_id=group_id, guarantee=guarantee,
-        checkpoint_interval_ms=checkpoint_interval_ms, checkpoint_events=checkpoint_events,
-        transactional_id=transactional_id, session_timeout_ms=session_timeout_ms,
+        checkpoint_interval_ms=checkpoint_interval_ms, checkpoint_idle_ms=checkpoint_idle_ms,
+        checkpoint_events=checkpoint_events, transactional_id=transactional_id,
+        session_timeout_ms=session_timeout_ms,
         label_delay_s=label_delay, review_threshold=review_threshold,
         decline_threshold=decline_threshold, idle_exit_s=idle_exit, init_from=init_from,
         challengers=tuple(challenger) if challenger else None,

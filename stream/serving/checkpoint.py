@@ -36,14 +36,38 @@ class Checkpointer:
         self._stamp = stamp(settings.application_id)  # on every changelog record
         self.feed = feed
 
-    def due(self) -> bool:
+    def due(self, idle: bool = False) -> bool:
+        """A checkpoint is due after `checkpoint_events` records or `checkpoint_interval_ms`;
+        `idle` (the loop has caught up: nothing fetched waits) after only
+        `checkpoint_idle_ms`.
+
+        Why the idle period: an exactly-once verdict is visible once its transaction commits,
+        so at a light load the interval was most of its latency (p50 ~90 ms, p99 ~175 ms at
+        2,000 events/s with 100 ms); a 30 ms period measured p50 ~35-41 ms, p99 ~70-134 ms.
+        Under load the loop never finds its input empty, so it keeps the interval and its
+        batching, and the throughput is unchanged; at-least-once's checkpoint work moves into
+        time the scorer would spend waiting, and each instance's merchant events reach the
+        others sooner.
+
+        >>> from types import SimpleNamespace
+        >>> import time
+        >>> c = Checkpointer.__new__(Checkpointer)
+        >>> c.settings = SimpleNamespace(checkpoint_events=10_000, checkpoint_interval_ms=100.0,
+        ...                              checkpoint_idle_ms=20.0)
+        >>> c.ledger = SimpleNamespace(since_checkpoint=5, isolate_until={})
+        >>> c._last = time.monotonic() - 0.05  # 50 ms ago, 5 records since
+        >>> c.due(), c.due(idle=True)
+        (False, True)
+        """
         s, since = self.settings, self.ledger.since_checkpoint
         if since >= s.checkpoint_events:
             return True
         if self.ledger.isolate_until:  # searching for a record whose output is too large
             return since >= 1
+        period = min(s.checkpoint_idle_ms, s.checkpoint_interval_ms) if idle \
+            else s.checkpoint_interval_ms
         elapsed_ms = (time.monotonic() - self._last) * 1000.0
-        return elapsed_ms >= s.checkpoint_interval_ms and (
+        return elapsed_ms >= period and (
             since > 0 or bool(self.pipeline.dirty)
             or (self.feed is not None and self.pipeline.feed_news()))
 

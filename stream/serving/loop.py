@@ -166,7 +166,11 @@ class ScorerLoop:
     def _poll_once(self, remaining: int | None) -> int:
         """One poll: hand its records to the intake, process what it releases."""
         s = self.settings
-        polled = self.intake.poll(s.max_poll_records, s.poll_timeout_ms / 1000.0)
+        polled = self.intake.poll(s.max_poll_records, 0.0)
+        if not polled.records:  # caught up: checkpoint now rather than while records wait
+            if not self.recovery.broken and self.checkpoints.due(idle=True):
+                self.checkpoints.commit(wait=False)
+            polled = self.intake.poll(s.max_poll_records, s.poll_timeout_ms / 1000.0)
         processed = 0
         input_topic, ledger, handle = s.input_topic, self.ledger, self.handle
         until = self._merchant_gate() if self.feed is not None else math.inf

@@ -1,0 +1,84 @@
+"""A scorer that has caught up checkpoints after `checkpoint_idle_ms`, not after
+`checkpoint_interval_ms` (serving/checkpoint.py `Checkpointer.due`): under exactly-once its
+verdicts become visible at that checkpoint's commit, so at a light load the interval was most
+of their latency; under load (the poll always finds records fetched) it keeps the interval.
+
+The loop runs on the in-memory consumer and transactional producer of test_loop_budget.py,
+with a consumer whose records arrive either only while the loop waits in a blocking poll (a
+light load) or all at once, fetched before the loop asks (a backlog)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+from state_support import PER_PARTITION
+from test_loop_budget import LABELS, TX, Clients, TransactionalLog, _records
+
+from stream.assembly import model_version, pipeline_config
+from stream.config import load_settings
+from stream.core.pipeline import Pipeline
+from stream.kafka.delivery import ExactlyOnce
+from stream.kafka.records import Polled, Record
+from stream.kafka.testing import MemoryConsumer
+from stream.observability.metrics import Metrics
+from stream.serving.loop import ScorerLoop
+
+
+class Arrivals(MemoryConsumer):
+    """Batches of three records. `backlog`: every batch is already fetched, so a poll that
+    does not wait returns one; otherwise a batch arrives only during a poll that waits."""
+
+    def __init__(self, records: list[Record], backlog: bool) -> None:
+        super().__init__()
+        self.batches = [records[i:i + 3] for i in range(0, len(records), 3)]
+        self.backlog = backlog
+
+    def poll(self, max_records: int, timeout_s: float) -> Polled:
+        if not self.assigned:
+            self.assigned = [TX, LABELS]
+            assert self.listener is not None
+            self.listener.on_assigned(list(self.assigned))
+        waits = timeout_s > 0
+        batch = self.batches.pop(0) if self.batches and (self.backlog or waits) else []
+        return Polled(batch, [LABELS] + ([] if self.batches else [TX]))
+
+
+class Transactions(TransactionalLog):
+    """How many verdicts each committed transaction held."""
+
+    def __init__(self) -> None:
+        super().__init__(fail_commits=set())
+        self.sizes: list[int] = []
+
+    def commit_transaction(self, timeout_s: float) -> None:
+        size = len(self.open)
+        super().commit_transaction(timeout_s)
+        self.sizes.append(size)
+
+
+def _committed(backlog: bool, idle_ms: float) -> list[int]:
+    """Six transactions, a budget of six, a checkpoint interval of an hour: the verdicts of
+    each committed transaction."""
+    settings = load_settings(environ={}, group_id="g", input_topic="tx", labels_topic="labels",
+                             output_topic="verdicts", max_events=6, changelog=False,
+                             checkpoint_interval_ms=3_600_000.0, checkpoint_idle_ms=idle_ms,
+                             max_poll_records=3, **PER_PARTITION)
+    consumer = Arrivals(_records(6), backlog)
+    producer = Transactions()
+    loop = ScorerLoop(settings, Pipeline(pipeline_config(settings), model_version(settings)),
+                      Metrics(CollectorRegistry()), Clients(producer),  # type: ignore[arg-type]
+                      consumer, ExactlyOnce(lambda: producer, consumer, timeout_s=1.0))
+    result = loop.run()
+    assert result.transactions == 6 and producer.offsets == {TX: 6}
+    return [size for size in producer.sizes if size]
+
+
+def test_a_scorer_that_caught_up_commits_before_it_waits_for_more() -> None:
+    assert _committed(backlog=False, idle_ms=0.0) == [3, 3]
+
+
+def test_under_load_the_interval_still_batches_the_checkpoints() -> None:
+    assert _committed(backlog=True, idle_ms=0.0) == [6]
+
+
+def test_an_idle_period_as_long_as_the_interval_changes_nothing() -> None:
+    assert _committed(backlog=False, idle_ms=3_600_000.0) == [6]
