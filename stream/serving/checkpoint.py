@@ -42,12 +42,12 @@ class Checkpointer:
         `checkpoint_idle_ms`.
 
         Why the idle period: an exactly-once verdict is visible once its transaction commits,
-        so at a light load the interval was most of its latency (p50 ~90 ms, p99 ~175 ms at
-        2,000 events/s with 100 ms); a 30 ms period measured p50 ~35-41 ms, p99 ~70-134 ms.
-        Under load the loop never finds its input empty, so it keeps the interval and its
-        batching, and the throughput is unchanged; at-least-once's checkpoint work moves into
-        time the scorer would spend waiting, and each instance's merchant events reach the
-        others sooner.
+        so at a light load the interval was most of its latency: at 2,000 events/s, visible
+        p50 74-92 ms and p90 119-140 ms with the 100 ms interval alone, 27-32 ms and 42-50 ms
+        with a 20 ms idle period (README "Benchmark"). Under load the loop never finds its
+        input empty, so it keeps the interval and its batching. At-least-once's checkpoint
+        work moves into time the scorer would spend waiting, and each instance's merchant
+        events reach the others sooner.
 
         >>> from types import SimpleNamespace
         >>> import time
