@@ -3,15 +3,15 @@
 verdicts become visible at that checkpoint's commit, so at a light load the interval was most
 of their latency; under load (the poll always finds records fetched) it keeps the interval.
 
-The loop runs on the in-memory consumer and transactional producer of test_loop_budget.py,
+The loop runs on the in-memory consumer and the transactional producer of loop_support.py,
 with a consumer whose records arrive either only while the loop waits in a blocking poll (a
 light load) or all at once, fetched before the loop asks (a backlog)."""
 
 from __future__ import annotations
 
+from loop_support import LABELS, TX, Clients, TransactionalLog, tx_records
 from prometheus_client import CollectorRegistry
 from state_support import PER_PARTITION
-from test_loop_budget import LABELS, TX, Clients, TransactionalLog, _records
 
 from stream.assembly import model_version, pipeline_config
 from stream.config import load_settings
@@ -62,7 +62,7 @@ def _committed(backlog: bool, idle_ms: float) -> list[int]:
                              output_topic="verdicts", max_events=6, changelog=False,
                              checkpoint_interval_ms=3_600_000.0, checkpoint_idle_ms=idle_ms,
                              max_poll_records=3, **PER_PARTITION)
-    consumer = Arrivals(_records(6), backlog)
+    consumer = Arrivals(tx_records(6), backlog)
     producer = Transactions()
     loop = ScorerLoop(settings, Pipeline(pipeline_config(settings), model_version(settings)),
                       Metrics(CollectorRegistry()), Clients(producer),  # type: ignore[arg-type]

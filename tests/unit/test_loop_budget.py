@@ -8,26 +8,21 @@ so that what a committed transaction held can be read back."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import orjson
+from loop_support import LABELS, TX, Clients, TransactionalLog, tx_records
 from prometheus_client import CollectorRegistry
 from state_support import PER_PARTITION
 
 from stream.assembly import model_version, pipeline_config
 from stream.config import Settings, load_settings
-from stream.contracts.codec import decode_transaction
 from stream.core.pipeline import Pipeline
-from stream.devtools.synthetic import TrafficConfig, generate
-from stream.kafka.classify import ClientError
 from stream.kafka.delivery import ExactlyOnce
 from stream.kafka.records import BEGINNING, Polled, Record, Source
-from stream.kafka.testing import MemoryConsumer, MemoryProducer
+from stream.kafka.testing import MemoryConsumer
 from stream.observability.metrics import Metrics
 from stream.serving.loop import RunResult, ScorerLoop
-
-TX, LABELS = ("tx", 0), ("labels", 0)
 
 
 class LogConsumer(MemoryConsumer):
@@ -59,62 +54,6 @@ class LogConsumer(MemoryConsumer):
             self.position = 0 if offset == BEGINNING else offset
 
 
-class TransactionalLog(MemoryProducer):
-    """Keeps what each committed transaction held; the commits numbered in `fail_commits`
-    fail with a timeout (the transaction stays open, to be aborted)."""
-
-    def __init__(self, fail_commits: set[int]) -> None:
-        super().__init__()
-        self.fail_commits = fail_commits
-        self.commit_calls = 0
-        self.open: list[bytes | None] = []
-        self.pending: dict[Source, int] = {}
-        self.verdicts: list[bytes | None] = []  # committed
-        self.offsets: dict[Source, int] = {}  # committed
-
-    def begin_transaction(self) -> None:
-        super().begin_transaction()
-        self.open, self.pending = [], {}
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None, *args: Any,
-             **kwargs: Any) -> None:
-        super().send(topic, key, value, *args, **kwargs)
-        if topic == "verdicts":
-            self.open.append(value)
-
-    def send_offsets_to_transaction(self, offsets: Mapping[Source, int], group_metadata: object,
-                                    timeout_s: float) -> None:
-        super().send_offsets_to_transaction(offsets, group_metadata, timeout_s)
-        self.pending.update(offsets)
-
-    def commit_transaction(self, timeout_s: float) -> None:
-        self.commit_calls += 1
-        if self.commit_calls in self.fail_commits:
-            raise ClientError("Local: Timed out", kind="timed_out", retriable=True)
-        super().commit_transaction(timeout_s)
-        self.verdicts += self.open
-        self.offsets.update(self.pending)
-        self.open, self.pending = [], {}
-
-
-class Clients:
-    """What the recovery asks of the clients: the group's committed offsets."""
-
-    def __init__(self, producer: TransactionalLog) -> None:
-        self.producer = producer
-
-    def committed(self, sources: list[Source], timeout_s: float) -> dict[Source, int | None]:
-        return {s: self.producer.offsets.get(s) for s in sources}
-
-
-def _records(count: int) -> list[Record]:
-    values = [orjson.dumps(e) for e in
-              generate(TrafficConfig(count=count, fraud_rate=0.05, seed=4, n_cards=40))]
-    return [Record("tx", 0, offset, None, value,
-                   int(decode_transaction(value).timestamp * 1000))
-            for offset, value in enumerate(values)]
-
-
 def _settings(max_events: int, checkpoint_interval_ms: float) -> Settings:
     return load_settings(environ={}, group_id="g", input_topic="tx", labels_topic="labels",
                          output_topic="verdicts", max_events=max_events, changelog=False,
@@ -128,7 +67,7 @@ def _run(fail_commits: set[int], checkpoint_interval_ms: float = 0.0,
     (`checkpoint_interval_ms=0`) or only the final one (a long interval); optionally asked
     to stop (SIGTERM) during a poll."""
     settings = _settings(6, checkpoint_interval_ms)
-    records = _records(6)
+    records = tx_records(6)
     consumer = LogConsumer(records)
     producer = TransactionalLog(fail_commits)
     delivery = ExactlyOnce(lambda: producer, consumer, timeout_s=1.0)

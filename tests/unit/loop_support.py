@@ -1,0 +1,76 @@
+"""In-memory doubles for unit tests that drive `ScorerLoop` under exactly-once: a
+transactional producer that keeps what each committed transaction held (and can fail chosen
+commits), the clients' committed offsets it implies, and synthetic transaction records of
+one partition. Used by test_loop_budget.py and test_idle_checkpoint.py."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from stream.contracts.codec import decode_transaction
+from stream.devtools.synthetic import TrafficConfig, generate
+from stream.kafka.classify import ClientError
+from stream.kafka.records import Record, Source
+from stream.kafka.testing import MemoryProducer
+
+TX, LABELS = ("tx", 0), ("labels", 0)
+
+
+class TransactionalLog(MemoryProducer):
+    """Keeps what each committed transaction held; the commits numbered in `fail_commits`
+    fail with a timeout (the transaction stays open, to be aborted)."""
+
+    def __init__(self, fail_commits: set[int]) -> None:
+        super().__init__()
+        self.fail_commits = fail_commits
+        self.commit_calls = 0
+        self.open: list[bytes | None] = []
+        self.pending: dict[Source, int] = {}
+        self.verdicts: list[bytes | None] = []  # committed
+        self.offsets: dict[Source, int] = {}  # committed
+
+    def begin_transaction(self) -> None:
+        super().begin_transaction()
+        self.open, self.pending = [], {}
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, *args: Any,
+             **kwargs: Any) -> None:
+        super().send(topic, key, value, *args, **kwargs)
+        if topic == "verdicts":
+            self.open.append(value)
+
+    def send_offsets_to_transaction(self, offsets: Mapping[Source, int], group_metadata: object,
+                                    timeout_s: float) -> None:
+        super().send_offsets_to_transaction(offsets, group_metadata, timeout_s)
+        self.pending.update(offsets)
+
+    def commit_transaction(self, timeout_s: float) -> None:
+        self.commit_calls += 1
+        if self.commit_calls in self.fail_commits:
+            raise ClientError("Local: Timed out", kind="timed_out", retriable=True)
+        super().commit_transaction(timeout_s)
+        self.verdicts += self.open
+        self.offsets.update(self.pending)
+        self.open, self.pending = [], {}
+
+
+class Clients:
+    """What the recovery asks of the clients: the group's committed offsets."""
+
+    def __init__(self, producer: TransactionalLog) -> None:
+        self.producer = producer
+
+    def committed(self, sources: list[Source], timeout_s: float) -> dict[Source, int | None]:
+        return {s: self.producer.offsets.get(s) for s in sources}
+
+
+def tx_records(count: int) -> list[Record]:
+    """`count` synthetic transactions as records of partition tx[0], offsets from 0."""
+    values = [orjson.dumps(e) for e in
+              generate(TrafficConfig(count=count, fraud_rate=0.05, seed=4, n_cards=40))]
+    return [Record("tx", 0, offset, None, value,
+                   int(decode_transaction(value).timestamp * 1000))
+            for offset, value in enumerate(values)]
