@@ -8,8 +8,9 @@ import time
 from collections.abc import Mapping
 
 import pytest
+from loop_support import TX, Clients, TransactionalLog, tx_records
 from prometheus_client import CollectorRegistry
-from test_loop_budget import TX, Clients, LogConsumer, TransactionalLog, _records, _settings
+from test_loop_budget import LogConsumer, _settings
 
 from stream.assembly import model_version, pipeline_config
 from stream.core.pipeline import Pipeline
@@ -46,7 +47,7 @@ def _loop(consumer: LogConsumer, after_s: float) -> ScorerLoop:
 
 def test_input_that_waits_with_nothing_done_is_reported_with_the_loops_state(
         caplog: pytest.LogCaptureFixture) -> None:
-    loop = _loop(StuckConsumer(_records(6)), after_s=0.0)
+    loop = _loop(StuckConsumer(tx_records(6)), after_s=0.0)
     with caplog.at_level(logging.WARNING, logger="stream.serving"):
         loop.run()
     stalls = [r.getMessage() for r in caplog.records if "nothing done for" in r.getMessage()]
@@ -65,7 +66,7 @@ class AtATransactionalEnd(StuckConsumer):
 
 def test_a_commit_marker_at_the_end_of_a_partition_is_not_waiting_input(
         caplog: pytest.LogCaptureFixture) -> None:
-    loop = _loop(AtATransactionalEnd(_records(6)), after_s=0.0)
+    loop = _loop(AtATransactionalEnd(tx_records(6)), after_s=0.0)
     with caplog.at_level(logging.WARNING, logger="stream.serving"):
         loop.run()
     assert not [r for r in caplog.records if "nothing done for" in r.getMessage()]
