@@ -100,11 +100,10 @@ def _encoded(rows: dict[str, RecentRow]) -> list[tuple[dict[str, RecentRow], byt
     """
     if not rows:
         return []
-    first = next(iter(rows.items()))
-    estimate = len(rows) * (len(orjson.dumps(first[0])) + len(orjson.dumps(first[1])) + 2)
-    if estimate <= SEGMENT_BYTES or len(rows) == 1:
+    key, row = next(iter(rows.items()))
+    if len(rows) * (len(orjson.dumps(key)) + len(orjson.dumps(row)) + 2) <= SEGMENT_BYTES:
         value = orjson.dumps(rows)
-        if len(value) <= SEGMENT_BYTES or len(rows) == 1:
+        if len(value) <= SEGMENT_BYTES:
             return [(rows, value)]
     return _packed(rows)
 
