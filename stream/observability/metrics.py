@@ -13,6 +13,7 @@ from importlib import metadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from stream.contracts.codec import REASONS
+from stream.observability.histogram import BulkHistogram
 from stream.state.changelog import QUARANTINE_KINDS
 
 PREFIX = "fraudstream"
@@ -66,15 +67,16 @@ class Metrics:
             f"{PREFIX}_dead_letters", "Records sent to the dead-letter topic.", ["reason"],
             registry=r,
         )
-        self.processing = Histogram(
+        # Observed per event: BulkHistogram costs a fifth of Histogram's observe.
+        self.processing = BulkHistogram(
             f"{PREFIX}_processing_seconds",
             "Time to decode, featurise, score and learn one event (excludes Kafka I/O).",
-            buckets=PROCESSING_BUCKETS, registry=r,
+            PROCESSING_BUCKETS, r,
         )
-        self.end_to_end = Histogram(
+        self.end_to_end = BulkHistogram(
             f"{PREFIX}_end_to_end_latency_seconds",
             "Record timestamp to verdict acknowledged by the broker.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            LATENCY_BUCKETS, r,
         )
         self.lag = Gauge(
             f"{PREFIX}_consumer_lag", "Records behind the end of each assigned input partition.",

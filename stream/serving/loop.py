@@ -192,6 +192,7 @@ class ScorerLoop:
                 processed += 1  # the first time only: a replay spends no budget
             if ledger.isolate_until:  # finding a record whose output is too large (recovery)
                 self.checkpoints.commit()
+        handle.flush_metrics()
         if polled.records:
             self.metrics.batch_size.observe(len(polled.records))
             self.metrics.last_event.set(time.time())

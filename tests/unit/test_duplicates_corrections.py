@@ -313,6 +313,9 @@ def test_duplicates_and_corrections_are_counted_from_zero_and_logged(
         handler.label(_arrival(0, Label("t0", "c1", False, T0 + 9.0), settings.labels_topic))
         handler.label(_arrival(1, Label("t0", "c1", False, T0 + 9.0), settings.labels_topic))
         handler.label(_arrival(2, Label("t0", "c1", True, T0 + 10.0), settings.labels_topic))
+    # Counted per poll: the loop flushes the handler's counts after each poll's records.
+    assert value("fraudstream_events_total", outcome="scored") == 0.0
+    handler.flush_metrics()
 
     verdicts = [orjson.loads(v or b"") for t, v in sink.sent if t == settings.output_topic]
     assert len(verdicts) == 2  # every input gets a verdict: the duplicate its first again

@@ -137,6 +137,7 @@ def test_the_handler_counts_warming_decisions_and_verdicts_say_so() -> None:
         handler.transaction(_arrival(i, amount, fraud=i % 2 == 0))
     handler.transaction(Arrival(Record("transactions", 0, 99, None, b"x"),
                                 DecodeError("invalid_json", "bad"), -math.inf, 0.0))
+    handler.flush_metrics()  # as the loop does after each poll's records
     bodies = [orjson.loads(value or b"") for topic, value in sink.sent
               if topic == settings.output_topic]
     # Labels inside the events: events 0-3 are scored with 0-3 labels learned (warming).
