@@ -41,6 +41,7 @@ from stream.state.changelog import (
     Quarantined,
     RecentRow,
     RestoredState,
+    encode_vector,
 )
 from stream.state.keys import StateKey
 from stream.state.segments import SegmentWriter, remembered
@@ -167,7 +168,7 @@ def _segments(state: PartitionState) -> list[tuple[bytes, bytes | None]]:
 
 def _learned_row(entry: tuple[int, float, Learned]) -> RecentRow:
     seq, timestamp, (is_fraud, merchant, decided_at, features) = entry
-    return [seq, timestamp, is_fraud, merchant, decided_at, features.tolist()]
+    return [seq, timestamp, is_fraud, merchant, decided_at, encode_vector(features)]
 
 
 def apply_restored(state: PartitionState, restored: RestoredState, champion: str,

@@ -55,7 +55,13 @@ from stream.core.scoring.model import (
 )
 from stream.core.scoring.pending import Decided, PendingBuffer
 from stream.core.scoring.timeline import ModelTimeline
-from stream.state.changelog import PartitionChanges, PendingRow, Quarantined, RestoredState
+from stream.state.changelog import (
+    PartitionChanges,
+    PendingRow,
+    Quarantined,
+    RestoredState,
+    encode_vector,
+)
 from stream.state.snapshot import PartitionSnapshot, signed_with_previous
 
 NO_CONTRIBUTIONS: dict[str, float] = {}
@@ -543,7 +549,8 @@ class Pipeline:
         if not self.config.track_changes:
             return
         row = None if decided is None else (
-            decided.merchant_id, decided.timestamp, decided.score, decided.features.tolist())
+            decided.merchant_id, decided.timestamp, decided.score,
+            encode_vector(decided.features))
         self._pending_changes.setdefault(partition, {})[tx_id] = row
         self.dirty.add(partition)
 

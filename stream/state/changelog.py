@@ -32,9 +32,12 @@ been evicted, and it is listed in `RestoredState.quarantined` for the scorer to 
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
+import sys
 from array import array
+from base64 import b64decode, b64encode
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,8 +54,9 @@ RECENT, LEARNED = b"d:", b"l:"  # per transaction: read, no longer written
 RECENT_SEGMENT, LEARNED_SEGMENT = b"D:", b"L:"
 RECENT_FRONT, LEARNED_FRONT = b"D", b"L"
 Row = list[float]
-# Features as a list when the core writes a row, as array("d") when a restore reads one.
-PendingRow = tuple[str, float, float, Sequence[float]]
+# Features as `encode_vector` text when the core writes a row, as array("d") when a restore
+# reads one (which also reads the JSON arrays of rows written before that).
+PendingRow = tuple[str, float, float, Sequence[float] | str]
 # A recent decision [seq, time, score, decision, model_state]; a learned label [seq, time,
 # is_fraud, merchant, decided_at, features] (the core builds and reads both).
 RecentRow = list[Any]
@@ -330,17 +334,59 @@ def _numbers(value: Any, what: str) -> list[float]:
     return out
 
 
+def encode_vector(values: array[float]) -> str:
+    """Decision-time features as the changelog writes them (pending records, learned
+    labels): base64 of their IEEE doubles, little-endian. The same numbers, bit for bit, as
+    a JSON array's shortest round-trip text, in two thirds of the bytes (384 characters for
+    36 features instead of ~560), and encoded in a fifth of the time (no float objects, no
+    float-to-text): every labelled event writes one or two such rows.
+
+    >>> encode_vector(array("d", [1.0, 0.5]))
+    'AAAAAAAA8D8AAAAAAADgPw=='
+    >>> _packed(encode_vector(array("d", [1.0, 0.5])), "row")
+    array('d', [1.0, 0.5])
+    """
+    if _BIG_ENDIAN:
+        values = array("d", values)
+        values.byteswap()
+    return b64encode(values.tobytes()).decode("ascii")
+
+
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
 def _packed(value: Any, what: str) -> array[float]:
-    """`_numbers` as a packed array: a restore holds tens of thousands of decision-time
-    feature vectors (pending records, learned labels) until the state is built. As lists of
-    float objects they took about 1.2 KB each, freed only after the whole restore, and the
-    process kept most of that memory after it (the soak's RSS stepped up at every rewind);
-    packed, 8 bytes a number, and the floats are freed row by row.
+    """Decision-time features read back: `encode_vector`'s text, or (as rows written before
+    it) a JSON array of numbers (`_numbers`), as a packed array. A restore holds tens of
+    thousands of them (pending records, learned labels) until the state is built. As lists
+    of float objects they took about 1.2 KB each, freed only after the whole restore, and
+    the process kept most of that memory after it (the soak's RSS stepped up at every
+    rewind); packed, 8 bytes a number, and the floats are freed row by row.
 
     >>> _packed([1, 2.5], "row")
     array('d', [1.0, 2.5])
+    >>> _packed("AAAAAAAA8H8=", "row")  # +inf
+    Traceback (most recent call last):
+    stream.state.changelog.BadRow: row holds a number that is not finite
+    >>> _packed("AAAA", "row")
+    Traceback (most recent call last):
+    stream.state.changelog.BadRow: row is not base64 of 8-byte numbers
     """
-    return array("d", _numbers(value, what))
+    if not isinstance(value, str):
+        return array("d", _numbers(value, what))
+    try:
+        raw = b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRow("bad_shape", f"{what} is not base64 of 8-byte numbers") from None
+    if not raw or len(raw) % 8:
+        raise BadRow("bad_shape", f"{what} is not base64 of 8-byte numbers")
+    out = array("d")
+    out.frombytes(raw)
+    if _BIG_ENDIAN:
+        out.byteswap()
+    if not all(map(math.isfinite, out)):
+        raise BadRow("not_finite", f"{what} holds a number that is not finite")
+    return out
 
 
 def feature_row(value: bytes) -> Row:
@@ -357,7 +403,8 @@ def feature_row(value: bytes) -> Row:
 
 
 def pending_row(value: bytes) -> PendingRow:
-    """A decision-time record: `[merchant_id, timestamp, score, [features...]]`.
+    """A decision-time record: `[merchant_id, timestamp, score, features]`, the features
+    `encode_vector`'s text (or a JSON array of numbers, as written before it).
 
     >>> pending_row(b'["m1", 1700000000.0, 0.25, [1.0, 0.0]]')
     ('m1', 1700000000.0, 0.25, array('d', [1.0, 0.0]))
@@ -403,7 +450,8 @@ def _recent(decoded: Any) -> RecentRow:
 
 
 def learned_row(value: bytes) -> RecentRow:
-    """A learned label: `[seq, time, is_fraud, merchant_id, decided_at, [features...]]`.
+    """A learned label: `[seq, time, is_fraud, merchant_id, decided_at, features]`, the
+    features `encode_vector`'s text (or a JSON array of numbers, as written before it).
 
     >>> learned_row(b'[3, 1700000000.0, true, "m1", 1699999000.0, [1.0, 0.5]]')
     [3, 1700000000.0, True, 'm1', 1699999000.0, array('d', [1.0, 0.5])]
