@@ -96,10 +96,35 @@ def _example(index: int, value: Any) -> array[float]:
     if not isinstance(value, list) or not 2 <= len(value) <= MAX_EXAMPLE_VALUES:
         raise FeedError(f"event {index}: an example must be a list [label, features...] of "
                         f"2 to {MAX_EXAMPLE_VALUES} numbers")
-    example = array("d", [_number(v, f"event {index}: example value") for v in value])
+    example = _checked(value)
+    if example is None:  # something is wrong: find what, number by number, and say so
+        example = array("d", [_number(v, f"event {index}: example value") for v in value])
     if example[0] not in (0.0, 1.0):
         raise FeedError(f"event {index}: an example's label must be 0 or 1")
     return example
+
+
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _checked(values: list[Any]) -> array[float] | None:
+    """`values` packed when every one is a finite int or float (not a bool), else None.
+
+    Why not `_number` per value: every instance decodes every other instance's labelled
+    examples (a label and ~36 features each), and a Python call per number was most of a
+    feed record's decoding, ~12 us per labelled transaction; the same checks made by
+    C-level passes over the list take a fifth of that.
+
+    >>> _checked([1, 0.5]), _checked([1, True]), _checked([1.0, float("nan")])
+    (array('d', [1.0, 0.5]), None, None)
+    """
+    if not _NUMBER_TYPES.issuperset(map(type, values)):
+        return None
+    try:
+        packed = array("d", values)
+    except OverflowError:  # an integer beyond a double's range
+        return None
+    return packed if all(map(math.isfinite, packed)) else None
 
 
 def _event(index: int, raw: Any) -> FeedEvent:
