@@ -193,6 +193,11 @@ class ScorerLoop:
             if ledger.isolate_until:  # finding a record whose output is too large (recovery)
                 self.checkpoints.commit()
         handle.flush_metrics()
+        if self._gated_since is not None and not self.recovery.broken \
+                and self.checkpoints.due(idle=True):
+            # Held back by the other instances' merchant frontier: publish this instance's
+            # now, not at the interval, for they may be held back by it in turn.
+            self.checkpoints.commit(wait=False)
         if polled.records:
             self.metrics.batch_size.observe(len(polled.records))
             self.metrics.last_event.set(time.time())
