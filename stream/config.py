@@ -112,9 +112,11 @@ class Settings(BaseSettings):
     changelog: bool = True
     checkpoint_events: int = Field(10_000, gt=0)
     checkpoint_interval_ms: float = Field(100.0, ge=0)
-    # A scorer that has caught up (its poll finds nothing fetched) checkpoints this soon after
-    # the last one instead of after `checkpoint_interval_ms`: the checkpoint fills time it would
-    # spend waiting, and exactly-once verdicts become visible sooner (serving/checkpoint.py).
+    # A scorer that has caught up (its poll finds nothing fetched), or whose input the other
+    # instances' merchant frontier holds back, checkpoints this soon after the last one instead
+    # of after `checkpoint_interval_ms`: the checkpoint fills time it would spend waiting,
+    # exactly-once verdicts become visible sooner, and a held-back instance publishes its own
+    # merchant frontier to the others (serving/checkpoint.py, serving/loop.py).
     checkpoint_idle_ms: float = Field(20.0, ge=0)
     max_outage_s: float = Field(300.0, gt=0)
     shutdown_timeout_s: float = Field(30.0, gt=0)
