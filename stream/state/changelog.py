@@ -334,12 +334,15 @@ def _numbers(value: Any, what: str) -> list[float]:
     return out
 
 
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
 def encode_vector(values: array[float]) -> str:
     """Decision-time features as the changelog writes them (pending records, learned
     labels): base64 of their IEEE doubles, little-endian. The same numbers, bit for bit, as
-    a JSON array's shortest round-trip text, in two thirds of the bytes (384 characters for
-    36 features instead of ~560), and encoded in a fifth of the time (no float objects, no
-    float-to-text): every labelled event writes one or two such rows.
+    a JSON array's shortest round-trip text, encoded in half the time (no float objects, no
+    float-to-text; 2.4 against 4.7 us for the 31 features of the bench's events) and in a
+    tenth fewer bytes (334 against 376): every labelled event writes one or two such rows.
 
     >>> encode_vector(array("d", [1.0, 0.5]))
     'AAAAAAAA8D8AAAAAAADgPw=='
@@ -351,8 +354,6 @@ def encode_vector(values: array[float]) -> str:
         values.byteswap()
     return b64encode(values.tobytes()).decode("ascii")
 
-
-_BIG_ENDIAN = sys.byteorder == "big"
 
 
 def _packed(value: Any, what: str) -> array[float]:
