@@ -170,7 +170,7 @@ class ScorerLoop:
         if not polled.records:  # caught up: checkpoint now rather than while records wait
             if not self.recovery.broken and self.checkpoints.due(idle=True):
                 self.checkpoints.commit(wait=False)
-            polled = self.intake.poll(s.max_poll_records, self._input_wait_s())
+            polled = self.intake.poll(s.max_poll_records, s.poll_timeout_ms / 1000.0)
         processed = 0
         input_topic, ledger, handle = s.input_topic, self.ledger, self.handle
         until = self._merchant_gate() if self.feed is not None else math.inf
@@ -203,15 +203,6 @@ class ScorerLoop:
             self.metrics.last_event.set(time.time())
         self._refresh_gauges()
         return processed
-
-    def _input_wait_s(self) -> float:
-        """How long a poll that found nothing fetched waits for input: `poll_timeout_ms`,
-        unless the other instances hold the input back. What it waits for then comes on the
-        merchant feed, which the gate waits on (`_merchant_gate`): two instances catching up
-        on a backlog sat in 100 ms polls of their own input while the other's merchant
-        events were in (the scale-out phase of `make bench` alone, 200,000 events, two
-        instances: 1,614 events/s before, 2,323 after)."""
-        return 0.0 if self._gated_since is not None else self.settings.poll_timeout_ms / 1000.0
 
     def _merchant_gate(self) -> float:
         """The latest event time the shared merchant table can serve exactly now: input past

@@ -6,9 +6,6 @@ bench's stream (minutes of event time per checkpoint interval, a 60 s merchant d
 instances answered 0.25x and 1.38x what one did in `make bench`'s scale-out phase, and 1.45x
 and 1.55x with this (the scale-out phase alone, the two versions alternated on one broker).
 
-Held back, it also polls its own input without waiting: what it waits for comes on the
-merchant feed, which the gate waits on.
-
 The loop runs on the in-memory clients of loop_support.py with the shared merchant table of
 two input partitions: this instance owns partition 0, and partition 1's owner (another
 instance) has published a frontier a third of the way into partition 0's backlog."""
@@ -34,15 +31,11 @@ from stream.serving.loop import ScorerLoop
 
 class Backlog(MemoryConsumer):
     """Every poll returns the next three records while any are left: input never runs dry
-    before the backlog is read. Once it has, the timeouts of the polls that came back empty
-    are noted, and the loop is stopped after `stop_after_empty` of them."""
+    before the backlog is read."""
 
-    def __init__(self, records: list[Record], stop_after_empty: int | None = None) -> None:
+    def __init__(self, records: list[Record]) -> None:
         super().__init__()
         self.batches = [records[i:i + 3] for i in range(0, len(records), 3)]
-        self.stop_after_empty = stop_after_empty
-        self.empty_poll_timeouts: list[float] = []
-        self.loop: ScorerLoop | None = None
 
     def poll(self, max_records: int, timeout_s: float) -> Polled:
         if not self.assigned:
@@ -50,11 +43,6 @@ class Backlog(MemoryConsumer):
             assert self.listener is not None
             self.listener.on_assigned(list(self.assigned))
         batch = self.batches.pop(0) if self.batches else []
-        if not batch and self.stop_after_empty is not None:
-            self.empty_poll_timeouts.append(timeout_s)
-            if len(self.empty_poll_timeouts) == self.stop_after_empty:
-                assert self.loop is not None
-                self.loop.stop()
         return Polled(batch, [LABELS] + ([] if self.batches else [TX]))
 
 
@@ -62,10 +50,9 @@ class Commits(TransactionalLog):
     """Notes how many batches were still unread at each commit that held verdicts, and stops
     the loop after the first."""
 
-    def __init__(self, consumer: Backlog, stop: bool = True) -> None:
+    def __init__(self, consumer: Backlog) -> None:
         super().__init__(fail_commits=set())
         self.consumer = consumer
-        self.stop = stop
         self.unread_at_commit: list[int] = []
         self.loop: ScorerLoop | None = None
 
@@ -74,14 +61,11 @@ class Commits(TransactionalLog):
         super().commit_transaction(timeout_s)
         if held:
             self.unread_at_commit.append(len(self.consumer.batches))
-            if self.stop:
-                assert self.loop is not None
-                self.loop.stop()
+            assert self.loop is not None
+            self.loop.stop()
 
 
-def _held_back(stop_after_empty: int | None = None) -> tuple[ScorerLoop, Backlog, Commits]:
-    """A loop over 60 transactions of partition 0 whose merchant reads the other instance's
-    frontier lets through the first 20 only."""
+def test_an_instance_held_back_by_the_others_publishes_its_frontier_at_once() -> None:
     settings = load_settings(
         environ={}, group_id="g", input_topic="tx", labels_topic="labels",
         output_topic="verdicts", changelog=False, merchant_state="shared",
@@ -94,35 +78,18 @@ def _held_back(stop_after_empty: int | None = None) -> tuple[ScorerLoop, Backlog
     remote = (times[19] + times[20]) / 2 - settings.merchant_delta_s
     pipeline = Pipeline(pipeline_config(settings, KEY), model_version(settings),
                         merchant_partitions=2, merchant_feed=True)
-    consumer = Backlog(records, stop_after_empty)
-    producer = Commits(consumer, stop=stop_after_empty is None)
+    consumer = Backlog(records)
+    producer = Commits(consumer)
     loop = ScorerLoop(settings, pipeline, Metrics(CollectorRegistry()),
                       Clients(producer), consumer,  # type: ignore[arg-type]
                       ExactlyOnce(lambda: producer, consumer, timeout_s=1.0))
-    producer.loop = consumer.loop = loop
+    producer.loop = loop
     assert loop.feed is not None
     # No broker to rebuild the table from: the other instance's frontier is all there is.
     loop.feed.rebuild = lambda: pipeline.apply_feed(1, 1, [], remote, remote)  # type: ignore[method-assign]
-    return loop, consumer, producer
-
-
-def test_an_instance_held_back_by_the_others_publishes_its_frontier_at_once() -> None:
-    loop, _, producer = _held_back()
-    settings, pipeline = loop.settings, loop.pipeline
     result = loop.run()
     assert result.transactions == 20  # held back after the 20th, for as long as it took
     # Published while the backlog was still being read (it waited for it to run dry before).
     assert producer.unread_at_commit and producer.unread_at_commit[0] > 0
     feed = [sent for sent in producer.sent if sent[0] == settings.merchant_feed_topic]
     assert feed and math.isfinite(pipeline.merchants.mark_of(0))  # type: ignore[union-attr]
-
-
-def test_an_instance_held_back_by_the_others_waits_on_their_feed_not_on_its_own_input() -> None:
-    """Its backlog read, a held-back loop polls its input without waiting: what it waits for
-    comes on the merchant feed, which the gate waits on. It waited `poll_timeout_ms` in each
-    such poll before (100 ms), while the other instance's merchant events were already in."""
-    loop, consumer, _ = _held_back(stop_after_empty=5)
-    result = loop.run()
-    assert result.transactions == 20
-    assert len(consumer.empty_poll_timeouts) >= 5
-    assert set(consumer.empty_poll_timeouts) == {0.0}
