@@ -111,9 +111,9 @@ def _checked(values: list[Any]) -> array[float] | None:
     """`values` packed when every one is a finite int or float (not a bool), else None.
 
     Why not `_number` per value: every instance decodes every other instance's labelled
-    examples (a label and ~36 features each), and a Python call per number was most of a
-    feed record's decoding, ~12 us per labelled transaction; the same checks made by
-    C-level passes over the list take a fifth of that.
+    examples (a label and ~31 features each), and a Python call per number was most of a
+    feed record's decoding: a labelled transaction's feed events took 11.9 us to decode,
+    5.3 us with the same checks made by C-level passes over the list.
 
     >>> _checked([1, 0.5]), _checked([1, True]), _checked([1.0, float("nan")])
     (array('d', [1.0, 0.5]), None, None)
