@@ -100,18 +100,32 @@ class _FromCommitted:
         self._timeout_s = timeout_s
 
     def on_assigned(self, sources: list[Source]) -> None:
+        """Seek to the committed offsets, then tell the scorer. When they cannot be read,
+        the scorer is told all the same and the error follows, raised from poll.
+
+        Why both: the assignment stands whatever the read. A zombie's open transaction holds
+        its offsets back (the broker answers "unstable" until the transaction ends, up to
+        its timeout), so a take-over after SIGKILL can time out here. Raising before the
+        listener ran left the scorer without the event: its intake never tracked the new
+        partitions (labels no longer waited for), and health reported "no partitions
+        assigned" while it scored them. The error makes the loop rewind, which seeks every
+        assigned partition to its committed offset with a fresh client."""
         tps = [topic_partition(s) for s in sources]
+        failed: ClientError | None = None
         if tps:
             try:
                 committed = self._consumer._coordinator.fetch_committed_offsets(
                     tps, timeout_ms=int(self._timeout_s * 1000))
-            except kerr.KafkaError as exc:  # raised from poll: the loop rewinds to them
-                raise client_error(exc, what="committed offsets") from None
-            for tp in tps:
-                found = committed.get(tp)
-                offset = found.offset if found is not None and found.offset >= 0 else None
-                seek_to(self._consumer, tp, BEGINNING if offset is None else offset)
+            except kerr.KafkaError as exc:
+                failed = client_error(exc, what="committed offsets")
+            else:
+                for tp in tps:
+                    found = committed.get(tp)
+                    offset = found.offset if found is not None and found.offset >= 0 else None
+                    seek_to(self._consumer, tp, BEGINNING if offset is None else offset)
         self._listener.on_assigned(sources)
+        if failed is not None:
+            raise failed
 
     def on_revoked(self, sources: list[Source]) -> None:
         self._listener.on_revoked(sources)
