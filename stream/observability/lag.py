@@ -20,7 +20,8 @@ def refresh(metrics: Metrics, consumer: GroupConsumer, pipeline: Pipeline,
     lag by partition.
 
     The high watermark is the client's cached value from its last fetch response and the
-    position is ours (or the client's): no broker round trip on the loop's thread.
+    position is ours (Ledger.positions: the next record to do), the client's only where we
+    know none yet: no broker round trip on the loop's thread.
     """
     lags = consumer.lag(positions)
     for (topic, partition), behind in lags.items():

@@ -258,10 +258,11 @@ class ScorerLoop:
             self._gave_up_at = remote
             self.metrics.merchant_waits.inc()
             self.result.merchant_wait_timeouts += 1
+            behind = (f"{ahead - remote:.0f}s of event time behind" if math.isfinite(remote)
+                      else "not published yet")
             log.warning("waited %.1fs for the other instances' merchant events (their "
-                        "frontier is %.0fs of event time behind); reading merchant state as "
-                        "it is until they move", self.settings.merchant_max_wait_ms / 1000.0,
-                        ahead - remote)
+                        "frontier is %s); reading merchant state as it is until they move",
+                        self.settings.merchant_max_wait_ms / 1000.0, behind)
             return math.inf
         return until
 
@@ -304,7 +305,7 @@ class ScorerLoop:
         good, silently.) One offset a partition is not taken for waiting input: after a
         transactional producer's last record comes its commit marker, which is no record, so
         a scorer at the end of such a partition is one offset "behind" for good."""
-        progress = (sum(self.ledger.done.values()), self.rebalance.assignments,
+        progress = (sum(self.ledger.positions().values()), self.rebalance.assignments,
                     self.ledger.result.recoveries)
         waiting = sum(lags.values())
         stalled = self._stall.stalled(progress, sum(max(0, n - 1) for n in lags.values()))
@@ -326,7 +327,7 @@ class ScorerLoop:
             return
         self._next_gauges = now + 1.0
         self._report_stall(lag.refresh(self.metrics, self.consumer, self.pipeline,
-                                       self.ledger.done))
+                                       self.ledger.positions()))
         lag.refresh_budgets(self.metrics, self.pipeline, self._budget_drops)
         self.metrics.buffered.set(len(self.intake))
         timed_out = self.intake.timed_out

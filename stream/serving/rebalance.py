@@ -61,6 +61,7 @@ class Rebalance:
                 self.fenced = exc
             except RecoverableError as exc:
                 self.recovery.failed(exc)
+        self.recovery.ledger.forget(sources)
         log.info("partitions revoked: %s", _fmt(sources))
 
     def on_lost(self, sources: list[Source]) -> None:
@@ -69,11 +70,13 @@ class Rebalance:
         Recovery aborts it and rewinds; the group gives us partitions again on rejoin."""
         log.warning("partitions lost: %s", _fmt(sources))
         self.intake.revoke(sources)
+        self.recovery.ledger.forget(sources)
         self.recovery.failed(GroupMovedError("partitions lost: the group moved on without us"))
 
     def on_assigned(self, sources: list[Source]) -> None:
         self.assignments += 1
         self.intake.track(sources)
+        self.recovery.ledger.forget(sources)  # from an earlier time they were ours
         input_topic = self.settings.input_topic
         mine = {partition for topic, partition in sources if topic == input_topic}
         for partition in list(self.pipeline.partitions):

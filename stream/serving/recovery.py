@@ -198,6 +198,8 @@ class Recovery:
             # No committed offset yet: start over, as auto.offset.reset=earliest does.
             offset = committed.get(source)
             self.consumer.seek(source, BEGINNING if offset is None else offset)
+            if offset is not None:
+                self.ledger.committed[source] = offset
             if offset is not None and offset >= redo.get(source, 0):
                 redo.pop(source, None)  # committed after all: nothing to do again
 
