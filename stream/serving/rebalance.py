@@ -76,7 +76,6 @@ class Rebalance:
     def on_assigned(self, sources: list[Source]) -> None:
         self.assignments += 1
         self.intake.track(sources)
-        self.recovery.ledger.forget(sources)  # from an earlier time they were ours
         input_topic = self.settings.input_topic
         mine = {partition for topic, partition in sources if topic == input_topic}
         for partition in list(self.pipeline.partitions):
