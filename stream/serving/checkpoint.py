@@ -36,7 +36,7 @@ class Checkpointer:
         self._stamp = stamp(settings.application_id)  # on every changelog record
         self.feed = feed
 
-    def due(self, idle: bool = False) -> bool:
+    def due(self, idle: bool = False, held: bool = False) -> bool:
         """A checkpoint is due after `checkpoint_events` records or `checkpoint_interval_ms`;
         `idle` (the loop has caught up: nothing fetched waits) after only
         `checkpoint_idle_ms`.
@@ -48,6 +48,12 @@ class Checkpointer:
         input empty, so it keeps the interval and its batching. At-least-once's checkpoint
         work moves into time the scorer would spend waiting, and each instance's merchant
         events reach the others sooner.
+
+        `held` (the other instances' merchant frontier holds input back): at once, whenever
+        this instance has merchant news, for the others may be held back by its frontier
+        in turn. Two instances catching up on a backlog move in step, each at most
+        `merchant_delta_s` of event time past the other's published frontier; any period
+        here would be added to every step.
 
         >>> from types import SimpleNamespace
         >>> import time
@@ -64,6 +70,8 @@ class Checkpointer:
             return True
         if self.ledger.isolate_until:  # searching for a record whose output is too large
             return since >= 1
+        if held:  # the other instances' frontier holds input back: they may wait on ours
+            return self.feed is not None and self.pipeline.feed_news()
         period = min(s.checkpoint_idle_ms, s.checkpoint_interval_ms) if idle \
             else s.checkpoint_interval_ms
         elapsed_ms = (time.monotonic() - self._last) * 1000.0

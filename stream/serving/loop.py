@@ -66,6 +66,9 @@ class ScorerLoop:
         if pipeline.merchants is not None:
             self.feed = MerchantFeed(settings, pipeline, clients, metrics,
                                      pipeline.merchants.partitions)
+        # Some owned input waits beyond the merchant gate (the feed moves it); and since when
+        # none of it could be released (what `merchant_max_wait_ms` bounds).
+        self._held = False
         self._gated_since: float | None = None
         # After a wait ran out: the other instances' frontier it gave up on. Input is not held
         # back again until that frontier moves (the lagging instance shows signs of life), so
@@ -170,11 +173,17 @@ class ScorerLoop:
         if not polled.records:  # caught up: checkpoint now rather than while records wait
             if not self.recovery.broken and self.checkpoints.due(idle=True):
                 self.checkpoints.commit(wait=False)
-            polled = self.intake.poll(s.max_poll_records, s.poll_timeout_ms / 1000.0)
+            if not (self._held and len(self.intake)):
+                polled = self.intake.poll(s.max_poll_records, s.poll_timeout_ms / 1000.0)
+            # else input waits at the merchant gate: what moves it is the feed, so the gate
+            # waits on the feed instead of here on input (`poll_timeout_ms` a turn: two
+            # instances catching up took turns sleeping it).
         processed = 0
         input_topic, ledger, handle = s.input_topic, self.ledger, self.handle
         until = self._merchant_gate() if self.feed is not None else math.inf
         arrivals = self.intake.release(until)
+        if self.feed is not None:
+            self._held = self._input_held(until)
         table = self.pipeline.merchants
         if table is not None:  # the local floor holds only for records released in order
             table.ordered = self.intake.aligned
@@ -193,10 +202,9 @@ class ScorerLoop:
             if ledger.isolate_until:  # finding a record whose output is too large (recovery)
                 self.checkpoints.commit()
         handle.flush_metrics()
-        if self._gated_since is not None and not self.recovery.broken \
-                and self.checkpoints.due(idle=True):
+        if self._held and not self.recovery.broken and self.checkpoints.due(held=True):
             # Held back by the other instances' merchant frontier: publish this instance's
-            # now, not at the interval, for they may be held back by it in turn.
+            # now, for they may be held back by it in turn.
             self.checkpoints.commit(wait=False)
         if polled.records:
             self.metrics.batch_size.observe(len(polled.records))
@@ -217,8 +225,7 @@ class ScorerLoop:
         fetches (or just assigned) from being taken for idle, which would move its stream
         time and so its later events' effective times."""
         assert self.feed is not None
-        waiting = self._gated_since is not None
-        self.feed.poll(0.05 if waiting else 0.0)  # waiting: wait on the feed, not in a spin
+        self.feed.poll(0.05 if self._held else 0.0)  # held: wait on the feed, not in a spin
         pipeline, intake, idle = self.pipeline, self.intake, self._idle_since
         restores = (self.rebalance.assignments, self.ledger.result.recoveries)
         if restores != self._restores:  # nothing was fetched while restoring: not idleness
@@ -228,7 +235,7 @@ class ScorerLoop:
         assert table is not None
         # Only another instance waits for an idle partition: alone, the floor covers it.
         others = table.remote_frontier() < math.inf
-        ahead = -math.inf
+        ahead, first = -math.inf, math.inf
         now = time.monotonic()
         for partition in pipeline.partitions:
             head = intake.next_time(partition)
@@ -241,14 +248,17 @@ class ScorerLoop:
             else:
                 idle.pop(partition, None)
                 pipeline.lookahead(partition, head)
-                ahead = max(ahead, head)
+                if head > ahead:
+                    ahead = head
+                if head < first:
+                    first = head
         remote = table.remote_frontier()
         if self._gave_up_at is not None:
             if remote <= self._gave_up_at:
                 return math.inf
             self._gave_up_at = None
         until = remote + table.delta_s
-        if ahead <= until:
+        if first <= until or first == math.inf:  # something can go, or nothing waits
             self._gated_since = None
             return until
         if self._gated_since is None:
@@ -265,6 +275,18 @@ class ScorerLoop:
                         self.settings.merchant_max_wait_ms / 1000.0, behind)
             return math.inf
         return until
+
+    def _input_held(self, until: float) -> bool:
+        """Whether owned input waits beyond the merchant gate at `until` (not for event-time
+        alignment: a source that may still bring earlier records is waited for by polling)."""
+        if until == math.inf:
+            return False
+        next_time = self.intake.next_time
+        for partition in self.pipeline.partitions:
+            head = next_time(partition)
+            if head is not None and head > until:
+                return True
+        return False
 
     def _final_checkpoint(self) -> bool:
         """Commit what is done; False when a failure rewound the loop and, not stopped, it
