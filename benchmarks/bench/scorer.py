@@ -28,6 +28,7 @@ from typing import IO, Any
 _ASSIGNED = re.compile(r"partitions assigned: (?!none)")
 _ASSIGNMENT = re.compile(r"partitions assigned: (.*)$")
 _SUMMARY = re.compile(r"processed (\d+) records: (\d+) verdicts, (\d+) dead letters")
+_WAITS = re.compile(r"(\d+) merchant waits given up")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -94,6 +95,9 @@ class ScorerProcess:
         self.assigned_at: float | None = None
         self.summary_at: float | None = None
         self.summary: tuple[int, int, int] | None = None
+        # Waits for other instances' merchant events given up (the exit summary says so):
+        # reads past them were served stale, so the instances no longer scored as one.
+        self.merchant_waits = 0
         self.assignments = 0
         # The scorer's CPU seconds when the window opened and closed (cpu_seconds).
         self.cpu_at_assigned: float | None = None
@@ -143,6 +147,8 @@ class ScorerProcess:
                 self.cpu_at_summary = self._cpu()
                 self.broker_cpu.append(self._broker_cpu())
                 self.summary = (int(match[1]), int(match[2]), int(match[3]))
+                waits = _WAITS.search(line)
+                self.merchant_waits = int(waits[1]) if waits else 0
         self._assigned.set()  # the pipe closed: wake any waiter (it checks the process)
 
     def _cpu(self) -> float | None:

@@ -56,5 +56,8 @@ def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
                                            "passthrough"}
     scale = result["extra"]["scale_out"]
     assert [run["instances"] for run in scale["runs"]] == [1, 2]
+    # Whether the instances gave up waiting for each other (stale reads) is part of the figure.
+    assert all(isinstance(run["merchant_waits_given_up"], int) and
+               run["merchant_waits_given_up"] >= 0 for run in scale["runs"]), scale["runs"]
     assert _is_number(scale["scale_1_instance"]) and scale["scale_1_instance"] > 0
     assert result["extra"]["machine"]["nproc"] >= 1
