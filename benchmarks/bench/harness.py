@@ -203,10 +203,13 @@ class Prefilled:
         return len(self.values)
 
 
-def traffic(count: int, cards: int, seed: int,
-            fraud_rate: float = 0.01) -> Iterator[dict[str, Any]]:
-    """Synthetic events with their labels inside (`is_fraud`), as `stream produce` makes them."""
-    return generate(TrafficConfig(count=count, fraud_rate=fraud_rate, seed=seed, n_cards=cards))
+def traffic(count: int, cards: int, seed: int, fraud_rate: float = 0.01,
+            per_card_day: float = 3.0) -> Iterator[dict[str, Any]]:
+    """Synthetic events with their labels inside (`is_fraud`), as `stream produce` makes them;
+    `per_card_day` transactions a card makes a day set how dense the stream is in event time
+    (cards x per_card_day / 86,400 a second: 0.35 with the defaults)."""
+    return generate(TrafficConfig(count=count, fraud_rate=fraud_rate, seed=seed, n_cards=cards,
+                                  mean_tx_per_card_per_day=per_card_day))
 
 
 def prefill(topics: Topics, count: int, cards: int, seed: int, topic: str | None = None,

@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(at most --events; 0: none)")
     p.add_argument("--scale-events", type=int, default=None,
                    help="events of the scale-out phase (default --events; 0: skip it)")
+    p.add_argument("--scale-tx-per-card-day", type=float, default=3.0,
+                   help="transactions per card and day in the scale-out phase's traffic: how "
+                        "dense it is in event time, which bounds two instances catching up "
+                        "together (docs/benchmark.md)")
     p.add_argument("--traffic-cards", type=int, default=10_000,
                    help="distinct cards in the synthetic traffic of the Kafka phases")
     p.add_argument("--seed", type=int, default=7)
@@ -262,7 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.scale_events:
                 t = time.monotonic()
                 scaled = scale_out(topics, args.scale_events, args.traffic_cards, args.seed,
-                                   _timeout(args.scale_events))
+                                   _timeout(args.scale_events), args.scale_tx_per_card_day)
                 phases["scale_s"] = time.monotonic() - t
             profiled = None
             if args.profile:

@@ -27,7 +27,7 @@ def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench", "--events", "2000", "--cards", "10000",
          "--latency-seconds", "3", "--rate", "500", "--traffic-cards", "500",
-         "--merchants", "5000",
+         "--merchants", "5000", "--scale-tx-per-card-day", "30",
          "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=500, check=False,
     )
@@ -56,6 +56,7 @@ def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
                                            "passthrough"}
     scale = result["extra"]["scale_out"]
     assert [run["instances"] for run in scale["runs"]] == [1, 2]
+    assert scale["tx_per_card_day"] == 30  # the scale-out's traffic density, as asked
     # Whether the instances gave up waiting for each other (stale reads) is part of the figure.
     assert all(isinstance(run["merchant_waits_given_up"], int) and
                run["merchant_waits_given_up"] >= 0 for run in scale["runs"]), scale["runs"]
