@@ -214,7 +214,9 @@ class ScorerLoop:
 
     def _merchant_gate(self) -> float:
         """The latest event time the shared merchant table can serve exactly now: input past
-        it waits for the other instances' merchant events, at most `merchant_max_wait_ms`.
+        it waits for the other instances' merchant events. `merchant_max_wait_ms` bounds a
+        wait in which none of the owned input can go (the others stopped); while their
+        frontier moves, each record it lets through starts that clock again.
 
         Only the other instances' partitions can hold input back: the owned ones are
         processed in event-time order, which keeps them past the time being processed

@@ -22,6 +22,7 @@ frontier that moves a little at every poll of the feed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from keys_support import KEY
@@ -36,7 +37,7 @@ from stream.kafka.delivery import ExactlyOnce
 from stream.kafka.records import Polled, Record
 from stream.kafka.testing import MemoryConsumer
 from stream.observability.metrics import Metrics
-from stream.serving.loop import ScorerLoop
+from stream.serving.loop import RunResult, ScorerLoop
 
 COUNT = 40
 OWNED = [("tx", 0), ("tx", 1), ("labels", 0), ("labels", 1)]
@@ -83,6 +84,15 @@ def _loop(max_wait_ms: float) -> tuple[ScorerLoop, Pipeline, Backlog, list[float
     return loop, pipeline, consumer, times
 
 
+def _run(loop: ScorerLoop, feed_poll: Callable[[float], int]) -> RunResult:
+    """Run the loop with `feed_poll` standing in for the merchant feed's reads (no broker to
+    rebuild the table from: the other instance's frontier is all there is)."""
+    assert loop.feed is not None
+    loop.feed.rebuild = lambda: 0  # type: ignore[method-assign]
+    loop.feed.poll = feed_poll  # type: ignore[method-assign]
+    return loop.run()
+
+
 def test_a_wait_does_not_run_out_while_the_other_instance_keeps_pace() -> None:
     loop, pipeline, consumer, times = _loop(max_wait_ms=100.0)
     delta = loop.settings.merchant_delta_s
@@ -92,20 +102,16 @@ def test_a_wait_does_not_run_out_while_the_other_instance_keeps_pace() -> None:
         """The other instance publishes a frontier that lets one more record through, every
         20 ms: the backlog takes about 0.8 s, eight times the allowed wait."""
         time.sleep(0.02)
-        step[0] = min(step[0] + 1, COUNT)
-        mark = times[step[0] - 1] - delta + 1e-3 if step[0] < COUNT else float("inf")
-        if step[0] == COUNT:
-            mark = times[-1] + 3600.0
+        step[0] += 1
+        done = step[0] >= COUNT
+        mark = times[-1] + 3600.0 if done else times[step[0] - 1] - delta + 1e-3
         pipeline.apply_feed(REMOTE, step[0], [], mark, mark)
-        if step[0] == COUNT:
+        if done:
             loop.stop()
         return 0
 
-    assert loop.feed is not None
-    loop.feed.rebuild = lambda: 0  # type: ignore[method-assign]
-    loop.feed.poll = feed_poll  # type: ignore[method-assign]
     started = time.monotonic()
-    result = loop.run()
+    result = _run(loop, feed_poll)
     assert time.monotonic() - started > 4 * loop.settings.merchant_max_wait_ms / 1000.0
     assert result.merchant_wait_timeouts == 0
     table: Any = pipeline.merchants
@@ -126,10 +132,7 @@ def test_an_instance_that_does_not_move_is_waited_for_once_then_read_as_it_is() 
             loop.stop()
         return 0
 
-    assert loop.feed is not None
-    loop.feed.rebuild = lambda: 0  # type: ignore[method-assign]
-    loop.feed.poll = feed_poll  # type: ignore[method-assign]
-    result = loop.run()
+    result = _run(loop, feed_poll)
     assert result.merchant_wait_timeouts == 1
     assert result.transactions == COUNT
     table: Any = pipeline.merchants
