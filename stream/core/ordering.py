@@ -102,7 +102,7 @@ class TimeAligner(Generic[R]):
         buffer = self._buffers.get(source)
         return self.timestamp(buffer[0]) if buffer else None
 
-    def restart_waits(self) -> None:
+    def restart_waits(self, sources: Iterable[Hashable] | None = None) -> None:
         """Empty sources are waited for afresh from now: after a restore, which can take
         longer than `max_wait_s` and during which nothing is fetched. Waits started at the
         assignment would have run out before the first fetch, and the first partition
@@ -114,10 +114,13 @@ class TimeAligner(Generic[R]):
         >>> aligner.restart_waits(); aligner.add("a", [7])
         >>> aligner.release(caught_up=set()), aligner.timed_out  # b is waited for
         ([], 0)
+
+        `sources`: only these (the others' waits go on).
         """
         now = self.clock()
-        for source, buffer in self._buffers.items():
-            if not buffer:
+        chosen = self._buffers if sources is None else sources
+        for source in chosen:
+            if not self._buffers.get(source, True):  # tracked and empty
                 self._empty_since[source] = now
 
     def clear(self) -> None:

@@ -250,7 +250,8 @@ class KafkaPythonGroupConsumer:
         if len(records) > max_records:  # from a poll started with a larger max_records
             self._give_back(records[max_records:])
             records = records[:max_records]
-        return Polled(records, self._at_end({r.source for r in records}, timeout_s))
+        return Polled(records, self._at_end({r.source for r in records}, timeout_s),
+                      more=len(records) >= max_records)
 
     def _give_back(self, records: list[Record]) -> None:
         """Rewind to the first of these records per partition: the next poll returns them."""

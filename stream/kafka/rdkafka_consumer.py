@@ -30,10 +30,11 @@ def _commit_cb(error: KafkaError | None, partitions: list[Any]) -> None:
         log.warning("offset commit failed: %s", error)
 
 
-def _polled(messages: list[Any]) -> Polled:
+def _polled(messages: list[Any], most: int) -> Polled:
     """Client messages as Records; end-of-partition events as `at_end` (a partition that
-    delivered a record after its end event is not at its end any more)."""
-    out = Polled()
+    delivered a record after its end event is not at its end any more); `more` when the
+    batch was cut at `most` messages (the client's queue may hold more)."""
+    out = Polled(more=len(messages) >= most)
     records, at_end = out.records, out.at_end
     for m in messages:
         error = m.error()
@@ -128,7 +129,7 @@ class RdkafkaGroupConsumer:
         if failed is not None:
             self._rewind_to(messages)
             raise failed
-        return _polled(messages)
+        return _polled(messages, max_records)
 
     def _rewind_to(self, messages: list[Any]) -> None:
         """Seek every partition of a batch that will not be returned back to its first
@@ -286,7 +287,7 @@ class RdkafkaReader:
 
     def poll(self, max_records: int, timeout_s: float) -> Polled:
         try:
-            return _polled(_batch(self._consumer, max_records, timeout_s))
+            return _polled(_batch(self._consumer, max_records, timeout_s), max_records)
         except KafkaException as exc:
             raise client_error(exc) from None
 

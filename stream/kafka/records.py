@@ -51,7 +51,10 @@ class Record:
 @dataclass(slots=True)
 class Polled:
     """One poll: the records in each partition's offset order, then the partitions found at
-    their end after them."""
+    their end after them. `more`: the poll was cut at its `max_records`, so the client may
+    hold records of any partition fetched behind those returned (the event-time intake
+    doubts an earlier end of partition meanwhile: serving/intake.py)."""
 
     records: list[Record] = field(default_factory=list)
     at_end: list[Source] = field(default_factory=list)
+    more: bool = False

@@ -227,3 +227,107 @@ def test_time_spent_between_polls_is_not_time_waited_for_a_source() -> None:
         wall[0] += 5.0  # processing, a checkpoint and a GC pause: longer than the wait
     assert out == [("tx", 0), ("tx", 1), ("labels", 0)]
     assert intake.timed_out == 0
+
+
+def cut(*items: Record | Source) -> Polled:
+    """A poll cut at its `max_records`: the client may hold more behind it."""
+    polled = batch(*items)
+    polled.more = True
+    return polled
+
+
+def all_at_end() -> Polled:
+    return batch(eof("tx", 0), eof("tx", 1), eof("labels", 0), eof("labels", 1))
+
+
+def test_a_burst_on_partitions_at_their_end_waits_for_what_the_client_still_holds() -> None:
+    """Every partition at its end, then a burst lands on all of them (a producer transaction
+    committing a backlog): the first poll, cut at `max_records`, holds one partition's
+    records, the rest wait in the client. The ends reported before the burst must not let
+    those records go ahead of the others': they did, and one `stream run` scored 3,798 of
+    4,000 such transactions unlike an in-process replay (serving/intake.py)."""
+    intake = make()
+    intake.take(all_at_end())
+    assert intake.release() == []
+    intake.take(cut(tx(0, 9_000, 0), tx(1, 10_000, 0)))
+    assert intake.release() == []  # labels and tx 1 may hold earlier records
+    intake.take(batch(label(2, 5_000, 0), tx(3, 7_000, 1), label(4, 8_000, 1),
+                      eof("tx", 0), eof("tx", 1), eof("labels", 0), eof("labels", 1)))
+    assert [a.time for a in intake.release()] == [5.0, 7.0, 8.0, 9.0, 10.0]
+    assert intake.timed_out == 0
+
+
+class Slow(MemoryConsumer):
+    """Hands out the queued polls, each taking `step` seconds of the clock `now`."""
+
+    def __init__(self, now: list[float], step: float, polls: list[Polled]) -> None:
+        super().__init__(polls)
+        self.now, self.step = now, step
+
+    def poll(self, max_records: int, timeout_s: float) -> Polled:
+        self.now[0] += self.step
+        return super().poll(max_records, timeout_s)
+
+
+def test_a_burst_doubts_the_old_ends_until_the_client_had_time_to_fetch_everything() -> None:
+    """Polls that are not cut, or find nothing, do not settle the doubt at once: a
+    transaction's records become readable partition by partition, so the others' may come
+    in the next fetch. Polling `settle_s` (0.3 s) with no poll cut does: the partitions that
+    brought nothing are at their end after all, and the burst goes on without them."""
+    now = [0.0]
+    consumer = Slow(now, 0.1, [all_at_end(), cut(tx(0, 9_000, 0)),
+                               batch(tx(1, 10_000, 0), eof("tx", 0)), Polled(), Polled()])
+    intake = Intake(consumer, "tx", "labels", max_wait_s=2.0, clock=lambda: now[0])
+    intake.track([("tx", 0), ("tx", 1), ("labels", 0), ("labels", 1)])
+    intake.poll(500, 0.1)
+    assert intake.release() == [] and intake.next_time(1) is None  # at its end
+    for _ in range(3):  # the cut poll, then 0.2 s of polling since
+        intake.poll(500, 0.1)
+        assert intake.release() == [] and intake.next_time(1) == -math.inf
+    intake.poll(500, 0.1)
+    assert [a.time for a in intake.release()] == [9.0, 10.0] and intake.timed_out == 0
+    assert intake.next_time(1) is None  # idle again
+
+
+def test_a_new_end_settles_a_doubted_partition_at_once() -> None:
+    intake = make()
+    intake.take(all_at_end())
+    intake.take(cut(tx(0, 9_000, 0)))
+    intake.take(batch(eof("tx", 1), eof("labels", 0), eof("labels", 1)))
+    assert [a.time for a in intake.release()] == [9.0]
+
+
+def test_records_of_a_partition_not_at_its_end_doubt_nothing() -> None:
+    """Catching up on a backlog with one partition idle: full polls of the busy partitions
+    do not hold them back behind the idle one's end."""
+    intake = make()
+    intake.take(batch(eof("tx", 1), eof("labels", 1), tx(0, 1_000, 0), label(1, 2_000, 0)))
+    intake.take(cut(tx(2, 3_000, 0), label(3, 4_000, 0)))
+    assert [a.time for a in intake.release()] == [1.0, 2.0, 3.0]
+
+
+def test_a_doubted_end_is_waited_for_afresh_not_given_up_on_at_once() -> None:
+    """A partition at its end for longer than `max_wait_s` and then doubted is waited for
+    from the burst on: its old idle time is no evidence that it holds nothing now."""
+    now = [0.0]
+    consumer = Slow(now, 1.5, [batch(eof("tx", 0), eof("labels", 0)), *[Polled()] * 40,
+                               cut(tx(0, 9_000, 0)), cut(tx(1, 9_100, 0)),
+                               cut(tx(2, 9_200, 0))])
+    intake = Intake(consumer, "tx", "labels", max_wait_s=2.0, clock=lambda: now[0])
+    intake.track([("tx", 0), ("labels", 0)])
+    for _ in range(42):  # a minute at the end of both, then the burst
+        intake.poll(500, 0.1)
+    assert intake.release() == [] and intake.timed_out == 0
+    intake.poll(500, 0.1)  # the client still handing out the burst
+    assert intake.release() == [] and intake.timed_out == 0  # 1.5 s into the wait
+    intake.poll(500, 0.1)
+    assert len(intake.release()) == 3 and intake.timed_out == 3  # 3 s: given up
+
+
+def test_no_end_is_doubted_when_the_alignment_does_not_wait() -> None:
+    """`max_task_idle_ms` = 0: the operator chose latency over order."""
+    intake = Intake(MemoryConsumer(), "tx", "labels", max_wait_s=0.0, clock=lambda: 0.0)
+    intake.track([("tx", 0), ("labels", 0)])
+    intake.take(batch(eof("tx", 0), eof("labels", 0)))
+    intake.take(cut(tx(0, 9_000, 0)))
+    assert len(intake.release()) == 1 and intake.timed_out == 0
