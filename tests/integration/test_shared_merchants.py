@@ -29,6 +29,8 @@ from durability_support import (
     make_topics,
     new_group,
     read_committed,
+    stderr_of,
+    wait_for,
 )
 from test_event_time import Recorder, replay_in_process
 
@@ -109,3 +111,87 @@ def test_two_instances_score_as_one_pipeline_owning_every_partition(
     differing = [tx for tx, score in expected.items() if verdicts[tx] != [score]]
     assert differing == [], (f"{len(differing)} of {COUNT} scores differ, first "
                              f"{differing[:3]}\n{logs}")
+
+
+BACKLOG = 4_000
+ASSIGNED = "partitions assigned: "
+
+
+def _input_share(stderr: str, input_topic: str) -> int:
+    """How many input partitions the instance's latest assignment holds."""
+    lines = [line for line in stderr.splitlines() if ASSIGNED in line]
+    return lines[-1].count(f"{input_topic}[") if lines else 0
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_backlog_landing_at_once_is_scored_as_one_pipeline_would(
+    kafka_bootstrap: str, kafka_client: str, clients: Any, new_topic: Callable[..., str],
+    count: int,
+) -> None:
+    """Scorers sitting at the end of every partition are given a backlog at once (a
+    producer transaction committing hours of events), and score it exactly as one
+    in-process pipeline does.
+
+    One instance: the client hands the burst out in several polls, the first holding one
+    partition's records while the others' wait behind them. The ends of partition reported
+    before the burst let that partition run hours of event time ahead of every label
+    (3,798 of 4,000 scores differed, the shared champion untrained: serving/intake.py,
+    tests/unit/test_intake.py).
+
+    Two instances move through it in step, each at most `merchant_delta_s -
+    merchant_lateness_s` of event time past the other's published merchant frontier. A
+    wait for the other must not run out while the other keeps moving: it ran out
+    `merchant_max_wait_ms` after the first wait before (its clock ran while any owned
+    partition had a record past the gate, which in a backlog is always), and the two then
+    read merchant state stale (serving/loop.py `_merchant_gate`,
+    tests/unit/test_gate_keeps_pace.py).
+
+    The backlog is committed once the instances hold their share of the input partitions,
+    so no rebalance falls inside it; sparse traffic (about 0.16 transactions a second of
+    event time, seven hours) makes the lockstep last several times the 3 s wait allowed."""
+    topics = make_topics(new_topic)
+    group = new_group()
+    # The merchant wait short, the idle clock of `_start` kept: the partitions sit idle
+    # while the group settles, and an owned partition idle for `max_task_idle_ms` follows
+    # the latest event time known, so one whose backlog came a moment after another's would
+    # count it as late (README "State and delivery"), unlike the in-process replay.
+    wait = {"FRAUDSTREAM_MERCHANT_MAX_WAIT_MS": "3000"}
+    instances = [_start(kafka_bootstrap, kafka_client, group, topics.flags(), wait)
+                 for _ in range(count)]
+    wait_for(lambda: all(_input_share(stderr_of(p), topics.input) == 4 // count
+                         for p in instances),
+             120.0, f"each instance to hold {4 // count} input partitions")
+    settled = [stderr_of(p).count(ASSIGNED) for p in instances]
+
+    # In one transaction: the instances (read_committed) see the whole backlog at once, as
+    # they would after an outage, not records arriving one by one while they score (which
+    # would order labels by their arrival, unlike the replay).
+    config = TrafficConfig(BACKLOG, fraud_rate=0.05, seed=13, n_cards=1000, n_merchants=100,
+                           mean_tx_per_card_per_day=60.0)
+    recorder = Recorder(clients.producer(transactional_id=f"backlog-{group}", linger_ms=5.0))
+    recorder.producer.init_transactions(30.0)
+    recorder.producer.begin_transaction()
+    produce_events(recorder, list(generate(config)), topics.input,
+                   labels_topic=topics.labels, label_delay_s=600.0, progress=False)
+    recorder.producer.commit_transaction(30.0)
+    recorder.producer.close(10.0)
+
+    outputs = [finish(p, timeout_s=400) for p in instances]
+    logs = "\n---\n".join(err[-4000:] for _, err in outputs)
+    for (code, stderr), before in zip(outputs, settled, strict=True):
+        assert code == 0, stderr[-3000:]
+        assert "merchant waits given up" not in stderr, logs
+        assert stderr.count(ASSIGNED) == before, logs  # no rebalance inside the backlog
+    verdicts: dict[str, list[float]] = {}
+    for record in read_committed(kafka_bootstrap, topics.verdicts, BACKLOG, settle_s=1.5):
+        body = orjson.loads(record.value)
+        verdicts.setdefault(body["transaction_id"], []).append(body["score"])
+    items: list[Transaction | Label] = [
+        decode_transaction(value) if topic == topics.input else decode_label(value)
+        for topic, value in recorder.sent]
+    expected, _ = replay_in_process(items, 4, merchant_state="shared", model_state="shared")
+    assert len(verdicts) == BACKLOG and all(len(v) == 1 for v in verdicts.values())
+    differing = [tx for tx, score in expected.items() if verdicts[tx] != [score]]
+    assert differing == [], (f"{len(differing)} of {BACKLOG} scores differ, first "
+                             f"{[(tx, expected[tx], verdicts[tx]) for tx in differing[:3]]}"
+                             f"\n{logs}")
