@@ -35,10 +35,12 @@ went ahead of every label and merchant event of the others: one `stream run` sco
 of 4,000 such transactions unlike an in-process replay of the same data, its shared champion
 untrained. So when a poll cut at `max_records` (`Polled.more`) brings records of a partition
 that was at its end, the other ends already known are doubted, and waited for afresh
-(`max_wait_s`), until a new end of partition for that source or `settle_s` of polling with
+(`max_wait_s`), until a new end of partition for that source, `settle_s` of polling with
 no poll cut (the client has handed out all it had, and had time to fetch every partition
 again: a transaction's records do not become readable on all its partitions at once, so
-one poll that is not cut, or finds nothing, proves little). A burst on partitions that were
+one poll that is not cut, or finds nothing, proves little), or `max_wait_s` of polling in
+vain (it had nothing: its end holds, and the order stays assured, as it would have had the
+burst been fetched in one poll). A burst on partitions that were
 not at their end doubts nothing: a client catching up on a backlog, one partition idle, is
 not held back; nor does live traffic, whose polls are not cut.
 
@@ -129,8 +131,9 @@ class Intake:
             rank=self._rank)
         self._at_end: set[Source] = set()
         # Ends reported before a burst the client may not have finished handing out (see
-        # above), and the polling time of the last cut poll since.
+        # above), the polling time they were doubted at and that of the last cut poll since.
         self._doubted: set[Source] = set()
+        self._doubted_at = 0.0
         self._last_cut = 0.0
         self._paused: set[Source] = set()
 
@@ -273,17 +276,20 @@ class Intake:
 
     def _doubt(self, woke: bool, cut: bool, ends: list[Source]) -> None:
         """After a poll: a cut poll that woke a source at its end doubts the other ends
-        known, each waited for from now; a new end of that source settles one, `settle_s`
-        of polling since the last cut poll settles them all."""
-        doubted = self._doubted
+        known, each waited for from now; a new end of that source settles one; `settle_s`
+        of polling since the last cut poll, or `max_wait_s` since the doubt, settles all."""
+        doubted, polled = self._doubted, self._polled_s
         if cut:
-            self._last_cut = self._polled_s
+            self._last_cut = polled
             if woke and self.settle_s > 0:
                 fresh = self._at_end - doubted - set(ends)
                 if fresh:
+                    if not doubted:
+                        self._doubted_at = polled
                     doubted |= fresh
                     self._aligner.restart_waits(fresh)
-        elif doubted and self._polled_s - self._last_cut >= self.settle_s:
+        if doubted and (not cut and polled - self._last_cut >= self.settle_s
+                        or polled - self._doubted_at >= self._aligner.max_wait_s):
             doubted.clear()
         doubted.difference_update(ends)
 
