@@ -43,9 +43,9 @@ nothing: its end holds, and the order stays assured, as it would have had the bu
 fetched in one poll). These two count wall-clock time, not time spent polling like the
 alignment's wait: the client fetches while the scorer works, and with records flowing
 the polls hardly wait (counted in polling time, a doubt at 2,000 events/s held every
-release for most of a second). A burst on partitions that were
-not at their end doubts nothing: a client catching up on a backlog, one partition idle, is
-not held back; nor does live traffic, whose polls are not cut.
+release for most of a second). A burst on partitions that were not at their end doubts
+nothing: a client catching up on a backlog, one partition idle, is not held back; nor is
+live traffic, whose polls are not cut until the scorer falls a poll's worth behind.
 
 A source that runs far ahead (more than `pause_above` records held) is paused at the client,
 which drops its prefetched records and fetches them again from the next undelivered offset on
@@ -281,18 +281,18 @@ class Intake:
         """After a poll: a cut poll that woke a source at its end doubts the other ends
         known, each waited for from now; a new end of that source settles one; `settle_s`
         since the last cut poll, or `max_wait_s` since the doubt, settles all."""
-        doubted, polled = self._doubted, self._clock()
+        doubted, now = self._doubted, self._clock()
         if cut:
-            self._last_cut = polled
+            self._last_cut = now
             if woke and self.settle_s > 0:
                 fresh = self._at_end - doubted - set(ends)
                 if fresh:
                     if not doubted:
-                        self._doubted_at = polled
+                        self._doubted_at = now
                     doubted |= fresh
                     self._aligner.restart_waits(fresh)
-        if doubted and (not cut and polled - self._last_cut >= self.settle_s
-                        or polled - self._doubted_at >= self._aligner.max_wait_s):
+        if doubted and (not cut and now - self._last_cut >= self.settle_s
+                        or now - self._doubted_at >= self._aligner.max_wait_s):
             doubted.clear()
         doubted.difference_update(ends)
 
