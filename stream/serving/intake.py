@@ -134,9 +134,8 @@ class Intake:
             rank=self._rank)
         self._at_end: set[Source] = set()
         # Ends reported before a burst the client may not have finished handing out (see
-        # above), when they were doubted and when the last cut poll came (`clock`).
-        self._doubted: set[Source] = set()
-        self._doubted_at = 0.0
+        # above), each with when it was doubted; and when the last cut poll came (`clock`).
+        self._doubted: dict[Source, float] = {}
         self._last_cut = 0.0
         self._paused: set[Source] = set()
 
@@ -159,11 +158,12 @@ class Intake:
 
     def track(self, sources: Iterable[Source]) -> None:
         """The assigned sources (on every assignment); their pauses are lifted."""
-        wanted = sorted(set(sources))
+        kept = set(sources)
+        wanted = sorted(kept)
         self._aligner.track(wanted)
-        self._at_end &= set(wanted)
-        self._doubted &= set(wanted)
-        stale = self._paused - set(wanted)
+        self._at_end &= kept
+        self._doubted = {s: at for s, at in self._doubted.items() if s in kept}
+        stale = self._paused - kept
         self._paused -= stale
         if self._paused:  # a client keeps pauses across assignments: lift ours explicitly
             self._resume(list(self._paused))
@@ -279,27 +279,29 @@ class Intake:
 
     def _doubt(self, woke: bool, cut: bool, ends: list[Source]) -> None:
         """After a poll: a cut poll that woke a source at its end doubts the other ends
-        known, each waited for from now; a new end of that source settles one; `settle_s`
-        since the last cut poll, or `max_wait_s` since the doubt, settles all."""
+        known, each waited for from now; a new end of a source, or `max_wait_s` since its
+        doubt, settles it; `settle_s` since the last cut poll settles all."""
         doubted, now = self._doubted, self._clock()
         if cut:
             self._last_cut = now
             if woke and self.settle_s > 0:
-                fresh = self._at_end - doubted - set(ends)
+                fresh = self._at_end.difference(doubted, ends)
                 if fresh:
-                    if not doubted:
-                        self._doubted_at = now
-                    doubted |= fresh
+                    doubted.update(dict.fromkeys(fresh, now))
                     self._aligner.restart_waits(fresh)
-        if doubted and (not cut and now - self._last_cut >= self.settle_s
-                        or now - self._doubted_at >= self._aligner.max_wait_s):
+        if not doubted:
+            return
+        if not cut and now - self._last_cut >= self.settle_s:
             doubted.clear()
-        doubted.difference_update(ends)
+            return
+        max_wait = self._aligner.max_wait_s
+        for source in [s for s, at in doubted.items() if now - at >= max_wait] + ends:
+            doubted.pop(source, None)
 
     def release(self, until: float = math.inf) -> list[Arrival]:
         """Every held record that is now safe to process, in event-time order, up to event
         time `until`."""
-        ends = self._at_end - self._doubted if self._doubted else self._at_end
+        ends = self._at_end.difference(self._doubted) if self._doubted else self._at_end
         out = self._aligner.release(ends, until)
         if self._paused:
             low = self.pause_above // 2

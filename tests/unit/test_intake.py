@@ -338,3 +338,26 @@ def test_no_end_is_doubted_when_the_alignment_does_not_wait() -> None:
     intake.take(batch(eof("tx", 0), eof("labels", 0)))
     intake.take(cut(tx(0, 9_000, 0)))
     assert len(intake.release()) == 1 and intake.timed_out == 0
+
+
+def test_each_doubt_runs_its_own_max_wait() -> None:
+    """A burst that goes on doubting ends as it wakes more partitions: an end doubted late
+    in it is waited for `max_wait_s` from its own doubt. The intake once timed every doubt
+    from the first, so an end doubted 1.5 s into a 2 s wait was trusted again 0.6 s later,
+    while the client could still hold that partition's share of the burst."""
+    now = [0.0]
+    intake = Intake(MemoryConsumer(), "tx", "labels", max_wait_s=2.0, clock=lambda: now[0])
+    intake.track([("tx", 0), ("tx", 1), ("labels", 0), ("labels", 1)])
+    intake.take(all_at_end())
+    intake.take(cut(tx(0, 9_000, 1)))  # doubts tx 0 and both labels partitions, at 0 s
+    now[0] = 1.0
+    intake.take(cut(label(1, 9_100, 1), eof("tx", 0)))  # a new end of tx 0 settles its doubt
+    now[0] = 1.5
+    intake.take(cut(label(2, 9_200, 0)))  # labels 0 wakes: tx 0's end is doubted again
+    now[0] = 2.1
+    intake.take(cut(tx(3, 9_300, 1)))
+    assert intake.release() == []  # the first doubts ran out; tx 0's has 1.4 s to go
+    now[0] = 3.6
+    intake.take(cut(tx(4, 9_400, 1)))
+    assert [a.time for a in intake.release()] == [9.0, 9.1]  # then labels 1 is empty
+    assert intake.timed_out == 0
