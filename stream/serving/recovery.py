@@ -171,7 +171,17 @@ class Recovery:
         return True
 
     def rewind(self) -> None:
-        """Forget uncommitted work: reload owned partitions and seek to committed offsets."""
+        """Forget uncommitted work: reload owned partitions and seek to committed offsets.
+
+        The group is asked for the committed offsets first: after a broker restart its
+        coordinator can still be loading when fetches already work, and a rewind that
+        rebuilt the merchant table and every partition before asking failed there, to
+        rebuild all of it again at the next try."""
+        assigned = self.consumer.assignment()
+        # A fresh client reads the committed offsets: after a broker restart the loop's own
+        # consumer can keep timing out on a coordinator it cached before the outage.
+        committed = (self.clients.committed(assigned, self.settings.request_timeout_ms / 1000.0)
+                     if assigned else {})
         self.ledger.rewound()
         self.intake.clear()
         if self.feed is not None:  # the table holds uncommitted events of our partitions
@@ -179,20 +189,14 @@ class Recovery:
         # The assigned input partitions too: a restore that failed on assignment left them
         # out of the pipeline, and scoring would otherwise start them afresh.
         owned = set(self.pipeline.partitions) | {
-            p for topic, p in self.consumer.assignment() if topic == self.settings.input_topic}
+            p for topic, p in assigned if topic == self.settings.input_topic}
         for partition in sorted(owned):
             self.restore(partition)
         self.intake.restored()  # nothing was fetched while restoring: wait from now
         return_freed_memory()  # what the restores' reads and folds freed
-        assigned = self.consumer.assignment()
         for pending in (self.ledger.isolate_until, self.ledger.redo_until):
             for source in [s for s in pending if s not in assigned]:
                 del pending[source]  # another instance does these records now
-        if not assigned:
-            return
-        # A fresh client reads the committed offsets: after a broker restart the loop's own
-        # consumer can keep timing out on a coordinator it cached before the outage.
-        committed = self.clients.committed(assigned, self.settings.request_timeout_ms / 1000.0)
         redo = self.ledger.redo_until
         for source in assigned:
             # No committed offset yet: start over, as auto.offset.reset=earliest does.

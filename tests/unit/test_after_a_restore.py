@@ -10,6 +10,8 @@ uninterrupted comparison caught on a loaded machine."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 from changelog_support import EmptyChangelog, GroupOfOne, LoopClients
@@ -21,6 +23,7 @@ from state_support import PER_PARTITION
 from stream.assembly import pipeline_config
 from stream.config import load_settings
 from stream.core.pipeline import Pipeline
+from stream.errors import InfrastructureError
 from stream.kafka.clients import RebalanceListener
 from stream.kafka.delivery import ExactlyOnce
 from stream.kafka.records import Polled, Record
@@ -129,4 +132,46 @@ def test_a_rewind_drops_a_partitions_state_before_reading_its_changelog() -> Non
     loop.recovery.rewind()
     assert seen == [(0, [1]), (1, [0])]  # each read without its own partition's old state
     # The (empty) changelog is what the partitions are now.
+    assert {p: state.events for p, state in pipeline.partitions.items()} == {0: 0, 1: 0}
+
+
+class _CoordinatorLoading(LoopClients):
+    """A group coordinator still loading after a broker restart: the first read of committed
+    offsets fails, while the changelog can be read; counts the changelog reads."""
+
+    def __init__(self) -> None:
+        super().__init__(self._read)
+        self.reads = 0
+        self.asked = 0
+
+    def _read(self) -> EmptyChangelog:
+        self.reads += 1
+        return EmptyChangelog()
+
+    def committed(self, sources: list[Any], timeout_s: float) -> dict[Any, int | None]:
+        self.asked += 1
+        if self.asked == 1:
+            raise InfrastructureError("committed offsets: COORDINATOR_LOAD_IN_PROGRESS")
+        return {}
+
+
+def test_a_rewind_asks_the_group_before_it_rebuilds_anything() -> None:
+    """The committed offsets are read first: a rewind that fails there (the coordinator still
+    loading) has rebuilt nothing, and the next one rebuilds once. It rebuilt every partition
+    and then failed, so one broker restart cost two rebuilds."""
+    settings = load_settings(environ={}, idle_exit_s=0.3, max_task_idle_ms=0.0,
+                             **PER_PARTITION)
+    pipeline = Pipeline(pipeline_config(settings, KEY))
+    consumer = GroupOfOne([Polled([_tx(0, "a", NOW_MS), _tx(1, "b", NOW_MS)])])
+    clients = _CoordinatorLoading()
+    loop = ScorerLoop(settings, pipeline, Metrics(CollectorRegistry()), clients,  # type: ignore[arg-type]
+                      consumer, ExactlyOnce(MemoryProducer, consumer, timeout_s=1.0))
+    loop.run()
+    reads = clients.reads  # the restores on assignment
+    with pytest.raises(InfrastructureError):
+        loop.recovery.rewind()
+    assert clients.reads == reads  # nothing read, nothing dropped
+    assert {p: state.events for p, state in pipeline.partitions.items()} == {0: 1, 1: 1}
+    loop.recovery.rewind()
+    assert clients.reads == reads + 2  # each partition once
     assert {p: state.events for p, state in pipeline.partitions.items()} == {0: 0, 1: 0}
