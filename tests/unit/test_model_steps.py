@@ -9,13 +9,13 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from river import compose, naive_bayes
+from river import compose, naive_bayes, optim
 
 from stream.assembly import pipeline_config
 from stream.config import load_settings
 from stream.contracts.messages import Transaction
 from stream.core.pipeline import Pipeline, PipelineConfig
-from stream.core.scoring.model import ModelSpec, learn_one, make_model, score_one
+from stream.core.scoring.model import ModelSpec, learn_one, learn_values, make_model, score_one
 from stream.core.scoring.sampling import LegitSampling
 from stream.core.scoring.zoo import preprocessing_steps
 from stream.errors import ConfigError
@@ -32,10 +32,16 @@ def _state(model: compose.Pipeline) -> tuple[object, ...]:
             dict(regression.weights), regression.intercept)
 
 
+# The default champion, and a plain regression with an L2 penalty and a tighter clip: the
+# unrolled SGD step (`_sgd_step`) takes each of River's branches it copies.
+SPECS = [ModelSpec(), ModelSpec(average_days=0.0, l2=0.01, clip_gradient=0.05)]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["default", "plain-l2-clip"])
 @settings(max_examples=150, deadline=None)
-@given(rows)
-def test_the_step_through_is_rivers_pipeline_bit_for_bit(examples: list) -> None:
-    ours, rivers = make_model(ModelSpec()), make_model(ModelSpec())
+@given(examples=rows)
+def test_the_step_through_is_rivers_pipeline_bit_for_bit(spec: ModelSpec, examples: list) -> None:
+    ours, rivers = make_model(spec), make_model(spec)
     for features, is_fraud, weight in examples:
         expected = float(rivers.predict_proba_one(features)[True])
         got = score_one(ours, features)
@@ -43,6 +49,30 @@ def test_the_step_through_is_rivers_pipeline_bit_for_bit(examples: list) -> None
         learn_one(ours, features, is_fraud, weight)
         rivers.learn_one(features, is_fraud, w=weight)
         assert repr(_state(ours)) == repr(_state(rivers))  # repr: nan == nan
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows)
+def test_learning_from_a_row_of_values_is_learning_from_its_dict(examples: list) -> None:
+    by_values, by_dict = make_model(ModelSpec()), make_model(ModelSpec())
+    for t, (features, is_fraud, _) in enumerate(examples):
+        row = [features[n] for n in NAMES]
+        learn_values(by_values, NAMES, row, is_fraud, t=1000.0 * t)
+        learn_one(by_dict, dict(zip(NAMES, row, strict=True)), is_fraud, t=1000.0 * t)
+        assert repr(_state(by_values)) == repr(_state(by_dict))
+    with pytest.raises(ValueError, match="4 values for 5 features"):
+        learn_values(by_values, NAMES, [0.0] * 4, True)
+
+
+def test_an_optimiser_the_step_does_not_unroll_goes_through_river() -> None:
+    ours, rivers = make_model(ModelSpec()), make_model(ModelSpec())
+    for model in (ours, rivers):
+        model["LogisticRegression"].optimizer = optim.Adam(0.01)
+    for i in range(50):
+        features = {n: float((i * 7 + j) % 11) for j, n in enumerate(NAMES)}
+        learn_one(ours, features, i % 5 == 0, 2.0)
+        rivers.learn_one(features, i % 5 == 0, w=2.0)
+    assert repr(_state(ours)) == repr(_state(rivers))
 
 
 def test_a_model_of_another_shape_goes_through_river() -> None:

@@ -20,11 +20,13 @@ weekly gradient-boosted trees on the quality benchmark (docs/quality.md "Feature
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from math import log1p
 from typing import Any
 
 from river import compose, linear_model, optim, preprocessing
+from river.utils import VectorDict
 
 from stream.core.scoring.averaged import AveragedLogisticRegression
 
@@ -314,27 +316,39 @@ def _scaled(scaler: preprocessing.StandardScaler, features: dict[str, float],
     >>> _scaled(scaler, {"card_count_1d": 0.0}, True), _scaled(scaler, {"card_count_1d": 3.0}, True)
     ({'card_count_1d': 0.0}, {'card_count_1d': 1.0})
     """
+    return _scale(scaler, tuple(features), features.values(), learn, crossed)
+
+
+def _scale(scaler: preprocessing.StandardScaler, names: tuple[str, ...],
+           values: Iterable[float], learn: bool, crossed: Crossed | None) -> dict[str, float]:
+    """`_scaled` of the features `names` valued `values` (as many, in that order): the shared
+    champion learns from the feed's rows of values, which need no dict of their own first.
+
+    >>> scaler = make_model(ModelSpec())["StandardScaler"]
+    >>> _scale(scaler, ("card_count_1d",), [3.0], True, None)
+    {'card_count_1d': 0.0}
+    """
     means = scaler.means
     vars_ = scaler.vars
     out: dict[str, float] = {}
-    names = tuple(features)
     flags = _heavy_flags(names)
     if learn:
         counts = scaler.counts
-        for (name, xi), heavy in zip(features.items(), flags, strict=True):
+        for name, xi, heavy in zip(names, values, flags):  # noqa: B905 - one length (a hot loop)
             if heavy:
                 xi = log1p(xi) if xi > 0.0 else 0.0
             count = counts[name] + 1
             counts[name] = count
             old_mean = means[name]
-            mean = old_mean + (xi - old_mean) / count
+            diff = xi - old_mean
+            mean = old_mean + diff / count
             means[name] = mean
             var = vars_[name]
-            var += ((xi - old_mean) * (xi - mean) - var) / count
+            var += (diff * (xi - mean) - var) / count
             vars_[name] = var
             out[name] = (xi - mean) / var**0.5 if var else 0.0
     else:
-        for (name, xi), heavy in zip(features.items(), flags, strict=True):
+        for name, xi, heavy in zip(names, values, flags):  # noqa: B905 - as above
             if heavy:
                 xi = log1p(xi) if xi > 0.0 else 0.0
             var = vars_[name]
@@ -366,8 +380,8 @@ def learn_one(model: compose.Pipeline, features: dict[str, float], is_fraud: boo
     scales the regression's step (an importance weight, scoring/sampling.py); `t`, the label's
     time, moves an averaged regression's average (scoring/averaged.py).
 
-    A `make_model` pipeline is stepped through directly (`_scaled`), exactly as River's
-    `Pipeline.learn_one` would; any other model (the zoo's) through River's.
+    A `make_model` pipeline is stepped through directly (`_scaled`, `_regression_step`),
+    exactly as River's `Pipeline.learn_one` would; any other model (the zoo's) through River's.
 
     >>> model = make_model(ModelSpec())
     >>> learn_one(model, {"amount_log": 1.0}, True, t=0.0)
@@ -383,11 +397,79 @@ def learn_one(model: compose.Pipeline, features: dict[str, float], is_fraud: boo
         model.learn_one(features, is_fraud, **params)
         return
     crossed, scaler, regression = standard
-    scaled = _scaled(scaler, features, True, crossed)
-    if type(regression) is AveragedLogisticRegression:
-        regression.learn_one(scaled, is_fraud, weight, t)
+    _regression_step(regression, _scaled(scaler, features, True, crossed), is_fraud, weight, t)
+
+
+def learn_values(model: compose.Pipeline, names: tuple[str, ...], values: Sequence[float],
+                 is_fraud: bool, t: float | None = None) -> None:
+    """`learn_one` on the features `names` valued `values` (as many): the shared champion's
+    rows, learned without a dict of their own first.
+
+    >>> model, twin = make_model(ModelSpec()), make_model(ModelSpec())
+    >>> learn_values(model, ("amount_log",), [1.0], True, t=0.0)
+    >>> learn_one(twin, {"amount_log": 1.0}, True, t=0.0)
+    >>> model["LogisticRegression"].weights == twin["LogisticRegression"].weights
+    True
+    """
+    if len(names) != len(values):
+        raise ValueError(f"{len(values)} values for {len(names)} features")
+    standard = _standard_steps(model)
+    if standard is None:
+        learn_one(model, dict(zip(names, values, strict=True)), is_fraud, t=t)
+        return
+    crossed, scaler, regression = standard
+    _regression_step(regression, _scale(scaler, names, values, True, crossed), is_fraud, 1.0, t)
+
+
+def _regression_step(regression: linear_model.LogisticRegression, x: dict[str, float],
+                     is_fraud: bool, weight: float, t: float | None) -> None:
+    """The regression's step on scaled inputs: River's, or (plain SGD, no L1) the same
+    operations on the same objects without its layers of calls (`_sgd_step`); then an
+    averaged regression's average moves to `t`."""
+    if type(regression.optimizer) is optim.SGD and regression.l1 == 0.0:
+        _sgd_step(regression, x, is_fraud, weight)
+        if type(regression) is AveragedLogisticRegression:
+            regression.follow(t)
+    elif type(regression) is AveragedLogisticRegression:
+        regression.learn_one(x, is_fraud, weight, t)
     else:
-        regression.learn_one(scaled, is_fraud, weight)
+        regression.learn_one(x, is_fraud, weight)
+
+
+def _sgd_step(regression: linear_model.LogisticRegression, x: dict[str, float], y: bool,
+              w: float) -> None:
+    """River's `GLM.learn_one` for an SGD optimiser and no L1 penalty, unrolled: its
+    `_fit`, `_eval_gradient_one`, `_raw_dot_one`, `Optimizer.step` and
+    `SGD._step_with_vector`, call for call on the same `VectorDict`s (masked to `x`, as
+    River masks them) and float for float, so the weights and the intercept are River's bit
+    for bit (tests/unit/test_model_steps.py); a quarter of the cost of a label's step
+    (README "Benchmark").
+
+    >>> from river import linear_model, optim
+    >>> ours, rivers = (linear_model.LogisticRegression(optim.SGD(0.1)) for _ in range(2))
+    >>> _sgd_step(ours, {"x": 2.0}, True, 1.0); rivers.learn_one({"x": 2.0}, True)
+    >>> ours.weights == rivers.weights, ours.intercept == rivers.intercept
+    (True, True)
+    """
+    saved = regression._weights
+    weights = regression._weights = VectorDict(saved, regression.initializer, x)
+    try:
+        optimizer = regression.optimizer
+        gradient = regression.loss.gradient(y_true=y, y_pred=weights.dot(x)
+                                            + regression.intercept)
+        gradient *= w
+        clip = regression.clip_gradient
+        lowest = -clip
+        gradient = clip if clip < gradient else gradient  # River's clamp: max(min(g, c), -c)
+        gradient = float(lowest if lowest > gradient else gradient)
+        step = VectorDict.from_scaled(x, gradient)
+        if regression.l2:
+            step.iadd_scaled(weights, regression.l2)
+        regression.intercept -= regression.intercept_lr.get(optimizer.n_iterations) * gradient
+        weights.isub_scaled(step, optimizer.learning_rate)
+        optimizer.n_iterations += 1
+    finally:
+        regression._weights = saved
 
 
 def top_contributions(

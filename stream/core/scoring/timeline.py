@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from river import compose
 
 from stream.core.features.merchant_table import ImageMismatch
-from stream.core.scoring.model import ModelSpec, learn_one, make_model
+from stream.core.scoring.model import ModelSpec, learn_values, make_model
 
 __all__ = ["ModelTimeline", "TimelineImage"]
 
@@ -110,8 +110,7 @@ class ModelTimeline:
             self._starts.append(self._next)
             self._copies.append((copy.deepcopy(self.learner), self.learned))
             self._next = math.floor(eff / self.epoch_s) * self.epoch_s + self.epoch_s
-        learn_one(self.learner, dict(zip(self.names, example[1:], strict=True)),
-                  example[0] != 0.0, t=eff)
+        learn_values(self.learner, self.names, example[1:], example[0] != 0.0, t=eff)
         self.learned += 1
 
     def at(self, cutoff: float) -> tuple[compose.Pipeline, int]:
