@@ -380,7 +380,8 @@ class Pipeline:
                 return self._duplicate(state, seen)
         features = state.features.extract(tx, state.clock)
         model, learned_by_model = self._champion(state, tx.timestamp)
-        score = score_one(model, features)
+        timeline = self.timeline
+        score = score_one(model, features) if timeline is None else timeline.score(model, features)
         decision, model_state = self.config.warmup.decide(
             self.config.policy, score, tx.amount, learned_by_model)
         if state.challengers:

@@ -15,7 +15,14 @@ from stream.assembly import pipeline_config
 from stream.config import load_settings
 from stream.contracts.messages import Transaction
 from stream.core.pipeline import Pipeline, PipelineConfig
-from stream.core.scoring.model import ModelSpec, learn_one, learn_values, make_model, score_one
+from stream.core.scoring.model import (
+    FrozenScorer,
+    ModelSpec,
+    learn_one,
+    learn_values,
+    make_model,
+    score_one,
+)
 from stream.core.scoring.sampling import LegitSampling
 from stream.core.scoring.zoo import preprocessing_steps
 from stream.errors import ConfigError
@@ -140,3 +147,26 @@ def test_the_settings_reach_the_core_and_bad_ones_are_refused() -> None:
     assert pipeline_config(load_settings(environ={})).sampling == LegitSampling()
     with pytest.raises(ConfigError):
         load_settings(environ={}, legit_sample_score=1.5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows, st.lists(st.fixed_dictionaries({n: values for n in NAMES}), min_size=1,
+                      max_size=8))
+def test_a_frozen_scorer_scores_as_score_one_bit_for_bit(examples: list, reads: list) -> None:
+    model = make_model(ModelSpec())
+    for features, is_fraud, weight in examples:
+        learn_one(model, features, is_fraud, weight)
+    scorer = FrozenScorer(copy.deepcopy(model))
+    for features in reads:  # (fixed_dictionaries vary the key order: each is a new plan)
+        for shown in (features, dict(list(features.items())[:3]), features):
+            got, expected = scorer(shown), score_one(model, shown)
+            assert got == expected or (math.isnan(got) and math.isnan(expected))
+    # Reading made the same keys in the scaler's defaultdicts as score_one's reads did.
+    assert repr(_state(scorer.model)) == repr(_state(model))
+
+
+def test_a_frozen_scorer_of_another_shape_goes_through_river() -> None:
+    model = compose.Pipeline(*preprocessing_steps(), naive_bayes.GaussianNB())
+    for i in range(30):
+        learn_one(model, {"amount_log": float(i % 7)}, i % 4 == 0)
+    assert FrozenScorer(model)({"amount_log": 2.0}) == score_one(model, {"amount_log": 2.0})

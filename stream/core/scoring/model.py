@@ -374,6 +374,65 @@ def score_one(model: compose.Pipeline, features: dict[str, float]) -> float:
     return float(regression.predict_proba_one(_scaled(scaler, features, False, crossed))[True])
 
 
+class FrozenScorer:
+    """`score_one` for a model that no longer learns (the shared champion's epoch copies,
+    which decide nearly every transaction): the scaler's means and standard deviations are
+    read once per feature set instead of per transaction, with the same values and the same
+    arithmetic, so the score is `score_one`'s bit for bit (tests/unit/test_model_steps.py).
+
+    Only for a model nobody changes: a step after the first score is not seen.
+
+    >>> model = make_model(ModelSpec())
+    >>> learn_one(model, {"amount_log": 1.0}, True); learn_one(model, {"amount_log": 3.0}, False)
+    >>> FrozenScorer(model)({"amount_log": 2.5}) == score_one(model, {"amount_log": 2.5})
+    True
+    """
+
+    __slots__ = ("model", "_standard", "_names", "_flags", "_means", "_stds", "_plan")
+
+    def __init__(self, model: compose.Pipeline) -> None:
+        self.model = model
+        self._standard = _standard_steps(model)
+        self._names: tuple[str, ...] | None = None
+        self._flags: tuple[bool, ...] = ()
+        self._means: list[float] = []
+        self._stds: list[float] = []
+        self._plan: tuple[tuple[str, str, str], ...] = ()
+
+    def __call__(self, features: dict[str, float]) -> float:
+        standard = self._standard
+        if standard is None:
+            return score_one(self.model, features)
+        names = tuple(features)
+        if names != self._names:
+            self._prepare(names, standard)
+        out: dict[str, float] = {}
+        for name, xi, heavy, mean, std in zip(  # noqa: B905 - one length (a hot loop)
+                names, features.values(), self._flags, self._means, self._stds):
+            if heavy:
+                xi = log1p(xi) if xi > 0.0 else 0.0
+            out[name] = (xi - mean) / std if std else 0.0
+        if self._plan:
+            _add_crosses(out, self._plan)
+        return float(standard[2].predict_proba_one(out)[True])
+
+    def _prepare(self, names: tuple[str, ...], standard: Standard) -> None:
+        crossed, scaler, _ = standard
+        means, vars_ = scaler.means, scaler.vars
+        self._means, self._stds = [], []
+        for name in names:  # read as `_scale` reads them (defaultdicts: the same keys made)
+            var = vars_[name]
+            if var:  # a nonzero var never has a zero root: `if std` is `_scale`'s `if var`
+                self._means.append(means[name])
+                self._stds.append(var**0.5)
+            else:
+                self._means.append(0.0)
+                self._stds.append(0.0)
+        self._names = names
+        self._flags = _heavy_flags(names)
+        self._plan = crossed.resolve(names) if crossed is not None else ()
+
+
 def learn_one(model: compose.Pipeline, features: dict[str, float], is_fraud: bool,
               weight: float = 1.0, t: float | None = None) -> None:
     """One SGD step on a labelled example (the scaler updates its statistics first); `weight`

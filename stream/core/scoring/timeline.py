@@ -40,7 +40,13 @@ from dataclasses import dataclass
 from river import compose
 
 from stream.core.features.merchant_table import ImageMismatch
-from stream.core.scoring.model import ModelSpec, learn_values, make_model
+from stream.core.scoring.model import (
+    FrozenScorer,
+    ModelSpec,
+    learn_values,
+    make_model,
+    score_one,
+)
 
 __all__ = ["ModelTimeline", "TimelineImage"]
 
@@ -98,6 +104,8 @@ class ModelTimeline:
         # starts at or after `boundary` and before the next copy's boundary.
         self._starts: list[float] = []
         self._copies: list[tuple[compose.Pipeline, int]] = []
+        # Scorers of the copies read (id of the copy -> its scorer, which holds it).
+        self._scorers: dict[int, FrozenScorer] = {}
 
     def learn(self, eff: float, example: Sequence[float]) -> None:
         """Learn one example, ``(label, *features)``, in the table's fold order."""
@@ -126,6 +134,26 @@ class ModelTimeline:
             self.too_old += 1
             i = 0
         return self._copies[i]
+
+    def score(self, model: compose.Pipeline, features: dict[str, float]) -> float:
+        """`score_one` of a model `at` gave: the learner as it stands, or an epoch copy
+        through its `FrozenScorer` (kept while the copy may still be read).
+
+        >>> timeline = ModelTimeline(ModelSpec(), ("amount_log",), epoch_s=100.0)
+        >>> timeline.learn(10.0, (1.0, 5.0)); timeline.learn(150.0, (0.0, 1.0))
+        >>> frozen, _ = timeline.at(120.0)
+        >>> timeline.score(frozen, {"amount_log": 2.0}) == score_one(frozen, {"amount_log": 2.0})
+        True
+        """
+        if model is self.learner:
+            return score_one(model, features)
+        scorer = self._scorers.get(id(model))
+        if scorer is None or scorer.model is not model:
+            if len(self._scorers) > len(self._copies) + 16:  # copies released since
+                kept = {id(frozen) for frozen, _ in self._copies}
+                self._scorers = {k: v for k, v in self._scorers.items() if k in kept}
+            scorer = self._scorers[id(model)] = FrozenScorer(model)
+        return scorer(features)
 
     def release(self, horizon: float) -> None:
         """No read will have a cutoff before ``horizon``: drop the copies only older epochs
