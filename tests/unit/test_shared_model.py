@@ -173,6 +173,23 @@ def test_released_copies_go_and_a_reset_starts_over() -> None:
     assert (timeline.learned, timeline.copies) == (0, 0)
 
 
+def test_copies_score_as_score_one_and_their_scorers_go_with_them() -> None:
+    """The epoch copies score through frozen scorers (`ModelTimeline.score`), exactly as
+    `score_one`; a released copy's scorer goes too, so a long run holds no dead copies."""
+    names = ("amount_log", "card_count_1d")
+    timeline = ModelTimeline(ModelSpec(), names, epoch_s=10.0)
+    probe = {"amount_log": 4.0, "card_count_1d": 2.0}
+    for i in range(2000):
+        timeline.learn(float(i), (float(i % 7 == 0), float(i % 13), float(i % 5)))
+        model, _ = timeline.at(i - 15.0)
+        assert timeline.score(model, probe) == score_one(model, probe)
+        timeline.release(i - 30.0)
+        assert len(timeline._scorers) <= timeline.copies + 17
+    assert timeline.score(timeline.learner, probe) == score_one(timeline.learner, probe)
+    timeline.reset()
+    assert not timeline._scorers
+
+
 def test_settings_refuse_a_shared_model_without_the_shared_table() -> None:
     # The shared champion is the default: going back to per-partition merchant state alone,
     # or asking for promotion, says which setting to change.

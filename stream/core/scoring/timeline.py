@@ -174,6 +174,7 @@ class ModelTimeline:
         self._next = -_NEVER
         self._starts.clear()
         self._copies.clear()
+        self._scorers.clear()
 
     @property
     def copies(self) -> int:
@@ -217,3 +218,4 @@ class ModelTimeline:
         self._next = image.next_start
         self._starts = list(image.starts)
         self._copies = list(image.copies)
+        self._scorers.clear()
