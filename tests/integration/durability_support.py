@@ -153,10 +153,34 @@ def verdict_ids(records: list[Any]) -> Counter[str]:
     return Counter(orjson.loads(r.value)["transaction_id"] for r in records)
 
 
+def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
+    """Every committed record of a topic nobody writes any more, up to each partition's last
+    stable offset. `read_committed` with a small `expected` stops `settle_s` after the first
+    record: on a loaded machine it returned part of a changelog, and the last model snapshot
+    of two partitions was an older one (CI at 9fb5edf)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             isolation_level="read_committed", enable_auto_commit=False,
+                             group_id=None)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s} s"
+            for batch in consumer.poll(timeout_ms=300).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
 def latest_model_snapshots(bootstrap: str, changelog: str) -> dict[int, Any]:
     """The last committed model snapshot of each changelog partition."""
     snapshots: dict[int, Any] = {}
-    for record in read_committed(bootstrap, changelog, expected=1, timeout_s=10, settle_s=2):
+    for record in read_to_end(bootstrap, changelog):
         if record.key == MODEL_KEY and record.value is not None:
             snapshots[record.partition] = decode_snapshot(record.value, scorer_key())
     return snapshots
