@@ -147,8 +147,8 @@ class ModelTimeline:
         """
         if model is self.learner:
             return score_one(model, features)
-        scorer = self._scorers.get(id(model))
-        if scorer is None or scorer.model is not model:
+        scorer = self._scorers.get(id(model))  # a scorer holds its copy: no id is reused
+        if scorer is None:
             if len(self._scorers) > len(self._copies) + 16:  # copies released since
                 kept = {id(frozen) for frozen, _ in self._copies}
                 self._scorers = {k: v for k, v in self._scorers.items() if k in kept}
