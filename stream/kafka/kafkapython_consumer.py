@@ -3,13 +3,17 @@
 `poll` returns what kafka-python has fetched (up to `max_records`), waiting up to the timeout
 only when nothing is, and reports the partitions whose position reached the end a
 read_committed consumer can see. kafka-python 3.0 has no end-of-partition event and does not
-keep the last stable offset (LSO) of a fetch response (its Fetcher stores only the high
-watermark, TopicPartitionState.highwater). So a partition is at its end when its position
-reached the cached high watermark (a topic without open transactions), or, when it sits below
-it without moving (an open transaction holds the LSO back), when it reached the LSO asked with
-ListOffsets, which kafka-python sends with the consumer's isolation level. That question is
-asked only for a partition stuck for `_STUCK_S`, at most once per `_ASK_S`: a busy partition
-never costs a round trip, an idle one at most one a second.
+keep the last stable offset (LSO) that every fetch response carries (its Fetcher stores only
+the high watermark, TopicPartitionState.highwater), so `keep_stable_offsets` keeps it as the
+Fetcher parses each response: a partition is at its end when its position reached the cached
+high watermark (a topic without open transactions) or the LSO of its latest fetch response
+(an open transaction holds the LSO back), which is how librdkafka decides its end of
+partition too. The fetch session sends a partition again whenever its LSO moves, so the end
+is as fresh as the fetches, and no poll waits on a question to the broker. Before 2026-12-03
+the LSO was asked with ListOffsets for a partition stuck below its high watermark for
+`_STUCK_S`, at most once per `_ASK_S`: a poll blocked on that round trip, and an end from it
+stayed up to a second stale after the transaction committed. That question remains only for
+a partition whose fetch responses carry no LSO (a broker that does not send one).
 
 Pause keeps what is prefetched: kafka-python 3 parks a paused partition's fetched data and
 hands it out on resume (KAFKA-7548, dpkp/kafka-python#2981), and positions only move past
@@ -77,6 +81,36 @@ def to_records(batch: Mapping[Any, list[Any]]) -> list[Record]:
 State = tuple[TopicPartition, int | None, int | None, bool]
 
 
+def keep_stable_offsets(fetcher: Any) -> dict[TopicPartition, int]:
+    """Keep the last stable offset of every fetch response `fetcher` (a kafka-python
+    Fetcher) parses, the highest seen per partition, in the dict returned (module
+    docstring). Kept before the Fetcher looks at the records, whatever it then does with
+    them (a response for an old position is still the broker's word on its LSO, which
+    never moves back); a response with an error, or without an LSO (-1), leaves it as it was.
+
+    >>> from types import SimpleNamespace as NS
+    >>> fetcher = NS(_parse_fetched_data=lambda completed: "parsed")
+    >>> stable = keep_stable_offsets(fetcher)
+    >>> response = NS(topic_partition="t-0", partition_data=NS(error_code=0, last_stable_offset=7))
+    >>> fetcher._parse_fetched_data(response), stable
+    ('parsed', {'t-0': 7})
+    """
+    stable: dict[TopicPartition, int] = {}
+    parse = fetcher._parse_fetched_data
+
+    def parse_keeping_lso(completed_fetch: Any) -> Any:
+        data = completed_fetch.partition_data
+        lso = getattr(data, "last_stable_offset", -1)
+        if data.error_code == 0 and lso is not None and lso >= 0:
+            tp = completed_fetch.topic_partition
+            if lso > stable.get(tp, -1):
+                stable[tp] = lso
+        return parse(completed_fetch)
+
+    fetcher._parse_fetched_data = parse_keeping_lso
+    return stable
+
+
 def partition_states(consumer: KafkaConsumer) -> list[State]:
     """(partition, position, high watermark, paused) per assigned partition, from the
     consumer's own state: no broker round trip."""
@@ -94,10 +128,13 @@ class _FromCommitted:
     for partitions that are new to this member."""
 
     def __init__(self, consumer: KafkaConsumer, listener: RebalanceListener,
-                 timeout_s: float) -> None:
+                 timeout_s: float, stable: dict[TopicPartition, int] | None = None) -> None:
         self._consumer = consumer
         self._listener = listener
         self._timeout_s = timeout_s
+        # The LSOs kept from fetch responses: an assigned partition's is forgotten, so that
+        # one kept from before a revocation never says it is at its end (it only grows).
+        self._stable = {} if stable is None else stable
 
     def on_assigned(self, sources: list[Source]) -> None:
         """Seek to the committed offsets, then tell the scorer. When they cannot be read,
@@ -111,6 +148,8 @@ class _FromCommitted:
         assigned" while it scored them. The error makes the loop rewind, which seeks every
         assigned partition to its committed offset with a fresh client."""
         tps = [topic_partition(s) for s in sources]
+        for tp in tps:
+            self._stable.pop(tp, None)
         failed: ClientError | None = None
         if tps:
             try:
@@ -215,14 +254,18 @@ class KafkaPythonGroupConsumer:
         self._consumer = new_consumer(options)
         self._timeout_s = timeout_s
         self._bridge = CallerThread(self._consumer._net)
-        # partition -> [position, unchanged since, last stable offset, asked at]
+        # partition -> the last stable offset of its latest fetch response
+        self._stable = keep_stable_offsets(self._consumer._fetcher)
+        # partition -> [position, unchanged since, last stable offset, asked at]: only for a
+        # partition whose fetch responses carry no LSO (module docstring)
         self._stuck: dict[TopicPartition, list[Any]] = {}
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
         """Subscribe, then wait for the topics' metadata: kafka-python may otherwise join
         before it knows their partitions, get an empty assignment ("No partition metadata
         for topic") and rebalance again once the metadata arrives."""
-        self._bridge.listener = _FromCommitted(self._consumer, listener, self._timeout_s)
+        self._bridge.listener = _FromCommitted(self._consumer, listener, self._timeout_s,
+                                               self._stable)
         self._consumer.subscribe(topics, listener=self._bridge.kafka_listener())
         try:
             refresh_metadata(self._consumer, min(self._timeout_s, 5.0))
@@ -278,16 +321,22 @@ class KafkaPythonGroupConsumer:
 
     def _at_end(self, returned: set[Source], timeout_s: float) -> list[Source]:
         """Partitions at the end read_committed sees (module docstring)."""
-        now, stuck, out, ask = time.monotonic(), self._stuck, [], []
+        now, stuck, stable, out, ask = time.monotonic(), self._stuck, self._stable, [], []
         states = partition_states(self._consumer)
-        for tp in set(stuck) - {tp for tp, *_ in states}:
+        assigned = {tp for tp, *_ in states}
+        for tp in set(stuck) - assigned:
             del stuck[tp]  # revoked
+        for tp in [tp for tp in list(stable) if tp not in assigned]:  # the worker may add
+            stable.pop(tp, None)
         for tp, position, high, paused in states:
             if paused or position is None or high is None:
                 continue
-            if position >= high:
+            lso = stable.get(tp)
+            if position >= high or (lso is not None and position >= lso):
                 out.append(tp)
                 stuck.pop(tp, None)
+                continue
+            if lso is not None:  # below the end its fetches report: records to come
                 continue
             seen = stuck.get(tp)
             if (tp.topic, tp.partition) in returned or seen is None or seen[0] != position:

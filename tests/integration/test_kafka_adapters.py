@@ -27,6 +27,7 @@ from kafka_adapters_support import (  # noqa: F401 - fixtures, used by name
 from stream.contracts.partitioning import partition_for
 from stream.errors import InfrastructureError
 from stream.kafka.clients import Clients, GroupConsumer
+from stream.kafka.kafkapython_consumer import KafkaPythonGroupConsumer
 from stream.kafka.records import BEGINNING, Record, Source
 from stream.kafka.restore import read_partition
 from stream.serving.intake import Intake
@@ -70,6 +71,47 @@ def test_at_end_where_an_open_transaction_holds_the_last_stable_offset(
         assert offsets(records, (topic, 0)) == [0, 1, 2]
     finally:
         producer.abort_transaction(T)
+        producer.close(T)
+
+
+def test_an_end_held_by_a_transaction_moves_on_when_it_commits(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end a member reports is the last stable offset: before an open transaction's
+    records while it is open, after them once it commits. kafka-python's adapter takes it
+    from the fetch responses, as librdkafka does, and never asks the broker in a poll:
+    before, it asked (ListOffsets, blocking the poll) for a partition 0.5 s below its high
+    watermark, and an answer stayed up to a second stale after the commit."""
+    topic = new_topic(prefix="held")
+    source = (topic, 0)
+    produce(clients, topic, 3)
+    producer = clients.producer(transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
+    producer.init_transactions(T)
+    producer.begin_transaction()
+    for i in (3, 4):
+        producer.send(topic, b"k", f"v{i}".encode())
+    producer.flush(T)
+    try:
+        consumer, _ = subscribed([topic])
+        asked: list[Any] = []
+        if isinstance(consumer, KafkaPythonGroupConsumer):
+            real = consumer._consumer.end_offsets
+
+            def end_offsets(*args: Any, **kwargs: Any) -> Any:
+                asked.append(args)
+                return real(*args, **kwargs)
+
+            monkeypatch.setattr(consumer._consumer, "end_offsets", end_offsets)
+        records, _ = drain(consumer, 3, until_at_end={source})
+        held_until = time.monotonic() + 1.5  # past the old adapter's 0.5 s before asking
+        while time.monotonic() < held_until:
+            assert consumer.poll(100, 0.2).records == []
+        producer.commit_transaction(T)
+        more, _ = drain(consumer, 2, until_at_end={source})
+        assert offsets(records + more, source) == [0, 1, 2, 3, 4]
+        assert [r.value for r in more] == [b"v3", b"v4"]
+        assert asked == []
+    finally:
         producer.close(T)
 
 
@@ -283,6 +325,7 @@ def test_reader_watermarks_times_and_reading_to_the_end(
 
 def test_reader_end_is_the_last_stable_offset(clients: Clients,
                                               new_topic: Callable[..., str]) -> None:
+    """... and a reader that keeps polling reads the transaction once it commits."""
     topic = new_topic(prefix="lso")
     produce(clients, topic, 4)
     producer = clients.producer(transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
@@ -299,9 +342,11 @@ def test_reader_end_is_the_last_stable_offset(clients: Clients,
         reader.assign({(topic, 0): BEGINNING})
         records, _ = drain(reader, 4, until_at_end={(topic, 0)})
         assert offsets(records, (topic, 0)) == [0, 1, 2, 3]
+        producer.commit_transaction(T)
+        records, _ = drain(reader, 1)
+        assert [(r.offset, r.value) for r in records] == [(4, b"open")]
     finally:
         reader.close()
-        producer.abort_transaction(T)
         producer.close(T)
 
 
