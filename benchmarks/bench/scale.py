@@ -26,8 +26,10 @@ import orjson
 from benchmarks.bench.harness import Topics, end_offsets_total, local_broker_pid, traffic
 from benchmarks.bench.scorer import (
     ScorerProcess,
+    busy_share,
     count_inputs,
     cpu_seconds,
+    machine_seconds,
     scorer_env,
     stream_command,
 )
@@ -53,6 +55,11 @@ class ScaleRun:
     # lines): after one, merchant reads were served stale and the scores are not those of
     # one pipeline. Non-zero means the figure was bought with determinism.
     merchant_waits_given_up: int = 0
+    # The local broker's CPU in the window (None with KAFKA_BOOTSTRAP_SERVERS), and the share
+    # of the machine's cores busy in it (everything on it: broker, producer, scorers): near 1
+    # means no core was left for another instance to use.
+    broker_cpu_seconds_per_million: float | None = None
+    machine_busy: float | None = None
 
 
 def scale_topics(topics: Topics) -> dict[str, str]:
@@ -85,7 +92,10 @@ def run_instances(topics: Topics, events: list[tuple[bytes, bytes]], instances: 
         scorers = [stack.enter_context(ScorerProcess(command, env, local_broker_pid()))
                    for _ in range(instances)]
         _wait_settled(scorers, names["input"], settle_timeout_s)
+        broker = local_broker_pid()
         cpu_before = [cpu_seconds(s.pid) if s.pid is not None else None for s in scorers]
+        broker_before = cpu_seconds(broker) if broker is not None else None
+        machine_before = machine_seconds()
         started = time.monotonic()
         produce_s = _produce(topics, names["input"], events)
         deadline = started + timeout_s
@@ -99,10 +109,16 @@ def run_instances(topics: Topics, events: list[tuple[bytes, bytes]], instances: 
             time.sleep(0.1)
         window = time.monotonic() - started
         cpu_after = [cpu_seconds(s.pid) if s.pid is not None else None for s in scorers]
+        broker_after = cpu_seconds(broker) if broker is not None else None
+        busy = busy_share(machine_before, machine_seconds())
     spent = _spent(cpu_before, cpu_after)
     cpu = None if spent is None else spent / len(events) * 1e6
+    broker_spent = _spent([broker_before], [broker_after])
     return ScaleRun(instances, len(events) / window, window, produce_s, cpu,
-                    sum(s.merchant_waits for s in scorers))
+                    sum(s.merchant_waits for s in scorers),
+                    broker_cpu_seconds_per_million=(
+                        None if broker_spent is None else broker_spent / len(events) * 1e6),
+                    machine_busy=busy)
 
 
 def _spent(before: list[float | None], after: list[float | None]) -> float | None:
@@ -170,6 +186,8 @@ def scale_out(topics: Topics, count: int, cards: int, seed: int,
                  SCALE_PARTITIONS, count)
         runs[instances] = run_instances(topics, events, instances, timeout_s)
     one, two = runs[1], runs[2]
+    log.info("scale-out: the machine's cores busy %s with one instance, %s with two",
+             one.machine_busy, two.machine_busy)
     if two.merchant_waits_given_up:
         log.warning("scale-out: the two instances gave up waiting for each other's merchant "
                     "events %d times: reads after that were stale, so the figure is not that "

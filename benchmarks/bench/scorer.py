@@ -56,6 +56,40 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_seconds() -> tuple[float, float] | None:
+    """(busy, all) CPU seconds of every core since boot, from /proc/stat's first line (idle
+    and iowait are not busy); None where there is no /proc. Two readings bound a window:
+    its busy share says whether the machine had a core to spare.
+
+    >>> reading = machine_seconds()
+    >>> reading is None or 0.0 <= reading[0] <= reading[1]
+    True
+    """
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guests in user)
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    hz = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / hz, total / hz
+
+
+def busy_share(before: tuple[float, float] | None,
+               after: tuple[float, float] | None) -> float | None:
+    """The share of all cores' time that was busy between two `machine_seconds` readings.
+
+    >>> busy_share((10.0, 40.0), (28.0, 60.0))
+    0.9
+    >>> busy_share(None, (1.0, 2.0)) is None
+    True
+    """
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]), 3)
+
+
 def count_inputs(assignment: str, topic: str) -> int:
     """Partitions of `topic` in a `partitions assigned: ...` log line's list.
 

@@ -61,4 +61,7 @@ def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert all(isinstance(run["merchant_waits_given_up"], int) and
                run["merchant_waits_given_up"] >= 0 for run in scale["runs"]), scale["runs"]
     assert _is_number(scale["scale_1_instance"]) and scale["scale_1_instance"] > 0
+    for run in scale["runs"]:  # whether a core was left; the broker's CPU only of its own
+        assert 0.0 < run["machine_busy"] <= 1.0, run
+        assert run["broker_cpu_seconds_per_million"] is None, run  # KAFKA_BOOTSTRAP_SERVERS
     assert result["extra"]["machine"]["nproc"] >= 1
