@@ -31,7 +31,7 @@ from benchmarks.bench.harness import (
     prefill,
     quiet_broker,
 )
-from benchmarks.bench.latency import measure_latency
+from benchmarks.bench.latency import LatencyResult, measure_latency
 from benchmarks.bench.scale import scale_out
 from benchmarks.bench.scorer import has_run_flag, run_help, run_pipeline, scorer_env, stream_command
 
@@ -45,9 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="events pre-filled and drained by each throughput contender")
     p.add_argument("--rate", type=float, default=2000.0, help="offered events/s for latency")
     p.add_argument("--latency-seconds", type=float, default=20.0,
-                   help="length of the latency phase")
+                   help="seconds of the latency phase measured, after its warm-up")
     p.add_argument("--warmup-seconds", type=float, default=None,
-                   help="latency samples skipped at the start (default min(5, seconds/4))")
+                   help="the latency phase's shortest warm-up, not measured (default min(5, "
+                        "seconds/4)); longer while a local broker's JIT compiles")
+    p.add_argument("--warmup-max-seconds", type=float, default=30.0,
+                   help="the latency phase's longest warm-up")
     p.add_argument("--cards", type=int, default=1_000_000,
                    help="distinct cards for bytes_per_card")
     p.add_argument("--merchants", type=int, default=200_000,
@@ -75,8 +78,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="JSON output (default $BENCH_OUT, else bench-results.json)")
     args = p.parse_args(argv)
     if args.events < 1 or args.cards < 1 or args.merchants < 1 or args.rate <= 0 \
-            or args.latency_seconds <= 0:
-        p.error("--events, --cards, --merchants, --rate and --latency-seconds must be positive")
+            or args.latency_seconds <= 0 or (args.warmup_seconds or 0.0) < 0 \
+            or args.warmup_max_seconds < 0:
+        p.error("--events, --cards, --merchants, --rate and --latency-seconds must be positive, "
+                "and the warm-up seconds not negative")
     args.warmup_events = max(0, min(args.warmup_events, args.events))
     if args.scale_events is None:
         args.scale_events = args.events
@@ -182,6 +187,14 @@ def throughput_round(topics: Topics, prefilled: Prefilled, eos_reason: str | Non
     return eps, eos_reason
 
 
+def _log_latency(mode: str, lat: LatencyResult) -> None:
+    """The latency phase's figures and where the cores went while it was measured."""
+    log.info("latency, %s: p50 %.0f ms, p99 %.0f ms after a %.1fs warm-up; cores used: "
+             "scorer %s, broker %s (its JIT compiler %s), machine busy %s", mode, lat.p50,
+             lat.p99, lat.warmup_s, lat.scorer_cores, lat.broker_cores, lat.broker_jit_cores,
+             lat.machine_busy)
+
+
 def _median(values: list[float | None]) -> float | None:
     numbers = [v for v in values if v is not None]
     return statistics.median(numbers) if numbers else None
@@ -240,11 +253,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if waited is not None:
                 phases["broker_quiet_wait_s"] = waited
                 log.info("the broker went quiet after %.1fs", waited)
-            log.info("latency: %.0f events/s for %.0fs", args.rate, args.latency_seconds)
+            log.info("latency: %.0f events/s, %.0fs measured after the warm-up", args.rate,
+                     args.latency_seconds)
             t = time.monotonic()
             lat, _ = measure_latency(
                 topics, args.rate, args.latency_seconds, args.traffic_cards, args.seed,
-                args.warmup_seconds, tuple(alo_args))
+                args.warmup_seconds, tuple(alo_args), warmup_max_s=args.warmup_max_seconds)
+            _log_latency("at-least-once", lat)
             latency_extra: dict[str, Any] = {"at_least_once": lat.extra()}
             if eos_reason is None:
                 quiet_broker()
@@ -253,8 +268,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     eos_appended, eos_visible = measure_latency(
                         topics, args.rate, args.latency_seconds, args.traffic_cards,
-                        args.seed, args.warmup_seconds, tuple(EOS), live=True)
+                        args.seed, args.warmup_seconds, tuple(EOS), live=True,
+                        warmup_max_s=args.warmup_max_seconds)
                     assert eos_visible is not None
+                    _log_latency("exactly-once, visible", eos_visible)
                     latency_extra["exactly_once_visible"] = eos_visible.extra()
                     latency_extra["exactly_once_appended"] = eos_appended.extra()
                 except RuntimeError as exc:

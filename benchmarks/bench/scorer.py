@@ -56,6 +56,38 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# HotSpot's JIT compiler threads, as /proc names them (15 characters: "C2 CompilerThread0").
+_COMPILER_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def compiler_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a JVM's JIT compiler threads (a local broker's), from
+    /proc/<pid>/task; None where there is no /proc or the process is gone. A broker compiles
+    the code of every new kind of load it meets, for a minute on this machine, on the same
+    cores as the scorer: a latency measured meanwhile measures the compiler too.
+
+    >>> compiler_seconds(os.getpid()) in (0.0, None)  # a Python process has no JIT threads
+    True
+    """
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as fh:
+                if not fh.read().startswith(_COMPILER_THREADS):
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # a thread that ended between the listing and the read
+        total += int(fields[11]) + int(fields[12])
+    return total / hz
+
+
 def machine_seconds() -> tuple[float, float] | None:
     """(busy, all) CPU seconds of every core since boot, from /proc/stat's first line (idle
     and iowait are not busy); None where there is no /proc. Two readings bound a window:

@@ -47,6 +47,13 @@ def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert result["latency_ms"]["offered_eps"] == 500
     assert all(_is_number(v) for v in result["latency_ms"].values()), result["latency_ms"]
     assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+    latency = result["extra"]["latency"]["at_least_once"]
+    assert latency["measured"] == 1500, latency  # 3 s at 500/s, after the warm-up
+    assert latency["warmup_s"] >= 0.75, latency  # at least min(5, 3 / 4) s, not measured
+    assert _is_number(latency["scorer_cores"]) and latency["scorer_cores"] > 0, latency
+    assert 0.0 < latency["machine_busy"] <= 1.0, latency
+    # KAFKA_BOOTSTRAP_SERVERS: no broker of the benchmark's own whose CPU it could read.
+    assert latency["broker_cores"] is None and latency["broker_jit_cores"] is None, latency
     assert _is_number(result["bytes_per_card"]) and result["bytes_per_card"] > 0
     assert _is_number(result["bytes_per_merchant"]) and result["bytes_per_merchant"] > 0
     cpu = result["cpu_seconds_per_million"]
