@@ -220,7 +220,8 @@ def test_at_least_once_loses_nothing_under_sigkill(
                             kafka_client=kafka_client)
     try:
         events = traffic.join()
-        verdicts = read_committed(kafka_bootstrap, topics.verdicts, 12_000, timeout_s=180)
+        verdicts = read_committed(kafka_bootstrap, topics.verdicts, 12_000, timeout_s=180,
+                                  ids={e["transaction_id"] for e in events})
     finally:
         code, err = stop(second)
     assert code == 0, err[-2000:]
