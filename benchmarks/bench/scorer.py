@@ -48,12 +48,19 @@ def cpu_seconds(pid: int) -> float | None:
     >>> cpu_seconds(os.getpid()) >= 0.0
     True
     """
+    ticks = _stat_ticks(f"/proc/{pid}/stat")
+    return None if ticks is None else ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_ticks(path: str) -> int | None:
+    """User + system clock ticks from a /proc `stat` file (a process's or one thread's);
+    None if it cannot be read (no /proc, or the process or thread is gone)."""
     try:
-        with open(f"/proc/{pid}/stat") as fh:
+        with open(path) as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) + int(fields[12])
 
 
 # HotSpot's JIT compiler threads, as /proc names them (15 characters: "C2 CompilerThread0").
@@ -80,11 +87,9 @@ def compiler_seconds(pid: int) -> float | None:
             with open(f"/proc/{pid}/task/{tid}/comm") as fh:
                 if not fh.read().startswith(_COMPILER_THREADS):
                     continue
-            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        except OSError:
             continue  # a thread that ended between the listing and the read
-        total += int(fields[11]) + int(fields[12])
+        total += _stat_ticks(f"/proc/{pid}/task/{tid}/stat") or 0
     return total / hz
 
 
