@@ -143,9 +143,17 @@ class TimeAligner(Generic[R]):
         if buffer:
             self._empty_since.pop(source, None)
 
-    def release(self, caught_up: AbstractSet[Any], until: float = float("inf")) -> list[R]:
+    def release(self, caught_up: AbstractSet[Any], until: float = float("inf"),
+                most: float = float("inf")) -> list[R]:
         """Every record that is now safe to process, in timestamp order; none later than
-        `until` (the caller's own bound: the shared merchant table's, for one)."""
+        `until` (the caller's own bound: the shared merchant table's, for one), and at most
+        `most` of them (the rest stay safe: a source's later records come after its own).
+
+        >>> aligner = TimeAligner(lambda r: r, max_wait_s=0.0, clock=lambda: 0.0)
+        >>> aligner.track(["a", "b"]); aligner.add("a", [1, 4]); aligner.add("b", [2, 3])
+        >>> aligner.release(caught_up={"a", "b"}, most=3), len(aligner)
+        ([1, 2, 3], 1)
+        """
         now = self.clock()
         out: list[R] = []
         order = self._order
@@ -155,7 +163,7 @@ class TimeAligner(Generic[R]):
         blocked = any(self._waiting(src, since, caught_up, now)
                       for src, since in self._empty_since.items())
         gave_up = not blocked and any(src not in caught_up for src in self._empty_since)
-        while heads:
+        while heads and len(out) < most:
             if blocked:
                 if self._size <= self.max_buffered:
                     break

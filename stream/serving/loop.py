@@ -170,7 +170,8 @@ class ScorerLoop:
         """One poll: hand its records to the intake, process what it releases."""
         s = self.settings
         polled = self.intake.poll(s.max_poll_records, 0.0)
-        if not polled.records:  # caught up: checkpoint now rather than while records wait
+        # Caught up (no records, none left by the last release): checkpoint now, not later.
+        if not polled.records and not self.intake.backlog:
             if not self.recovery.broken and self.checkpoints.due(idle=True):
                 self.checkpoints.commit(wait=False)
             if not (self._held and len(self.intake)):
@@ -181,7 +182,8 @@ class ScorerLoop:
         processed = 0
         input_topic, ledger, handle = s.input_topic, self.ledger, self.handle
         until = self._merchant_gate() if self.feed is not None else math.inf
-        arrivals = self.intake.release(until)
+        # A turn's worth: the loop checkpoints, polls and beats between turns (Intake.release).
+        arrivals = self.intake.release(until, s.max_poll_records)
         if self.feed is not None:
             self._held = self._input_held(until)
         table = self.pipeline.merchants
