@@ -1,7 +1,7 @@
 """In-memory doubles for unit tests that drive `ScorerLoop` under exactly-once: a
 transactional producer that keeps what each committed transaction held (and can fail chosen
 commits), the clients' committed offsets it implies, and synthetic transaction records of
-one partition. Used by test_loop_budget.py and test_idle_checkpoint.py."""
+one partition. Used by test_loop_budget.py, test_idle_checkpoint.py and test_turn_bound.py."""
 
 from __future__ import annotations
 
@@ -55,6 +55,19 @@ class TransactionalLog(MemoryProducer):
         self.verdicts += self.open
         self.offsets.update(self.pending)
         self.open, self.pending = [], {}
+
+
+class Checkpoints(TransactionalLog):
+    """How many verdicts each committed transaction (each checkpoint) held."""
+
+    def __init__(self) -> None:
+        super().__init__(fail_commits=set())
+        self.sizes: list[int] = []
+
+    def commit_transaction(self, timeout_s: float) -> None:
+        size = len(self.open)
+        super().commit_transaction(timeout_s)
+        self.sizes.append(size)
 
 
 class Clients:

@@ -9,7 +9,7 @@ light load) or all at once, fetched before the loop asks (a backlog)."""
 
 from __future__ import annotations
 
-from loop_support import LABELS, TX, Clients, TransactionalLog, tx_records
+from loop_support import LABELS, TX, Checkpoints, Clients, tx_records
 from prometheus_client import CollectorRegistry
 from state_support import PER_PARTITION
 
@@ -42,19 +42,6 @@ class Arrivals(MemoryConsumer):
         return Polled(batch, [LABELS] + ([] if self.batches else [TX]))
 
 
-class Transactions(TransactionalLog):
-    """How many verdicts each committed transaction held."""
-
-    def __init__(self) -> None:
-        super().__init__(fail_commits=set())
-        self.sizes: list[int] = []
-
-    def commit_transaction(self, timeout_s: float) -> None:
-        size = len(self.open)
-        super().commit_transaction(timeout_s)
-        self.sizes.append(size)
-
-
 def _committed(backlog: bool, idle_ms: float) -> list[int]:
     """Six transactions, a budget of six, a checkpoint interval of an hour: the verdicts of
     each committed transaction."""
@@ -63,7 +50,7 @@ def _committed(backlog: bool, idle_ms: float) -> list[int]:
                              checkpoint_interval_ms=3_600_000.0, checkpoint_idle_ms=idle_ms,
                              max_poll_records=3, **PER_PARTITION)
     consumer = Arrivals(tx_records(6), backlog)
-    producer = Transactions()
+    producer = Checkpoints()
     loop = ScorerLoop(settings, Pipeline(pipeline_config(settings), model_version(settings)),
                       Metrics(CollectorRegistry()), Clients(producer),  # type: ignore[arg-type]
                       consumer, ExactlyOnce(lambda: producer, consumer, timeout_s=1.0))

@@ -11,7 +11,7 @@ one checkpoint."""
 
 from __future__ import annotations
 
-from loop_support import LABELS, TX, Clients, TransactionalLog, tx_records
+from loop_support import LABELS, TX, Checkpoints, Clients, tx_records
 from prometheus_client import CollectorRegistry
 from state_support import PER_PARTITION
 
@@ -40,19 +40,6 @@ class HeldBacklog(MemoryConsumer):
             self.listener.on_assigned(list(self.assigned))
         batch, self.records = self.records[:max_records], self.records[max_records:]
         return Polled(batch, [] if self.records else [TX, LABELS], more=bool(self.records))
-
-
-class Checkpoints(TransactionalLog):
-    """How many verdicts each committed transaction (checkpoint) held."""
-
-    def __init__(self) -> None:
-        super().__init__(fail_commits=set())
-        self.sizes: list[int] = []
-
-    def commit_transaction(self, timeout_s: float) -> None:
-        size = len(self.open)
-        super().commit_transaction(timeout_s)
-        self.sizes.append(size)
 
 
 def test_a_release_of_the_whole_backlog_is_processed_and_checkpointed_a_turn_at_a_time(
