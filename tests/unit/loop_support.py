@@ -14,7 +14,7 @@ from stream.contracts.codec import decode_transaction
 from stream.devtools.synthetic import TrafficConfig, generate
 from stream.kafka.classify import ClientError
 from stream.kafka.records import Record, Source
-from stream.kafka.testing import MemoryProducer
+from stream.kafka.testing import MemoryConsumer, MemoryProducer
 
 TX, LABELS = ("tx", 0), ("labels", 0)
 
@@ -55,6 +55,15 @@ class TransactionalLog(MemoryProducer):
         self.verdicts += self.open
         self.offsets.update(self.pending)
         self.open, self.pending = [], {}
+
+
+def assign_once(consumer: MemoryConsumer, sources: list[Source]) -> None:
+    """On a test consumer's first poll: assign `sources` and tell the loop's listener, as a
+    group join does."""
+    if not consumer.assigned:
+        consumer.assigned = list(sources)
+        assert consumer.listener is not None
+        consumer.listener.on_assigned(list(sources))
 
 
 class Checkpoints(TransactionalLog):

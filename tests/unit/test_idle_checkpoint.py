@@ -9,7 +9,7 @@ light load) or all at once, fetched before the loop asks (a backlog)."""
 
 from __future__ import annotations
 
-from loop_support import LABELS, TX, Checkpoints, Clients, tx_records
+from loop_support import LABELS, TX, Checkpoints, Clients, assign_once, tx_records
 from prometheus_client import CollectorRegistry
 from state_support import PER_PARTITION
 
@@ -33,10 +33,7 @@ class Arrivals(MemoryConsumer):
         self.backlog = backlog
 
     def poll(self, max_records: int, timeout_s: float) -> Polled:
-        if not self.assigned:
-            self.assigned = [TX, LABELS]
-            assert self.listener is not None
-            self.listener.on_assigned(list(self.assigned))
+        assign_once(self, [TX, LABELS])
         waits = timeout_s > 0
         batch = self.batches.pop(0) if self.batches and (self.backlog or waits) else []
         return Polled(batch, [LABELS] + ([] if self.batches else [TX]))

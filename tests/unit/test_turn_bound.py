@@ -11,7 +11,7 @@ one checkpoint."""
 
 from __future__ import annotations
 
-from loop_support import LABELS, TX, Checkpoints, Clients, tx_records
+from loop_support import LABELS, TX, Checkpoints, Clients, assign_once, tx_records
 from prometheus_client import CollectorRegistry
 from state_support import PER_PARTITION
 
@@ -34,10 +34,7 @@ class HeldBacklog(MemoryConsumer):
         self.records = records
 
     def poll(self, max_records: int, timeout_s: float) -> Polled:
-        if not self.assigned:
-            self.assigned = [TX, LABELS]
-            assert self.listener is not None
-            self.listener.on_assigned(list(self.assigned))
+        assign_once(self, [TX, LABELS])
         batch, self.records = self.records[:max_records], self.records[max_records:]
         return Polled(batch, [] if self.records else [TX, LABELS], more=bool(self.records))
 
