@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(30.0, gt=0)
     max_events: int | None = Field(None, ge=0)
     max_poll_records: int = Field(500, gt=0)
+    # `stream run` freezes the heap's survivors every 0.1 s (serving/gc_policy.py): only a
+    # full collection reclaims a reference cycle among them, this often (0: never).
+    heap_full_collect_s: float = Field(3600.0, ge=0)
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     poll_timeout_ms: int = Field(100, ge=0)

@@ -212,7 +212,7 @@ def run(
         "hoeffding, gnb, ...")] = None,
 ) -> None:
     """The scorer: consume transactions and labels, publish verdicts, learn online."""
-    from stream.serving.gc_policy import tune_for_serving
+    from stream.serving.gc_policy import keeper_for, tune_for_serving
     from stream.serving.wiring import run_scorer
 
     settings = settings_from(
@@ -229,7 +229,7 @@ def run(
     )
     gc_state = tune_for_serving()  # after the imports above: they are most of the heap
     logging.getLogger("stream.serving.wiring").debug("gc: %s", gc_state)
-    result = run_scorer(settings)
+    result = run_scorer(settings, heap=keeper_for(settings))
     typer.echo(result.line(), err=True)
 
 

@@ -27,6 +27,7 @@ from stream.observability.health import Health
 from stream.observability.metrics import Metrics
 from stream.observability.quality import QualityGauges
 from stream.serving.checkpoint import Checkpointer, Delivery
+from stream.serving.gc_policy import HeapKeeper
 from stream.serving.handlers import RecordHandler, same_partitions
 from stream.serving.intake import Intake
 from stream.serving.ledger import Ledger, RunResult
@@ -93,6 +94,9 @@ class ScorerLoop:
         # Set by the wiring: tells how long the broker has been unreachable. The client
         # retries inside its polls forever, so an idle loop would otherwise never notice.
         self._probe: Any = None
+        # Set by `stream run` (gc_policy.py): freezes the heap's survivors between turns. Not
+        # by tests and library users, whose process is not the scorer's alone.
+        self.heap: HeapKeeper | None = None
 
     @property
     def probe(self) -> Any:
@@ -157,6 +161,8 @@ class ScorerLoop:
                 continue
             self._raise_if_fenced()
             self._raise_if_broker_gone()
+            if self.heap is not None:
+                self.heap.tick()
             now = time.monotonic()
             assignments = self.rebalance.assignments
             if processed or len(self.intake) or assignments != seen_assignments:

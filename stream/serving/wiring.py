@@ -34,6 +34,7 @@ from stream.kafka.delivery import AtLeastOnce, ExactlyOnce
 from stream.observability.health import Health, HealthServer
 from stream.observability.lag import BrokerProbe
 from stream.observability.metrics import Metrics
+from stream.serving.gc_policy import HeapKeeper
 from stream.serving.ledger import RunResult
 from stream.serving.loop import ScorerLoop
 from stream.state.snapshot import load_snapshot
@@ -244,8 +245,10 @@ def stop_on_signals(loop: ScorerLoop) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_scorer(settings: Settings, registry: CollectorRegistry | None = None) -> RunResult:
-    """`stream run`: score until stopped or until --max-events records are done."""
+def run_scorer(settings: Settings, registry: CollectorRegistry | None = None,
+               heap: HeapKeeper | None = None) -> RunResult:
+    """`stream run`: score until stopped or until --max-events records are done; `heap`,
+    when given, keeps the process's garbage collector off the scorer's state."""
     # The health server comes first so an orchestrator can probe while we connect.
     health = Health(stuck_after_s=settings.stuck_after_s)
     server = serve_metrics(settings, health, registry)
@@ -257,6 +260,7 @@ def run_scorer(settings: Settings, registry: CollectorRegistry | None = None) ->
         raise
     probe = BrokerProbe(scorer.metrics, settings.bootstrap_servers, health=health).start()
     scorer.loop.probe = probe
+    scorer.loop.heap = heap
     try:
         with stop_on_signals(scorer.loop):
             return scorer.loop.run()
