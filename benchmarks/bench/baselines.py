@@ -22,6 +22,8 @@ from __future__ import annotations
 import gc
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -33,6 +35,7 @@ from stream.contracts.codec import decode_transaction
 from stream.core.pipeline import Pipeline
 from stream.kafka.clients import connect
 from stream.kafka.delivery import AtLeastOnce
+from stream.serving.gc_policy import SERVING_THRESHOLDS, HeapKeeper
 
 
 class _Clock(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -165,14 +168,41 @@ def model_only(prefilled: Prefilled, topics: Topics) -> float:
 
     The pipeline is configured from the same settings as `stream run` (defaults < env),
     with its merchant table over the topic's partitions when the merchant state is shared;
-    the events come in event-time order, which keeps the table's reads exact.
+    the events come in event-time order, which keeps the table's reads exact. The garbage
+    collector runs as in `stream run` (serving/gc_policy.py: the heap frozen, the serving
+    thresholds, a `HeapKeeper` freezing survivors every 0.1 s), and as before afterwards.
     """
     settings = topics.settings()
     pipeline = Pipeline(pipeline_config(settings), model_version(settings),
                         merchant_partitions=merchant_partitions(settings, PARTITIONS))
     values, partitions = prefilled.values, prefilled.partitions
+    with serving_heap() as heap:
+        started = time.perf_counter()
+        for i, (value, partition) in enumerate(zip(values, partitions, strict=True)):
+            pipeline.score(decode_transaction(value), partition)
+            if i % 100 == 0:
+                heap.tick()
+        elapsed = time.perf_counter() - started
+    return len(values) / elapsed
+
+
+@contextmanager
+def serving_heap() -> Iterator[HeapKeeper]:
+    """The garbage collector as `stream run` sets it, for this process while in the block.
+
+    >>> with serving_heap() as heap:
+    ...     gc.get_threshold() == SERVING_THRESHOLDS
+    True
+    >>> gc.get_threshold() != SERVING_THRESHOLDS, gc.get_freeze_count()
+    (True, 0)
+    """
+    thresholds = gc.get_threshold()
     gc.collect()
-    started = time.perf_counter()
-    for value, partition in zip(values, partitions, strict=True):
-        pipeline.score(decode_transaction(value), partition)
-    return len(values) / (time.perf_counter() - started)
+    gc.freeze()
+    gc.set_threshold(*SERVING_THRESHOLDS)
+    try:
+        yield HeapKeeper(full_every_s=0.0)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        gc.collect()
