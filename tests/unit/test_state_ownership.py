@@ -219,7 +219,7 @@ def test_nothing_to_adopt_records_nothing() -> None:
 def test_the_cli_prints_a_refusal_as_one_error_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def refused(settings: Settings) -> Any:
+    def refused(settings: Settings, **_: Any) -> Any:  # run_scorer(settings, heap=...)
         check_ownership(RestoredState(writers={"fraud-stream": 3}), settings.application_id,
                         settings.adopt_state_from, f"changelog {settings.changelog_topic}[0]")
 
