@@ -35,7 +35,7 @@ from stream.contracts.codec import decode_transaction
 from stream.core.pipeline import Pipeline
 from stream.kafka.clients import connect
 from stream.kafka.delivery import AtLeastOnce
-from stream.serving.gc_policy import SERVING_THRESHOLDS, HeapKeeper
+from stream.serving.gc_policy import HeapKeeper, tune_for_serving
 
 
 class _Clock(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -190,6 +190,7 @@ def model_only(prefilled: Prefilled, topics: Topics) -> float:
 def serving_heap() -> Iterator[HeapKeeper]:
     """The garbage collector as `stream run` sets it, for this process while in the block.
 
+    >>> from stream.serving.gc_policy import SERVING_THRESHOLDS
     >>> before = gc.get_threshold()
     >>> with serving_heap() as heap:
     ...     gc.get_threshold() == SERVING_THRESHOLDS, gc.get_freeze_count() > 0
@@ -198,9 +199,7 @@ def serving_heap() -> Iterator[HeapKeeper]:
     (True, 0)
     """
     thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*SERVING_THRESHOLDS)
+    tune_for_serving()
     try:
         yield HeapKeeper(full_every_s=0.0)
     finally:

@@ -57,6 +57,13 @@ def _settings(bootstrap: str, topics: dict[str, str], kafka_client: str,
                          group_id=f"g-{uuid.uuid4().hex[:8]}", **topics, **extra)
 
 
+def _topic_flags(topics: dict[str, str]) -> list[str]:
+    """`stream run`'s options for the test's topics."""
+    return ["--input-topic", topics["input_topic"], "--output-topic", topics["output_topic"],
+            "--labels-topic", topics["labels_topic"], "--dlq-topic", topics["dlq_topic"],
+            "--changelog-topic", topics["changelog_topic"]]
+
+
 def _events(count: int, seed: int = 3) -> list[dict[str, Any]]:
     return list(generate(TrafficConfig(count=count, fraud_rate=0.05, seed=seed, n_cards=60)))
 
@@ -190,9 +197,7 @@ def test_cli_max_events_commits_exits_zero_and_serves_metrics(
     args = [sys.executable, "-m", "stream", "--bootstrap-servers", kafka_bootstrap,
             "--kafka-client", kafka_client, "run",
             "--max-events", "120", "--metrics-port", str(port), "--group-id", group,
-            "--input-topic", topics["input_topic"], "--output-topic", topics["output_topic"],
-            "--labels-topic", topics["labels_topic"], "--dlq-topic", topics["dlq_topic"],
-            "--changelog-topic", topics["changelog_topic"]]
+            *_topic_flags(topics)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
@@ -359,9 +364,7 @@ def test_stream_run_freezes_its_heap_without_leaking_on_librdkafka_only(
             "--kafka-client", kafka_client, "--log-level", "INFO", "run",
             "--group-id", f"heap-{uuid.uuid4().hex[:8]}", "--guarantee", "at-least-once",
             "--idle-exit", "4",
-            "--input-topic", topics["input_topic"], "--output-topic", topics["output_topic"],
-            "--labels-topic", topics["labels_topic"], "--dlq-topic", topics["dlq_topic"],
-            "--changelog-topic", topics["changelog_topic"]]
+            *_topic_flags(topics)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
     env["FRAUDSTREAM_HEAP_FULL_COLLECT_S"] = "0.5"
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)

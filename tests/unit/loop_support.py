@@ -13,7 +13,7 @@ import orjson
 from stream.contracts.codec import decode_transaction
 from stream.devtools.synthetic import TrafficConfig, generate
 from stream.kafka.classify import ClientError
-from stream.kafka.records import Record, Source
+from stream.kafka.records import Polled, Record, Source
 from stream.kafka.testing import MemoryConsumer, MemoryProducer
 
 TX, LABELS = ("tx", 0), ("labels", 0)
@@ -64,6 +64,23 @@ def assign_once(consumer: MemoryConsumer, sources: list[Source]) -> None:
         consumer.assigned = list(sources)
         assert consumer.listener is not None
         consumer.listener.on_assigned(list(sources))
+
+
+class Batches(MemoryConsumer):
+    """`records` in polls of the loop's `max_records`, assigned `sources` on the first poll;
+    the ends of `sources` reported with the last batch only (`asked`: the polls)."""
+
+    def __init__(self, records: list[Record], sources: list[Source]) -> None:
+        super().__init__()
+        self.records = records
+        self.sources = sources
+        self.asked = 0
+
+    def poll(self, max_records: int, timeout_s: float) -> Polled:
+        assign_once(self, self.sources)
+        self.asked += 1
+        batch, self.records = self.records[:max_records], self.records[max_records:]
+        return Polled(batch, [] if self.records else list(self.sources), more=bool(self.records))
 
 
 class Checkpoints(TransactionalLog):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from loop_support import TX, Checkpoints, Clients, assign_once, tx_records
+from loop_support import TX, Batches, Checkpoints, Clients, tx_records
 from prometheus_client import CollectorRegistry
 from state_support import PER_PARTITION
 
@@ -17,8 +17,6 @@ from stream.assembly import model_version, pipeline_config
 from stream.config import Settings, load_settings
 from stream.core.pipeline import Pipeline
 from stream.kafka.delivery import ExactlyOnce
-from stream.kafka.records import Polled
-from stream.kafka.testing import MemoryConsumer
 from stream.observability.metrics import Metrics
 from stream.serving.gc_policy import HeapKeeper, keeper_for
 from stream.serving.loop import ScorerLoop
@@ -89,26 +87,11 @@ class CountingHeap(HeapKeeper):
         return False
 
 
-class Polls(MemoryConsumer):
-    """The transactions in polls of `max_records`, then nothing."""
-
-    def __init__(self, count: int) -> None:
-        super().__init__()
-        self.records = tx_records(count)
-        self.asked = 0
-
-    def poll(self, max_records: int, timeout_s: float) -> Polled:
-        assign_once(self, [TX])
-        self.asked += 1
-        batch, self.records = self.records[:max_records], self.records[max_records:]
-        return Polled(batch, [] if self.records else [TX], more=bool(self.records))
-
-
 def test_the_loop_ticks_its_heap_keeper_once_a_turn() -> None:
     settings = load_settings(environ={}, group_id="g", input_topic="tx", labels_topic=None,
                              output_topic="verdicts", max_events=500, changelog=False,
                              max_poll_records=50, **PER_PARTITION)
-    consumer, producer = Polls(500), Checkpoints()
+    consumer, producer = Batches(tx_records(500), [TX]), Checkpoints()
     loop = ScorerLoop(settings, Pipeline(pipeline_config(settings), model_version(settings)),
                       Metrics(CollectorRegistry()), Clients(producer),  # type: ignore[arg-type]
                       consumer, ExactlyOnce(lambda: producer, consumer, timeout_s=1.0))

@@ -11,7 +11,7 @@ one checkpoint."""
 
 from __future__ import annotations
 
-from loop_support import LABELS, TX, Checkpoints, Clients, assign_once, tx_records
+from loop_support import LABELS, TX, Batches, Checkpoints, Clients, tx_records
 from prometheus_client import CollectorRegistry
 from state_support import PER_PARTITION
 
@@ -19,24 +19,8 @@ from stream.assembly import model_version, pipeline_config
 from stream.config import load_settings
 from stream.core.pipeline import Pipeline
 from stream.kafka.delivery import ExactlyOnce
-from stream.kafka.records import Polled, Record
-from stream.kafka.testing import MemoryConsumer
 from stream.observability.metrics import Metrics
 from stream.serving.loop import ScorerLoop
-
-
-class HeldBacklog(MemoryConsumer):
-    """The transactions in polls of `max_records`, the labels partition's end reported only
-    after the last of them: until then the alignment holds every transaction back."""
-
-    def __init__(self, records: list[Record]) -> None:
-        super().__init__()
-        self.records = records
-
-    def poll(self, max_records: int, timeout_s: float) -> Polled:
-        assign_once(self, [TX, LABELS])
-        batch, self.records = self.records[:max_records], self.records[max_records:]
-        return Polled(batch, [] if self.records else [TX, LABELS], more=bool(self.records))
 
 
 def test_a_release_of_the_whole_backlog_is_processed_and_checkpointed_a_turn_at_a_time(
@@ -45,7 +29,9 @@ def test_a_release_of_the_whole_backlog_is_processed_and_checkpointed_a_turn_at_
                              output_topic="verdicts", max_events=1_000, changelog=False,
                              checkpoint_interval_ms=0.0, max_poll_records=100,
                              max_task_idle_ms=3_600_000, **PER_PARTITION)
-    consumer = HeldBacklog(tx_records(1_000))
+    # The labels partition's end comes with the last transactions: until then the alignment
+    # holds every transaction back.
+    consumer = Batches(tx_records(1_000), [TX, LABELS])
     producer = Checkpoints()
     loop = ScorerLoop(settings, Pipeline(pipeline_config(settings), model_version(settings)),
                       Metrics(CollectorRegistry()), Clients(producer),  # type: ignore[arg-type]
