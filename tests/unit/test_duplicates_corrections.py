@@ -94,6 +94,20 @@ def test_duplicates_are_remembered_within_the_window_and_the_size_bound() -> Non
     assert pipe.score(_tx(5, 161.0), 0).duplicate
 
 
+def test_the_memories_forget_as_the_clock_moves_not_in_periodic_sweeps() -> None:
+    """A sweep every `evict_every` events (10,000) forgot thousands of ids at once, a 12-30 ms
+    stall of the partition, and until then answered for ids past their window."""
+    pipe = Pipeline(PipelineConfig(dedupe_window_s=100.0, correction_window_s=100.0))
+    for i in range(10):
+        pipe.score(_tx(i, float(i), fraud=i % 2 == 0), 0)
+    state = pipe.partitions[0]
+    assert len(state.recent) == 10 and len(state.learned_labels) == 10
+    pipe.score(_tx(10, 105.5), 0)  # t0..t5 are now older than the window
+    assert len(state.recent) == 5 and len(state.learned_labels) == 4
+    assert not pipe.score(_tx(3, 106.0), 0).duplicate
+    assert pipe.score(_tx(8, 107.0), 0).duplicate
+
+
 def test_the_memory_is_per_partition_and_can_be_turned_off() -> None:
     pipe = Pipeline(PipelineConfig())
     pipe.score(_tx(0, 0.0), 0)

@@ -78,7 +78,11 @@ class Clock:
 
 def _images(pipe: Pipeline, clock: Clock | None = None) -> tuple[MerchantImages, Metrics]:
     metrics = Metrics(CollectorRegistry())
-    return MerchantImages(SETTINGS, pipe, metrics, clock or Clock()), metrics
+    images = MerchantImages(SETTINGS, pipe, metrics, clock or Clock())
+    # Chunks of 20 kB: these tables' images (about 50 kB; fewer state copies are kept since
+    # the table releases them every 100 events) then come as several chunks and a manifest.
+    images.limit = 20_000
+    return images, metrics
 
 
 def _count(metrics: Metrics, event: str) -> float:
@@ -105,7 +109,7 @@ def test_a_written_image_loads_back_as_the_table_it_was_taken_from() -> None:
     source, topic = trained(400), Topic()
     writer, written = _images(source)
     sent = writer.write(topic.send, (), {0: 10, 1: 11, 2: 12, 3: 13})
-    assert sent == len(topic.log) > 2  # chunks (a 100 kB record limit) and the manifest
+    assert sent == len(topic.log) > 2  # chunks (20 kB, `_images`) and the manifest
     assert _count(written, "written") == 1
     target = _pipeline(2)
     loader, metrics = _images(target)

@@ -172,3 +172,23 @@ def test_a_queued_example_is_compact_and_an_image_keeps_its_format() -> None:
     copy = MerchantTable(partitions=2)
     copy.load(image)
     assert copy._heap == table._heap and type(copy._heap[0][5]) is array
+
+
+def test_a_pipeline_drops_the_tables_old_copies_as_it_goes() -> None:
+    """The copies a read can no longer ask for go every `TIDY_EVERY` events of a partition,
+    a few at a time: released once per `evict_every` (10,000) events, a release dropped
+    every copy since the last one at once, a 50-80 ms stall."""
+    from stream.contracts.messages import Transaction
+    from stream.core.pipeline import TIDY_EVERY, Pipeline, PipelineConfig
+
+    config = PipelineConfig(merchant_delta_s=60.0, merchant_lateness_s=30.0)
+    pipe = Pipeline(config, merchant_partitions=2)
+    most = 0
+    for i in range(3000):  # one event a second on each partition, over ten merchants
+        pipe.score(Transaction(f"t{i}", f"c{i % 7}", f"m{i % 10}", 10.0, 1e9 + i / 2, None),
+                   i % 2)
+        assert pipe.merchants is not None
+        most = max(most, pipe.merchants.copies)
+    # Readable: the last delta + lateness (90 s: 180 events), plus up to TIDY_EVERY events
+    # of each partition since its last release.
+    assert 0 < most <= 180 + 2 * TIDY_EVERY

@@ -12,6 +12,7 @@ number), so that a restarted scorer forgets exactly what an uninterrupted one wo
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Generic, TypeVar
@@ -40,6 +41,10 @@ class RecentIds(Generic[V]):
         self._entries: OrderedDict[str, tuple[int, float, V]] = OrderedDict()
         self._changes: dict[str, tuple[int, float, V] | None] = {}
         self._next = 0  # past the highest sequence number ever remembered
+        # At most the front entry's event time (inf when empty): `expire` is one comparison
+        # until the front can go, so it is called on every event and forgets a few ids at a
+        # time instead of thousands in one stall.
+        self._front_at = math.inf
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,8 +72,11 @@ class RecentIds(Generic[V]):
             self._next = seq + 1
         if self.track_changes:
             self._changes[transaction_id] = entry
+        if timestamp < self._front_at:
+            self._front_at = timestamp
         if known is None and len(entries) > self.max_size:
             self._forget(entries.popitem(last=False)[0])
+            self._front_at = -math.inf  # the next front's time is not known: look next time
 
     def front(self) -> int:
         """The sequence number of the oldest entry (past the newest ever remembered when
@@ -99,16 +107,31 @@ class RecentIds(Generic[V]):
 
     def expire(self, now: float) -> int:
         """Forget ids older than the window at event time `now`, from the front (the
-        insertion order is event order within a partition); returns how many."""
+        insertion order is event order within a partition); returns how many.
+
+        One comparison while the front is inside the window, so a caller can forget as the
+        clock moves (every event) rather than in periodic sweeps, whose thousands of ids at
+        once stalled the scorer for 12-30 ms a partition.
+
+        >>> memory = RecentIds[str](max_size=10, window_s=60.0)
+        >>> for i in range(3): memory.put(f"t{i}", i, 10.0 * i, "approve")
+        >>> memory.expire(65.0), memory.expire(66.0), memory.expire(75.0), len(memory)
+        (1, 0, 1, 1)
+        """
         horizon = now - self.window_s
+        if horizon <= self._front_at:
+            return 0
         entries, n = self._entries, 0
+        front_at = math.inf
         while entries:
             tx_id, (_, timestamp, _) = next(iter(entries.items()))
             if timestamp >= horizon:
+                front_at = timestamp
                 break
             entries.popitem(last=False)
             self._forget(tx_id)
             n += 1
+        self._front_at = front_at
         return n
 
     def _forget(self, transaction_id: str) -> None:
@@ -129,3 +152,4 @@ class RecentIds(Generic[V]):
         for tx_id, entry in sorted(entries, key=lambda item: item[1][0]):
             self._entries[tx_id] = entry
             self._next = max(self._next, entry[0] + 1)
+        self._front_at = -math.inf
