@@ -15,7 +15,7 @@ their label windows are counted too, in the merchant state the settings give the
 partition's own (`merchant_state = "partition"`; the transactions come from 1,000 cards, whose
 state is in place before the first reading), or the shared merchant table (the default), each
 merchant's row after the table has folded its events and let go of the copies kept for reads
-behind the frontier (as the scorer does every `evict_every` events; the copies in that window
+behind the frontier (as the scorer does every `TIDY_EVERY` events; the copies in that window
 are a matter of traffic in `delta + lateness` of event time, not of how many merchants there
 are).
 """
@@ -84,7 +84,7 @@ def measure_table_merchants_here(merchants: int) -> dict[str, Any]:
     as a partition task does) and report RSS growth per merchant, after the copies for reads
     behind the frontier are let go."""
     from stream.core.features.merchant_table import MerchantTable, TableView
-    from stream.core.pipeline import PipelineConfig
+    from stream.core.pipeline import TIDY_EVERY, PipelineConfig
 
     config = PipelineConfig()
     table = MerchantTable(1, config.merchant_prior, config.merchant_delta_s,
@@ -102,7 +102,7 @@ def measure_table_merchants_here(merchants: int) -> dict[str, Any]:
             merchant = f"merchant-{i:07d}"
             view.transaction(merchant, ts)
             view.label(merchant, i % 100 == 0, ts)
-            if i % config.evict_every == 0:  # the scorer's tidy: copies no read can ask for
+            if i % TIDY_EVERY == 0:  # the scorer's tidy: copies no read can ask for
                 table.release(ts - behind)
         view.lookahead(float("inf"))  # nothing more will come: the frontier passes it all
         table.release(t0 + (merchants + 1) * 0.05)
