@@ -190,6 +190,9 @@ class Settings(BaseSettings):
     # a checkpoint; a rebuild loads the latest and folds only the merchant feed after it. 0:
     # none written (a rebuild folds the whole feed).
     merchant_image_interval_s: float = Field(600.0, ge=0)
+    # Every this many events of a partition: pending decisions, early labels and (with
+    # `unlabelled_as_legit_days`) unlabelled decisions past their time. Idle keys, the
+    # merchant table's old copies and the id memories go as the clock moves instead.
     evict_every: int = Field(10_000, gt=0)
 
     # Model and policy.

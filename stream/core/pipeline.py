@@ -65,9 +65,10 @@ from stream.state.changelog import (
 from stream.state.snapshot import PartitionSnapshot, signed_with_previous
 
 NO_CONTRIBUTIONS: dict[str, float] = {}
-# Events of a partition between two releases of the merchant table's old copies: often
-# enough that each drops a few (a release dropped every copy of 10,000 events at once, a
-# 50-80 ms stall), rarely enough that its min over the partitions' stream times is noise.
+# Events of a partition between two evictions of idle cards and merchants and two releases
+# of the merchant table's old copies: often enough that each drops a few (once every
+# `evict_every`, 10,000, a release dropped every copy since at once, a 50-80 ms stall),
+# rarely enough that its min over the partitions' stream times costs nothing.
 TIDY_EVERY = 100
 # "corrected": the opposite of a label already learned, learned again; "repeated": the same.
 LabelOutcome = Literal["learned", "held", "unmatched", "corrected", "repeated"]
@@ -460,10 +461,11 @@ class Pipeline:
         # a sweep every `evict_every` events forgot thousands at once, 12-30 ms a partition.
         state.recent.expire(state.clock)
         state.learned_labels.expire(state.clock)
-        if self.merchants is not None and state.events % TIDY_EVERY == 0:
-            self._tidy_merchants()
+        if state.events % TIDY_EVERY == 0:
+            state.features.evict(state.clock)  # an idle key reads as new: no score moves
+            if self.merchants is not None:
+                self._tidy_merchants()
         if state.events % self.config.evict_every == 0:
-            state.features.evict(state.clock)
             assume_after = self.config.oversight.unlabelled_as_legit_s
             if assume_after is not None:
                 learned += self._assume_legit(state.clock, assume_after)

@@ -378,3 +378,20 @@ def test_a_restored_clock_beyond_the_bound_is_moved_back() -> None:
     assert restored.clock == restored.partitions[0].clock == latest
     assert restored.limit_clock(0, latest) is False
     assert restored.limit_clock(5, latest) is False  # not owned: nothing to do
+
+
+def test_idle_cards_go_within_a_hundred_events_not_in_a_sweep_of_ten_thousand() -> None:
+    """The stores evict every `TIDY_EVERY` events of a partition: once every `evict_every`
+    (10,000) they dropped all that went idle since at once, a stall that grows with the
+    traffic of new cards. Eviction never changes a score (an idle key reads as new)."""
+    from stream.core.pipeline import TIDY_EVERY
+
+    config = PipelineConfig(card_ttl_s=100.0)
+    pipe, twin = Pipeline(config), Pipeline(config)  # the twin evicts after every event
+    most = 0
+    for i in range(1000):  # a new card every 10 s: ten within the TTL at any time
+        tx = _tx(i, card=f"c{i}", ts=10.0 * i)
+        assert pipe.score(tx, 0).score == twin.score(tx, 0).score
+        twin.partitions[0].features.evict(twin.partitions[0].clock)
+        most = max(most, pipe.partitions[0].features.n_cards)
+    assert most <= 11 + TIDY_EVERY
