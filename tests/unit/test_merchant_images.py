@@ -158,7 +158,19 @@ def test_an_image_whose_feed_positions_retention_has_passed_is_refused() -> None
 def test_an_image_of_other_settings_is_refused() -> None:
     topic = Topic()
     _images(trained(400))[0].write(topic.send, (), {})
-    _refused(topic, _pipeline(2, merchant_delta_s=120.0))
+    _refused(topic, _pipeline(2, merchant_ttl_s=86400.0))
+
+
+def test_an_image_taken_under_another_merchant_delta_is_loaded() -> None:
+    """The fold does not depend on `merchant_delta_s` (table_image tests the reads): after
+    a change of it, a rebuild loads the image rather than fold the whole feed again."""
+    topic = Topic()
+    _images(trained(400))[0].write(topic.send, (), {0: 10, 1: 11, 2: 12, 3: 13})
+    target = _pipeline(2, merchant_delta_s=600.0)
+    loader, metrics = _images(target)
+    assert loader.load(topic.reader(), FEED_ENDS, 1.0) == {0: 10, 1: 11, 2: 12, 3: 13}
+    assert _count(metrics, "loaded") == 1 and _count(metrics, "refused") == 0
+    assert target.merchants is not None and len(target.merchants) > 0
 
 
 @pytest.mark.parametrize("manifest", [b"{", b"[]", b'{"id": "x"}'])

@@ -63,15 +63,49 @@ def test_an_image_of_other_parameters_is_refused_and_changes_nothing() -> None:
     source.add(0, 1, 100.0, "m1", 0, 0.0)
     source.watermark(0, 200.0)
     source.watermark(1, 200.0)
-    target = MerchantTable(2, PRIOR, delta_s=120.0)
+    target = MerchantTable(2, PRIOR, delta_s=60.0, ttl_s=86400.0)
     target.add(0, 1, 50.0, "m2", 0, 0.0)
-    with pytest.raises(ImageMismatch, match="delta_s"):
+    with pytest.raises(ImageMismatch, match="ttl_s"):
         target.load(source.image())
     assert target.waiting == 1 and len(target) == 0
     image = source.image()
     image.merchants[0][1].append(0.0)  # a row one value too wide
     with pytest.raises(ImageMismatch, match="values per merchant"):
         MerchantTable(2, PRIOR, delta_s=60.0).load(image)
+
+
+def test_an_image_taken_under_a_shorter_delta_loads_and_counts_what_it_cannot_answer() -> None:
+    """The fold does not depend on delta, only how far back the copies reach: refusing the
+    image after a change of `merchant_delta_s` would fold the whole feed again (up to its 90
+    days). Reads the image's copies cover are exact; earlier ones are counted stale."""
+    events = [(float(t), t % 2, t, f"m{t % 3}", t % 4 // 3, 1.0) for t in range(0, 1000, 5)]
+    source = MerchantTable(2, PRIOR, delta_s=60.0)
+    for eff, p, seq, merchant, kind, value in events:
+        source.add(p, seq, eff, merchant, kind, value)
+    source.watermark(0, 1000.0)
+    source.watermark(1, 1000.0)
+    source.release(900.0)
+    target = MerchantTable(2, PRIOR, delta_s=300.0)
+    target.load(source.image())
+    out: dict[str, float] = {}
+    for cutoff in (900.0, 950.0, 1000.0):
+        assert target.read("m1", cutoff, cutoff + 60.0, out)
+        assert out == _batch_read(events, "m1", cutoff, cutoff + 60.0)
+    assert not target.read("m1", 700.0, 760.0, out)  # its copies went before the image
+    assert target.stale_reads == 1
+
+
+def _batch_read(events: list[tuple[float, int, int, str, int, float]], merchant: str,
+                cutoff: float, t: float) -> dict[str, float]:
+    table = MerchantTable(2, PRIOR)
+    for eff, p, seq, name, kind, value in events:
+        if eff < cutoff:
+            table.add(p, seq, eff, name, kind, value)
+    table.watermark(0, math.inf)
+    table.watermark(1, math.inf)
+    out: dict[str, float] = {}
+    table.read(merchant, cutoff, t, out)
+    return out
 
 
 def _exchange(owner: dict[int, Pipeline]) -> None:

@@ -369,7 +369,9 @@ class MerchantTable:
         """The merchant's features from its events with ``eff < cutoff``, decayed to ``t``.
 
         Returns False when ``cutoff`` is past the frontier: some partition has not yet
-        promised it is done with that time, so the answer may still change (counted).
+        promised it is done with that time, so the answer may still change (counted); and
+        when it is before the horizon, whose copies are gone (never, but for the first
+        reads after loading an image taken under a shorter ``delta_s``: ``load``).
         """
         m = self._state.get(merchant)
         copies = self._before.get(merchant)
@@ -380,7 +382,7 @@ class MerchantTable:
         if m is None or m[0] < cutoff - self.ttl_s:  # idle past the TTL: unknown again
             m = self._zero
         merchant_state.features(m, t, self.prior, out)
-        if cutoff > self._frontier:
+        if cutoff > self._frontier or cutoff < self._horizon:
             self.stale_reads += 1
             return False
         return True
@@ -493,6 +495,12 @@ class MerchantTable:
         and their floor are the caller's, as after a rebuild). ImageMismatch when it was
         folded under other parameters or its rows do not have the table's width.
 
+        An image taken under another ``delta_s`` is loaded: the fold does not depend on it,
+        only how far back the copies reach (``release``). Under a longer one, reads with a
+        cutoff before the image's horizon are counted stale until the partitions' clocks
+        pass it (at most the difference of event time); refusing the image instead would
+        fold the whole merchant feed again, up to its 90 days, after a settings change.
+
         >>> table = MerchantTable(partitions=1)
         >>> table.add(0, 1, 100.0, "m1", TX, 0.0); table.watermark(0, 150.0)
         >>> copy = MerchantTable(partitions=1); copy.load(table.image())
@@ -500,7 +508,7 @@ class MerchantTable:
         >>> table.read("m1", 140.0, 150.0, a), copy.read("m1", 140.0, 150.0, b), a == b
         (True, True, True)
         """
-        if image.params != self.params():
+        if _folding(image.params) != _folding(self.params()):
             raise ImageMismatch(f"the merchant table image was folded with {image.params}, "
                                 f"this table runs {self.params()}")
         width = merchant_state.WIDTH
@@ -538,6 +546,11 @@ class MerchantTable:
         self._local_min = min((self._marks[p] for p in self._local), default=_NEVER)
         self._remote_min = min((self._marks[p] for p in range(self.partitions)
                                 if p not in self._local), default=_NEVER)
+
+
+def _folding(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters the fold depends on (``params`` less ``delta_s``)."""
+    return {k: v for k, v in params.items() if k != "delta_s"}
 
 
 FeedEvent = tuple[float, int, str, "Value"]
