@@ -171,7 +171,9 @@ class Settings(BaseSettings):
     merchant_prior: tuple[float, float] = (1.0, 99.0)
     # The shared merchant table: reads lag the transaction by merchant_delta_s of event time;
     # input later than merchant_lateness_s (<= delta) counts as arriving at the limit.
-    merchant_delta_s: float = Field(60.0, ge=0)
+    # Instances catching up together move delta - lateness of event time per exchange of
+    # feed records; the table keeps a state copy for every event within delta of the reads.
+    merchant_delta_s: float = Field(300.0, ge=0)
     merchant_lateness_s: float = Field(30.0, ge=0)
     # "shared": one merchant table over every partition's traffic, shared between instances
     # through the merchant feed and rebuilt from its images; "partition": each partition

@@ -28,7 +28,7 @@ class PipelineConfig:
     merchant_prior: tuple[float, float] = (1.0, 99.0)
     # The shared merchant table (features/merchant_table.py): a read lags its transaction by
     # `merchant_delta_s` of event time; input later than `merchant_lateness_s` counts late.
-    merchant_delta_s: float = 60.0
+    merchant_delta_s: float = 300.0
     merchant_lateness_s: float = 30.0
     # "shared": one champion learned from every partition's labels through the merchant
     # table, read as of `model_epoch_s` epochs (scoring/timeline.py); "partition": one each.

@@ -52,8 +52,8 @@ class Checkpointer:
         `held` (the other instances' merchant frontier holds input back): at once, whenever
         this instance has merchant news, for the others may be held back by its frontier
         in turn. Two instances catching up on a backlog move in step, each at most
-        `merchant_delta_s - merchant_lateness_s` of event time past the other's published
-        frontier; any period here would be added to every step.
+        `merchant_delta_s - merchant_lateness_s` (270 s by default) of event time past the
+        other's published frontier; any period here would be added to every step.
 
         >>> from types import SimpleNamespace
         >>> import time

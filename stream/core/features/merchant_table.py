@@ -219,7 +219,7 @@ class MerchantTable:
     """
 
     def __init__(self, partitions: int, prior: tuple[float, float] = (1.0, 99.0),
-                 delta_s: float = 60.0, ttl_s: float = 90 * 86400.0) -> None:
+                 delta_s: float = 300.0, ttl_s: float = 90 * 86400.0) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions}")
         self.partitions = partitions
