@@ -223,3 +223,35 @@ def test_a_pipeline_drops_the_tables_old_copies_as_it_goes() -> None:
     # Readable: the last delta + lateness (90 s: 180 events), plus up to TIDY_EVERY events
     # of each partition since its last release.
     assert 0 < most <= 180 + 2 * TIDY_EVERY
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_reads_at_the_horizon_stay_exact_while_copies_go_as_the_clock_moves(seed: int) -> None:
+    """Released as a scorer releases them (every few events, the horizon at the slowest
+    partition's watermark minus delta), over enough copies that the fold order's consumed
+    front is cut off many times: every read between the horizon and the frontier still
+    equals the batch fold, and no more copies are kept than events within the horizon."""
+    rng = random.Random(seed)
+    delta = 40.0
+    table = MerchantTable(2, PRIOR, delta_s=delta)
+    clocks, seqs, events = [0.0, 0.0], [0, 0], []
+    for i in range(8000):
+        p = rng.randrange(2)
+        clocks[p] += rng.expovariate(1.0)
+        seqs[p] += 1
+        kind = TX if rng.random() < 0.8 else LABEL
+        event = (clocks[p], p, seqs[p], f"m{rng.randrange(12)}", kind, float(rng.random() < 0.1))
+        events.append(event)
+        table.add(p, seqs[p], event[0], event[3], kind, event[5])
+        table.watermark(p, clocks[p])
+        if i >= 100 and i % 7 == 0:  # both partitions have promised a time
+            horizon = min(clocks) - delta
+            table.release(horizon)
+            assert table.copies <= sum(e[0] >= horizon for e in events)
+            merchant = f"m{rng.randrange(12)}"
+            cutoff = rng.uniform(horizon, min(clocks))
+            out: dict[str, float] = {}
+            assert table.read(merchant, cutoff, cutoff, out)
+            for name, value in _batch(events, merchant, cutoff, cutoff).items():
+                assert math.isclose(out[name], value, rel_tol=1e-9, abs_tol=1e-12), name
+    assert table.stale_reads == 0

@@ -84,7 +84,7 @@ class _Copies:
     folded event and ``rows[i * WIDTH:(i + 1) * WIDTH]`` the state just before it.
 
     Why flat arrays: a copy is kept for every event folded within the readers' horizon
-    (``delta_s`` of event time, about 120,000 events at 2,000 a second with the default), and
+    (``delta_s`` of event time, 600,000 events at 2,000 a second with the default 300 s), and
     as an ``(eff, array)`` tuple in a list, with its ``(eff, merchant)`` entry in the fold
     order, one cost about 420 bytes in five objects; here it is 14 floats and one list slot
     (``_FoldOrder``), with nothing for the collector to track.
@@ -170,8 +170,9 @@ class _FoldOrder:
 
 class ImageMismatch(FraudStreamError, ValueError):
     """A table image folded under other parameters than this table's (partition count,
-    prior, delta, TTL, lateness, the shared champion's form): loading it would not give the
-    state a fold of the feed gives, so it is refused and the caller folds the feed."""
+    prior, TTL, lateness, the shared champion's form): loading it would not give the state a
+    fold of the feed gives, so it is refused and the caller folds the feed. Another
+    ``delta_s`` is not one: it only moves which copies are kept (``load``)."""
 
 
 @dataclass(slots=True)
