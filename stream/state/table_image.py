@@ -28,6 +28,7 @@ import hashlib
 import math
 import re
 import secrets
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,12 +93,8 @@ def _check(image: Any) -> str:
             isinstance(row, tuple) and len(row) == 2 and isinstance(row[0], str)
             and _floats(row[1]) for row in image.merchants):
         return "a merchant row that is not (name, numbers)"
-    if not isinstance(image.copies, list) or not all(
-            isinstance(row, tuple) and len(row) == 2 and isinstance(row[0], str)
-            and isinstance(row[1], list)
-            and all(isinstance(c, tuple) and len(c) == 2 and type(c[0]) is float
-                    and _floats(c[1]) for c in row[1]) for row in image.copies):
-        return "a state copy that is not (name, [(time, numbers)])"
+    if not isinstance(image.copies, list) or not all(_copies(row) for row in image.copies):
+        return "a state copy that is not (name, times, rows) or (name, [(time, numbers)])"
     if not isinstance(image.queued, list) or not all(_queued(e) for e in image.queued):
         return "a queued event that is not (time, partition, seq, kind, merchant, value)"
     if not isinstance(image.views, dict) or not all(
@@ -111,6 +108,18 @@ def _check(image: Any) -> str:
             and len(timeline.copies) == len(timeline.starts)):
         return "a shared champion that is not a TimelineImage with one copy per epoch"
     return ""
+
+
+def _copies(row: Any) -> bool:
+    """One merchant's state copies: ``(name, times, rows)``, two ``array('d')`` (whose
+    elements are floats by construction), or as images before 2026-12-04 listed them."""
+    if not (isinstance(row, tuple) and isinstance(row[0] if row else None, str)):
+        return False
+    if len(row) == 3:
+        return all(type(a) is array and a.typecode == "d" for a in row[1:])
+    return len(row) == 2 and isinstance(row[1], list) and all(
+        isinstance(c, tuple) and len(c) == 2 and type(c[0]) is float and _floats(c[1])
+        for c in row[1])
 
 
 def _queued(event: Any) -> bool:

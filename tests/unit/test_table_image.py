@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+from array import array
 from dataclasses import replace
 
 import pytest
@@ -16,7 +17,7 @@ from test_shared_model import PARTITIONS, _Heads, _items, _one_pipeline, _pipeli
 
 from stream.contracts.messages import Label, Transaction
 from stream.contracts.partitioning import consumed_order, partition_for
-from stream.core.features.merchant_table import ImageMismatch, MerchantTable
+from stream.core.features.merchant_table import ImageMismatch, MerchantTable, TableImage
 from stream.core.pipeline import Pipeline
 from stream.state.changelog import RestoredState, encode_changes, fold
 from stream.state.merchant_feed import decode_feed, encode_feed
@@ -296,3 +297,64 @@ def test_an_image_is_authenticated_before_it_is_unpickled_and_checked_after() ->
     image.queued.append((1.0, 0, 1, 9, "m", 0.0))  # a kind no fold knows
     with pytest.raises(SnapshotError, match="queued event"):
         decode_table_image(encode_table_image(image, KEY), KEY)
+
+
+def _as_listed(image: TableImage) -> TableImage:
+    """The image as builds before 2026-12-04 wrote it: each copy an ``(eff, [floats])``."""
+    width = len(image.merchants[0][1])
+    listed = [(m, [(eff, rows[i * width:(i + 1) * width].tolist())
+                   for i, eff in enumerate(effs)]) for m, effs, rows in image.copies]
+    return replace(image, copies=listed)
+
+
+def test_an_image_keeps_its_copies_as_arrays_and_reads_the_listed_form_of_older_builds() -> None:
+    """At 300 s behind and 2,000 events a second an image holds about 600,000 copies: as
+    ``(eff, [floats])`` tuples, taking and encoding one stalled the loop for 2.5 s. They are
+    arrays now, copied (the image is not the live table's), and an image an older build
+    wrote loads to the same table."""
+    events = sorted(((float(e[0]), *e[1:]) for e in _events(4, 3000, partitions=4)),
+                    key=lambda e: (e[0], e[1], e[2]))
+    live = MerchantTable(4, PRIOR, delta_s=60.0)
+    _feed_in_order([live], events[:2000])
+    live.release(events[1800][0])
+    image = live.image()
+    assert image.copies and all(type(a) is array and a.typecode == "d"
+                                for _, effs, rows in image.copies for a in (effs, rows))
+    frozen = pickle.dumps(image)
+    _feed_in_order([live], events[2000:2100])
+    live.release(events[2050][0])
+    assert pickle.dumps(image) == frozen  # folding on did not reach into it
+    old = decode_table_image(encode_table_image(_as_listed(image), KEY), KEY)
+    tables = [MerchantTable(4, PRIOR, delta_s=60.0) for _ in range(2)]
+    tables[0].load(image)
+    tables[1].load(old)
+    assert tables[0].copies == tables[1].copies == sum(len(e) for _, e, _ in image.copies)
+    assert tables[0].image() == tables[1].image() == image
+    rng = random.Random(4)
+    for _ in range(200):
+        merchant, cutoff = f"m{rng.randrange(8)}", rng.uniform(image.horizon, image.frontier)
+        a: dict[str, float] = {}
+        b: dict[str, float] = {}
+        assert tables[0].read(merchant, cutoff, cutoff, a)
+        assert tables[1].read(merchant, cutoff, cutoff, b)
+        assert a == b
+
+
+def test_copies_of_the_wrong_type_or_length_are_refused_with_a_reason() -> None:
+    events = sorted(((float(e[0]), *e[1:]) for e in _events(5, 500, partitions=4)),
+                    key=lambda e: (e[0], e[1], e[2]))
+    table = MerchantTable(4, PRIOR, delta_s=60.0)
+    _feed_in_order([table], events)
+    image = table.image()
+    m, effs, rows = image.copies[0]
+    for bad in ((m, effs, array("f", rows)), (m, effs.tolist(), rows), (m, effs)):
+        wrong = replace(image, copies=[bad, *image.copies[1:]])
+        with pytest.raises(SnapshotError, match="state copy"):
+            decode_table_image(encode_table_image(wrong, KEY), KEY)
+    short = replace(image, copies=[(m, effs, rows[:-1]), *image.copies[1:]])
+    with pytest.raises(ImageMismatch, match="values per merchant"):
+        MerchantTable(4, PRIOR, delta_s=60.0).load(short)
+    listed = _as_listed(image)
+    listed.copies[0][1][0][1].append(0.0)  # one listed state a value too wide
+    with pytest.raises(ImageMismatch, match="values per merchant"):
+        MerchantTable(4, PRIOR, delta_s=60.0).load(listed)

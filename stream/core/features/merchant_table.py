@@ -119,12 +119,6 @@ class _Copies:
         del self.effs[:k]
         del self.rows[:k * _WIDTH]
 
-    def listed(self) -> list[tuple[float, list[float]]]:
-        """As a table image lists them: ``[(eff, state), ...]``."""
-        rows = self.rows
-        return [(eff, rows[i * _WIDTH:(i + 1) * _WIDTH].tolist())
-                for i, eff in enumerate(self.effs)]
-
 
 class _FoldOrder:
     """``(eff, merchant)`` of every copy, in fold order (which is eff order), as an array of
@@ -186,7 +180,14 @@ class TableImage:
     fold only the feed records after it: ``views`` says, per partition, the last sequence
     number folded (a feed record's events up to it are skipped) and the stream time.
     ``marks`` are the partitions' watermarks as published, ``queued`` the events not yet
-    folded, ``copies`` the states kept for reads behind the frontier from ``horizon`` on.
+    folded, ``copies`` the states kept for reads behind the frontier from ``horizon`` on:
+    ``(merchant, effs, rows)``, two ``array('d')`` as the table keeps them (``_Copies``).
+
+    Why arrays: at the default 300 s behind and 2,000 events a second an image holds about
+    600,000 copies; as ``(eff, [floats])`` tuples, taking and encoding one stalled the loop
+    for 2.5 s and wrote 78 MiB, as arrays it is a copy of their bytes (docs/benchmark.md).
+    Images written before 2026-12-04 list them as ``(merchant, [(eff, [floats]), ...])``;
+    ``load`` reads both.
     """
 
     partitions: int
@@ -196,7 +197,7 @@ class TableImage:
     folded: int
     marks: list[float]
     merchants: list[tuple[str, list[float]]]
-    copies: list[tuple[str, list[tuple[float, list[float]]]]]
+    copies: list[tuple[Any, ...]]  # (merchant, effs, rows); older: (merchant, [(eff, state)])
     queued: list[tuple[float, int, int, int, str, Any]]
     views: dict[int, tuple[int, float]] = field(default_factory=dict)
     lateness_s: float = 0.0  # the views' allowed lateness (the pipeline's setting)
@@ -484,7 +485,8 @@ class MerchantTable:
             horizon=self._horizon, folded=self.folded,
             marks=[self.effective_mark(p) for p in range(self.partitions)],
             merchants=[(m, state.tolist()) for m, state in self._state.items()],
-            copies=[(m, kept.listed()) for m, kept in self._before.items()],
+            copies=[(m, array("d", kept.effs), array("d", kept.rows))
+                    for m, kept in self._before.items()],
             # Examples as tuples of floats: the image's format from before they were arrays.
             queued=[(e, p, s, k, m, v if isinstance(v, float) else tuple(v))
                     for e, p, s, k, m, v in sorted(self._heap)],
@@ -513,9 +515,10 @@ class MerchantTable:
             raise ImageMismatch(f"the merchant table image was folded with {image.params}, "
                                 f"this table runs {self.params()}")
         width = merchant_state.WIDTH
-        rows = [state for _, state in image.merchants]
-        rows += [state for _, kept in image.copies for _, state in kept]
-        if any(len(state) != width for state in rows) or len(image.marks) != self.partitions:
+        copies = [_copies_of(row) for row in image.copies]
+        if (any(len(state) != width for _, state in image.merchants)
+                or any(len(c.rows) != len(c.effs) * width for _, c in copies)
+                or len(image.marks) != self.partitions):
             raise ImageMismatch("the merchant table image's rows do not fit this table "
                                 f"({width} values per merchant, {self.partitions} partitions)")
         if (image.timeline is None) != (self.timeline is None):
@@ -533,13 +536,8 @@ class MerchantTable:
         self._horizon = image.horizon
         self.folded = image.folded
         self._state = OrderedDict((m, array("d", state)) for m, state in image.merchants)
-        self._before = {}
-        for m, kept in image.copies:
-            if kept:
-                copies = self._before[m] = _Copies(kept[0][0], array("d", kept[0][1]))
-                for eff, state in kept[1:]:
-                    copies.add(eff, array("d", state))
-        for eff, m in sorted((eff, m) for m, kept in image.copies for eff, _ in kept):
+        self._before = {m: c for m, c in copies if len(c)}
+        for eff, m in sorted((eff, m) for m, c in copies for eff in c.effs):
             self._kept.add(eff, m)
         self._heap = [event if type(event[5]) is float else (*event[:5], array("d", event[5]))
                       for event in image.queued]
@@ -547,6 +545,31 @@ class MerchantTable:
         self._local_min = min((self._marks[p] for p in self._local), default=_NEVER)
         self._remote_min = min((self._marks[p] for p in range(self.partitions)
                                 if p not in self._local), default=_NEVER)
+
+
+def _copies_of(row: tuple[Any, ...]) -> tuple[str, _Copies]:
+    """An image's copies of one merchant as the table keeps them, from either form
+    (``TableImage``): ``(merchant, effs, rows)`` or, written before 2026-12-04, ``(merchant,
+    [(eff, state), ...])``.
+
+    >>> m, c = _copies_of(("m1", [(1.0, [0.5] * _WIDTH), (2.0, [0.25] * _WIDTH)]))
+    >>> m, list(c.effs), c.at(2.0)[0]
+    ('m1', [1.0, 2.0], 0.25)
+    """
+    copies = _Copies.__new__(_Copies)
+    if len(row) == 3:
+        merchant, effs, rows = row
+        copies.effs, copies.rows = array("d", effs), array("d", rows)
+        return merchant, copies
+    merchant, kept = row
+    copies.effs = array("d", (eff for eff, _ in kept))
+    copies.rows = array("d")
+    for _, state in kept:
+        if len(state) != _WIDTH:  # rows of another width could add up to the right length
+            raise ImageMismatch("the merchant table image's rows do not fit this table "
+                                f"({_WIDTH} values per merchant)")
+        copies.rows.extend(state)
+    return merchant, copies
 
 
 def _folding(params: dict[str, Any]) -> dict[str, Any]:
