@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from stream.core.features.merchant_table import TableImage
+from stream.core.features.merchant_table import MerchantRows, TableImage
 from stream.core.scoring.timeline import TimelineImage
 from stream.state.keys import StateKey
 from stream.state.snapshot import SnapshotError, decode_signed, encode_signed
@@ -89,10 +89,8 @@ def _check(image: Any) -> str:
         return "a frontier, horizon, lateness or count that is not a number"
     if not _floats(image.marks) or not isinstance(image.params, dict):
         return "watermarks or parameters of the wrong type"
-    if not isinstance(image.merchants, list) or not all(
-            isinstance(row, tuple) and len(row) == 2 and isinstance(row[0], str)
-            and _floats(row[1]) for row in image.merchants):
-        return "a merchant row that is not (name, numbers)"
+    if not _merchants(image.merchants):
+        return "merchant rows that are not names and numbers"
     if not isinstance(image.copies, list) or not all(_copies(row) for row in image.copies):
         return "a state copy that is not (name, times, rows) or (name, [(time, numbers)])"
     if not isinstance(image.queued, list) or not all(_queued(e) for e in image.queued):
@@ -108,6 +106,18 @@ def _check(image: Any) -> str:
             and len(timeline.copies) == len(timeline.starts)):
         return "a shared champion that is not a TimelineImage with one copy per epoch"
     return ""
+
+
+def _merchants(merchants: Any) -> bool:
+    """``MerchantRows`` (names, and their rows in one ``array('d')``), or as images before
+    2026-12-04 listed them: ``[(name, [floats]), ...]``."""
+    if isinstance(merchants, MerchantRows):
+        names, rows = getattr(merchants, "names", None), getattr(merchants, "rows", None)
+        return (type(names) is list and all(type(n) is str for n in names)
+                and type(rows) is array and rows.typecode == "d")
+    return isinstance(merchants, list) and all(
+        isinstance(row, tuple) and len(row) == 2 and isinstance(row[0], str)
+        and _floats(row[1]) for row in merchants)
 
 
 def _copies(row: Any) -> bool:

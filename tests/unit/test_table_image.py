@@ -17,7 +17,12 @@ from test_shared_model import PARTITIONS, _Heads, _items, _one_pipeline, _pipeli
 
 from stream.contracts.messages import Label, Transaction
 from stream.contracts.partitioning import consumed_order, partition_for
-from stream.core.features.merchant_table import ImageMismatch, MerchantTable, TableImage
+from stream.core.features.merchant_table import (
+    ImageMismatch,
+    MerchantRows,
+    MerchantTable,
+    TableImage,
+)
 from stream.core.pipeline import Pipeline
 from stream.state.changelog import RestoredState, encode_changes, fold
 from stream.state.merchant_feed import decode_feed, encode_feed
@@ -70,7 +75,8 @@ def test_an_image_of_other_parameters_is_refused_and_changes_nothing() -> None:
         target.load(source.image())
     assert target.waiting == 1 and len(target) == 0
     image = source.image()
-    image.merchants[0][1].append(0.0)  # a row one value too wide
+    assert isinstance(image.merchants, MerchantRows)
+    image.merchants.rows.append(0.0)  # rows one value too long
     with pytest.raises(ImageMismatch, match="values per merchant"):
         MerchantTable(2, PRIOR, delta_s=60.0).load(image)
 
@@ -300,18 +306,21 @@ def test_an_image_is_authenticated_before_it_is_unpickled_and_checked_after() ->
 
 
 def _as_listed(image: TableImage) -> TableImage:
-    """The image as builds before 2026-12-04 wrote it: each copy an ``(eff, [floats])``."""
-    width = len(image.merchants[0][1])
+    """The image as builds before 2026-12-04 wrote it: each merchant an ``(name, [floats])``,
+    each copy an ``(eff, [floats])``."""
+    assert isinstance(image.merchants, MerchantRows)
+    width = image.merchants.width
     listed = [(m, [(eff, rows[i * width:(i + 1) * width].tolist())
                    for i, eff in enumerate(effs)]) for m, effs, rows in image.copies]
-    return replace(image, copies=listed)
+    return replace(image, merchants=list(image.merchants), copies=listed)
 
 
-def test_an_image_keeps_its_copies_as_arrays_and_reads_the_listed_form_of_older_builds() -> None:
-    """At 300 s behind and 2,000 events a second an image holds about 600,000 copies: as
-    ``(eff, [floats])`` tuples, taking and encoding one stalled the loop for 2.5 s. They are
-    arrays now, copied (the image is not the live table's), and an image an older build
-    wrote loads to the same table."""
+def test_an_image_keeps_its_rows_as_arrays_and_reads_the_listed_form_of_older_builds() -> None:
+    """At 300 s behind and 2,000 events a second an image holds about 600,000 copies, and a
+    busy acquirer a million merchants: as ``(eff, [floats])`` and ``(name, [floats])``
+    tuples, taking and encoding one stalled the loop for 2.5 s and 4.3 s. They are arrays
+    now, copied (the image is not the live table's), and an image an older build wrote
+    loads to the same table."""
     events = sorted(((float(e[0]), *e[1:]) for e in _events(4, 3000, partitions=4)),
                     key=lambda e: (e[0], e[1], e[2]))
     live = MerchantTable(4, PRIOR, delta_s=60.0)
@@ -320,11 +329,14 @@ def test_an_image_keeps_its_copies_as_arrays_and_reads_the_listed_form_of_older_
     image = live.image()
     assert image.copies and all(type(a) is array and a.typecode == "d"
                                 for _, effs, rows in image.copies for a in (effs, rows))
+    assert isinstance(image.merchants, MerchantRows) and type(image.merchants.rows) is array
+    assert list(image.merchants) == [(m, s.tolist()) for m, s in live._state.items()]
     frozen = pickle.dumps(image)
     _feed_in_order([live], events[2000:2100])
     live.release(events[2050][0])
     assert pickle.dumps(image) == frozen  # folding on did not reach into it
     old = decode_table_image(encode_table_image(_as_listed(image), KEY), KEY)
+    assert type(old.merchants) is list and type(old.copies[0][1]) is list
     tables = [MerchantTable(4, PRIOR, delta_s=60.0) for _ in range(2)]
     tables[0].load(image)
     tables[1].load(old)
@@ -340,7 +352,7 @@ def test_an_image_keeps_its_copies_as_arrays_and_reads_the_listed_form_of_older_
         assert a == b
 
 
-def test_copies_of_the_wrong_type_or_length_are_refused_with_a_reason() -> None:
+def test_rows_of_the_wrong_type_or_length_are_refused_with_a_reason() -> None:
     events = sorted(((float(e[0]), *e[1:]) for e in _events(5, 500, partitions=4)),
                     key=lambda e: (e[0], e[1], e[2]))
     table = MerchantTable(4, PRIOR, delta_s=60.0)
@@ -350,6 +362,13 @@ def test_copies_of_the_wrong_type_or_length_are_refused_with_a_reason() -> None:
     for bad in ((m, effs, array("f", rows)), (m, effs.tolist(), rows), (m, effs)):
         wrong = replace(image, copies=[bad, *image.copies[1:]])
         with pytest.raises(SnapshotError, match="state copy"):
+            decode_table_image(encode_table_image(wrong, KEY), KEY)
+    assert isinstance(image.merchants, MerchantRows)
+    names, states = image.merchants.names, image.merchants.rows
+    for bad_rows in (MerchantRows([*names[:-1], 7], states),  # type: ignore[list-item]
+                     MerchantRows(names, array("f", states))):
+        wrong = replace(image, merchants=bad_rows)
+        with pytest.raises(SnapshotError, match="merchant rows"):
             decode_table_image(encode_table_image(wrong, KEY), KEY)
     short = replace(image, copies=[(m, effs, rows[:-1]), *image.copies[1:]])
     with pytest.raises(ImageMismatch, match="values per merchant"):
