@@ -222,7 +222,8 @@ class TableImage:
     ``merchants`` is a ``MerchantRows`` (before 2026-12-04, a list of ``(name, [floats])``).
     Why arrays: at the default 300 s behind and 2,000 events a second an image holds about
     600,000 copies; as ``(eff, [floats])`` tuples, taking and encoding one stalled the loop
-    for 2.5 s and wrote 78 MiB, as arrays it is a copy of their bytes (docs/benchmark.md).
+    for 2.5 s and wrote 78 MiB, as arrays it is a copy of their bytes (README "State and
+    delivery").
     Images written before 2026-12-04 list them as ``(merchant, [(eff, [floats]), ...])``;
     ``load`` reads both.
     """
