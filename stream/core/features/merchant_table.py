@@ -90,7 +90,7 @@ class _Copies:
     order, one cost about 420 bytes in five objects; here it is 14 floats and one list slot
     (``_FoldOrder``), with nothing for the collector to track.
 
-    >>> c = _Copies(10.0, array("d", [1.0] * _WIDTH))
+    >>> c = _Copies(array("d", [10.0]), array("d", [1.0] * _WIDTH))
     >>> c.add(20.0, array("d", [2.0] * _WIDTH)); len(c), c.at(15.0)[0], c.at(5.0)[0]
     (2, 2.0, 1.0)
     >>> c.drop_before(15.0); len(c), c.effs[0]
@@ -99,9 +99,9 @@ class _Copies:
 
     __slots__ = ("effs", "rows")
 
-    def __init__(self, eff: float, row: array[float]) -> None:
-        self.effs = array("d", (eff,))
-        self.rows = array("d", row)
+    def __init__(self, effs: array[float], rows: array[float]) -> None:
+        self.effs = effs
+        self.rows = rows
 
     def __len__(self) -> int:
         return len(self.effs)
@@ -170,7 +170,7 @@ class ImageMismatch(FraudStreamError, ValueError):
     ``delta_s`` is not one: it only moves which copies are kept (``load``)."""
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True)
 class MerchantRows:
     """Every merchant's folded state in an image: the names in the table's order, and their
     rows end to end in one ``array('d')``; iterated, ``(name, [floats])`` pairs, the form
@@ -198,11 +198,6 @@ class MerchantRows:
         width, rows = self.width, self.rows
         for i, name in enumerate(self.names):
             yield name, rows[i * width:(i + 1) * width].tolist()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, MerchantRows):
-            return self.names == other.names and self.rows == other.rows
-        return NotImplemented
 
 
 @dataclass(slots=True)
@@ -392,7 +387,7 @@ class MerchantTable:
             if eff >= keep_copies:
                 copies = before.get(merchant)
                 if copies is None:
-                    before[merchant] = _Copies(eff, m)
+                    before[merchant] = _Copies(array("d", (eff,)), array("d", m))
                 else:
                     copies.add(eff, m)
                 kept.add(eff, merchant)
@@ -608,20 +603,17 @@ def _copies_of(row: tuple[Any, ...]) -> tuple[str, _Copies]:
     >>> m, list(c.effs), c.at(2.0)[0]
     ('m1', [1.0, 2.0], 0.25)
     """
-    copies = _Copies.__new__(_Copies)
     if len(row) == 3:
         merchant, effs, rows = row
-        copies.effs, copies.rows = array("d", effs), array("d", rows)
-        return merchant, copies
+        return merchant, _Copies(array("d", effs), array("d", rows))
     merchant, kept = row
-    copies.effs = array("d", (eff for eff, _ in kept))
-    copies.rows = array("d")
+    rows = array("d")
     for _, state in kept:
         if len(state) != _WIDTH:  # rows of another width could add up to the right length
             raise ImageMismatch("the merchant table image's rows do not fit this table "
                                 f"({_WIDTH} values per merchant)")
-        copies.rows.extend(state)
-    return merchant, copies
+        rows.extend(state)
+    return merchant, _Copies(array("d", (eff for eff, _ in kept)), rows)
 
 
 def _folding(params: dict[str, Any]) -> dict[str, Any]:
