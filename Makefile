@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The C loops (stream/core/scoring/_steps.c) are compiled by the install: rebuilt when they change.
+$(STAMP): pyproject.toml stream/core/scoring/_steps.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -27,6 +27,7 @@ from stream.assembly import (
 from stream.config import Settings
 from stream.contracts.topics import load_specs
 from stream.core.pipeline import Pipeline
+from stream.core.scoring.model import COMPILED
 from stream.errors import AuthenticationError, ConfigError, FraudStreamError, InfrastructureError
 from stream.kafka.classify import ClientError
 from stream.kafka.clients import Clients, GroupConsumer, connect
@@ -196,6 +197,10 @@ def build_scorer(
                         merchant_partitions=merchant_partitions(
                             settings, partitions[settings.input_topic]),
                         merchant_feed=shared)
+    if not COMPILED:
+        log.warning("the model's loops run in Python: stream.core.scoring._steps was not built "
+                    "(no C compiler or Python headers at install); the same scores at more CPU "
+                    "per event (README 'Benchmark')")
     if settings.changelog:
         log.info("application %r (group %r): state in %s%s", settings.application_id,
                  settings.group_id, settings.changelog_topic,

@@ -20,15 +20,25 @@ weekly gradient-boosted trees on the quality benchmark (docs/quality.md "Feature
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from math import log1p
+from types import ModuleType
 from typing import Any
 
 from river import compose, linear_model, optim, preprocessing
 from river.utils import VectorDict
 
 from stream.core.scoring.averaged import AveragedLogisticRegression
+
+_compiled: ModuleType | None
+try:  # The per-event loops in C (_steps.c), bit for bit the `_py` functions below.
+    from stream.core.scoring import _steps as _compiled
+except ImportError:  # installed where no C compiler was found: the Python, same scores, slower
+    _compiled = None
+
+COMPILED = _compiled is not None
+"""Whether the scaler's loops and the crosses run compiled (logged at start-up)."""
 
 DAY_S = 86400.0
 
@@ -132,7 +142,19 @@ class Crossed:
 
 def _add_crosses(out: dict[str, float], plan: tuple[tuple[str, str, str], ...]) -> None:
     """Add each planned `a*b` to `out`, from its clamped scaled inputs (River's step and the
-    step-through both call this, so their values are the same)."""
+    step-through both call this, so their values are the same): compiled, or `_add_crosses_py`
+    where it is not built or declines an input.
+
+    >>> out = {"a": 3.0, "b": -0.5}
+    >>> _add_crosses(out, (("a", "b", "a*b"),)); out
+    {'a': 3.0, 'b': -0.5, 'a*b': -1.0}
+    """
+    if _compiled is None or _compiled.add_crosses(out, plan) is NotImplemented:
+        _add_crosses_py(out, plan)
+
+
+def _add_crosses_py(out: dict[str, float], plan: tuple[tuple[str, str, str], ...]) -> None:
+    """`_add_crosses` in Python: the reference the compiled one is tested against."""
     c = CROSS_CLAMP
     for a, b, name in plan:
         za, zb = out[a], out[b]  # clamped by comparisons: min/max calls cost 7x here
@@ -320,12 +342,34 @@ def _scaled(scaler: preprocessing.StandardScaler, features: dict[str, float],
 
 
 def _scale(scaler: preprocessing.StandardScaler, names: tuple[str, ...],
-           values: Iterable[float], learn: bool, crossed: Crossed | None) -> dict[str, float]:
+           values: Collection[float], learn: bool, crossed: Crossed | None) -> dict[str, float]:
     """`_scaled` of the features `names` valued `values` (as many, in that order): the shared
     champion learns from the feed's rows of values, which need no dict of their own first.
 
+    Compiled (`_steps.scale`), or `_scale_py` where it is not built or declines an input (a
+    value of another type, a variance Python would root as a complex): the same state and the
+    same result either way. `values` is read twice when declined, so not an iterator.
+
     >>> scaler = make_model(ModelSpec())["StandardScaler"]
     >>> _scale(scaler, ("card_count_1d",), [3.0], True, None)
+    {'card_count_1d': 0.0}
+    """
+    if _compiled is not None:
+        out = _compiled.scale(scaler.counts, scaler.means, scaler.vars, names, values,
+                              _heavy_flags(names), learn)
+        if out is not NotImplemented:
+            if crossed is not None:
+                _add_crosses(out, crossed.resolve(names))
+            return out
+    return _scale_py(scaler, names, values, learn, crossed)
+
+
+def _scale_py(scaler: preprocessing.StandardScaler, names: tuple[str, ...],
+              values: Collection[float], learn: bool, crossed: Crossed | None) -> dict[str, float]:
+    """`_scale` in Python: the reference the compiled one is tested against.
+
+    >>> scaler = make_model(ModelSpec())["StandardScaler"]
+    >>> _scale_py(scaler, ("card_count_1d",), [3.0], True, None)
     {'card_count_1d': 0.0}
     """
     means = scaler.means
@@ -406,15 +450,24 @@ class FrozenScorer:
         names = tuple(features)
         if names != self._names:
             self._prepare(names, standard)
+        out = NotImplemented if _compiled is None else _compiled.frozen(
+            names, features.values(), self._flags, self._means, self._stds)
+        if out is NotImplemented:
+            out = self._frozen_py(names, features)
+        if self._plan:
+            _add_crosses(out, self._plan)
+        return float(standard[2].predict_proba_one(out)[True])
+
+    def _frozen_py(self, names: tuple[str, ...], features: dict[str, float]) -> dict[str, float]:
+        """The scaled inputs in Python: the reference the compiled `_steps.frozen` is tested
+        against."""
         out: dict[str, float] = {}
         for name, xi, heavy, mean, std in zip(  # noqa: B905 - one length (a hot loop)
                 names, features.values(), self._flags, self._means, self._stds):
             if heavy:
                 xi = log1p(xi) if xi > 0.0 else 0.0
             out[name] = (xi - mean) / std if std else 0.0
-        if self._plan:
-            _add_crosses(out, self._plan)
-        return float(standard[2].predict_proba_one(out)[True])
+        return out
 
     def _prepare(self, names: tuple[str, ...], standard: Standard) -> None:
         crossed, scaler, _ = standard
