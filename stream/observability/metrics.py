@@ -13,6 +13,7 @@ from importlib import metadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from stream.contracts.codec import REASONS
+from stream.core.scoring.model import COMPILED
 from stream.observability.histogram import BulkHistogram
 from stream.state.changelog import QUARANTINE_KINDS
 
@@ -276,6 +277,8 @@ class Metrics:
             "kafka_python": _version("kafka-python"),
             "confluent_kafka": _version("confluent-kafka"),
             "librdkafka": _librdkafka_version(),
+            # "python": the install found no C compiler; same scores, more CPU per event.
+            "model_loops": "compiled" if COMPILED else "python",
         })
         # Every label value a dashboard or an alert queries exists at zero from the start:
         # `increase(x[5m]) > 0` misses a first increment whose series did not exist before it.

@@ -213,6 +213,7 @@ def test_cli_max_events_commits_exits_zero_and_serves_metrics(
                      "fraudstream_consumer_lag", "fraudstream_model_roc_auc",
                      "fraudstream_build_info"):
             assert f"# TYPE {name.removesuffix('_total')}" in body, name
+        assert 'model_loops="compiled"' in body  # the scorer runs the C loops the install built
         _produce(kafka_bootstrap, topics["input_topic"],
                  [(e["card_id"].encode(), orjson.dumps(e)) for e in _events(100)]
                  + [(None, raw) for raw, _ in MALFORMED] * 3)
