@@ -132,6 +132,15 @@ def test_what_the_compiled_loop_declines_is_left_untouched_for_the_python(
     plain = dict(scaler.means)  # a scaler restored with plain dicts raises where Python would
     assert compiled.scale(scaler.counts, plain, scaler.vars, names, [1.0, 2.0], flags,  # type: ignore[attr-defined]
                           True) is NotImplemented
+    ints = copy.deepcopy(scaler)  # an int mean: Python subtracts ints exactly, C could not
+    ints.means["amount_log"] = 2**53 + 1
+    for learn in (False, True):
+        assert compiled.scale(ints.counts, ints.means, ints.vars, names, [1, 2**53 + 3],  # type: ignore[attr-defined]
+                              flags, learn) is NotImplemented
+        reference = copy.deepcopy(ints)
+        assert _bits(_scale(ints, names, [1, 2**53 + 3], learn, None)) == _bits(_scale_py(
+            reference, names, [1, 2**53 + 3], learn, None))
+        assert _scaler_bits(ints) == _scaler_bits(reference)
     other = collections.defaultdict(int, scaler.vars)
     assert compiled.scale(scaler.counts, scaler.means, other, names, [1.0, 2.0], flags,  # type: ignore[attr-defined]
                           False) is NotImplemented

@@ -14,9 +14,11 @@
  * read inserts 0.0, a Counter read does not. tests/unit/test_compiled_steps.py checks all of it
  * against the reference on generated inputs.
  *
- * Whatever the fast path does not cover (a negative variance, whose root Python makes complex;
- * a value that is not a float or an int) goes back to the caller as NotImplemented before any
- * state is touched, or is computed with Python's own number protocol, so no input behaves
+ * Whatever the fast path does not cover goes back to the caller as NotImplemented before any
+ * state is touched (a value that is not a float or an int, or an int too large for a double;
+ * a mean or variance that is not a float, a count that is not a small int; a negative
+ * variance when scoring, whose root Python makes complex), or is computed with Python's own
+ * number protocol (a negative variance a learning step makes), so no input behaves
  * differently from the reference.
  */
 #define PY_SSIZE_T_CLEAN
@@ -177,8 +179,9 @@ scale(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (!plain_inputs(names, values, n))
         goto not_implemented;
     if (learn) {
-        /* Counts and variances checked up front too: a large count, a non-number or a
-         * negative variance (whose root is complex) leave the whole step to Python. */
+        /* The state checked up front too: a count that is not an int below 2**52, or a
+         * mean or variance that is not a float (an int one, which only an odd snapshot
+         * holds, makes Python subtract ints exactly), leaves the whole step to Python. */
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *c = PyDict_GetItemWithError(counts, names[i]);
             if (c == NULL) {
@@ -200,12 +203,12 @@ scale(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyObject *m = PyDict_GetItemWithError(means, names[i]);
             if (m == NULL && PyErr_Occurred())
                 goto error;
-            if (m != NULL && !PyFloat_CheckExact(m) && !PyLong_CheckExact(m))
+            if (m != NULL && !PyFloat_CheckExact(m))
                 goto not_implemented;
             PyObject *v = PyDict_GetItemWithError(vars, names[i]);
             if (v == NULL && PyErr_Occurred())
                 goto error;
-            if (v != NULL && !PyFloat_CheckExact(v) && !PyLong_CheckExact(v))
+            if (v != NULL && !PyFloat_CheckExact(v))
                 goto not_implemented;
         }
     }
@@ -214,12 +217,12 @@ scale(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyObject *m = PyDict_GetItemWithError(means, names[i]);
             if (m == NULL && PyErr_Occurred())
                 goto error;
-            if (m != NULL && !PyFloat_CheckExact(m) && !PyLong_CheckExact(m))
+            if (m != NULL && !PyFloat_CheckExact(m))
                 goto not_implemented;
             PyObject *v = PyDict_GetItemWithError(vars, names[i]);
             if (v == NULL && PyErr_Occurred())
                 goto error;
-            if (v != NULL && !PyFloat_CheckExact(v) && !PyLong_CheckExact(v))
+            if (v != NULL && !PyFloat_CheckExact(v))
                 goto not_implemented;
             double var = 0.0;
             if (v != NULL && as_double(v, &var) < 0)

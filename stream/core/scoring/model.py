@@ -38,7 +38,8 @@ except ImportError:  # installed where no C compiler was found: the Python, same
     _compiled = None
 
 COMPILED = _compiled is not None
-"""Whether the scaler's loops and the crosses run compiled (logged at start-up)."""
+"""Whether the scaler's loops and the crosses run compiled: `fraudstream_build_info`'s
+`model_loops` label says it, and a scorer without them warns at start-up."""
 
 DAY_S = 86400.0
 
