@@ -31,6 +31,9 @@ LABEL_OUTCOMES = (("event", "received"), ("topic", "learned"), ("topic", "held")
 # fraudstream_events_total: "duplicate" is a repeated transaction id answered with its first
 # verdict (nothing scored or learned).
 EVENT_OUTCOMES = ("scored", "duplicate", "dead_lettered")
+# fraudstream_alignment_doubts_total: how a doubted end of partition was settled
+# (serving/intake.py): a new end, settle time with no cut poll, or max_task_idle_ms in vain.
+DOUBT_OUTCOMES = ("fresh_end", "quiet", "expired")
 # Why the loop rewound (fraudstream_recoveries_total): Kafka failed, the group moved, or an
 # input record made an output too large (it is then dead-lettered, see serving/recovery.py).
 RECOVERY_REASONS = ("infrastructure", "group_moved", "output_too_large")
@@ -177,6 +180,13 @@ class Metrics:
             "might still hold earlier records (their event-time order is not assured).",
             registry=r,
         )
+        self.alignment_doubts = Counter(
+            f"{PREFIX}_alignment_doubts",
+            "Ends of partition doubted after a burst, by how the doubt ended: fresh_end "
+            "(the partition reached a new end), quiet (settle time with no cut poll), expired "
+            "(max_task_idle_ms in vain: every release waited that long).",
+            ["outcome"], registry=r,
+        )
         self.state_keys = Gauge(
             f"{PREFIX}_state_keys", "Keys held in memory, by kind.", ["kind"], registry=r
         )
@@ -288,6 +298,8 @@ class Metrics:
             self.labels.labels(source, outcome)
         for outcome in EVENT_OUTCOMES:
             self.events.labels(outcome)
+        for outcome in DOUBT_OUTCOMES:
+            self.alignment_doubts.labels(outcome)
         for decision in ("approve", "review", "decline"):
             self.verdicts.labels(decision)
             self.warming_decisions.labels(decision)

@@ -74,6 +74,7 @@ from stream.contracts.messages import Label, Transaction
 from stream.core.ordering import TimeAligner
 from stream.kafka.clients import GroupConsumer
 from stream.kafka.records import Polled, Record, Source
+from stream.observability.metrics import DOUBT_OUTCOMES
 
 log = logging.getLogger("stream.serving.intake")
 
@@ -140,6 +141,10 @@ class Intake:
         # above), each with when it was doubted; and when the last cut poll came (`clock`).
         self._doubted: dict[Source, float] = {}
         self._last_cut = 0.0
+        # How each doubt ended (`fraudstream_alignment_doubts_total`): a new end of its
+        # partition, `settle_s` with no poll cut, or `max_wait_s` in vain, which held every
+        # release that long (docs/benchmark.md, "The latency phase's seconds").
+        self.doubts = dict.fromkeys(DOUBT_OUTCOMES, 0)
         self._paused: set[Source] = set()
         # The last release stopped at its `most`: more may be released without polling.
         self.backlog = False
@@ -300,12 +305,19 @@ class Intake:
                     self._aligner.restart_waits(fresh)
         if not doubted:
             return
+        counts = self.doubts
         if not cut and now - self._last_cut >= self.settle_s:
+            counts["quiet"] += len(doubted)
             doubted.clear()
             return
         max_wait = self._aligner.max_wait_s
-        for source in [s for s, at in doubted.items() if now - at >= max_wait] + ends:
-            doubted.pop(source, None)
+        expired = [s for s, at in doubted.items() if now - at >= max_wait]
+        for source in expired:
+            del doubted[source]
+        counts["expired"] += len(expired)
+        for source in ends:
+            if doubted.pop(source, None) is not None:
+                counts["fresh_end"] += 1
 
     def release(self, until: float = math.inf, most: float = math.inf) -> list[Arrival]:
         """Every held record that is now safe to process, in event-time order, up to event

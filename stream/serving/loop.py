@@ -89,6 +89,7 @@ class ScorerLoop:
                                    self.recovery, self.health, metrics, self.quality)
         self._next_gauges = 0.0
         self._timed_out = 0
+        self._doubts = dict(self.intake.doubts)
         self._budget_drops: dict[str, int] = {}
         self._stall = lag.StallWatch()
         # Set by the wiring: tells how long the broker has been unreachable. The client
@@ -366,6 +367,10 @@ class ScorerLoop:
         if timed_out > self._timed_out:
             self.metrics.alignment_timeouts.inc(timed_out - self._timed_out)
             self._timed_out = timed_out
+        for outcome, count in self.intake.doubts.items():
+            if count > self._doubts[outcome]:
+                self.metrics.alignment_doubts.labels(outcome).inc(count - self._doubts[outcome])
+                self._doubts[outcome] = count
         self.quality.refresh(self.pipeline.oversight, self.pipeline.model_version)
         table = self.pipeline.merchants
         if table is not None:

@@ -388,3 +388,28 @@ def test_each_doubt_runs_its_own_max_wait() -> None:
     intake.take(cut(tx(4, 9_400, 1)))
     assert [a.time for a in intake.release()] == [9.0, 9.1]  # then labels 1 is empty
     assert intake.timed_out == 0
+
+
+def test_how_each_doubt_ended_is_counted() -> None:
+    """`fraudstream_alignment_doubts_total`: a burst doubts the three other ends; one
+    partition reaches a new end, one brings nothing for `max_wait_s` (the doubt expires,
+    having held every release that long), and a later burst's doubts settle when no poll
+    is cut for `settle_s`."""
+    now = [0.0]
+    intake = Intake(MemoryConsumer(), "tx", "labels", max_wait_s=2.0, clock=lambda: now[0])
+    intake.track([("tx", 0), ("tx", 1), ("labels", 0), ("labels", 1)])
+    intake.take(all_at_end())
+    intake.take(cut(tx(0, 9_000, 0)))  # doubts tx 1 and both labels partitions
+    assert intake.doubts == {"fresh_end": 0, "quiet": 0, "expired": 0}
+    now[0] = 0.1
+    intake.take(cut(label(1, 8_000, 0), eof("labels", 0)))  # labels 0: a new end
+    assert intake.doubts == {"fresh_end": 1, "quiet": 0, "expired": 0}
+    now[0] = 2.5
+    intake.take(cut(tx(2, 9_100, 0)))  # tx 1 and labels 1 brought nothing in 2 s
+    assert intake.doubts == {"fresh_end": 1, "quiet": 0, "expired": 2}
+    assert [a.time for a in intake.release()] == [8.0, 9.0, 9.1]
+    intake.take(batch(eof("tx", 0)))
+    intake.take(cut(tx(3, 9_200, 0)))  # tx 0 woke: the others' ends are doubted again
+    now[0] = 2.8
+    intake.take(batch(eof("tx", 0)))  # 0.3 s with no poll cut: the client had it all
+    assert intake.doubts == {"fresh_end": 1, "quiet": 3, "expired": 2}
