@@ -127,6 +127,24 @@ is_float_defaultdict(PyObject *d)
     return ok;
 }
 
+/* 1 when `name`'s mean and variance, where present, are floats (and, `scoring`, the variance
+ * is not negative: Python roots it as a complex); 0 when not; -1 and an exception on error. */
+static int
+plain_state(PyObject *means, PyObject *vars, PyObject *name, int scoring)
+{
+    PyObject *m = PyDict_GetItemWithError(means, name);
+    if (m == NULL && PyErr_Occurred())
+        return -1;
+    if (m != NULL && !PyFloat_CheckExact(m))
+        return 0;
+    PyObject *v = PyDict_GetItemWithError(vars, name);
+    if (v == NULL && PyErr_Occurred())
+        return -1;
+    if (v != NULL && !PyFloat_CheckExact(v))
+        return 0;
+    return !(scoring && v != NULL && PyFloat_AS_DOUBLE(v) < 0.0);
+}
+
 static PyObject *
 fast_sequence(PyObject *obj, const char *what)
 {
@@ -200,34 +218,19 @@ scale(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     goto not_implemented;
                 }
             }
-            PyObject *m = PyDict_GetItemWithError(means, names[i]);
-            if (m == NULL && PyErr_Occurred())
+            int plain = plain_state(means, vars, names[i], 0);
+            if (plain < 0)
                 goto error;
-            if (m != NULL && !PyFloat_CheckExact(m))
-                goto not_implemented;
-            PyObject *v = PyDict_GetItemWithError(vars, names[i]);
-            if (v == NULL && PyErr_Occurred())
-                goto error;
-            if (v != NULL && !PyFloat_CheckExact(v))
+            if (!plain)
                 goto not_implemented;
         }
     }
     else {
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *m = PyDict_GetItemWithError(means, names[i]);
-            if (m == NULL && PyErr_Occurred())
+            int plain = plain_state(means, vars, names[i], 1);
+            if (plain < 0)
                 goto error;
-            if (m != NULL && !PyFloat_CheckExact(m))
-                goto not_implemented;
-            PyObject *v = PyDict_GetItemWithError(vars, names[i]);
-            if (v == NULL && PyErr_Occurred())
-                goto error;
-            if (v != NULL && !PyFloat_CheckExact(v))
-                goto not_implemented;
-            double var = 0.0;
-            if (v != NULL && as_double(v, &var) < 0)
-                goto error;
-            if (var < 0.0)
+            if (!plain)
                 goto not_implemented;
         }
     }
@@ -469,7 +472,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_steps",
     "The model's per-event arithmetic, compiled: bit for bit the Python in model.py.",
-    -1, methods,
+    -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
