@@ -91,6 +91,12 @@ class GroupConsumer(Protocol):
         """Records behind the end of each assigned partition, from the client's cached high
         watermarks (no broker round trip); `positions` overrides the client's positions."""
 
+    def caught_up(self) -> dict[Source, int]:
+        """The assigned partitions the client holds nothing more of, as far as its last
+        fetch response tells (position at its high watermark), each with that high
+        watermark: no broker round trip. A fetch answered before new records were written
+        still says so: the caller allows for that (serving/intake.py)."""
+
     def topic_partitions(self, timeout_s: float) -> dict[str, int]:
         """Partition count of every topic the cluster knows (metadata request)."""
 

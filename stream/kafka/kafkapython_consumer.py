@@ -404,6 +404,11 @@ class KafkaPythonGroupConsumer:
                 out[source] = max(0, high - at)
         return out
 
+    def caught_up(self) -> dict[Source, int]:
+        return {(tp.topic, tp.partition): high
+                for tp, position, high, _paused in partition_states(self._consumer)
+                if high is not None and position is not None and position >= high}
+
     def topic_partitions(self, timeout_s: float) -> dict[str, int]:
         return _topic_partitions(self._consumer, timeout_s)
 

@@ -30,10 +30,11 @@ def _commit_cb(error: KafkaError | None, partitions: list[Any]) -> None:
         log.warning("offset commit failed: %s", error)
 
 
-def _polled(messages: list[Any], most: int) -> Polled:
+def _polled(messages: list[Any], most: int, ends: dict[Source, int] | None = None) -> Polled:
     """Client messages as Records; end-of-partition events as `at_end` (a partition that
-    delivered a record after its end event is not at its end any more); `more` when the
-    batch was cut at `most` messages (the client's queue may hold more)."""
+    delivered a record after its end event is not at its end any more), and their offsets in
+    `ends`; `more` when the batch was cut at `most` messages (the client's queue may hold
+    more)."""
     out = Polled(more=len(messages) >= most)
     records, at_end = out.records, out.at_end
     for m in messages:
@@ -46,6 +47,8 @@ def _polled(messages: list[Any], most: int) -> Polled:
                 at_end.remove((topic, partition))
         elif error.code() == KafkaError._PARTITION_EOF:
             at_end.append((m.topic(), m.partition()))
+            if ends is not None:
+                ends[(m.topic(), m.partition())] = m.offset()
         elif error.fatal():
             raise client_error(error)
         else:  # transient (a leader moving, a topic re-created): retried by the client
@@ -94,6 +97,8 @@ class RdkafkaGroupConsumer:
             "on_commit": _commit_cb,
         })
         self._failed: BaseException | None = None
+        # Where each partition was last found at its end (`_marks`).
+        self._ends: dict[Source, int] = {}
 
     def _explained(self, exc: KafkaException) -> ClientError:
         """The error, explained; the error callback is heard by a poll only while nothing is
@@ -114,6 +119,7 @@ class RdkafkaGroupConsumer:
         """Run a listener callback; keep what it raises for `poll`, which re-raises it once
         the batch fetched around it is put back (librdkafka would otherwise drop that batch:
         confluentinc/confluent-kafka-python#260)."""
+        self._ends.clear()
         try:
             call(_sources(tps))
         except BaseException as exc:  # noqa: BLE001 - re-raised by poll
@@ -129,7 +135,7 @@ class RdkafkaGroupConsumer:
         if failed is not None:
             self._rewind_to(messages)
             raise failed
-        return _polled(messages, max_records)
+        return _polled(messages, max_records, self._ends)
 
     def _rewind_to(self, messages: list[Any]) -> None:
         """Seek every partition of a batch that will not be returned back to its first
@@ -153,6 +159,7 @@ class RdkafkaGroupConsumer:
         self._consumer.resume([_tp(s) for s in sources])
 
     def seek(self, source: Source, offset: int) -> None:
+        self._ends.pop(source, None)
         try:
             self._consumer.seek(_tp(source, OFFSET_BEGINNING if offset == BEGINNING else offset))
         except KafkaException as exc:
@@ -179,14 +186,28 @@ class RdkafkaGroupConsumer:
 
     def lag(self, positions: Mapping[Source, int]) -> dict[Source, int]:
         """From the high watermark cached from the last fetch response and our positions
-        (else the client's): no broker round trip on the loop's thread."""
+        (else the client's, else where the partition was last at its end): no broker round
+        trip on the loop's thread."""
+        return {source: max(0, high - position)
+                for source, (position, high) in self._marks(positions).items()}
+
+    def caught_up(self) -> dict[Source, int]:
+        return {source: high for source, (position, high) in self._marks({}).items()
+                if position >= high}
+
+    def _marks(self, positions: Mapping[Source, int]) -> dict[Source, tuple[int, int]]:
+        """(position, cached high watermark) of each assigned partition where both are
+        known. The position is `positions`', else the client's (the next record it will hand
+        out), else the offset of the partition's last end-of-partition event: librdkafka
+        knows no position for a partition that has handed out nothing since its assignment
+        (an empty one, or one whose committed offset is its end), where its event does."""
         try:
             assigned = self._consumer.assignment()
             known = {(tp.topic, tp.partition): tp.offset
                      for tp in self._consumer.position(assigned)}
         except KafkaException:
             return {}
-        out: dict[Source, int] = {}
+        out: dict[Source, tuple[int, int]] = {}
         for tp in assigned:
             source = (tp.topic, tp.partition)
             try:
@@ -194,8 +215,10 @@ class RdkafkaGroupConsumer:
             except KafkaException:
                 continue
             position = positions.get(source, known.get(source, -1))
+            if position < 0:
+                position = self._ends.get(source, -1)
             if high >= 0 and position >= 0:
-                out[source] = max(0, high - position)
+                out[source] = (position, high)
         return out
 
     def topic_partitions(self, timeout_s: float) -> dict[str, int]:

@@ -37,6 +37,9 @@ class MemoryConsumer:
         self.commits: list[tuple[dict[Source, int], bool]] = []
         self.listener: RebalanceListener | None = None
         self.generation = 1  # -1: the session expired under it (the client reset it)
+        # What `caught_up` says: the partitions the client holds nothing more of, each with
+        # its high watermark.
+        self.caught: dict[Source, int] = {}
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
         self.listener = listener
@@ -68,6 +71,9 @@ class MemoryConsumer:
 
     def lag(self, positions: Mapping[Source, int]) -> dict[Source, int]:
         return {}
+
+    def caught_up(self) -> dict[Source, int]:
+        return dict(self.caught)
 
     def topic_partitions(self, timeout_s: float) -> dict[str, int]:
         return {}

@@ -169,6 +169,53 @@ def test_commit_is_seen_by_a_fresh_client_and_lag_from_cached_values(
     assert consumer.topic_partitions(T)[topic] == 2
 
 
+def wait_caught_up(consumer: GroupConsumer, want: dict[Source, int]) -> None:
+    """Poll (the client's fetches answer inside or beside it) until `caught_up` says `want`."""
+    deadline = time.monotonic() + T
+    while (got := consumer.caught_up()) != want:
+        assert time.monotonic() < deadline, f"caught_up {got}, wanted {want}"
+        assert consumer.poll(500, 0.1).records == []
+
+
+def test_caught_up_is_what_the_client_holds_nothing_more_of(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
+    """What settles a doubted end of partition (serving/intake.py): the client's position at
+    its cached high watermark. An empty partition is caught up at 0 (librdkafka knows no
+    position there: its end-of-partition event does), a committed transaction's at the
+    offset past its marker; a partition with records the client has not handed out, or an
+    open transaction's records on the log, is not."""
+    topic = new_topic(partitions=3, prefix="caught")
+    empty, plain, transactional = (topic, 0), (topic, 1), (topic, 2)
+    produce(clients, topic, 10, partition=1)
+    producer = clients.producer(transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
+    try:
+        producer.init_transactions(T)
+        producer.begin_transaction()
+        for i in range(5):
+            producer.send(topic, b"k", f"t{i}".encode(), partition=2)
+        producer.commit_transaction(T)
+        consumer, _ = subscribed([topic])
+        records: list[Record] = []
+        deadline = time.monotonic() + T
+        while not any(r.source == plain for r in records):  # all ten written before
+            assert time.monotonic() < deadline
+            records += consumer.poll(4, 0.2).records
+        assert plain not in consumer.caught_up()  # handed out four at most
+        drain(consumer, 15 - len(records))
+        wait_caught_up(consumer, {empty: 0, plain: 10, transactional: 6})
+
+        producer.begin_transaction()
+        producer.send(topic, b"k", b"open", partition=2)
+        producer.flush(T)  # on the log, not readable yet
+        wait_caught_up(consumer, {empty: 0, plain: 10})
+        producer.commit_transaction(T)
+        records, _ = drain(consumer, 1, until_at_end={transactional})
+        assert offsets(records, transactional) == [6]
+        wait_caught_up(consumer, {empty: 0, plain: 10, transactional: 8})
+    finally:
+        producer.close(T)
+
+
 def test_callbacks_run_on_the_polling_thread_with_both_topics(
         clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
     a, b = new_topic(partitions=2, prefix="ta"), new_topic(partitions=2, prefix="tb")
