@@ -33,7 +33,7 @@ LABEL_OUTCOMES = (("event", "received"), ("topic", "learned"), ("topic", "held")
 EVENT_OUTCOMES = ("scored", "duplicate", "dead_lettered")
 # fraudstream_alignment_doubts_total: how a doubted end of partition was settled
 # (serving/intake.py): a new end, settle time with no cut poll, or max_task_idle_ms in vain.
-DOUBT_OUTCOMES = ("fresh_end", "quiet", "expired")
+DOUBT_OUTCOMES = ("fresh_end", "caught_up", "quiet", "expired")
 # Why the loop rewound (fraudstream_recoveries_total): Kafka failed, the group moved, or an
 # input record made an output too large (it is then dead-lettered, see serving/recovery.py).
 RECOVERY_REASONS = ("infrastructure", "group_moved", "output_too_large")

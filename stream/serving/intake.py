@@ -50,6 +50,19 @@ release for most of a second). A burst on partitions that were not at their end 
 nothing: a client catching up on a backlog, one partition idle, is not held back; nor is
 live traffic, whose polls are not cut until the scorer falls a poll's worth behind.
 
+Once it is behind, though, its polls are cut and wake partitions that were at their end in
+turn, and a partition nothing is written to (a `labels` partition, often) never reaches a
+new end: each doubt of it ran the full `max_wait_s` and held every release, the scorer fell
+further behind, and the latency phase of `make bench` ran into seconds (docs/benchmark.md,
+"The latency phase's seconds"). So a doubt also settles when, `settle_s` after it, the
+client holds nothing more of that partition (`GroupConsumer.caught_up`: its position at the
+high watermark of its last fetch response; `settle_s` lets the fetches follow a burst whose
+records became readable partition by partition), and the end that proves is not doubted
+again while the client's high watermark for it stands: a record written there moves it
+(librdkafka's counts an open transaction's records, not yet readable), and its next burst
+is doubted as the first was. This is Kafka Streams' use of the client's cached lag for
+`max.task.idle.ms` (KIP-695), after a doubt rather than instead of one.
+
 A source that runs far ahead (more than `pause_above` records held) is paused at the client,
 which drops its prefetched records and fetches them again from the next undelivered offset on
 resume, so memory stays bounded whatever the skew between topics.
@@ -141,9 +154,13 @@ class Intake:
         # above), each with when it was doubted; and when the last cut poll came (`clock`).
         self._doubted: dict[Source, float] = {}
         self._last_cut = 0.0
+        # Ends a doubt found the client holding nothing more of, `settle_s` after it, each
+        # with the high watermark that showed it (module docstring): not doubted again
+        # while it stands there.
+        self._proven: dict[Source, int] = {}
         # How each doubt ended (`fraudstream_alignment_doubts_total`): a new end of its
-        # partition, `settle_s` with no poll cut, or `max_wait_s` in vain, which held every
-        # release that long (docs/benchmark.md, "The latency phase's seconds").
+        # partition, the client holding nothing more of it, `settle_s` with no poll cut, or
+        # `max_wait_s` in vain, which held every release that long.
         self.doubts = dict.fromkeys(DOUBT_OUTCOMES, 0)
         self._paused: set[Source] = set()
         # The last release stopped at its `most`: more may be released without polling.
@@ -173,6 +190,7 @@ class Intake:
         self._aligner.track(wanted)
         self._at_end &= kept
         self._doubted = {s: at for s, at in self._doubted.items() if s in kept}
+        self._proven = {s: high for s, high in self._proven.items() if s in kept}
         stale = self._paused - kept
         self._paused -= stale
         if self._paused:  # a client keeps pauses across assignments: lift ours explicitly
@@ -210,6 +228,7 @@ class Intake:
         self._aligner.clear()
         self._at_end.clear()
         self._doubted.clear()
+        self._proven.clear()
         self.backlog = False
         if self._paused:
             self._resume(list(self._paused))
@@ -292,21 +311,27 @@ class Intake:
 
     def _doubt(self, woke: bool, cut: bool, ends: list[Source]) -> None:
         """After a poll: a cut poll that woke a source at its end doubts the other ends
-        known, each waited for from now; a new end of a source (`ends`: not at its end
-        before this poll), or `max_wait_s` since its doubt, settles it; `settle_s` since the
-        last cut poll settles all."""
+        known (those a doubt has not proven already), each waited for from now. A new end
+        of a source (`ends`: not at its end before this poll) settles its doubt; so does the
+        client, `settle_s` after it, holding nothing more of it (which proves that end);
+        `settle_s` since the last cut poll settles all; `max_wait_s` since its doubt, any."""
         doubted, now = self._doubted, self._clock()
         if cut:
             self._last_cut = now
             if woke and self.settle_s > 0:
                 fresh = self._at_end.difference(doubted, ends)
+                if fresh and self._proven:
+                    fresh = self._unproven(fresh)
                 if fresh:
                     doubted.update(dict.fromkeys(fresh, now))
                     self._aligner.restart_waits(fresh)
         if not doubted:
             return
         counts = self.doubts
-        if not cut and now - self._last_cut >= self.settle_s:
+        ripe = now - self.settle_s
+        if any(at <= ripe for at in doubted.values()):
+            self._prove(ripe)
+        if doubted and not cut and now - self._last_cut >= self.settle_s:
             counts["quiet"] += len(doubted)
             doubted.clear()
             return
@@ -318,6 +343,23 @@ class Intake:
         for source in ends:
             if doubted.pop(source, None) is not None:
                 counts["fresh_end"] += 1
+
+    def _prove(self, ripe: float) -> None:
+        """Settle the doubts raised by `ripe` whose sources the client holds nothing more of
+        (`GroupConsumer.caught_up`), and keep the high watermark that proved each."""
+        caught = self.consumer.caught_up()
+        doubted, proven = self._doubted, self._proven
+        for source in [s for s, at in doubted.items() if at <= ripe and s in caught
+                       and s not in self._paused]:
+            del doubted[source]
+            proven[source] = caught[source]
+            self.doubts["caught_up"] += 1
+
+    def _unproven(self, ends: set[Source]) -> set[Source]:
+        """The ends to doubt: those a doubt has not proven at the client's high watermark
+        of now (a record written to a source since its proof moves its high watermark)."""
+        caught, proven = self.consumer.caught_up(), self._proven
+        return {s for s in ends if s not in proven or caught.get(s) != proven[s]}
 
     def release(self, until: float = math.inf, most: float = math.inf) -> list[Arrival]:
         """Every held record that is now safe to process, in event-time order, up to event

@@ -390,6 +390,61 @@ def test_each_doubt_runs_its_own_max_wait() -> None:
     assert intake.timed_out == 0
 
 
+def test_the_client_holding_nothing_more_settles_a_doubt_after_settle_s() -> None:
+    """A scorer behind live traffic: its polls are cut, and one that wakes a partition at its
+    end doubts the others' ends, among them labels partitions that nothing is written to.
+    Those never reach a new end, and cut polls never leave `settle_s` quiet: each doubt held
+    every release for `max_wait_s` (2 s), the scorer fell further behind, and the latency
+    phase of `make bench` ran into seconds (docs/benchmark.md). Once `settle_s` has passed,
+    the client holding nothing more of a partition (its position at the high watermark of
+    its last fetch) settles that doubt; a partition it still holds records of stays
+    doubted until its new end."""
+    now = [0.0]
+    consumer = MemoryConsumer()
+    intake = Intake(consumer, "tx", "labels", max_wait_s=2.0, clock=lambda: now[0])
+    intake.track([("tx", 0), ("tx", 1), ("labels", 0), ("labels", 1)])
+    intake.take(all_at_end())
+    consumer.caught = {("labels", 0): 0, ("labels", 1): 0}  # tx 1's records are fetched
+    intake.take(cut(tx(0, 9_000, 0)))  # doubts tx 1 and both labels partitions
+    now[0] = 0.15
+    intake.take(cut(tx(1, 9_100, 0)))
+    assert intake.release() == []  # too soon: the client may not have fetched them yet
+    now[0] = 0.2
+    intake.take(cut(tx(2, 9_200, 0)))
+    assert intake.release() == []  # the labels are proven; tx 1 still has records to hand
+    assert intake.doubts == {"fresh_end": 0, "caught_up": 2, "quiet": 0, "expired": 0}
+    intake.take(cut(tx(3, 8_000, 1), eof("tx", 1)))
+    assert [a.time for a in intake.release()] == [8.0, 9.0, 9.1, 9.2]
+    assert intake.doubts == {"fresh_end": 1, "caught_up": 2, "quiet": 0, "expired": 0}
+    assert intake.timed_out == 0
+
+
+def test_a_proven_end_is_doubted_again_only_once_its_high_watermark_moves() -> None:
+    """After a doubt proved a labels partition's end, the next cut polls that wake a
+    partition do not doubt it again while the client's high watermark for it stands: they
+    had held every release `settle_s` each, back to back. A record written to it moves its
+    high watermark, and the next burst doubts it again."""
+    now = [0.0]
+    consumer = MemoryConsumer()
+    intake = Intake(consumer, "tx", "labels", max_wait_s=2.0, clock=lambda: now[0])
+    intake.track([("tx", 0), ("labels", 0)])
+    intake.take(batch(eof("tx", 0), eof("labels", 0)))
+    consumer.caught = {("tx", 0): 1, ("labels", 0): 7}
+    intake.take(cut(tx(0, 9_000, 0)))  # doubts the labels' end
+    now[0] = 0.25
+    intake.take(cut(tx(1, 9_100, 0), eof("tx", 0)))  # proves it
+    assert [a.time for a in intake.release()] == [9.0, 9.1]
+    intake.take(cut(tx(2, 9_200, 0)))  # tx 0 wakes again: the labels' end stands
+    assert [a.time for a in intake.release()] == [9.2]
+    intake.take(batch(eof("tx", 0)))
+    consumer.caught = {("tx", 0): 3, ("labels", 0): 8}  # a label was written
+    intake.take(cut(tx(3, 9_300, 0)))
+    assert intake.release() == []  # the labels may hold an earlier record now
+    intake.take(batch(label(7, 9_250, 0), eof("labels", 0)))
+    assert [a.time for a in intake.release()] == [9.25, 9.3]
+    assert intake.doubts == {"fresh_end": 1, "caught_up": 1, "quiet": 0, "expired": 0}
+
+
 def test_how_each_doubt_ended_is_counted() -> None:
     """`fraudstream_alignment_doubts_total`: a burst doubts the three other ends; one
     partition reaches a new end, one brings nothing for `max_wait_s` (the doubt expires,
@@ -400,16 +455,16 @@ def test_how_each_doubt_ended_is_counted() -> None:
     intake.track([("tx", 0), ("tx", 1), ("labels", 0), ("labels", 1)])
     intake.take(all_at_end())
     intake.take(cut(tx(0, 9_000, 0)))  # doubts tx 1 and both labels partitions
-    assert intake.doubts == {"fresh_end": 0, "quiet": 0, "expired": 0}
+    assert intake.doubts == {"fresh_end": 0, "caught_up": 0, "quiet": 0, "expired": 0}
     now[0] = 0.1
     intake.take(cut(label(1, 8_000, 0), eof("labels", 0)))  # labels 0: a new end
-    assert intake.doubts == {"fresh_end": 1, "quiet": 0, "expired": 0}
+    assert intake.doubts == {"fresh_end": 1, "caught_up": 0, "quiet": 0, "expired": 0}
     now[0] = 2.5
     intake.take(cut(tx(2, 9_100, 0)))  # tx 1 and labels 1 brought nothing in 2 s
-    assert intake.doubts == {"fresh_end": 1, "quiet": 0, "expired": 2}
+    assert intake.doubts == {"fresh_end": 1, "caught_up": 0, "quiet": 0, "expired": 2}
     assert [a.time for a in intake.release()] == [8.0, 9.0, 9.1]
     intake.take(batch(eof("tx", 0)))
     intake.take(cut(tx(3, 9_200, 0)))  # tx 0 woke: the others' ends are doubted again
     now[0] = 2.8
     intake.take(batch(eof("tx", 0)))  # 0.3 s with no poll cut: the client had it all
-    assert intake.doubts == {"fresh_end": 1, "quiet": 3, "expired": 2}
+    assert intake.doubts == {"fresh_end": 1, "caught_up": 0, "quiet": 3, "expired": 2}
