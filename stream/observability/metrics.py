@@ -32,7 +32,8 @@ LABEL_OUTCOMES = (("event", "received"), ("topic", "learned"), ("topic", "held")
 # verdict (nothing scored or learned).
 EVENT_OUTCOMES = ("scored", "duplicate", "dead_lettered")
 # fraudstream_alignment_doubts_total: how a doubted end of partition was settled
-# (serving/intake.py): a new end, settle time with no cut poll, or max_task_idle_ms in vain.
+# (serving/intake.py): a new end, the client holding nothing more of it after settle time,
+# settle time with no cut poll, or max_task_idle_ms in vain.
 DOUBT_OUTCOMES = ("fresh_end", "caught_up", "quiet", "expired")
 # Why the loop rewound (fraudstream_recoveries_total): Kafka failed, the group moved, or an
 # input record made an output too large (it is then dead-lettered, see serving/recovery.py).
