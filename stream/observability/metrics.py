@@ -280,8 +280,10 @@ class Metrics:
         self.promotions = Counter(
             f"{PREFIX}_promotions", "Challengers promoted to champion.", registry=r
         )
+        # Registered only once its labels are set: a scrape in between (the health server
+        # starts before the scorer connects) would read a build_info without them.
         self.build = Info(f"{PREFIX}_build", "Versions of the scorer and its key libraries.",
-                          registry=r)
+                          registry=None)
         self.build.info({
             "version": _version("fraud-stream"),
             "river": _version("river"),
@@ -291,6 +293,7 @@ class Metrics:
             # "python": the install found no C compiler; same scores, more CPU per event.
             "model_loops": "compiled" if COMPILED else "python",
         })
+        r.register(self.build)
         # Every label value a dashboard or an alert queries exists at zero from the start:
         # `increase(x[5m]) > 0` misses a first increment whose series did not exist before it.
         for reason in REASONS:

@@ -188,6 +188,29 @@ def test_metrics_serves_the_registry(
     assert "fraudstream_build_info{" in body
 
 
+class _ScrapeOnRegister(CollectorRegistry):
+    """A registry that scrapes each collector the moment it is registered: what a scrape
+    racing the scorer's start-up would read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, list[dict[str, str]]] = {}
+
+    def register(self, collector: object) -> None:
+        super().register(collector)  # type: ignore[arg-type]
+        for family in collector.collect():  # type: ignore[attr-defined]
+            self.seen[family.name] = [dict(s.labels) for s in family.samples]
+
+
+def test_build_info_is_never_scraped_without_its_labels() -> None:
+    # The health server starts before the scorer connects and builds its metrics; CI once
+    # scraped `fraudstream_build_info 1.0` between the Info's registration and its values.
+    registry = _ScrapeOnRegister()
+    Metrics(registry)
+    (labels,) = registry.seen["fraudstream_build"]
+    assert labels["model_loops"] in ("compiled", "python") and "river" in labels
+
+
 def test_query_strings_are_ignored(server: HealthServer) -> None:
     assert get(server.port, "/healthz?verbose=1")[0] == 200
     assert get(server.port, "/metrics?name[]=x")[0] == 200
