@@ -121,3 +121,29 @@ def test_reads_have_no_side_effects() -> None:
         ev.observe_decision(score)
         ev.update(y, score)
     assert ev.summary() == ev.summary()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ranking_is_the_same_for_any_order_of_the_pairs(seed: int) -> None:
+    # The window's read sorts its ring arrays unstably, in whatever order they lie.
+    pairs = _stream(2000, seed=seed, ties=True)
+    shuffled = pairs[:]
+    random.Random(seed).shuffle(shuffled)
+    a = curves.ranking(pairs)
+    b = curves.ranking_of(np.array([p[0] for p in shuffled]), np.array([p[1] for p in shuffled]))
+    for left, right in ((a.tps, b.tps), (a.fps, b.fps), (a.thresholds, b.thresholds)):
+        assert left.tolist() == right.tolist()
+
+
+def test_a_read_after_every_label_sees_that_label() -> None:
+    # A read with no label since the last reuses its areas; one after a label must not.
+    pairs = _stream(400, seed=5)
+    ev = Prequential(window=64)
+    for i, (y, score) in enumerate(pairs):
+        ev.update(y, score)
+        last = pairs[max(0, i - 63):i + 1]
+        ys = [p[0] for p in last]
+        if 0 < sum(ys) < len(ys):
+            expected = sk.roc_auc_score(ys, [p[1] for p in last])
+            assert ev.summary().roc_auc == pytest.approx(expected, abs=1e-12), i
+            assert ev.summary().roc_auc == pytest.approx(expected, abs=1e-12), i
