@@ -243,10 +243,12 @@ class Metrics:
         self.label_rate = Gauge(
             f"{PREFIX}_label_rate", "Share of decisions that have received a label.", registry=r
         )
-        self.label_delay = Histogram(
+        # One observation per label, made in bulk at the once-a-second refresh: Histogram's
+        # observe held the scorer's thread ~2 ms a second at 2,000 labels/s.
+        self.label_delay = BulkHistogram(
             f"{PREFIX}_label_delay_seconds",
             "Event time from decision to label (chargebacks take days).",
-            buckets=LABEL_DELAY_BUCKETS, registry=r,
+            LABEL_DELAY_BUCKETS, r,
         )
         self.assumed_legit = Counter(
             f"{PREFIX}_labels_assumed_legit",

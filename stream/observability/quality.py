@@ -31,8 +31,7 @@ class QualityGauges:
         _model_gauges(m, model, snap)
         _set(m.alert_rate.labels(model), snap.alert_rate)
         _set(m.label_rate, snap.label_rate)
-        for delay in oversight.drain_label_delays():
-            m.label_delay.observe(delay)
+        m.label_delay.observe_many(oversight.drain_label_delays())
         for name, c in oversight.challengers().items():
             _model_gauges(m, name, c.metrics)
             _set(m.challenger_agreement.labels(name), c.agreement)

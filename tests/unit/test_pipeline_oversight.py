@@ -163,7 +163,15 @@ def test_label_delay_and_alert_rate_reach_the_evaluation() -> None:
     assert snap.decisions == 6000 and 0 < snap.labels < 6000
     assert snap.label_delay_mean_s == pytest.approx(3 * 86400.0)
     assert 0.0 <= snap.alert_rate <= 1.0 and not math.isnan(snap.label_rate)
-    assert pipe.oversight.drain_label_delays() and not pipe.oversight.drain_label_delays()
+    registry = CollectorRegistry()
+    QualityGauges(Metrics(registry)).refresh(pipe.oversight, pipe.model_version)
+    # Every label's delay reaches the histogram once (observed in bulk at the refresh).
+    assert registry.get_sample_value("fraudstream_label_delay_seconds_count") == snap.labels
+    assert registry.get_sample_value("fraudstream_label_delay_seconds_sum") == pytest.approx(
+        snap.labels * 3 * 86400.0)
+    assert registry.get_sample_value("fraudstream_label_delay_seconds_bucket",
+                                     {"le": "+Inf"}) == snap.labels
+    assert not pipe.oversight.drain_label_delays()
 
 
 def test_a_delayed_label_is_never_used_before_its_transaction_is_scored() -> None:
