@@ -194,7 +194,8 @@ def run(
     checkpoint_interval_ms: Annotated[float | None, Opt(min=0.0, help="Checkpoint period.")]
     = None,
     checkpoint_idle_ms: Annotated[float | None, Opt(
-        min=0.0, help="Checkpoint period once caught up (nothing fetched waits).")] = None,
+        min=0.0, help="Checkpoint period once caught up (nothing fetched waits); default "
+        "20 under exactly-once, the interval under at-least-once.")] = None,
     checkpoint_events: Annotated[int | None, Opt(min=1, help="Checkpoint every N records.")]
     = None,
     transactional_id: Annotated[str | None, Opt(help="Exactly-once producer id.")] = None,

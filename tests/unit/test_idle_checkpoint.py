@@ -66,3 +66,24 @@ def test_under_load_the_interval_still_batches_the_checkpoints() -> None:
 
 def test_an_idle_period_as_long_as_the_interval_changes_nothing() -> None:
     assert _committed(backlog=False, idle_ms=3_600_000.0) == [6]
+
+
+def test_at_least_once_keeps_the_interval_when_caught_up_unless_told_otherwise() -> None:
+    # Its verdicts are out before any checkpoint: checkpoints every 20 ms only cost CPU.
+    import time
+    from types import SimpleNamespace
+
+    from stream.serving.checkpoint import Checkpointer
+
+    def due_when_caught_up(**overrides: object) -> bool:
+        checkpointer = Checkpointer.__new__(Checkpointer)
+        checkpointer.settings = load_settings(environ={}, checkpoint_interval_ms=100.0,
+                                              **overrides)
+        checkpointer.ledger = SimpleNamespace(since_checkpoint=5, isolate_until={})
+        checkpointer._last = time.monotonic() - 0.05  # 50 ms ago, 5 records since
+        return checkpointer.due(idle=True)
+
+    assert due_when_caught_up()  # exactly-once: 20 ms
+    assert not due_when_caught_up(guarantee="at-least-once")  # the 100 ms interval
+    assert due_when_caught_up(guarantee="at-least-once", checkpoint_idle_ms=20.0)
+    assert not due_when_caught_up(checkpoint_idle_ms=80.0)
