@@ -125,7 +125,7 @@ def test_reads_have_no_side_effects() -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_ranking_is_the_same_for_any_order_of_the_pairs(seed: int) -> None:
-    # The window's read sorts its ring arrays unstably, in whatever order they lie.
+    # The window's read sorts its ring lists unstably, in whatever order they lie.
     pairs = _stream(2000, seed=seed, ties=True)
     shuffled = pairs[:]
     random.Random(seed).shuffle(shuffled)
