@@ -128,6 +128,14 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     poll_timeout_ms: int = Field(100, ge=0)
+    # How the scorer's group consumer fetches (Kafka's fetch.min.bytes and
+    # fetch.max.wait.ms): the broker answers a fetch once it holds `fetch_min_bytes` for it or
+    # after `fetch_max_wait_ms`. With one byte, every batch a producer sends came back as a
+    # fetch of its own; at 2,000 events/s on the 2-core machine those fetches cost the broker
+    # a sixth of a core and kept the scorer's cores busy enough to queue: 5 ms batches them
+    # (README "Benchmark", docs/benchmark.md).
+    fetch_min_bytes: int = Field(32_768, ge=1)
+    fetch_max_wait_ms: int = Field(5, ge=0, le=60_000)
     # Event-time alignment of transactions and labels (Kafka Streams' max.task.idle.ms and
     # buffered.records.per.partition): how long to wait for a partition that may still hold
     # earlier records, and how many records one partition may hold before it is paused.

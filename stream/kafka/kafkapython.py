@@ -103,8 +103,10 @@ def group_consumer_options(settings: Settings) -> dict[str, Any]:
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "partition_assignment_strategy": (RangePartitionAssignor,),
-        # Return a fetch as soon as one record is there (fetch_min_bytes = 1): latency.
-        "fetch_max_wait_ms": 100,
+        # A fetch waits for this many bytes or this long (config.py: batches, not a fetch
+        # per producer batch).
+        "fetch_min_bytes": settings.fetch_min_bytes,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         # As librdkafka: subscribing never creates a topic (`stream topics apply` does).
         "allow_auto_create_topics": False,
     }

@@ -68,6 +68,36 @@ def _batch(consumer: Consumer, most: int, timeout_s: float) -> list[Any]:
     return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
 
 
+def group_config(settings: Settings, watch: FailureWatch | None = None) -> dict[str, Any]:
+    """The scorer's group member: explicit commits only, read_committed, range assignor.
+
+    >>> from stream.config import load_settings
+    >>> config = group_config(load_settings(environ={}))
+    >>> config["fetch.min.bytes"], config["fetch.wait.max.ms"], config["isolation.level"]
+    (32768, 5, 'read_committed')
+    """
+    return {
+        **connection_config(settings, watch),
+        "group.id": settings.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        # A killed instance's partitions move after this long, not after 45 s.
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        "partition.assignment.strategy": "range",
+        # A fetch waits for this many bytes or this long (config.py: batches, not a fetch
+        # per producer batch).
+        "fetch.min.bytes": settings.fetch_min_bytes,
+        "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+        # Prefetch bound: what is queued locally is re-fetched after a rewind anyway.
+        "queued.max.messages.kbytes": 16 * 1024,
+        "on_commit": _commit_cb,
+    }
+
+
 def _sources(tps: list[Any]) -> list[Source]:
     return [(tp.topic, tp.partition) for tp in tps]
 
@@ -78,24 +108,7 @@ class RdkafkaGroupConsumer:
     def __init__(self, settings: Settings) -> None:
         self._watch = FailureWatch()
         self._subscribed = False
-        self._consumer = Consumer({
-            **connection_config(settings, self._watch),
-            "group.id": settings.group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            # A killed instance's partitions move after this long, not after 45 s.
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-            "partition.assignment.strategy": "range",
-            # Return a fetch as soon as one record is there (fetch.min.bytes = 1): latency.
-            "fetch.wait.max.ms": 100,
-            # Prefetch bound: what is queued locally is re-fetched after a rewind anyway.
-            "queued.max.messages.kbytes": 16 * 1024,
-            "on_commit": _commit_cb,
-        })
+        self._consumer = Consumer(group_config(settings, self._watch))
         self._failed: BaseException | None = None
         # Where each partition was last found at its end (`_marks`).
         self._ends: dict[Source, int] = {}
