@@ -59,6 +59,8 @@ MERCHANT_IMAGES = "merchant-images"
 """The merchant table images' internal-topic name: `<application_id>.merchant-images`."""
 EXACTLY_ONCE_IDLE_MS = 20.0
 """`idle_checkpoint_ms` under exactly-once when `checkpoint_idle_ms` is not set."""
+GROUP_FETCH = {"librdkafka": (32_768, 5), "kafka-python": (1, 100)}
+"""`group_fetch` by client, (min bytes, max wait ms), where the settings leave it."""
 
 
 class Settings(BaseSettings):
@@ -130,12 +132,9 @@ class Settings(BaseSettings):
     poll_timeout_ms: int = Field(100, ge=0)
     # How the scorer's group consumer fetches (Kafka's fetch.min.bytes and
     # fetch.max.wait.ms): the broker answers a fetch once it holds `fetch_min_bytes` for it or
-    # after `fetch_max_wait_ms`. With one byte, every batch a producer sends came back as a
-    # fetch of its own; at 2,000 events/s on the 2-core machine those fetches cost the broker
-    # a sixth of a core and kept the scorer's cores busy enough to queue: 5 ms batches them
-    # (README "Benchmark", docs/benchmark.md).
-    fetch_min_bytes: int = Field(32_768, ge=1)
-    fetch_max_wait_ms: int = Field(5, ge=0, le=60_000)
+    # after `fetch_max_wait_ms`. None: the client's default (`group_fetch`).
+    fetch_min_bytes: int | None = Field(None, ge=1)
+    fetch_max_wait_ms: int | None = Field(None, ge=0, le=60_000)
     # Event-time alignment of transactions and labels (Kafka Streams' max.task.idle.ms and
     # buffered.records.per.partition): how long to wait for a partition that may still hold
     # earlier records, and how many records one partition may hold before it is paused.
@@ -328,6 +327,29 @@ class Settings(BaseSettings):
         if not self.changelog_topic:
             object.__setattr__(self, "changelog_topic", self.internal_topic(CHANGELOG))
         return self
+
+    @property
+    def group_fetch(self) -> tuple[int, int]:
+        """The group consumer's (fetch min bytes, fetch max wait ms): the settings', else
+        32 KiB or 5 ms on librdkafka, and 1 byte or 100 ms on kafka-python.
+
+        Why batch on librdkafka: with one byte, every batch a producer sends came back as a
+        fetch of its own, and at 2,000 events/s on the 2-core machine those fetches cost
+        the broker a sixth of a core and queued the verdicts (p99 41-429 ms against 33-122
+        with 5 ms, README "Benchmark"); a verdict waits at most 5 ms more. Why not on
+        kafka-python: each fetch response is parsed in Python in the scorer's process, and
+        an idle scorer fetching every 5 ms used 0.25-0.30 of a core against 0.06.
+
+        >>> load_settings(environ={}).group_fetch
+        (32768, 5)
+        >>> load_settings(environ={}, kafka_client="kafka-python").group_fetch
+        (1, 100)
+        >>> load_settings(environ={}, fetch_max_wait_ms=20).group_fetch
+        (32768, 20)
+        """
+        min_bytes, max_wait_ms = GROUP_FETCH[self.kafka_client]
+        return (min_bytes if self.fetch_min_bytes is None else self.fetch_min_bytes,
+                max_wait_ms if self.fetch_max_wait_ms is None else self.fetch_max_wait_ms)
 
     @property
     def idle_checkpoint_ms(self) -> float:

@@ -103,10 +103,10 @@ def group_consumer_options(settings: Settings) -> dict[str, Any]:
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "partition_assignment_strategy": (RangePartitionAssignor,),
-        # A fetch waits for this many bytes or this long (config.py: batches, not a fetch
-        # per producer batch).
-        "fetch_min_bytes": settings.fetch_min_bytes,
-        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        # A fetch waits for this many bytes or this long (`Settings.group_fetch`: by default
+        # one byte, 100 ms, for every fetch response costs Python time here).
+        "fetch_min_bytes": settings.group_fetch[0],
+        "fetch_max_wait_ms": settings.group_fetch[1],
         # As librdkafka: subscribing never creates a topic (`stream topics apply` does).
         "allow_auto_create_topics": False,
     }

@@ -88,10 +88,10 @@ def group_config(settings: Settings, watch: FailureWatch | None = None) -> dict[
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": settings.heartbeat_interval_ms,
         "partition.assignment.strategy": "range",
-        # A fetch waits for this many bytes or this long (config.py: batches, not a fetch
-        # per producer batch).
-        "fetch.min.bytes": settings.fetch_min_bytes,
-        "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+        # A fetch waits for this many bytes or this long (`Settings.group_fetch`: by default
+        # 32 KiB or 5 ms, batches rather than a fetch per producer batch).
+        "fetch.min.bytes": settings.group_fetch[0],
+        "fetch.wait.max.ms": settings.group_fetch[1],
         # Prefetch bound: what is queued locally is re-fetched after a rewind anyway.
         "queued.max.messages.kbytes": 16 * 1024,
         "on_commit": _commit_cb,
