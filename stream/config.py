@@ -335,10 +335,11 @@ class Settings(BaseSettings):
 
         Why batch on librdkafka: with one byte, every batch a producer sends came back as a
         fetch of its own, and at 2,000 events/s on the 2-core machine those fetches cost
-        the broker a sixth of a core and queued the verdicts (p99 41-429 ms against 33-122
-        with 5 ms, README "Benchmark"); a verdict waits at most 5 ms more. Why not on
-        kafka-python: each fetch response is parsed in Python in the scorer's process, and
-        an idle scorer fetching every 5 ms used 0.25-0.30 of a core against 0.06.
+        the broker 0.06-0.14 of a core more and queued the verdicts (six alternating pairs:
+        p99 median 167 ms against 46 with 5 ms, README "Benchmark"); a verdict waits at most
+        5 ms more. Why not on kafka-python: each fetch response is parsed in Python in the
+        scorer's process, and an idle scorer fetching every 5 ms used 0.25-0.30 of a core
+        against 0.06.
 
         >>> load_settings(environ={}).group_fetch
         (32768, 5)
