@@ -66,12 +66,15 @@ class _Epoch:
     """The sends between two checkpoints, and the offsets that become committable once every
     one of them is acknowledged."""
 
-    __slots__ = ("outstanding", "failed", "offsets")
+    __slots__ = ("outstanding", "failed", "offsets", "report")
 
     def __init__(self) -> None:
         self.outstanding = 0
         self.failed: list[ClientError] = []
         self.offsets: Offsets = {}
+        # `delivered` bound once: `epoch.delivered` makes a new bound method at every read,
+        # which a producer cannot recognise as the callback it already wrapped.
+        self.report: Callable[[ClientError | None], None] = self.delivered
 
     def delivered(self, error: ClientError | None) -> None:
         self.outstanding -= 1
@@ -106,7 +109,7 @@ class AtLeastOnce:
              partition: int | None = None, headers: Headers | None = None) -> None:
         epoch = self._epoch
         try:
-            send_waiting(self.producer, topic, key, value, partition, headers, epoch.delivered)
+            send_waiting(self.producer, topic, key, value, partition, headers, epoch.report)
         except ClientError as exc:
             if exc.kind == "too_large":  # refused at once: this record only, nothing sent
                 raise classify(exc, "send failed") from exc

@@ -22,6 +22,7 @@ from kafka_adapters_support import (  # noqa: F401 - fixtures, used by name
     subscribed_fixture,
 )
 
+from stream.contracts.partitioning import partition_for
 from stream.errors import FencedError
 from stream.kafka.classify import ClientError, classify
 from stream.kafka.clients import Clients
@@ -46,6 +47,37 @@ def test_delivery_callbacks_run_inside_poll_and_flush_on_the_calling_thread(
     assert len(reports) == 20
     assert {error for error, _ in reports} == {None}
     assert {thread for _, thread in reports} == {threading.get_ident()}
+
+
+def test_records_sent_with_shared_and_changing_headers_and_callbacks_keep_their_own(
+        clients: Clients, subscribed: Any, new_topic: Callable[..., str]) -> None:
+    # The librdkafka adapter reuses the last headers list and callback wrapper while the
+    # same objects come back (a checkpoint's stamp, an epoch's callback): a record without
+    # headers or callback, or with others, must not inherit the previous record's.
+    topic = new_topic(partitions=3, prefix="reuse")
+    stamp = (("application_id", b"app"),)
+    first: list[ClientError | None] = []
+    second: list[ClientError | None] = []
+    plan = [(stamp, first.append, None), (stamp, first.append, 2), (None, None, None),
+            ((("i", b"3"),), second.append, 1), (stamp, None, 0), (None, first.append, None)]
+    producer = clients.producer()
+    try:
+        for i, (headers, callback, partition) in enumerate(plan):
+            producer.send(topic, b"k%d" % i, b"%d" % i, partition, headers, callback)
+        assert producer.flush(T) == 0
+    finally:
+        producer.close(T)
+    assert first == [None, None, None] and second == [None]
+    consumer, _ = subscribed([topic])
+    records, _ = drain(consumer, len(plan))
+    by_value = {int(r.value or b"-1"): r for r in records}
+    assert sorted(by_value) == list(range(len(plan)))
+    for i, (headers, _, partition) in enumerate(plan):
+        record = by_value[i]
+        assert record.key == b"k%d" % i
+        assert record.headers == (headers or ())
+        assert record.partition == (partition_for(record.key, 3) if partition is None
+                                    else partition)
 
 
 def test_too_large_record_is_a_too_large_error(clients: Clients,

@@ -38,6 +38,19 @@ def test_offsets_wait_for_every_acknowledgement_of_their_checkpoint() -> None:
     assert consumer.commits == [({("tx", 0): 2}, True)]
 
 
+def test_the_sends_of_a_checkpoint_share_one_delivery_callback() -> None:
+    # The librdkafka adapter wraps a callback once and reuses the wrapper while the same
+    # object comes back; a new bound method per record made it wrap (allocate) every time.
+    delivery, producer, _ = _delivery()
+    delivery.send("verdicts", b"k", b"v1")
+    delivery.send("changelog", b"k", b"v2", partition=0)
+    delivery.commit(_tp(0, 1), wait=False)
+    delivery.send("verdicts", b"k", b"v3")
+    first, second, third = producer.unacked
+    assert first is second and first is not None
+    assert third is not first  # the next checkpoint's epoch counts its own sends
+
+
 def test_a_later_checkpoint_is_never_committed_before_an_earlier_one() -> None:
     delivery, producer, consumer = _delivery()
     delivery.send("verdicts", b"k", b"old")
