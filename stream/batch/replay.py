@@ -20,11 +20,11 @@ from typing import Any
 from stream.assembly import merchant_partitions, time_bounds
 from stream.batch.source import RunStats, Sourced, decode_as, run_items
 from stream.config import Settings
-from stream.contracts.codec import MAX_FIELD_LENGTH, TimeBounds, encode_verdict
+from stream.contracts.codec import MAX_FIELD_LENGTH, TimeBounds
 from stream.contracts.messages import Transaction
 from stream.core.evaluation.prequential import Summary
 from stream.core.pipeline import Pipeline, PipelineConfig, Scored
-from stream.core.verdicts import to_verdict
+from stream.core.verdicts import verdict_bytes
 from stream.devtools.progress import progress_bar
 from stream.errors import InfrastructureError
 from stream.kafka.classify import ClientError
@@ -71,19 +71,19 @@ class VerdictWriter:
 
     def __call__(self, partition: int, tx: Transaction, scored: Scored, origin: Any) -> None:
         now = time.perf_counter()
-        verdict = to_verdict(tx, scored, self.pipeline.model_version, time.time(),
-                             (now - self._last) * 1000)
+        value = verdict_bytes(tx, scored, self.pipeline.model_version, time.time(),
+                              (now - self._last) * 1000)
         self._last = now
         key = origin.key if origin is not None and origin.key is not None else \
             tx.card_id.encode()
         try:
-            self.producer.send(self.topic, key, encode_verdict(verdict),
+            self.producer.send(self.topic, key, value,
                                on_delivery=self._delivered)
         except ClientError as exc:
             if exc.kind != "queue_full":
                 raise InfrastructureError(f"back-filling to {self.topic} failed: {exc}") from None
             self.producer.flush(60.0)
-            self.producer.send(self.topic, key, encode_verdict(verdict),
+            self.producer.send(self.topic, key, value,
                                on_delivery=self._delivered)
         self.sent += 1
         if self.sent % self.flush_every == 0:

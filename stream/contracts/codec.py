@@ -321,20 +321,38 @@ def format_time(epoch_s: float) -> str:
 
 def encode_verdict(verdict: Verdict) -> bytes:
     """Serialise a verdict; optional parts are omitted rather than sent as null."""
+    return verdict_json(verdict.transaction_id, verdict.card_id, verdict.score,
+                        verdict.decision, verdict.model_version, verdict.scored_at,
+                        verdict.latency_ms, verdict.model_state, verdict.contributions,
+                        verdict.challengers)
+
+
+def verdict_json(transaction_id: str, card_id: str, score: float, decision: str,
+                 model_version: str, scored_at: str, latency_ms: float, model_state: str,
+                 contributions: dict[str, float] | None,
+                 challengers: dict[str, float] | None) -> bytes:
+    """A verdict's JSON from its fields: the one place that knows the verdict's wire form,
+    for `encode_verdict` and for the scorer's per-event path, which skips the frozen
+    `Verdict` (core/verdicts.py `verdict_bytes`).
+
+    >>> verdict_json("t1", "c1", 0.5, "review", "lr@1", "1970-01-01T00:00:00.000Z", 3.0,
+    ...              "ready", None, None)[:40]
+    b'{"transaction_id":"t1","card_id":"c1","s'
+    """
     body: dict[str, Any] = {
-        "transaction_id": verdict.transaction_id,
-        "card_id": verdict.card_id,
-        "score": verdict.score,
-        "decision": verdict.decision,
-        "model_version": verdict.model_version,
-        "scored_at": verdict.scored_at,
-        "latency_ms": verdict.latency_ms,
-        "model_state": verdict.model_state,
+        "transaction_id": transaction_id,
+        "card_id": card_id,
+        "score": score,
+        "decision": decision,
+        "model_version": model_version,
+        "scored_at": scored_at,
+        "latency_ms": latency_ms,
+        "model_state": model_state,
     }
-    if verdict.contributions is not None:
-        body["contributions"] = verdict.contributions
-    if verdict.challengers is not None:
-        body["challengers"] = verdict.challengers
+    if contributions is not None:
+        body["contributions"] = contributions
+    if challengers is not None:
+        body["challengers"] = challengers
     return orjson.dumps(body)
 
 

@@ -17,10 +17,10 @@ import time
 from typing import Protocol
 
 from stream.config import Settings
-from stream.contracts.codec import DecodeError, dead_letter_record, encode_verdict
+from stream.contracts.codec import DecodeError, dead_letter_record
 from stream.contracts.messages import DeadLetter, Label, SourceRef, Transaction
 from stream.core.pipeline import Pipeline
-from stream.core.verdicts import to_verdict
+from stream.core.verdicts import verdict_bytes
 from stream.errors import OutputTooLargeError
 from stream.kafka.records import Headers, Record, Source
 from stream.observability.metrics import Metrics
@@ -143,10 +143,9 @@ class RecordHandler:
             return
         now = time.time()
         record_ts = record.timestamp_ms
-        verdict = to_verdict(tx, scored, self.pipeline.model_version, now,
-                             max(0.0, now * 1000.0 - record_ts))
+        value = verdict_bytes(tx, scored, self.pipeline.model_version, now,
+                              max(0.0, now * 1000.0 - record_ts))
         key = record.key if record.key is not None else tx.card_id.encode()
-        value = encode_verdict(verdict)
         if len(key) + len(value) > self._max_output:
             raise PoisonRecord(record.source, record.offset, "output_too_large",
                                f"its verdict would be {len(key) + len(value)} bytes, more "

@@ -21,6 +21,8 @@ from stream.contracts.codec import (
     encode_verdict,
 )
 from stream.contracts.messages import DeadLetter, Label, SourceRef, Transaction, Verdict
+from stream.core.pipeline import Scored
+from stream.core.verdicts import to_verdict, verdict_bytes
 
 BOUNDS = TimeBounds(ahead_s=7 * 86400.0, behind_s=3650 * 86400.0)
 payloads = st.one_of(st.none(), st.binary(max_size=300), near_valid(), near_valid("label"))
@@ -89,3 +91,23 @@ def test_decoding_does_not_depend_on_the_bounds_for_anything_but_time(raw: bytes
         assert free == bounded
     elif bounded != "timestamp_out_of_range":
         assert free == bounded
+
+
+numbers = st.floats(allow_nan=False, allow_infinity=False)
+scores = st.dictionaries(st.text(max_size=12), numbers, max_size=4)
+
+
+@given(st.text(max_size=20), st.text(max_size=20), numbers,
+       st.sampled_from(["approve", "review", "decline"]), st.sampled_from(["ready", "warming"]),
+       scores, scores, st.floats(0, 2e9), st.floats(0, 1e7))
+def test_the_scorers_verdict_bytes_are_the_verdicts_encoding(
+        tx_id: str, card: str, score: float, decision: str, state: str,
+        contributions: dict[str, float], challengers: dict[str, float], now_s: float,
+        latency_ms: float) -> None:
+    # The live scorer encodes without building a Verdict (core/verdicts.py): the wire form
+    # must be exactly the contract's, whatever the fields hold.
+    tx = Transaction(tx_id, card, "m", 1.0, 1_767_225_600.0)
+    scored = Scored(score, decision, contributions, 0,  # type: ignore[arg-type]
+                    challengers=challengers, model_state=state)  # type: ignore[arg-type]
+    assert verdict_bytes(tx, scored, "lr@1", now_s, latency_ms) == encode_verdict(
+        to_verdict(tx, scored, "lr@1", now_s, latency_ms))
