@@ -77,7 +77,8 @@ class RdkafkaProducer:
              on_delivery: DeliveryCallback | None = None) -> None:
         """Enqueue one record, by position: the binding parses keyword arguments one by one,
         which with the per-call dict made a record cost about 4 us to enqueue instead of 0.7
-        (two records an event at-least-once; docs/benchmark.md "Sends by position")."""
+        (two records an event at-least-once; docs/benchmark.md "Sends by position, verdicts
+        without the dataclass")."""
         if on_delivery is not self._callback:
             self._callback = on_delivery
             self._wrapped = None if on_delivery is None else _report(on_delivery)
