@@ -89,10 +89,8 @@ class RdkafkaProducer:
                     self._headers, self._header_list = headers, list(headers)
                 self._producer.produce(topic, value, key, where, self._wrapped,
                                        headers=self._header_list)
-            elif self._wrapped is not None:
+            else:  # a None callback is the producer's default one (the binding's rule)
                 self._producer.produce(topic, value, key, where, self._wrapped)
-            else:
-                self._producer.produce(topic, value, key, where)
         except BufferError:
             raise ClientError("the producer's local queue is full", kind="queue_full",
                               retriable=True) from None
