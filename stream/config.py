@@ -59,7 +59,7 @@ MERCHANT_IMAGES = "merchant-images"
 """The merchant table images' internal-topic name: `<application_id>.merchant-images`."""
 EXACTLY_ONCE_IDLE_MS = 20.0
 """`idle_checkpoint_ms` under exactly-once when `checkpoint_idle_ms` is not set."""
-GROUP_FETCH = {"librdkafka": (32_768, 5), "kafka-python": (1, 100)}
+GROUP_FETCH = {"librdkafka": (32_768, 2), "kafka-python": (1, 100)}
 """`group_fetch` by client, (min bytes, max wait ms), where the settings leave it."""
 
 
@@ -331,18 +331,22 @@ class Settings(BaseSettings):
     @property
     def group_fetch(self) -> tuple[int, int]:
         """The group consumer's (fetch min bytes, fetch max wait ms): the settings', else
-        32 KiB or 5 ms on librdkafka, and 1 byte or 100 ms on kafka-python.
+        32 KiB or 2 ms on librdkafka, and 1 byte or 100 ms on kafka-python.
 
         Why batch on librdkafka: with one byte, every batch a producer sends came back as a
         fetch of its own, and at 2,000 events/s on the 2-core machine those fetches cost
         the broker 0.06-0.14 of a core more and queued the verdicts (six alternating pairs:
-        p99 median 167 ms against 46 with 5 ms, README "Benchmark"); a verdict waits at most
-        5 ms more. Why not on kafka-python: each fetch response is parsed in Python in the
-        scorer's process, and an idle scorer fetching every 5 ms used 0.25-0.30 of a core
-        against 0.06.
+        p99 median 167 ms against 46 with 5 ms, README "Benchmark"). Why 2 ms and not 5:
+        below 32 KiB a fetch is a timer, and a transaction released in event-time order
+        waits for the fetch after the one that brought it (it proves the other partitions'
+        ends), so each millisecond of wait is paid about twice. At 2,000 events/s, four
+        alternated rounds: p50 8-9 ms against 12-14, p99 16-30 against 21-59, for 0.02 of a
+        core more in the scorer and 0.04 in the broker (0.01 and 0.03 when idle). Why not on
+        kafka-python: each fetch response is parsed in Python in the scorer's process, and
+        an idle scorer fetching every 5 ms used 0.25-0.30 of a core against 0.06.
 
         >>> load_settings(environ={}).group_fetch
-        (32768, 5)
+        (32768, 2)
         >>> load_settings(environ={}, kafka_client="kafka-python").group_fetch
         (1, 100)
         >>> load_settings(environ={}, fetch_max_wait_ms=20).group_fetch

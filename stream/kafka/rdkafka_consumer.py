@@ -74,7 +74,7 @@ def group_config(settings: Settings, watch: FailureWatch | None = None) -> dict[
     >>> from stream.config import load_settings
     >>> config = group_config(load_settings(environ={}))
     >>> config["fetch.min.bytes"], config["fetch.wait.max.ms"], config["isolation.level"]
-    (32768, 5, 'read_committed')
+    (32768, 2, 'read_committed')
     """
     return {
         **connection_config(settings, watch),
@@ -89,7 +89,7 @@ def group_config(settings: Settings, watch: FailureWatch | None = None) -> dict[
         "heartbeat.interval.ms": settings.heartbeat_interval_ms,
         "partition.assignment.strategy": "range",
         # A fetch waits for this many bytes or this long (`Settings.group_fetch`: by default
-        # 32 KiB or 5 ms, batches rather than a fetch per producer batch).
+        # 32 KiB or 2 ms, batches rather than a fetch per producer batch).
         "fetch.min.bytes": settings.group_fetch[0],
         "fetch.wait.max.ms": settings.group_fetch[1],
         # Prefetch bound: what is queued locally is re-fetched after a rewind anyway.

@@ -116,7 +116,7 @@ def test_both_adapters_fetch_as_the_settings_say() -> None:
     assert (kp["fetch_min_bytes"], kp["fetch_max_wait_ms"]) == (1000, 7)
     # Unset: batches on librdkafka; on kafka-python, whose every fetch response costs the
     # scorer's process Python time, a fetch as soon as one record is there.
-    assert group_config(load_settings(environ={}))["fetch.wait.max.ms"] == 5
+    assert group_config(load_settings(environ={}))["fetch.wait.max.ms"] == 2
     kp_defaults = group_consumer_options(load_settings(environ={}, kafka_client="kafka-python"))
     assert (kp_defaults["fetch_min_bytes"], kp_defaults["fetch_max_wait_ms"]) == (1, 100)
     for bad in ({"FRAUDSTREAM_FETCH_MIN_BYTES": "0"}, {"FRAUDSTREAM_FETCH_MAX_WAIT_MS": "-1"}):
