@@ -61,6 +61,11 @@ EXACTLY_ONCE_IDLE_MS = 20.0
 """`idle_checkpoint_ms` under exactly-once when `checkpoint_idle_ms` is not set."""
 GROUP_FETCH = {"librdkafka": (32_768, 2), "kafka-python": (1, 100)}
 """`group_fetch` by client, (min bytes, max wait ms), where the settings leave it."""
+READER_FETCH_WAIT_MS = 20
+"""The group-less readers' fetch wait (restores, the merchant feed): the end of a partition
+shows only in a fetch response, so they do not wait long for one."""
+KAFKA_PYTHON_IDLE_MS = 540_000
+"""kafka-python's `connections_max_idle_ms`: its request timeout must stay below it."""
 
 
 class Settings(BaseSettings):
@@ -423,6 +428,41 @@ class Settings(BaseSettings):
             raise ValueError("promotion swaps a partition's champion: not with "
                              "model_state 'shared' (the default); set model_state = "
                              "'partition' to promote challengers")
+        return self
+
+    @model_validator(mode="after")
+    def _fetch_within_request(self) -> Settings:
+        """Refuse, when the settings are read, a fetch wait that a request cannot outlast.
+
+        Why: the broker may hold a quiet fetch for the whole wait, so a request timeout at or
+        below it times out every such fetch. kafka-python refuses that consumer only when it
+        is built, after the scorer has started and restored its state, and also wants the
+        request timeout below its idle-connection limit (9 minutes); librdkafka builds it
+        and warns. The same holds for the readers' fetches (`READER_FETCH_WAIT_MS`).
+
+        >>> try:
+        ...     load_settings(environ={}, kafka_client="kafka-python", request_timeout_ms=100)
+        ... except ConfigError as e:
+        ...     print(str(e).split(": ", 1)[1][:81])
+        Value error, fetch_max_wait_ms 100 (kafka-python's default) must be below request
+        >>> load_settings(environ={}, request_timeout_ms=100).group_fetch  # librdkafka: 2 ms
+        (32768, 2)
+        """
+        wait, timeout = self.group_fetch[1], self.request_timeout_ms
+        if wait >= timeout:
+            given = f" ({self.kafka_client}'s default)" if self.fetch_max_wait_ms is None else ""
+            raise ValueError(
+                f"fetch_max_wait_ms {wait}{given} must be below request_timeout_ms {timeout}: "
+                "the broker may hold a fetch that long, and every such fetch would time out")
+        if READER_FETCH_WAIT_MS >= timeout:
+            raise ValueError(
+                f"request_timeout_ms {timeout} must be above {READER_FETCH_WAIT_MS}, the fetch "
+                "wait of the readers that restore state and follow the merchant feed")
+        if self.kafka_client == "kafka-python" and self.request_timeout_ms >= KAFKA_PYTHON_IDLE_MS:
+            raise ValueError(
+                f"request_timeout_ms {self.request_timeout_ms} must be below kafka-python's "
+                f"connections_max_idle_ms ({KAFKA_PYTHON_IDLE_MS}), which closes a connection "
+                "idle that long")
         return self
 
     @model_validator(mode="after")

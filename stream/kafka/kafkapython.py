@@ -26,7 +26,7 @@ from kafka import TopicPartition
 from kafka import errors as kerr
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
-from stream.config import Settings
+from stream.config import READER_FETCH_WAIT_MS, Settings
 from stream.kafka.kafkapython_admin import KafkaPythonAdmin
 from stream.kafka.kafkapython_consumer import KafkaPythonGroupConsumer, new_consumer
 from stream.kafka.kafkapython_errors import client_error
@@ -122,7 +122,7 @@ def reader_options(settings: Settings, bulk: bool) -> dict[str, Any]:
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         # The end of a partition shows only in a fetch response: do not wait long for one.
-        "fetch_max_wait_ms": 20,
+        "fetch_max_wait_ms": READER_FETCH_WAIT_MS,
         "allow_auto_create_topics": False,
     }
     if bulk:

@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
 
-from stream.config import Settings
+from stream.config import READER_FETCH_WAIT_MS, Settings
 from stream.kafka.classify import ClientError, FailureWatch
 from stream.kafka.clients import RebalanceListener
 from stream.kafka.rdkafka import _tp, client_error, connection_config, explained
@@ -259,7 +259,7 @@ class RdkafkaReader:
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
-            "fetch.wait.max.ms": 20,
+            "fetch.wait.max.ms": READER_FETCH_WAIT_MS,
         }
         if bulk:  # restores read whole partitions: big fetches
             config["fetch.max.bytes"] = 64 * 1024 * 1024

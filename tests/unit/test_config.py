@@ -122,3 +122,38 @@ def test_both_adapters_fetch_as_the_settings_say() -> None:
     for bad in ({"FRAUDSTREAM_FETCH_MIN_BYTES": "0"}, {"FRAUDSTREAM_FETCH_MAX_WAIT_MS": "-1"}):
         with pytest.raises(ConfigError, match="fetch_m"):
             load_settings(environ=bad)
+
+
+@pytest.mark.parametrize(("client", "values", "message"), [
+    ("kafka-python", {"FRAUDSTREAM_REQUEST_TIMEOUT_MS": "100"},
+     r"fetch_max_wait_ms 100 \(kafka-python's default\) must be below request_timeout_ms 100"),
+    ("librdkafka", {"FRAUDSTREAM_FETCH_MAX_WAIT_MS": "5000",
+                    "FRAUDSTREAM_REQUEST_TIMEOUT_MS": "5000"},
+     "fetch_max_wait_ms 5000 must be below request_timeout_ms 5000"),
+    ("librdkafka", {"FRAUDSTREAM_REQUEST_TIMEOUT_MS": "20"},
+     "request_timeout_ms 20 must be above 20, the fetch wait of the readers"),
+    ("kafka-python", {"FRAUDSTREAM_REQUEST_TIMEOUT_MS": "540000"},
+     r"below kafka-python's connections_max_idle_ms \(540000\)"),
+])
+def test_a_fetch_wait_no_request_outlasts_is_refused_when_read(
+        client: str, values: dict[str, str], message: str) -> None:
+    """Found by hand: kafka-python refused such a consumer only when the scorer built it,
+    after the restore; librdkafka built it and timed out quiet fetches."""
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={"FRAUDSTREAM_KAFKA_CLIENT": client, **values})
+
+
+def test_the_fetch_check_is_kafka_pythons_own() -> None:
+    """What the settings refuse, kafka-python's consumer refuses too (before it connects);
+    what they accept reaches it unchanged."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaConfigurationError
+
+    from stream.kafka.kafkapython import group_consumer_options
+
+    with pytest.raises(KafkaConfigurationError, match="fetch_max_wait_ms"):
+        KafkaConsumer(bootstrap_servers="localhost:1", request_timeout_ms=100,
+                      fetch_max_wait_ms=100)
+    settings = load_settings(environ={}, kafka_client="kafka-python", request_timeout_ms=101)
+    options = group_consumer_options(settings)
+    assert (options["fetch_max_wait_ms"], options["request_timeout_ms"]) == (100, 101)
