@@ -147,3 +147,20 @@ def test_a_read_after_every_label_sees_that_label() -> None:
             expected = sk.roc_auc_score(ys, [p[1] for p in last])
             assert ev.summary().roc_auc == pytest.approx(expected, abs=1e-12), i
             assert ev.summary().roc_auc == pytest.approx(expected, abs=1e-12), i
+
+
+def test_log_loss_on_read_equals_rivers_rolling_log_loss() -> None:
+    """The window's log loss is computed when read; River's rolling LogLoss, which it
+    replaced on the per-label path, is the reference (scores of exactly 0 and 1 included:
+    both clamp them to 1e-15 from the ends)."""
+    from river import metrics, utils
+
+    window = 300
+    pairs = [*_stream(1000, seed=3), (True, 0.0), (False, 1.0), (True, 1.0), (False, 0.0)]
+    ev = Prequential(window=window)
+    rolling = utils.Rolling(metrics.LogLoss, window_size=window)
+    for i, (y, score) in enumerate(pairs):
+        ev.update(y, score)
+        rolling.update(y, score)
+        if i in (0, 299, 300, 777, len(pairs) - 3, len(pairs) - 1):
+            assert ev.summary().log_loss == pytest.approx(rolling.get(), rel=1e-9), i

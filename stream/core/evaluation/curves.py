@@ -138,6 +138,25 @@ def log_loss(pairs: Collection[tuple[bool, float]], eps: float = 1e-15) -> float
     return total / count if count else math.nan
 
 
+def mean_log_loss(labels: np.ndarray, scores: np.ndarray, eps: float = 1e-15) -> float:
+    """`log_loss` of arrays in one vectorised pass: the prequential window's, once a read.
+
+    Scores are clamped to [eps, 1 - eps] as River's `LogLoss` clamps them, so it is the
+    value River's rolling `LogLoss` over the same window gives, to rounding. The values of
+    River's own example:
+
+    >>> labels = np.array([True, False, False, True])
+    >>> round(mean_log_loss(labels, np.array([0.9, 0.1, 0.2, 0.65])), 6)
+    0.216162
+    >>> mean_log_loss(labels[:0], np.array([]))
+    nan
+    """
+    if len(scores) == 0:
+        return math.nan
+    p = np.clip(scores, eps, 1.0 - eps)
+    return float(-np.log(np.where(labels, p, 1.0 - p)).mean())
+
+
 def confusion_rates(
     pairs: Collection[tuple[bool, float]], threshold: float
 ) -> tuple[float, float, float]:

@@ -4,11 +4,12 @@ Each update pairs the score production gave with the label when it arrives, so t
 numbers are what the business experienced, not a flattering re-score by a later model.
 
 All label metrics are over the last `window` labelled decisions, so a dashboard shows the
-model as it is now, not its average since start. Log loss uses River's rolling LogLoss. ROC
-AUC, average precision and the threshold metrics share one window of (label, score) pairs:
-the confusion counts per threshold are kept incrementally, the two areas are computed on
-read by one sort (see curves.py for why not River's rolling AUC; reads are once a second,
-labels are many, so the hot path only appends).
+model as it is now, not its average since start. ROC AUC, average precision, log loss and
+the threshold metrics share one window of (label, score) pairs: the confusion counts per
+threshold are kept incrementally, the two areas and the log loss are computed on read (one
+sort, one vectorised pass; see curves.py for why not River's rolling AUC). Reads are once a
+second and labels are many, so the hot path only appends: River's rolling LogLoss, updated
+and reverted per label, was 3.2 of the 4.2 us a label cost here.
 
 The window's pairs are two ring lists rather than a deque of tuples: a label overwrites
 two slots instead of making a tuple, the read copies two flat lists into arrays instead of
@@ -26,7 +27,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from river import metrics, utils
 
 from stream.core.evaluation import curves
 
@@ -114,13 +114,13 @@ class Prequential:
         self.window = window
         self.review_threshold = review_threshold
         self.decline_threshold = decline_threshold
-        self._log_loss = utils.Rolling(metrics.LogLoss, window_size=window)
         # The window's (label, score) pairs, oldest at `_at` once `_n` reaches the window.
         self._ys = [False] * window
         self._ss = [0.0] * window
         self._n = 0
         self._at = 0
-        self._areas: tuple[int, float, float] = (0, math.nan, math.nan)  # labels, AUC, AP
+        # Labels counted at the last read, and its ROC AUC, average precision and log loss.
+        self._areas: tuple[int, float, float, float] = (0, math.nan, math.nan, math.nan)
         self._counts = {"review": _Counts(review_threshold),
                         "decline": _Counts(decline_threshold)}
         self._delays: deque[float] = deque(maxlen=window)
@@ -136,7 +136,6 @@ class Prequential:
     ) -> None:
         """One label for a decision made earlier with `score`."""
         y = bool(y_true)
-        self._log_loss.update(y, score)
         self._labels += 1
         self._positives += y
         at, ys, ss = self._at, self._ys, self._ss
@@ -169,13 +168,14 @@ class Prequential:
     def summary(self) -> Summary:
         """Read every metric; cheap enough for a once-a-second gauge refresh."""
         n = self._n
-        labels, roc_auc, pr_auc = self._areas
+        labels, roc_auc, pr_auc, loss = self._areas
         if labels != self._labels:
-            rank = curves.ranking_of(np.fromiter(self._ys[:n], np.bool_, n),
-                                     np.fromiter(self._ss[:n], np.float64, n))
+            ys = np.fromiter(self._ys[:n], np.bool_, n)
+            ss = np.fromiter(self._ss[:n], np.float64, n)
+            rank = curves.ranking_of(ys, ss)
             roc_auc, pr_auc = curves.roc_auc(rank), curves.average_precision(rank)
-            self._areas = (self._labels, roc_auc, pr_auc)
-        loss = float(self._log_loss.get()) if self._labels else math.nan  # type: ignore[operator]
+            loss = curves.mean_log_loss(ys, ss)
+            self._areas = (self._labels, roc_auc, pr_auc, loss)
         delays = sorted(self._delays)
         return Summary(
             labels=self._labels,
