@@ -435,10 +435,11 @@ class Settings(BaseSettings):
         """Refuse, when the settings are read, a fetch wait that a request cannot outlast.
 
         Why: the broker may hold a quiet fetch for the whole wait, so a request timeout at or
-        below it times out every such fetch. kafka-python refuses that consumer only when it
-        is built, after the scorer has started and restored its state, and also wants the
-        request timeout below its idle-connection limit (9 minutes); librdkafka builds it
-        and warns. The same holds for the readers' fetches (`READER_FETCH_WAIT_MS`).
+        below it times out every such fetch. kafka-python refuses to build such a consumer
+        (and one whose request timeout reaches its 9-minute idle-connection limit), which
+        `stream run` reported as "cannot reach Kafka ...; is the broker up?"; librdkafka
+        builds it and only warns. The same holds for the readers' fetches
+        (`READER_FETCH_WAIT_MS`).
 
         >>> try:
         ...     load_settings(environ={}, kafka_client="kafka-python", request_timeout_ms=100)

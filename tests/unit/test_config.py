@@ -137,8 +137,9 @@ def test_both_adapters_fetch_as_the_settings_say() -> None:
 ])
 def test_a_fetch_wait_no_request_outlasts_is_refused_when_read(
         client: str, values: dict[str, str], message: str) -> None:
-    """Found by hand: kafka-python refused such a consumer only when the scorer built it,
-    after the restore; librdkafka built it and timed out quiet fetches."""
+    """Found by hand: kafka-python refused to build such a consumer, which `stream run`
+    reported as "cannot reach Kafka ...; is the broker up?"; librdkafka built it and timed
+    quiet fetches out."""
     with pytest.raises(ConfigError, match=message):
         load_settings(environ={"FRAUDSTREAM_KAFKA_CLIENT": client, **values})
 
