@@ -152,6 +152,12 @@ class AtLeastOnce:
         except ClientError as exc:
             raise classify(exc, "offset commit failed") from exc
 
+    @property
+    def settled(self) -> bool:
+        """Nothing sent since the last checkpoint, and every checkpoint's offsets committed:
+        no work in flight that a lost group membership could strand."""
+        return self._epoch.outstanding == 0 and not self._closed
+
     def reset(self, replace: bool = True) -> None:
         """After a failure: drop unsent output (it will be redone) and start a new producer
         (always: `replace` is for the exactly-once guarantee's sake)."""
@@ -271,6 +277,12 @@ class ExactlyOnce:
                 f"transaction {what} did not return within {self.timeout_s + 5.0:.0f}s")
         if outcome[0] is not None:
             raise outcome[0]
+
+    @property
+    def settled(self) -> bool:
+        """No transaction open: every checkpoint so far committed (or aborted by a rewind),
+        nothing in flight that a lost group membership could strand."""
+        return not self._open and not self._wedged
 
     def reset(self, replace: bool = False) -> None:
         """After a failed checkpoint: abort the open transaction, so nothing from it ever

@@ -109,6 +109,14 @@ class Recovery:
         if now - ledger.failing_since > self.settings.max_outage_s:
             raise InfrastructureError(self._giving_up(ledger.failures, exc)) from exc
 
+    def settled(self) -> bool:
+        """True when the scorer holds nothing uncommitted: no recovery pending, no record
+        processed since the last checkpoint or rewind, and nothing in flight in the delivery.
+        Its state is then the last committed checkpoint's, so losing the group's membership
+        strands nothing and needs no rewind (`Rebalance.on_lost`)."""
+        return (self.broken_since is None and self.ledger.since_checkpoint == 0
+                and self.delivery.settled)
+
     def _giving_up(self, failures: int, exc: Exception) -> str:
         """The one line the run ends with: the broker's absence first when the probe saw
         it, since that is what an operator acts on (the client's own error can be as
