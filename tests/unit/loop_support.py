@@ -1,11 +1,12 @@
 """In-memory doubles for unit tests that drive `ScorerLoop` under exactly-once: a
 transactional producer that keeps what each committed transaction held (and can fail chosen
 commits), the clients' committed offsets it implies, and synthetic transaction records of
-one partition. Used by test_loop_budget.py, test_idle_checkpoint.py and test_turn_bound.py."""
+one partition. Used by test_loop_budget.py, test_idle_checkpoint.py, test_turn_bound.py and
+test_lost_membership.py."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ import orjson
 from stream.contracts.codec import decode_transaction
 from stream.devtools.synthetic import TrafficConfig, generate
 from stream.kafka.classify import ClientError
-from stream.kafka.records import Polled, Record, Source
+from stream.kafka.records import BEGINNING, Polled, Record, Source
 from stream.kafka.testing import MemoryConsumer, MemoryProducer
 
 TX, LABELS = ("tx", 0), ("labels", 0)
@@ -81,6 +82,35 @@ class Batches(MemoryConsumer):
         self.asked += 1
         batch, self.records = self.records[:max_records], self.records[max_records:]
         return Polled(batch, [] if self.records else list(self.sources), more=bool(self.records))
+
+
+class LogConsumer(MemoryConsumer):
+    """Reads one transactions partition (and an empty labels partition) from a position a
+    seek moves; the rebalance listener hears the assignment in the first poll."""
+
+    def __init__(self, records: list[Record]) -> None:
+        super().__init__()
+        self.log = records
+        self.position = 0
+        self.on_poll: Callable[[int], None] = lambda _polls: None
+        self.polls_made = 0
+
+    def poll(self, max_records: int, timeout_s: float) -> Polled:
+        self.polls_made += 1
+        self.on_poll(self.polls_made)
+        if not self.assigned:
+            self.assigned = [TX, LABELS]
+            assert self.listener is not None
+            self.listener.on_assigned(list(self.assigned))
+        batch = self.log[self.position:self.position + max_records]
+        self.position += len(batch)
+        at_end = [LABELS] + ([TX] if self.position >= len(self.log) else [])
+        return Polled(batch, at_end)
+
+    def seek(self, source: Source, offset: int) -> None:
+        super().seek(source, offset)
+        if source == TX:
+            self.position = 0 if offset == BEGINNING else offset
 
 
 class Checkpoints(TransactionalLog):

@@ -8,10 +8,8 @@ so that what a committed transaction held can be read back."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import orjson
-from loop_support import LABELS, TX, Clients, TransactionalLog, tx_records
+from loop_support import TX, Clients, LogConsumer, TransactionalLog, tx_records
 from prometheus_client import CollectorRegistry
 from state_support import PER_PARTITION
 
@@ -19,39 +17,9 @@ from stream.assembly import model_version, pipeline_config
 from stream.config import Settings, load_settings
 from stream.core.pipeline import Pipeline
 from stream.kafka.delivery import ExactlyOnce
-from stream.kafka.records import BEGINNING, Polled, Record, Source
-from stream.kafka.testing import MemoryConsumer
+from stream.kafka.records import Record
 from stream.observability.metrics import Metrics
 from stream.serving.loop import RunResult, ScorerLoop
-
-
-class LogConsumer(MemoryConsumer):
-    """Reads one transactions partition (and an empty labels partition) from a position a
-    seek moves; the rebalance listener hears the assignment in the first poll."""
-
-    def __init__(self, records: list[Record]) -> None:
-        super().__init__()
-        self.log = records
-        self.position = 0
-        self.on_poll: Callable[[int], None] = lambda _polls: None
-        self.polls_made = 0
-
-    def poll(self, max_records: int, timeout_s: float) -> Polled:
-        self.polls_made += 1
-        self.on_poll(self.polls_made)
-        if not self.assigned:
-            self.assigned = [TX, LABELS]
-            assert self.listener is not None
-            self.listener.on_assigned(list(self.assigned))
-        batch = self.log[self.position:self.position + max_records]
-        self.position += len(batch)
-        at_end = [LABELS] + ([TX] if self.position >= len(self.log) else [])
-        return Polled(batch, at_end)
-
-    def seek(self, source: Source, offset: int) -> None:
-        super().seek(source, offset)
-        if source == TX:
-            self.position = 0 if offset == BEGINNING else offset
 
 
 def _settings(max_events: int, checkpoint_interval_ms: float) -> Settings:

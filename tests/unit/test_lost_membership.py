@@ -3,14 +3,14 @@ after a broker restart): a checkpoint fails in the outage, the rewind rebuilds e
 partition, and the first poll after it reports the partitions lost. The state is then the
 last checkpoint's already, and a second rewind only rebuilt it again.
 
-The scorer's loop runs on stream.kafka.testing's in-memory consumer and producer: a seek, and
-an assignment after a loss, start the partition where the group says (the committed offset),
-as a real consumer does."""
+The scorer's loop runs on stream.kafka.testing's in-memory consumer and producer
+(loop_support.py): a seek, and an assignment after a loss, start the partition where the
+group says (the committed offset), as a real consumer does."""
 
 from __future__ import annotations
 
 import orjson
-from loop_support import LABELS, TX, Clients, TransactionalLog, tx_records
+from loop_support import TX, Clients, LogConsumer, TransactionalLog, tx_records
 from prometheus_client import CollectorRegistry
 from state_support import PER_PARTITION
 
@@ -18,47 +18,27 @@ from stream.assembly import model_version, pipeline_config
 from stream.config import load_settings
 from stream.core.pipeline import Pipeline
 from stream.kafka.delivery import AtLeastOnce, ExactlyOnce
-from stream.kafka.records import BEGINNING, Polled, Record, Source
+from stream.kafka.records import Record
 from stream.kafka.testing import MemoryConsumer, MemoryProducer
 from stream.observability.metrics import Metrics
 from stream.serving.loop import RunResult, ScorerLoop
 
 
-class RejoiningConsumer(MemoryConsumer):
-    """One transactions partition (and an empty labels one), in polls from a position a seek
-    moves; at poll `lose_at` the group reports both partitions lost and, rejoined, assigns
-    them again from their committed offsets."""
+def _lose_at(consumer: LogConsumer, producer: TransactionalLog, poll: int) -> None:
+    """At poll `poll` the group reports both partitions lost and, rejoined, assigns them
+    again, from their committed offsets."""
 
-    def __init__(self, records: list[Record], producer: TransactionalLog, lose_at: int) -> None:
-        super().__init__()
-        self.log = records
-        self.producer = producer
-        self.lose_at = lose_at
-        self.position = 0
-        self.polls_made = 0
+    def lose(polls: int) -> None:
+        listener = consumer.listener
+        if polls != poll or not consumer.assigned or listener is None:
+            return
+        sources, consumer.assigned = list(consumer.assigned), []
+        listener.on_lost(sources)
+        consumer.assigned = sources
+        consumer.position = producer.offsets.get(TX, 0)
+        listener.on_assigned(list(sources))
 
-    def poll(self, max_records: int, timeout_s: float) -> Polled:
-        self.polls_made += 1
-        listener = self.listener
-        assert listener is not None
-        if not self.assigned:
-            self.assigned = [TX, LABELS]
-            listener.on_assigned(list(self.assigned))
-        elif self.polls_made == self.lose_at:
-            sources, self.assigned = list(self.assigned), []
-            listener.on_lost(sources)
-            self.assigned = sources
-            self.position = self.producer.offsets.get(TX, 0)
-            listener.on_assigned(list(sources))
-        batch = self.log[self.position:self.position + max_records]
-        self.position += len(batch)
-        at_end = [LABELS] + ([TX] if self.position >= len(self.log) else [])
-        return Polled(batch, at_end)
-
-    def seek(self, source: Source, offset: int) -> None:
-        super().seek(source, offset)
-        if source == TX:
-            self.position = 0 if offset == BEGINNING else offset
+    consumer.on_poll = lose
 
 
 def _run(fail_commits: set[int], lose_at: int,
@@ -70,7 +50,8 @@ def _run(fail_commits: set[int], lose_at: int,
                              **PER_PARTITION)
     records = tx_records(6)
     producer = TransactionalLog(fail_commits)
-    consumer = RejoiningConsumer(records, producer, lose_at)
+    consumer = LogConsumer(records)
+    _lose_at(consumer, producer, lose_at)
     delivery = ExactlyOnce(lambda: producer, consumer, timeout_s=1.0)
     loop = ScorerLoop(settings, Pipeline(pipeline_config(settings), model_version(settings)),
                       Metrics(CollectorRegistry()), Clients(producer),  # type: ignore[arg-type]
