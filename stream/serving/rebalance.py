@@ -70,12 +70,14 @@ class Rebalance:
         Recovery aborts it and rewinds; the group gives us partitions again on rejoin.
 
         With nothing uncommitted (`Recovery.settled`) there is nothing to abort, and the
-        state already is the last checkpoint's: no rewind. That is the usual case after a
-        broker restart longer than the session timeout: a checkpoint fails in the outage,
-        the rewind rebuilds everything, and the first poll after it reports the loss; a
-        second rewind rebuilt it all again (17-60 s of merchant feed and changelogs in the
-        soak). The partitions that come back keep that state, and their positions are the
-        committed offsets, where the group's new assignment starts them."""
+        state already is the last checkpoint's: no rewind. After a broker restart longer
+        than the session timeout the loss comes in the first poll after the outage: before
+        any record (the soak's scorer rewound once for it, rebuilding the merchant table and
+        every changelog, 17 s of feed), or right after the rewind a checkpoint failed in the
+        outage started (a second rewind rebuilt it all again). The partitions that come back
+        keep that state, and their positions are the committed offsets, where the group's
+        new assignment starts them. An idle at-least-once scorer usually still rewinds: its
+        last epoch's offsets wait for the next checkpoint to be committed."""
         log.warning("partitions lost: %s", _fmt(sources))
         self.intake.revoke(sources)
         self.recovery.ledger.forget(sources)
