@@ -459,9 +459,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"request_timeout_ms {timeout} must be above {READER_FETCH_WAIT_MS}, the fetch "
                 "wait of the readers that restore state and follow the merchant feed")
-        if self.kafka_client == "kafka-python" and self.request_timeout_ms >= KAFKA_PYTHON_IDLE_MS:
+        if self.kafka_client == "kafka-python" and timeout >= KAFKA_PYTHON_IDLE_MS:
             raise ValueError(
-                f"request_timeout_ms {self.request_timeout_ms} must be below kafka-python's "
+                f"request_timeout_ms {timeout} must be below kafka-python's "
                 f"connections_max_idle_ms ({KAFKA_PYTHON_IDLE_MS}), which closes a connection "
                 "idle that long")
         return self

@@ -129,13 +129,11 @@ def pr_curve(pairs: Collection[tuple[bool, float]]) -> Curve:
 
 
 def log_loss(pairs: Collection[tuple[bool, float]], eps: float = 1e-15) -> float:
-    """Mean binary cross-entropy, scores clipped to [eps, 1 - eps]; NaN when empty."""
-    total, count = 0.0, 0
-    for label, score in pairs:
-        p = min(max(score, eps), 1.0 - eps)
-        total -= math.log(p if label else 1.0 - p)
-        count += 1
-    return total / count if count else math.nan
+    """Mean binary cross-entropy, scores clipped to [eps, 1 - eps]; NaN when empty
+    (`mean_log_loss` of the pairs' labels and scores)."""
+    n = len(pairs)
+    return mean_log_loss(np.fromiter((label for label, _ in pairs), np.bool_, n),
+                         np.fromiter((score for _, score in pairs), np.float64, n), eps)
 
 
 def mean_log_loss(labels: np.ndarray, scores: np.ndarray, eps: float = 1e-15) -> float:
