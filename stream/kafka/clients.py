@@ -74,6 +74,11 @@ class GroupConsumer(Protocol):
 
     def commit(self, offsets: Offsets, asynchronous: bool) -> None: ...
 
+    def commit_pending(self) -> bool:
+        """True while an asynchronous commit's result is unheard (results are heard in
+        polls), or the latest result heard was a failure: the group may not hold the offsets
+        last asked for. A synchronous commit that returns was heard, and succeeded."""
+
     def group_metadata(self) -> object:
         """The member's group metadata, for `Producer.send_offsets_to_transaction` (KIP-447).
 

@@ -152,11 +152,29 @@ class AtLeastOnce:
         except ClientError as exc:
             raise classify(exc, "offset commit failed") from exc
 
+    def settle(self) -> None:
+        """Commit the offsets of the checkpoints acknowledged since the last one (the loop
+        calls this while it waits for input).
+
+        Why: a checkpoint's offsets are committed by a later checkpoint, and an idle scorer
+        makes none, so its last checkpoint's offsets stayed uncommitted until input came
+        again: the group showed that checkpoint's records as lag all along, a restart after
+        a crash did them again, and a lost membership rewound the scorer (issue 13)."""
+        if not self._closed:
+            return
+        try:
+            self.producer.poll(0)  # serve the delivery reports that are in
+        except ClientError as exc:
+            raise classify(exc, "delivery failed") from exc
+        self._commit_acknowledged(asynchronous=True)
+
     @property
     def settled(self) -> bool:
-        """Nothing sent since the last checkpoint, and every checkpoint's offsets committed:
-        no work in flight that a lost group membership could strand."""
-        return self._epoch.outstanding == 0 and not self._closed
+        """Nothing sent since the last checkpoint, every checkpoint's offsets committed, and
+        the group's answer to that commit heard: no work in flight that a lost group
+        membership could strand."""
+        return (self._epoch.outstanding == 0 and not self._closed
+                and not self.consumer.commit_pending())
 
     def reset(self, replace: bool = True) -> None:
         """After a failure: drop unsent output (it will be redone) and start a new producer
@@ -277,6 +295,9 @@ class ExactlyOnce:
                 f"transaction {what} did not return within {self.timeout_s + 5.0:.0f}s")
         if outcome[0] is not None:
             raise outcome[0]
+
+    def settle(self) -> None:
+        """Nothing to do: a checkpoint's offsets commit with its transaction."""
 
     @property
     def settled(self) -> bool:

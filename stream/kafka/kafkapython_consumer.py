@@ -253,6 +253,10 @@ class KafkaPythonGroupConsumer:
     def __init__(self, options: dict[str, Any], timeout_s: float) -> None:
         self._consumer = new_consumer(options)
         self._timeout_s = timeout_s
+        # Asynchronous commits asked for whose callbacks no poll has run yet, and whether the
+        # latest one run was a failure (`commit_pending`).
+        self._commits_unheard = 0
+        self._commit_failed = False
         self._bridge = CallerThread(self._consumer._net)
         # partition -> the last stable offset of its latest fetch response
         self._stable = keep_stable_offsets(self._consumer._fetcher)
@@ -380,11 +384,23 @@ class KafkaPythonGroupConsumer:
         data = {topic_partition(s): OffsetAndMetadata(o, "", -1) for s, o in offsets.items()}
         try:
             if asynchronous:
-                self._consumer.commit_async(data, callback=_commit_done)
+                self._commits_unheard += 1
+                self._consumer.commit_async(data, callback=self._commit_heard)
             else:  # bounded: kafka-python retries a synchronous commit forever without one
                 self._consumer.commit(data, timeout_ms=int(self._timeout_s * 1000))
+                self._commit_failed = False
         except kerr.KafkaError as exc:
             raise client_error(exc, what="offset commit") from None
+
+    def _commit_heard(self, offsets: Any, response: Any) -> None:
+        """An asynchronous commit's callback (run by a later poll, or at once when the
+        coordinator is unknown)."""
+        self._commits_unheard = max(0, self._commits_unheard - 1)
+        self._commit_failed = isinstance(response, BaseException)
+        _commit_done(offsets, response)
+
+    def commit_pending(self) -> bool:
+        return self._commits_unheard > 0 or self._commit_failed
 
     def group_metadata(self) -> object:
         """kafka-python resets the generation to -1 on its IO thread as soon as a heartbeat

@@ -9,7 +9,7 @@ become `Polled.at_end`, which is how the event-time intake knows a partition is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
@@ -68,7 +68,9 @@ def _batch(consumer: Consumer, most: int, timeout_s: float) -> list[Any]:
     return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
 
 
-def group_config(settings: Settings, watch: FailureWatch | None = None) -> dict[str, Any]:
+def group_config(settings: Settings, watch: FailureWatch | None = None,
+                 on_commit: Callable[[KafkaError | None, list[Any]], None] = _commit_cb,
+                 ) -> dict[str, Any]:
     """The scorer's group member: explicit commits only, read_committed, range assignor.
 
     >>> from stream.config import load_settings
@@ -94,7 +96,7 @@ def group_config(settings: Settings, watch: FailureWatch | None = None) -> dict[
         "fetch.wait.max.ms": settings.group_fetch[1],
         # Prefetch bound: what is queued locally is re-fetched after a rewind anyway.
         "queued.max.messages.kbytes": 16 * 1024,
-        "on_commit": _commit_cb,
+        "on_commit": on_commit,
     }
 
 
@@ -108,8 +110,12 @@ class RdkafkaGroupConsumer:
     def __init__(self, settings: Settings) -> None:
         self._watch = FailureWatch()
         self._subscribed = False
-        self._consumer = Consumer(group_config(settings, self._watch))
+        self._consumer = Consumer(group_config(settings, self._watch, self._commit_heard))
         self._failed: BaseException | None = None
+        # Asynchronous commits asked for whose results no poll has served yet, and whether
+        # the latest result served was a failure (`commit_pending`).
+        self._commits_unheard = 0
+        self._commit_failed = False
         # Where each partition was last found at its end (`_marks`).
         self._ends: dict[Source, int] = {}
 
@@ -185,10 +191,23 @@ class RdkafkaGroupConsumer:
             listed = [_tp(s, o) for s, o in offsets.items()]
             if asynchronous:
                 self._consumer.commit(offsets=listed, asynchronous=True)
+                self._commits_unheard += 1
             else:
                 self._consumer.commit(offsets=listed, asynchronous=False)
+                self._commit_failed = False
         except KafkaException as exc:
             raise client_error(exc) from None
+
+    def _commit_heard(self, error: KafkaError | None, partitions: list[Any]) -> None:
+        """An asynchronous commit's result, served by a poll (librdkafka's `on_commit`
+        serves asynchronous commits only: a synchronous one reports by returning)."""
+        self._commits_unheard = max(0, self._commits_unheard - 1)
+        self._commit_failed = error is not None or any(
+            tp.error is not None for tp in partitions or ())
+        _commit_cb(error, partitions)
+
+    def commit_pending(self) -> bool:
+        return self._commits_unheard > 0 or self._commit_failed
 
     def group_metadata(self) -> object:
         """Passed on as librdkafka gives it (`clients.GroupConsumer.group_metadata`): a member

@@ -40,6 +40,8 @@ class MemoryConsumer:
         # What `caught_up` says: the partitions the client holds nothing more of, each with
         # its high watermark.
         self.caught: dict[Source, int] = {}
+        # What `commit_pending` says: a test holds an asynchronous commit's result unheard.
+        self.pending = False
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
         self.listener = listener
@@ -63,6 +65,9 @@ class MemoryConsumer:
 
     def commit(self, offsets: Mapping[Source, int], asynchronous: bool) -> None:
         self.commits.append((dict(offsets), asynchronous))
+
+    def commit_pending(self) -> bool:
+        return self.pending
 
     def group_metadata(self) -> object:
         if self.generation < 0:

@@ -78,6 +78,11 @@ class Checkpointer:
             since > 0 or bool(self.pipeline.dirty)
             or (self.feed is not None and self.pipeline.feed_news()))
 
+    def settle(self) -> None:
+        """While no checkpoint is due: commit what the delivery found committable since the
+        last one (`AtLeastOnce.settle`)."""
+        self.delivery.settle()
+
     def commit(self, wait: bool = True) -> None:
         """Changed state to the changelog, then outputs + offsets made durable together.
 
@@ -98,6 +103,8 @@ class Checkpointer:
                                        headers=self._stamp)
                     written += 1
             self.metrics.changelog_records.inc(written)
+        else:  # nothing to write: changed partitions must not make every idle poll checkpoint
+            pipeline.dirty.clear()
         self.delivery.commit(dict(ledger.done), wait=wait)
         acked = time.time() * 1000.0
         self.metrics.end_to_end.observe_many(

@@ -179,8 +179,11 @@ class ScorerLoop:
         polled = self.intake.poll(s.max_poll_records, 0.0)
         # Caught up (no records, none left by the last release): checkpoint now, not later.
         if not polled.records and not self.intake.backlog:
-            if not self.recovery.broken and self.checkpoints.due(idle=True):
-                self.checkpoints.commit(wait=False)
+            if not self.recovery.broken:
+                if self.checkpoints.due(idle=True):
+                    self.checkpoints.commit(wait=False)
+                else:  # at-least-once: the last checkpoint's offsets, once acknowledged
+                    self.checkpoints.settle()
             if not (self._held and len(self.intake)):
                 polled = self.intake.poll(s.max_poll_records, s.poll_timeout_ms / 1000.0)
             # else input waits at the merchant gate: what moves it is the feed, so the gate

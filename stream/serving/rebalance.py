@@ -76,8 +76,9 @@ class Rebalance:
         every changelog, 17 s of feed), or right after the rewind a checkpoint failed in the
         outage started (a second rewind rebuilt it all again). The partitions that come back
         keep that state, and their positions are the committed offsets, where the group's
-        new assignment starts them. An idle at-least-once scorer usually still rewinds: its
-        last epoch's offsets wait for the next checkpoint to be committed."""
+        new assignment starts them. An idle at-least-once scorer is settled too once its
+        last checkpoint's offsets are committed, which it does while it waits for input
+        (`AtLeastOnce.settle`), and the group's answer heard."""
         log.warning("partitions lost: %s", _fmt(sources))
         self.intake.revoke(sources)
         self.recovery.ledger.forget(sources)
