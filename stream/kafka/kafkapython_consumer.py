@@ -384,8 +384,13 @@ class KafkaPythonGroupConsumer:
         data = {topic_partition(s): OffsetAndMetadata(o, "", -1) for s, o in offsets.items()}
         try:
             if asynchronous:
+                # Counted first: the callback runs at once when the coordinator is unknown.
                 self._commits_unheard += 1
-                self._consumer.commit_async(data, callback=self._commit_heard)
+                try:
+                    self._consumer.commit_async(data, callback=self._commit_heard)
+                except BaseException:
+                    self._commits_unheard -= 1  # refused: no callback will come
+                    raise
             else:  # bounded: kafka-python retries a synchronous commit forever without one
                 self._consumer.commit(data, timeout_ms=int(self._timeout_s * 1000))
                 self._commit_failed = False
