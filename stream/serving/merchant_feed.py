@@ -176,6 +176,8 @@ class MerchantFeed:
         else:
             reader.assign({source: high for source, (_, high) in ends.items()})
         self.positions = {p: high for (_, p), (_, high) in ends.items()}
+        if self.images is not None:
+            self.images.rebuilt(folded)
         elapsed = time.perf_counter() - started
         self.metrics.merchant_rebuild_seconds.observe(elapsed)
         log.info("merchant table rebuilt from %s%s in %.2fs: %d events, %d merchants, "

@@ -5,6 +5,7 @@ a broker restart (`make soak`). The partitions ahead are paused now; the fold is
 
 from __future__ import annotations
 
+from keys_support import KEY
 from prometheus_client import CollectorRegistry
 
 from stream.assembly import model_version, pipeline_config
@@ -14,6 +15,7 @@ from stream.devtools.feed import folded, synthetic_feed
 from stream.kafka.records import BEGINNING, Polled, Record, Source
 from stream.observability.metrics import Metrics
 from stream.serving.merchant_feed import MerchantFeed
+from stream.state.keys import StateKey
 
 PARTITIONS = 4
 TOPIC = "app.merchant-feed"
@@ -66,10 +68,12 @@ class _Clients:
         return self._reader
 
 
-def _rebuilt(queue_max: int) -> tuple[Pipeline, MerchantFeed, BlockedReader]:
+def _rebuilt(queue_max: int, key: StateKey | None = None
+             ) -> tuple[Pipeline, MerchantFeed, BlockedReader]:
+    """`key`: the state key images are signed with (without one there are no images)."""
     settings = load_settings(environ={}, group_id="app", merchant_state="shared",
                              model_state="shared", model_epoch_s=60.0)
-    pipeline = Pipeline(pipeline_config(settings), model_version(settings),
+    pipeline = Pipeline(pipeline_config(settings, key), model_version(settings),
                         merchant_partitions=PARTITIONS, merchant_feed=True)
     assert pipeline.timeline is not None
     reader = BlockedReader(synthetic_feed(PARTITIONS, 8_000, len(pipeline.timeline.names)))
@@ -113,3 +117,13 @@ def test_a_finished_partition_that_holds_the_frontier_pauses_nothing() -> None:
     feed.rebuild(stall_s=5.0)
     assert not reader.paused
     assert all(at == len(records[p]) for p, at in reader.positions.items())
+
+
+def test_a_rebuild_that_folded_feed_events_makes_an_image_due_at_once() -> None:
+    """The next checkpoint writes an image after a rebuild that had to fold (serving/
+    merchant_images.py `MerchantImages.rebuilt`): an image lost with an aborted checkpoint
+    was not written again for the whole interval, so a crash in it folded the whole feed."""
+    pipeline, feed, _ = _rebuilt(queue_max=10**9, key=KEY)
+    assert feed.images is not None
+    pipeline.assign(0)  # images are written by the owner of input partition 0
+    assert feed.images.due()
