@@ -152,6 +152,10 @@ class AtLeastOnce:
         except ClientError as exc:
             raise classify(exc, "offset commit failed") from exc
 
+    def renew(self) -> None:
+        """Nothing to do: only a transactional producer keeps a coordinator that can hang
+        (`ExactlyOnce.renew`)."""
+
     def settle(self) -> None:
         """Commit the offsets of the checkpoints acknowledged since the last one (the loop
         calls this while it waits for input).
@@ -209,7 +213,19 @@ class ExactlyOnce:
         self._wedged = False  # a transactional call never returned: abandon the producer
         self._abort_timeouts = 0
         self._offsets_timeouts = 0
+        self._renew = False  # the next transaction starts on a new producer (`renew`)
         self.producer: Producer | None = self._start()
+
+    def renew(self) -> None:
+        """Begin the next transaction on a new producer (nothing open is touched).
+
+        Why: after a broker restart librdkafka's transactional producer can hang on
+        AddOffsetsToTxn with the coordinator it had. In a 30-minute `make soak` (2026-12-05)
+        the first checkpoint after the restart blocked there for 35 s, failed, and rewound
+        the scorer (30 s of rebuilding); a new producer looks its coordinator up again. A
+        lost group membership that finds nothing uncommitted (`Rebalance.on_lost`) asks for
+        this: the broker has just been away longer than the session timeout."""
+        self._renew = True
 
     def _start(self) -> Producer:
         producer: Producer | None = self._initialising or self._factory()
@@ -231,6 +247,8 @@ class ExactlyOnce:
 
     def _begin(self) -> Producer:
         """The producer, in an open transaction."""
+        if self._renew and not self._open and not self._wedged:
+            self._replace()
         if self.producer is None:
             self.producer = self._start()
         if not self._open:
@@ -358,7 +376,7 @@ class ExactlyOnce:
 
     def _replace(self) -> None:
         """Discard the producer (its open transaction with it) and start a new one."""
-        self._open = False
+        self._open = self._renew = False
         self._abort_timeouts = self._offsets_timeouts = 0
         old: Producer | None = self.producer
         self.producer = None

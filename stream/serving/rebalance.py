@@ -85,6 +85,9 @@ class Rebalance:
         if self.recovery.settled():
             log.info("nothing uncommitted since the last checkpoint: the state is as committed, "
                      "no rewind")
+            # The broker was away longer than the session timeout: a transactional producer
+            # can hang with the coordinator it had (`ExactlyOnce.renew`).
+            self.checkpoints.delivery.renew()
             return
         self.recovery.failed(GroupMovedError("partitions lost: the group moved on without us"))
 

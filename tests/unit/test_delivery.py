@@ -246,3 +246,26 @@ def test_a_fatal_producer_error_that_is_no_fence_replaces_the_producer() -> None
     assert len(made) == 2 and delivery.producer is made[1]
     delivery.send("verdicts", b"k", b"v")
     delivery.commit(_tp(0, 1))
+
+
+def test_renew_begins_the_next_transaction_on_a_new_producer() -> None:
+    """`ExactlyOnce.renew` (a lost membership with nothing uncommitted: the broker was away)
+    leaves the open transaction alone and starts the next one on a new producer."""
+    made: list[MemoryProducer] = []
+
+    def factory() -> MemoryProducer:
+        made.append(MemoryProducer())
+        return made[-1]
+
+    delivery = ExactlyOnce(factory, MemoryConsumer(), timeout_s=1.0)
+    delivery.send("verdicts", b"k", b"v1")
+    delivery.renew()
+    delivery.send("verdicts", b"k", b"v2")  # the same transaction, the same producer
+    assert len(made) == 1
+    delivery.commit(_tp(0, 2))
+    delivery.send("verdicts", b"k", b"v3")
+    assert len(made) == 2 and made[0].discarded
+    assert [value for _, _, value, _ in made[1].sent] == [b"v3"]
+    delivery.commit(_tp(0, 3))
+    delivery.send("verdicts", b"k", b"v4")
+    assert len(made) == 2  # once
