@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 
 from stream.assembly import state_key
 from stream.config import load_settings
@@ -309,3 +310,28 @@ def scorer_thread(settings: Any, registry: Any) -> tuple[threading.Thread, dict[
     thread = threading.Thread(target=_run)
     thread.start()
     return thread, outcome
+
+
+def fresh_topics(bootstrap: str, partitions: int) -> Topics:
+    """The scorer's five topics, new, with `partitions` each: for tests that start (and
+    stop) a broker of their own, which the session's `new_topic` fixture does not serve."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        names = [f"{role}-{new_group()}" for role in ("tx", "labels", "verdicts", "dlq", "cl")]
+        admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        admin.close()
+    return Topics(*names)
+
+
+def finished(thread: threading.Thread, outcome: dict[str, object]) -> Any:
+    """The `RunResult` of a `scorer_thread` that must end within two minutes without an
+    error (after a broker came back, in the outage tests)."""
+    from stream.serving.ledger import RunResult
+
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the scorer did not finish after the broker came back"
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert isinstance(result, RunResult)
+    return result

@@ -11,14 +11,18 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from durability_support import Topics, new_group, produce_traffic, scorer_thread, wait_for
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
+from durability_support import (
+    finished,
+    fresh_topics,
+    new_group,
+    produce_traffic,
+    scorer_thread,
+    wait_for,
+)
 from prometheus_client import CollectorRegistry
 
 from stream.config import load_settings
 from stream.devtools.broker import LocalBroker, find_free_port
-from stream.serving.ledger import RunResult
 
 CLIENT_LOGGERS = ("kafka", "rdkafka", "stream.kafka")
 
@@ -57,11 +61,7 @@ def test_readiness_follows_the_broker_and_its_outage_is_a_few_log_lines(
         for name in CLIENT_LOGGERS:  # as under `stream run --log-level DEBUG`: nothing muted
             logging.getLogger(name).setLevel(logging.WARNING)
         root.addHandler(lines)
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        names = [f"{role}-{new_group()}" for role in ("tx", "labels", "verdicts", "dlq", "cl")]
-        admin.create_topics([NewTopic(n, 1, 1) for n in names])
-        admin.close()
-        topics = Topics(*names)
+        topics = fresh_topics(bootstrap, 1)
         produce_traffic(bootstrap, topics.input, 300, seed=3)
         port = find_free_port()
         settings = load_settings(
@@ -90,11 +90,7 @@ def test_readiness_follows_the_broker_and_its_outage_is_a_few_log_lines(
         broker.start()
         wait_for(lambda: _get(port, "/readyz")[0] == 200, 60, "/readyz 200 after the outage")
         produce_traffic(bootstrap, topics.input, 100, seed=4)
-        thread.join(timeout=120)
-        assert not thread.is_alive(), "the scorer did not finish after the broker came back"
-        assert "error" not in outcome, outcome.get("error")
-        result = outcome["result"]
-        assert isinstance(result, RunResult)
+        result = finished(thread, outcome)
         # 20 s away, past the 10 s session timeout: the group drops the member, and the poll
         # after the outage reports the partitions lost. Rewound at most once: only if a
         # checkpoint failed in the outage; the loss, finding nothing uncommitted after that

@@ -12,20 +12,18 @@ import time
 from pathlib import Path
 
 from durability_support import (
-    Topics,
+    finished,
+    fresh_topics,
     group_positions,
     new_group,
     produce_traffic,
     scorer_thread,
     wait_for,
 )
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 from prometheus_client import CollectorRegistry
 
 from stream.config import load_settings
 from stream.devtools.broker import LocalBroker, find_free_port
-from stream.serving.ledger import RunResult
 
 
 def test_an_idle_scorer_commits_its_offsets_and_a_broker_restart_rewinds_nothing(
@@ -34,11 +32,7 @@ def test_an_idle_scorer_commits_its_offsets_and_a_broker_restart_rewinds_nothing
     broker = LocalBroker(port=find_free_port(), data_dir=tmp_path / "broker")
     bootstrap = broker.start()
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        names = [f"{role}-{new_group()}" for role in ("tx", "labels", "verdicts", "dlq", "cl")]
-        admin.create_topics([NewTopic(n, 2, 1) for n in names])
-        admin.close()
-        topics = Topics(*names)
+        topics = fresh_topics(bootstrap, 2)
         group = new_group()
         settings = load_settings(
             environ={}, bootstrap_servers=bootstrap, group_id=group, kafka_client=kafka_client,
@@ -62,11 +56,7 @@ def test_an_idle_scorer_commits_its_offsets_and_a_broker_restart_rewinds_nothing
         time.sleep(20)
         broker.start()
         produce_traffic(bootstrap, topics.input, 100, seed=4)
-        thread.join(timeout=120)
-        assert not thread.is_alive(), "the scorer did not finish after the broker came back"
-        assert "error" not in outcome, outcome.get("error")
-        result = outcome["result"]
-        assert isinstance(result, RunResult)
+        result = finished(thread, outcome)
         # The loss found everything committed: no rewind, nothing done twice.
         assert (result.recoveries, result.transactions) == (0, 400), result
         assert committed_to_the_end()
