@@ -108,8 +108,9 @@ class MerchantImages:
         30-minute `make soak` (2026-12-05) the image written right after a broker restart
         went with the transaction that failed 35 s later; the next was not due for ten
         minutes, and the scorer started after a SIGKILL 9.5 minutes later folded the whole
-        feed, 1,437,144 events in 34 s, where an image would have left it a third of that.
-        A start that folded the whole feed is the same case.
+        feed, 1,437,144 events in 34 s, where an image written after the rewind's rebuild
+        would have left it the 8.5 minutes since. A start that folded the whole feed is the
+        same case.
 
         >>> images = MerchantImages.__new__(MerchantImages)
         >>> images.clock, images._due_at = (lambda: 5.0), 600.0
