@@ -47,6 +47,7 @@ from kafka import errors as kerr
 
 from stream.kafka.classify import ClientError, without_generation
 from stream.kafka.clients import RebalanceListener
+from stream.kafka.commits import AsyncCommits
 from stream.kafka.kafkapython_errors import WATCH, client_error
 from stream.kafka.kafkapython_rebalance import CallbackError, CallerThread
 from stream.kafka.records import BEGINNING, Polled, Record, Source
@@ -253,10 +254,7 @@ class KafkaPythonGroupConsumer:
     def __init__(self, options: dict[str, Any], timeout_s: float) -> None:
         self._consumer = new_consumer(options)
         self._timeout_s = timeout_s
-        # Asynchronous commits asked for whose callbacks no poll has run yet, and whether the
-        # latest one run was a failure (`commit_pending`).
-        self._commits_unheard = 0
-        self._commit_failed = False
+        self._commits = AsyncCommits()  # `commit_pending`
         self._bridge = CallerThread(self._consumer._net)
         # partition -> the last stable offset of its latest fetch response
         self._stable = keep_stable_offsets(self._consumer._fetcher)
@@ -385,27 +383,26 @@ class KafkaPythonGroupConsumer:
         try:
             if asynchronous:
                 # Counted first: the callback runs at once when the coordinator is unknown.
-                self._commits_unheard += 1
+                self._commits.asked()
                 try:
                     self._consumer.commit_async(data, callback=self._commit_heard)
                 except BaseException:
-                    self._commits_unheard -= 1  # refused: no callback will come
+                    self._commits.withdrawn()
                     raise
             else:  # bounded: kafka-python retries a synchronous commit forever without one
                 self._consumer.commit(data, timeout_ms=int(self._timeout_s * 1000))
-                self._commit_failed = False
+                self._commits.confirmed()
         except kerr.KafkaError as exc:
             raise client_error(exc, what="offset commit") from None
 
     def _commit_heard(self, offsets: Any, response: Any) -> None:
         """An asynchronous commit's callback (run by a later poll, or at once when the
         coordinator is unknown)."""
-        self._commits_unheard = max(0, self._commits_unheard - 1)
-        self._commit_failed = isinstance(response, BaseException)
+        self._commits.heard(failed=isinstance(response, BaseException))
         _commit_done(offsets, response)
 
     def commit_pending(self) -> bool:
-        return self._commits_unheard > 0 or self._commit_failed
+        return self._commits.pending
 
     def group_metadata(self) -> object:
         """kafka-python resets the generation to -1 on its IO thread as soon as a heartbeat

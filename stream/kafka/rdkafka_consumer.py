@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from stream.config import READER_FETCH_WAIT_MS, Settings
 from stream.kafka.classify import ClientError, FailureWatch
 from stream.kafka.clients import RebalanceListener
+from stream.kafka.commits import AsyncCommits
 from stream.kafka.rdkafka import _tp, client_error, connection_config, explained
 from stream.kafka.records import BEGINNING, Polled, Record, Source
 
@@ -112,10 +113,7 @@ class RdkafkaGroupConsumer:
         self._subscribed = False
         self._consumer = Consumer(group_config(settings, self._watch, self._commit_heard))
         self._failed: BaseException | None = None
-        # Asynchronous commits asked for whose results no poll has served yet, and whether
-        # the latest result served was a failure (`commit_pending`).
-        self._commits_unheard = 0
-        self._commit_failed = False
+        self._commits = AsyncCommits()  # `commit_pending`
         # Where each partition was last found at its end (`_marks`).
         self._ends: dict[Source, int] = {}
 
@@ -191,23 +189,22 @@ class RdkafkaGroupConsumer:
             listed = [_tp(s, o) for s, o in offsets.items()]
             if asynchronous:
                 self._consumer.commit(offsets=listed, asynchronous=True)
-                self._commits_unheard += 1
+                self._commits.asked()
             else:
                 self._consumer.commit(offsets=listed, asynchronous=False)
-                self._commit_failed = False
+                self._commits.confirmed()
         except KafkaException as exc:
             raise client_error(exc) from None
 
     def _commit_heard(self, error: KafkaError | None, partitions: list[Any]) -> None:
         """An asynchronous commit's result, served by a poll (librdkafka's `on_commit`
         serves asynchronous commits only: a synchronous one reports by returning)."""
-        self._commits_unheard = max(0, self._commits_unheard - 1)
-        self._commit_failed = error is not None or any(
-            tp.error is not None for tp in partitions or ())
+        self._commits.heard(failed=error is not None or any(
+            tp.error is not None for tp in partitions or ()))
         _commit_cb(error, partitions)
 
     def commit_pending(self) -> bool:
-        return self._commits_unheard > 0 or self._commit_failed
+        return self._commits.pending
 
     def group_metadata(self) -> object:
         """Passed on as librdkafka gives it (`clients.GroupConsumer.group_metadata`): a member
