@@ -26,6 +26,7 @@ from kafka_adapters_support import (  # noqa: F401 - fixtures, used by name
 
 from stream.contracts.partitioning import partition_for
 from stream.errors import InfrastructureError
+from stream.kafka.classify import ClientError
 from stream.kafka.clients import Clients, GroupConsumer
 from stream.kafka.kafkapython_consumer import KafkaPythonGroupConsumer
 from stream.kafka.records import BEGINNING, Record, Source
@@ -453,3 +454,16 @@ def test_admin_creates_lists_describes_and_reports_existing(clients: Clients) ->
             time.sleep(0.1)
     finally:
         admin.close()
+
+
+def test_a_synchronous_commit_the_broker_refuses_for_one_partition_raises(
+        subscribed: Any, new_topic: Callable[..., str]) -> None:
+    """The broker answers an offset commit partition by partition, and a refusal must not
+    pass for a commit, or `AtLeastOnce.settled` would trust offsets the group does not hold.
+    confluent-kafka raises the first refused partition's error (librdkafka makes it the
+    call's), and kafka-python raises at once for an unknown partition. Partition 7 of a
+    2-partition topic is refused as unknown."""
+    topic = new_topic(partitions=2, prefix="refused")
+    consumer, _ = subscribed([topic])
+    with pytest.raises(ClientError):
+        consumer.commit({(topic, 0): 1, (topic, 7): 1}, asynchronous=False)
