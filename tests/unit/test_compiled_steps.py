@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from river.utils import VectorDict
 
 import stream.core.scoring.model as model
 from stream.core.scoring.model import (
@@ -60,7 +61,7 @@ def _scaler_bits(scaler: object) -> tuple[list, list, list]:
 
 def test_the_compiled_steps_are_built(compiled: object) -> None:
     assert model.COMPILED
-    assert {"scale", "add_crosses", "frozen"} <= set(dir(compiled))
+    assert {"scale", "add_crosses", "frozen", "frozen_dot"} <= set(dir(compiled))
 
 
 @settings(max_examples=300, deadline=None)
@@ -114,6 +115,53 @@ def test_an_epoch_copy_scores_as_the_python_bit_for_bit(compiled: object, exampl
             == _bits(scorer._frozen_py(tuple(features), features))
 
 
+@settings(max_examples=150, deadline=None)
+@given(examples=st.lists(st.tuples(st.fixed_dictionaries({n: finite for n in NAMES}),
+                                   st.booleans()), min_size=1, max_size=30),
+       reads=st.lists(row, min_size=1, max_size=8), averaged=st.booleans())
+def test_an_epoch_copy_of_a_learned_model_sums_its_score_in_c(
+        compiled: object, examples: list, reads: list, averaged: bool) -> None:
+    """Every name learned, so the linear score runs in `frozen_dot` (not the dict path the
+    test above mostly takes), for the averaged and the plain regression, bit for bit."""
+    trained = make_model(ModelSpec(crosses=CROSSES, average_days=1e-4 if averaged else 0.0))
+    for t, (features, is_fraud) in enumerate(examples):
+        learn_one(trained, features, is_fraud, t=float(t))
+    scorer = FrozenScorer(trained)
+    for features in reads:
+        got = scorer(features)
+        assert scorer._linear is not None
+        out = scorer._frozen_py(tuple(features), features)
+        _add_crosses_py(out, scorer._plan)
+        expected = float(trained["LogisticRegression"].predict_proba_one(out)[True])
+        assert repr(got) == repr(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(st.text(min_size=1, max_size=3), finite, finite), max_size=40))
+def test_rivers_dot_adds_the_terms_in_the_given_dicts_order(pairs: list) -> None:
+    """What `frozen_dot` relies on to give River's sum: its dot walks the dict it is given,
+    adding weight x value to a sum that starts at 0.0 (float addition is not associative,
+    so another order would differ in the last bits)."""
+    x = {name: value for name, value, _ in pairs}
+    weights = {name: weight for name, _, weight in reversed(pairs)}  # another insertion order
+    total = 0.0
+    for name, value in x.items():
+        total += weights[name] * value
+    assert repr(VectorDict(weights).dot(x)) == repr(total)
+
+
+def test_an_epoch_copy_with_a_name_never_learned_scores_through_river(compiled: object) -> None:
+    trained = make_model(ModelSpec(crosses=CROSSES))
+    learn_one(trained, {"amount_log": 1.0, "card_count_1d": 2.0}, True, t=0.0)
+    scorer = FrozenScorer(trained)
+    shown = {"amount_log": 1.5, "card_count_1d": 1.0, "hour_sin": 0.5}  # hour_sin unlearned
+    got = scorer(shown)
+    assert scorer._linear is None
+    out = scorer._frozen_py(tuple(shown), shown)
+    _add_crosses_py(out, scorer._plan)
+    assert repr(got) == repr(float(trained["LogisticRegression"].predict_proba_one(out)[True]))
+
+
 def test_what_the_compiled_loop_declines_is_left_untouched_for_the_python(
         compiled: object) -> None:
     names = ("amount_log", "card_count_1d")
@@ -146,6 +194,13 @@ def test_what_the_compiled_loop_declines_is_left_untouched_for_the_python(
                           False) is NotImplemented
     assert compiled.add_crosses({"a": 1}, (("a", "a", "a*a"),)) is NotImplemented  # type: ignore[attr-defined]
     assert compiled.add_crosses({"a": 1.0}, (("a", "b", "a*b"),)) is NotImplemented  # type: ignore[attr-defined]
+    dot = compiled.frozen_dot  # type: ignore[attr-defined]
+    shape = ((False,), [0.0], [1.0], [1.0], (), [])
+    assert dot({"a": 2.0}, *shape) == 2.0
+    for features in ({"a": 10**400}, {"a": "2"}, {"a": Float(1.0)}, {"a": 1.0, "b": 1.0}):
+        assert dot(features, *shape) is NotImplemented
+    assert dot({"a": 2.0}, (False,), [0.0], [1.0], [1.0], ((0, 1),), [1.0]) is NotImplemented
+    assert dot({"a": 2.0}, (False,), [0], [1.0], [1.0], (), []) is NotImplemented
 
 
 def test_a_negative_variance_is_rooted_as_python_roots_it(compiled: object) -> None:

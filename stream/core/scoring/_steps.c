@@ -1,5 +1,5 @@
 /* The model's per-event arithmetic in C: compress + the scaler's update and transform, the
- * crosses, and an epoch copy's frozen transform.
+ * crosses, and an epoch copy's frozen transform and linear score.
  *
  * Why: these loops over ~31 named features were a third of the core's time in Python
  * (docs/benchmark.md, "The scaler's loops compiled"). They read and write River's own objects
@@ -456,6 +456,103 @@ error:
     return NULL;
 }
 
+/* frozen_dot(features, heavy, means, stds, weights, crosses, cross_weights) -> float
+ *                                                                    | NotImplemented
+ *
+ * An epoch copy's whole linear score: `_frozen_py`'s scaled inputs, `_add_crosses_py`'s
+ * products of them, and River's `VectorDict.dot` of the weights with that dict, without
+ * building the dict. River's dot walks the dict it is given in order and adds each
+ * weight x value to a sum that starts at 0.0 (tests/unit/test_compiled_steps.py checks it
+ * against River), so this adds the scaled inputs' terms in the features' order, then the
+ * crosses' in the plan's order. `crosses` holds (i, j) positions of the two scaled inputs.
+ * NotImplemented, before anything is read past the check, when an input is not a float or
+ * the shapes disagree. */
+static PyObject *
+frozen_dot(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "frozen_dot takes 7 arguments");
+        return NULL;
+    }
+    PyObject *features = args[0], *heavy = args[1], *means = args[2], *stds = args[3];
+    PyObject *weights = args[4], *crosses = args[5], *cross_weights = args[6];
+    if (!PyDict_CheckExact(features) || !PyTuple_CheckExact(heavy) || !PyList_CheckExact(means)
+            || !PyList_CheckExact(stds) || !PyList_CheckExact(weights)
+            || !PyTuple_CheckExact(crosses) || !PyList_CheckExact(cross_weights))
+        Py_RETURN_NOTIMPLEMENTED;
+    Py_ssize_t n = PyDict_GET_SIZE(features);
+    Py_ssize_t m = PyTuple_GET_SIZE(crosses);
+    if (PyTuple_GET_SIZE(heavy) != n || PyList_GET_SIZE(means) != n
+            || PyList_GET_SIZE(stds) != n || PyList_GET_SIZE(weights) != n
+            || PyList_GET_SIZE(cross_weights) != m)
+        Py_RETURN_NOTIMPLEMENTED;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyFloat_CheckExact(PyList_GET_ITEM(means, i))
+                || !PyFloat_CheckExact(PyList_GET_ITEM(stds, i))
+                || !PyFloat_CheckExact(PyList_GET_ITEM(weights, i))
+                || !PyBool_Check(PyTuple_GET_ITEM(heavy, i)))
+            Py_RETURN_NOTIMPLEMENTED;
+    }
+    for (Py_ssize_t k = 0; k < m; k++) {
+        PyObject *pair = PyTuple_GET_ITEM(crosses, k);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2
+                || !PyLong_CheckExact(PyTuple_GET_ITEM(pair, 0))
+                || !PyLong_CheckExact(PyTuple_GET_ITEM(pair, 1))
+                || !PyFloat_CheckExact(PyList_GET_ITEM(cross_weights, k)))
+            Py_RETURN_NOTIMPLEMENTED;
+        Py_ssize_t a = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 0));
+        Py_ssize_t b = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 1));
+        if (a < 0 || b < 0 || a >= n || b >= n) {
+            PyErr_Clear();
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
+    double stack[128];
+    double *z = n <= 128 ? stack : PyMem_Malloc((size_t)n * sizeof(double));
+    if (z == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(features, &pos, &key, &value)) {
+        double xi;
+        if (PyFloat_CheckExact(value)) {
+            xi = PyFloat_AS_DOUBLE(value);
+        }
+        else if (PyLong_CheckExact(value) || PyBool_Check(value)) {
+            xi = PyLong_AsDouble(value);
+            if (xi == -1.0 && PyErr_Occurred()) {  /* too large: Python decides */
+                PyErr_Clear();
+                goto not_implemented;
+            }
+        }
+        else {
+            goto not_implemented;
+        }
+        if (PyTuple_GET_ITEM(heavy, i) == Py_True)
+            xi = compressed(xi);
+        double std = PyFloat_AS_DOUBLE(PyList_GET_ITEM(stds, i));
+        z[i] = std != 0.0 ? (xi - PyFloat_AS_DOUBLE(PyList_GET_ITEM(means, i))) / std : 0.0;
+        i++;
+    }
+    double dot = 0.0;
+    for (i = 0; i < n; i++)
+        dot += PyFloat_AS_DOUBLE(PyList_GET_ITEM(weights, i)) * z[i];
+    for (Py_ssize_t k = 0; k < m; k++) {
+        PyObject *pair = PyTuple_GET_ITEM(crosses, k);
+        double product = clamped(z[PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 0))])
+                         * clamped(z[PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 1))]);
+        dot += PyFloat_AS_DOUBLE(PyList_GET_ITEM(cross_weights, k)) * product;
+    }
+    if (z != stack)
+        PyMem_Free(z);
+    return PyFloat_FromDouble(dot);
+
+not_implemented:
+    if (z != stack)
+        PyMem_Free(z);
+    Py_RETURN_NOTIMPLEMENTED;
+}
+
 static PyMethodDef methods[] = {
     {"scale", (PyCFunction)(void (*)(void))scale, METH_FASTCALL,
      "scale(counts, means, vars, names, values, heavy, learn) -> dict | NotImplemented\n\n"
@@ -466,6 +563,10 @@ static PyMethodDef methods[] = {
     {"frozen", (PyCFunction)(void (*)(void))frozen, METH_FASTCALL,
      "frozen(names, values, heavy, means, stds) -> dict | NotImplemented\n\n"
      "model.py `_frozen_py`, bit for bit."},
+    {"frozen_dot", (PyCFunction)(void (*)(void))frozen_dot, METH_FASTCALL,
+     "frozen_dot(features, heavy, means, stds, weights, crosses, cross_weights) -> float | "
+     "NotImplemented\n\n"
+     "An epoch copy's linear score: `_frozen_py`, the crosses and River's dot, bit for bit."},
     {NULL, NULL, 0, NULL},
 };
 

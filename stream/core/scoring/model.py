@@ -433,7 +433,7 @@ class FrozenScorer:
     True
     """
 
-    __slots__ = ("model", "_standard", "_names", "_flags", "_means", "_stds", "_plan")
+    __slots__ = ("model", "_standard", "_names", "_flags", "_means", "_stds", "_plan", "_linear")
 
     def __init__(self, model: compose.Pipeline) -> None:
         self.model = model
@@ -443,6 +443,7 @@ class FrozenScorer:
         self._means: list[float] = []
         self._stds: list[float] = []
         self._plan: tuple[tuple[str, str, str], ...] = ()
+        self._linear: _Linear | None = None
 
     def __call__(self, features: dict[str, float]) -> float:
         standard = self._standard
@@ -451,6 +452,12 @@ class FrozenScorer:
         names = tuple(features)
         if names != self._names:
             self._prepare(names, standard)
+        linear = self._linear
+        if linear is not None and _compiled is not None:
+            dot = _compiled.frozen_dot(features, self._flags, self._means, self._stds,
+                                       linear.weights, linear.crosses, linear.cross_weights)
+            if dot is not NotImplemented:
+                return float(linear.mean_func(dot + linear.intercept))
         out = NotImplemented if _compiled is None else _compiled.frozen(
             names, features.values(), self._flags, self._means, self._stds)
         if out is NotImplemented:
@@ -485,6 +492,52 @@ class FrozenScorer:
         self._names = names
         self._flags = _heavy_flags(names)
         self._plan = crossed.resolve(names) if crossed is not None else ()
+        self._linear = _Linear.read(standard[2], names, self._plan)
+
+
+@dataclass(frozen=True, slots=True)
+class _Linear:
+    """An epoch copy's regression read once per feature set, for `_steps.frozen_dot`: the
+    weight of each input in the order River's dot adds them (the features', then the
+    crosses'), the crosses as positions of their two inputs, and what turns the sum into a
+    probability. The score is `predict_proba_one`'s bit for bit
+    (tests/unit/test_compiled_steps.py), without the scaled inputs' dict.
+
+    >>> model = make_model(ModelSpec())
+    >>> learn_one(model, {"amount_log": 1.0}, True)
+    >>> linear = _Linear.read(model["LogisticRegression"], ("amount_log",), ())
+    >>> linear.weights == [model["LogisticRegression"].scoring_weights()["amount_log"]]
+    True
+    """
+
+    weights: list[float]
+    crosses: tuple[tuple[int, int], ...]
+    cross_weights: list[float]
+    intercept: float
+    mean_func: Any
+
+    @classmethod
+    def read(cls, regression: linear_model.LogisticRegression, names: tuple[str, ...],
+             plan: tuple[tuple[str, str, str], ...]) -> _Linear | None:
+        """None where the shortcut would not be River's arithmetic: another regression
+        class, a weight not learned yet (River's dot decides what a missing one adds), a
+        cross of a cross, or a cross named like an input."""
+        if type(regression) is AveragedLogisticRegression:
+            weights, intercept = regression.scoring_weights(), regression.average_intercept
+        elif type(regression) is linear_model.LogisticRegression:
+            weights, intercept = regression._weights.to_dict(), regression.intercept
+        else:
+            return None
+        position = {name: i for i, name in enumerate(names)}
+        cross_names = [name for _, _, name in plan]
+        if (len(set(cross_names)) != len(cross_names) or any(n in position for n in cross_names)
+                or any(a not in position or b not in position for a, b, _ in plan)
+                or any(n not in weights for n in (*names, *cross_names))):
+            return None
+        return cls([float(weights[n]) for n in names],
+                   tuple((position[a], position[b]) for a, b, _ in plan),
+                   [float(weights[n]) for n in cross_names], float(intercept),
+                   regression.loss.mean_func)
 
 
 def learn_one(model: compose.Pipeline, features: dict[str, float], is_fraud: bool,
