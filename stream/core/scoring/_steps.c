@@ -515,17 +515,8 @@ frozen_dot(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *key, *value;
     while (PyDict_Next(features, &pos, &key, &value)) {
         double xi;
-        if (PyFloat_CheckExact(value)) {
-            xi = PyFloat_AS_DOUBLE(value);
-        }
-        else if (PyLong_CheckExact(value) || PyBool_Check(value)) {
-            xi = PyLong_AsDouble(value);
-            if (xi == -1.0 && PyErr_Occurred()) {  /* too large: Python decides */
-                PyErr_Clear();
-                goto not_implemented;
-            }
-        }
-        else {
+        if (as_double(value, &xi) < 0) {  /* not a number, or an int past a double */
+            PyErr_Clear();
             goto not_implemented;
         }
         if (PyTuple_GET_ITEM(heavy, i) == Py_True)
